@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs what the project needs: a pinned Deno in .tools/ (from the npm registry),
+# redis-server and redis-tools (apt-get, as root), and the locked npm dependencies.
+set -euo pipefail
+export RUST_BACKTRACE=0
+cd "$(dirname "$0")/.."
+
+DENO_VERSION=$(cat .deno-version)
+tools=.tools
+mkdir -p "$tools/bin"
+
+installed_version() { "$1" --version 2>/dev/null | awk 'NR==1 {print $2}'; }
+
+if [ -x "$tools/bin/deno" ] && [ "$(installed_version "$tools/bin/deno")" = "$DENO_VERSION" ]; then
+  :
+elif command -v deno >/dev/null 2>&1 && [ "$(installed_version deno)" = "$DENO_VERSION" ]; then
+  ln -sf "$(command -v deno)" "$tools/bin/deno"
+else
+  case "$(uname -s)-$(uname -m)" in
+    Linux-x86_64) platform=linux-x64-glibc ;;
+    Linux-aarch64 | Linux-arm64) platform=linux-arm64-glibc ;;
+    Darwin-x86_64) platform=darwin-x64 ;;
+    Darwin-arm64) platform=darwin-arm64 ;;
+    *) echo "setup: no Deno package for $(uname -s) $(uname -m); install Deno $DENO_VERSION and put it on PATH" >&2; exit 1 ;;
+  esac
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "setup: npm is needed to fetch Deno $DENO_VERSION from the npm registry; install Node.js and npm, or put Deno $DENO_VERSION on PATH" >&2
+    exit 1
+  fi
+  echo "setup: installing Deno $DENO_VERSION (@deno/$platform) into $tools/"
+  # The platform package carries the binary; the wrapper's postinstall is not needed.
+  npm install --prefix "$tools" --no-save --no-audit --no-fund --ignore-scripts \
+    "@deno/$platform@$DENO_VERSION" >/dev/null
+  ln -sf "../node_modules/@deno/$platform/deno" "$tools/bin/deno"
+fi
+echo "setup: $("$tools/bin/deno" --version | head -n 1)"
+
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing redis-server and redis-tools with apt-get"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
+    # The package starts a system Redis on 6379; the project never uses it.
+    (service redis-server stop || true) >/dev/null 2>&1
+  else
+    echo "setup: redis-server and redis-cli are missing; install them (Debian/Ubuntu: sudo apt-get install redis-server redis-tools; macOS: brew install redis) and run make setup again" >&2
+    exit 1
+  fi
+fi
+echo "setup: $(redis-server --version | cut -d' ' -f1-3)"
+
+"$tools/bin/deno" install --frozen --quiet

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test and ends with one line: "N passed, N failed".
+set -uo pipefail
+export RUST_BACKTRACE=0 NO_COLOR=1
+cd "$(dirname "$0")/.."
+deno=.tools/bin/deno
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+# Narrow permissions: loopback only, and only redis-server, redis-cli and this Deno as subprocesses.
+"$deno" test \
+  --allow-net=127.0.0.1,localhost,[::1] \
+  --allow-run=redis-server,redis-cli,"$(readlink -f "$deno")" \
+  --allow-read --allow-write --allow-env \
+  "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+
+# Count test cases (steps included) from Deno's per-test lines.
+passed=$(grep -cE ' \.\.\. ok( |$)' "$log" || true)
+failed=$(grep -cE ' \.\.\. FAILED( |$)' "$log" || true)
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
+echo "$passed passed, $failed failed"
+exit "$status"

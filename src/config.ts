@@ -1,0 +1,571 @@
+/**
+ * The configuration: a JSONC file in the documented format or in the original
+ * sentinel_tunnel (RedisLabs) format, validated and resolved into
+ * {@linkcode TunnelConfig}. Every problem is reported with the field path, the
+ * value and the rule, so that an operator can fix the file without reading code.
+ *
+ * @module
+ */
+import {
+  parse as parseJsonc,
+  type ParseError,
+  printParseErrorCode,
+} from "jsonc-parser";
+import { z } from "zod";
+import {
+  type Address,
+  formatAddress,
+  isValidHost,
+  parseAddress,
+  parsePort,
+} from "./address.ts";
+
+/** Credentials for AUTH. The password is resolved; {@linkcode redactConfig} hides it. */
+export interface Credentials {
+  readonly username?: string;
+  readonly password: string;
+  /** Where the password came from: `"config"` or `"env NAME"`. */
+  readonly passwordSource: string;
+}
+
+/** Deadlines and intervals, in milliseconds. */
+export interface Timeouts {
+  /** Deadline to connect to a Sentinel. @default {500} */
+  readonly sentinelConnectMs: number;
+  /** Deadline for a Sentinel's reply. @default {500} */
+  readonly sentinelReplyMs: number;
+  /** Deadline to connect to a master, for clients and for ROLE checks. @default {1000} */
+  readonly masterConnectMs: number;
+  /** Deadline for a master's reply to AUTH and ROLE. @default {1000} */
+  readonly masterReplyMs: number;
+  /** How often Sentinels are polled, as a fallback to pub/sub. @default {1000} */
+  readonly pollIntervalMs: number;
+  /** How long a new client waits for a confirmed master before it gets an error. @default {5000} */
+  readonly clientWaitMs: number;
+}
+
+/** One database: a Sentinel master name served on a local port. */
+export interface DatabaseConfig {
+  readonly name: string;
+  readonly bind: string;
+  readonly port: number;
+  readonly masterAuth?: Credentials;
+  readonly timeouts: Timeouts;
+}
+
+/** The resolved configuration. */
+export interface TunnelConfig {
+  /** Which format the file was written in. */
+  readonly format: "documented" | "original";
+  readonly sentinels: readonly Address[];
+  readonly sentinelAuth?: Credentials;
+  readonly timeouts: Timeouts;
+  readonly databases: readonly DatabaseConfig[];
+}
+
+/**
+ * The configuration cannot be used. Each problem is one line that starts with
+ * the source (`file:` or `file:line:col:`); the message joins them.
+ */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+  readonly problems: readonly string[];
+  constructor(
+    source: string,
+    problems: readonly string[],
+    options?: ErrorOptions,
+  ) {
+    const lines = problems.map((p) =>
+      /^\d+:\d+: /.test(p) ? `${source}:${p}` : `${source}: ${p}`
+    );
+    super(lines.join("\n"), options);
+    this.problems = lines;
+  }
+}
+
+/** The defaults for {@linkcode Timeouts}. */
+export const DEFAULT_TIMEOUTS: Timeouts = Object.freeze({
+  sentinelConnectMs: 500,
+  sentinelReplyMs: 500,
+  masterConnectMs: 1000,
+  masterReplyMs: 1000,
+  pollIntervalMs: 1000,
+  clientWaitMs: 5000,
+});
+
+/** The listen address when none is given: loopback only, unlike the original. */
+export const DEFAULT_BIND = "127.0.0.1";
+
+const PORT_RULE = "a port is a whole number from 1 to 65535";
+const MS_RULE = "a duration is a whole number of milliseconds from 1 to 600000";
+const ADDRESS_RULE =
+  'an address is "host:port", such as "127.0.0.1:26379" or "[::1]:26379"';
+
+const port = z.number({ error: PORT_RULE }).int({ error: PORT_RULE })
+  .min(1, { error: PORT_RULE }).max(65535, { error: PORT_RULE });
+const millis = z.number({ error: MS_RULE }).int({ error: MS_RULE })
+  .min(1, { error: MS_RULE }).max(600_000, { error: MS_RULE });
+const nonEmpty = (what: string) =>
+  z.string({ error: `${what} is a non-empty string` }).min(1, {
+    error: `${what} is a non-empty string`,
+  });
+const address = z.string({ error: ADDRESS_RULE }).transform((text, ctx) => {
+  try {
+    return parseAddress(text);
+  } catch (error) {
+    ctx.issues.push({
+      code: "custom",
+      input: text,
+      message: (error as Error).message.replace(
+        /^Invalid (address|port) "[^"]*": /,
+        "",
+      ),
+    });
+    return z.NEVER;
+  }
+});
+const bind = nonEmpty("a listen address").refine(isValidHost, {
+  error:
+    'a listen address is a host name or IP address without a port, such as "127.0.0.1" or "::1"',
+});
+const auth = z.strictObject({
+  username: nonEmpty("a username").optional(),
+  password: nonEmpty("a password").optional(),
+  passwordEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, {
+    error: "an environment variable name is letters, digits and underscores",
+  }).optional(),
+}).refine((a) => (a.password === undefined) !== (a.passwordEnv === undefined), {
+  error: 'give exactly one of "password" and "passwordEnv"',
+});
+const timeoutFields = {
+  sentinelConnectMs: millis.optional(),
+  sentinelReplyMs: millis.optional(),
+  masterConnectMs: millis.optional(),
+  masterReplyMs: millis.optional(),
+  pollIntervalMs: millis.optional(),
+  clientWaitMs: millis.optional(),
+};
+const databaseTimeoutFields = {
+  masterConnectMs: millis.optional(),
+  masterReplyMs: millis.optional(),
+  clientWaitMs: millis.optional(),
+};
+
+const documentedSchema = z.strictObject({
+  $schema: z.string().optional(),
+  sentinels: z.array(address, { error: "sentinels is a list of addresses" })
+    .min(1, {
+      error: 'list at least one Sentinel, such as ["127.0.0.1:26379"]',
+    }),
+  bind: bind.optional(),
+  sentinelAuth: auth.optional(),
+  masterAuth: auth.optional(),
+  timeouts: z.strictObject(timeoutFields).optional(),
+  databases: z.array(
+    z.strictObject({
+      name: nonEmpty("a database name (the Sentinel master name)"),
+      port,
+      bind: bind.optional(),
+      masterAuth: auth.optional(),
+      timeouts: z.strictObject(databaseTimeoutFields).optional(),
+    }),
+    { error: "databases is a list of objects" },
+  ).min(1, {
+    error:
+      'list at least one database, such as [{ "name": "mymaster", "port": 6380 }]',
+  }),
+});
+
+const originalSchema = z.strictObject({
+  Sentinels_addresses_list: z.array(address, {
+    error: "Sentinels_addresses_list is a list of addresses",
+  }).min(1, {
+    error: 'list at least one Sentinel, such as ["127.0.0.1:26379"]',
+  }),
+  Databases: z.array(
+    z.strictObject({
+      Name: nonEmpty("Name (the Sentinel master name)"),
+      Local_port: z.union([z.string(), z.number()], { error: PORT_RULE })
+        .transform(
+          (value, ctx) => {
+            try {
+              return parsePort(value);
+            } catch {
+              ctx.issues.push({
+                code: "custom",
+                input: value,
+                message: PORT_RULE,
+              });
+              return z.NEVER;
+            }
+          },
+        ),
+    }),
+    { error: "Databases is a list of objects" },
+  ).min(1, {
+    error:
+      'list at least one database, such as [{ "Name": "db1", "Local_port": "12345" }]',
+  }),
+});
+
+type DocumentedInput = z.infer<typeof documentedSchema>;
+type AuthInput = z.infer<typeof auth>;
+
+/** Options for {@linkcode parseConfig}. */
+export interface ParseConfigOptions {
+  /** Where environment variables named by `passwordEnv` are read. @default {Deno.env.get} */
+  getEnv?: (name: string) => string | undefined;
+}
+
+/**
+ * Reads and resolves a config file.
+ *
+ * @throws {ConfigError} when the file cannot be read or is not a valid config
+ */
+export async function loadConfig(
+  path: string,
+  options: ParseConfigOptions = {},
+): Promise<TunnelConfig> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    const cause = error instanceof Deno.errors.NotFound
+      ? "no such file; give the path of a JSONC config, such as config/example.jsonc"
+      : error instanceof Deno.errors.PermissionDenied
+      ? "permission denied; make the file readable by this user"
+      : error instanceof Deno.errors.IsADirectory
+      ? "it is a directory; give the path of a JSONC config file"
+      : (error as Error).message;
+    throw new ConfigError(path, [`cannot read the config file: ${cause}`], {
+      cause: error,
+    });
+  }
+  return parseConfig(text, path, options);
+}
+
+/**
+ * Parses and resolves config text. `source` names the text in messages.
+ *
+ * @throws {ConfigError} when the text is not a valid config
+ */
+export function parseConfig(
+  text: string,
+  source: string,
+  options: ParseConfigOptions = {},
+): TunnelConfig {
+  const getEnv = options.getEnv ?? ((name: string) => Deno.env.get(name));
+  const errors: ParseError[] = [];
+  const raw: unknown = parseJsonc(text, errors, {
+    allowTrailingComma: true,
+    disallowComments: false,
+  });
+  if (errors.length > 0) {
+    throw new ConfigError(
+      source,
+      errors.slice(0, 1).map((e) => {
+        const { line, column } = lineAndColumn(text, e.offset);
+        return `${line}:${column}: syntax error: ${
+          describeParseError(printParseErrorCode(e.error))
+        }`;
+      }),
+    );
+  }
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    throw new ConfigError(source, [
+      'the config is a JSON object, such as { "sentinels": ["127.0.0.1:26379"], "databases": [{ "name": "mymaster", "port": 6380 }] }',
+    ]);
+  }
+  const isOriginal = "Sentinels_addresses_list" in raw || "Databases" in raw;
+  const schema = isOriginal ? originalSchema : documentedSchema;
+  const result = schema.safeParse(raw);
+  if (!result.success) {
+    throw new ConfigError(
+      source,
+      result.error.issues.flatMap((issue) => describeIssue(issue, raw, schema)),
+    );
+  }
+  const input: DocumentedInput = isOriginal
+    ? fromOriginal(result.data as z.infer<typeof originalSchema>)
+    : result.data as DocumentedInput;
+  return resolve(input, isOriginal ? "original" : "documented", source, getEnv);
+}
+
+function fromOriginal(
+  original: z.infer<typeof originalSchema>,
+): DocumentedInput {
+  return {
+    sentinels: original.Sentinels_addresses_list,
+    databases: original.Databases.map((db) => ({
+      name: db.Name,
+      port: db.Local_port,
+    })),
+  };
+}
+
+function resolve(
+  input: DocumentedInput,
+  format: TunnelConfig["format"],
+  source: string,
+  getEnv: (name: string) => string | undefined,
+): TunnelConfig {
+  const problems: string[] = [];
+  const credentials = (
+    a: AuthInput | undefined,
+    path: string,
+  ): Credentials | undefined => {
+    if (a === undefined) return undefined;
+    let password = a.password;
+    let passwordSource = "config";
+    if (a.passwordEnv !== undefined) {
+      password = getEnv(a.passwordEnv);
+      passwordSource = `env ${a.passwordEnv}`;
+      if (password === undefined || password === "") {
+        problems.push(
+          `${path}.passwordEnv: environment variable ${
+            JSON.stringify(a.passwordEnv)
+          } is not set: export it before starting, or write the password in "password"`,
+        );
+        return undefined;
+      }
+    }
+    return {
+      ...(a.username === undefined ? {} : { username: a.username }),
+      password: password!,
+      passwordSource,
+    };
+  };
+
+  const sentinelKey = format === "original"
+    ? "Sentinels_addresses_list"
+    : "sentinels";
+  const seenSentinels = new Map<string, number>();
+  input.sentinels.forEach((s, i) => {
+    const key = formatAddress(s).toLowerCase();
+    const first = seenSentinels.get(key);
+    if (first !== undefined) {
+      problems.push(
+        `${sentinelKey}[${i}]: ${
+          JSON.stringify(formatAddress(s))
+        } is listed twice: it is also ${sentinelKey}[${first}]; list each Sentinel once`,
+      );
+    } else seenSentinels.set(key, i);
+  });
+
+  const timeouts = withOverrides(DEFAULT_TIMEOUTS, input.timeouts);
+  const sentinelAuth = credentials(input.sentinelAuth, "sentinelAuth");
+  const globalMasterAuth = credentials(input.masterAuth, "masterAuth");
+  const databasesKey = format === "original" ? "Databases" : "databases";
+  const nameKey = format === "original" ? "Name" : "name";
+  const portKey = format === "original" ? "Local_port" : "port";
+  const seenNames = new Map<string, number>();
+  const seenPorts = new Map<number, number>();
+  const databases = input.databases.map((db, i): DatabaseConfig => {
+    const firstName = seenNames.get(db.name);
+    if (firstName !== undefined) {
+      problems.push(
+        `${databasesKey}[${i}].${nameKey}: ${
+          JSON.stringify(db.name)
+        } is used twice: it is also ${databasesKey}[${firstName}].${nameKey}; each database is listed once`,
+      );
+    } else seenNames.set(db.name, i);
+    const firstPort = seenPorts.get(db.port);
+    if (firstPort !== undefined) {
+      problems.push(
+        `${databasesKey}[${i}].${portKey}: ${db.port} is used twice: it is also ${databasesKey}[${firstPort}].${portKey}; give each database its own port`,
+      );
+    } else seenPorts.set(db.port, i);
+    const masterAuth = db.masterAuth === undefined
+      ? globalMasterAuth
+      : credentials(db.masterAuth, `databases[${i}].masterAuth`);
+    return {
+      name: db.name,
+      bind: db.bind ?? input.bind ?? DEFAULT_BIND,
+      port: db.port,
+      ...(masterAuth === undefined ? {} : { masterAuth }),
+      timeouts: withOverrides(timeouts, db.timeouts),
+    };
+  });
+  if (problems.length > 0) throw new ConfigError(source, problems);
+  return {
+    format,
+    sentinels: input.sentinels,
+    ...(sentinelAuth === undefined ? {} : { sentinelAuth }),
+    timeouts,
+    databases,
+  };
+}
+
+/** `base` with every value that `overrides` sets; an `undefined` value keeps the base. */
+function withOverrides(
+  base: Timeouts,
+  overrides: Partial<Record<keyof Timeouts, number | undefined>> | undefined,
+): Timeouts {
+  const result = { ...base };
+  for (const [key, value] of Object.entries(overrides ?? {})) {
+    if (value !== undefined) result[key as keyof Timeouts] = value;
+  }
+  return result;
+}
+
+/** The config as JSON with every password replaced, for `--check` and the logs. */
+export function redactConfig(config: TunnelConfig): unknown {
+  const credentials = (c: Credentials | undefined) =>
+    c === undefined ? undefined : {
+      ...(c.username === undefined ? {} : { username: c.username }),
+      password: c.passwordSource === "config"
+        ? "<redacted>"
+        : `<redacted: from ${c.passwordSource}>`,
+    };
+  return {
+    format: config.format,
+    sentinels: config.sentinels.map(formatAddress),
+    sentinelAuth: credentials(config.sentinelAuth),
+    timeouts: config.timeouts,
+    databases: config.databases.map((db) => ({
+      name: db.name,
+      listen: formatAddress({ hostname: db.bind, port: db.port }),
+      masterAuth: credentials(db.masterAuth),
+      timeouts: {
+        masterConnectMs: db.timeouts.masterConnectMs,
+        masterReplyMs: db.timeouts.masterReplyMs,
+        clientWaitMs: db.timeouts.clientWaitMs,
+      },
+    })),
+  };
+}
+
+function describeIssue(
+  issue: z.core.$ZodIssue,
+  raw: unknown,
+  schema: z.ZodType,
+): string[] {
+  const path = formatPath(issue.path);
+  const where = path === "" ? "top level" : path;
+  if (issue.code === "unrecognized_keys") {
+    const known = knownKeys(schema, issue.path);
+    return issue.keys.map((key) => {
+      const near = nearest(key, known);
+      return `${where}: unknown key ${JSON.stringify(key)}${
+        near === undefined ? "" : `: did you mean ${JSON.stringify(near)}?`
+      }${known.length > 0 ? ` (known keys: ${known.join(", ")})` : ""}`;
+    });
+  }
+  const value = valueAt(raw, issue.path);
+  if (value === undefined) return [`${where}: missing: ${issue.message}`];
+  return [`${where}: ${describeValue(value)} is not valid: ${issue.message}`];
+}
+
+function describeValue(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  let text = "";
+  for (const part of path) {
+    text += typeof part === "number"
+      ? `[${part}]`
+      : text === ""
+      ? String(part)
+      : `.${String(part)}`;
+  }
+  return text;
+}
+
+function valueAt(raw: unknown, path: readonly PropertyKey[]): unknown {
+  let value = raw;
+  for (const part of path) {
+    if (typeof value !== "object" || value === null) return undefined;
+    value = (value as Record<PropertyKey, unknown>)[part];
+  }
+  return value;
+}
+
+function knownKeys(schema: z.ZodType, path: readonly PropertyKey[]): string[] {
+  let node: unknown = schema;
+  for (const part of [...path, undefined]) {
+    for (;;) {
+      if (node instanceof z.ZodOptional || node instanceof z.ZodDefault) {
+        node = node.unwrap();
+      } else if (node instanceof z.ZodPipe) node = node.in;
+      else break;
+    }
+    if (part === undefined) break;
+    if (node instanceof z.ZodArray) node = node.element;
+    else if (node instanceof z.ZodObject) node = node.shape[part as string];
+    else return [];
+  }
+  return node instanceof z.ZodObject
+    ? Object.keys(node.shape).filter((k) => k !== "$schema")
+    : [];
+}
+
+/** The known key closest to `key`, if it is close enough to be a likely typo. */
+function nearest(key: string, known: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const candidate of known) {
+    const distance = editDistance(key.toLowerCase(), candidate.toLowerCase());
+    if (distance < bestDistance) {
+      best = candidate;
+      bestDistance = distance;
+    }
+  }
+  return bestDistance <= Math.max(2, Math.floor(key.length / 3))
+    ? best
+    : undefined;
+}
+
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(
+        previous[j]! + 1,
+        current[j - 1]! + 1,
+        previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
+    }
+    previous = current;
+  }
+  return previous[b.length]!;
+}
+
+function lineAndColumn(
+  text: string,
+  offset: number,
+): { line: number; column: number } {
+  let line = 1;
+  let lineStart = 0;
+  for (let i = 0; i < offset && i < text.length; i++) {
+    if (text[i] === "\n") {
+      line++;
+      lineStart = i + 1;
+    }
+  }
+  return { line, column: offset - lineStart + 1 };
+}
+
+function describeParseError(code: string): string {
+  const descriptions: Record<string, string> = {
+    InvalidSymbol: "unexpected character",
+    InvalidNumberFormat: "malformed number",
+    PropertyNameExpected: "expected a property name in double quotes",
+    ValueExpected: "expected a value",
+    ColonExpected: "expected ':'",
+    CommaExpected: "expected ',' between entries",
+    CloseBraceExpected: "expected '}'",
+    CloseBracketExpected: "expected ']'",
+    EndOfFileExpected: "unexpected text after the end of the config",
+    InvalidCommentToken: "malformed comment",
+    UnexpectedEndOfComment: "comment is not closed",
+    UnexpectedEndOfString: "string is not closed",
+    UnexpectedEndOfNumber: "number is not complete",
+    InvalidUnicode: "invalid unicode escape",
+    InvalidEscapeCharacter: "invalid escape character",
+    InvalidCharacter: "invalid character in string",
+  };
+  return descriptions[code] ?? code;
+}

@@ -1,0 +1,78 @@
+/**
+ * Every live tunnel of one database and the master it goes to, so that a
+ * master change can cut off every client of the old master at once.
+ *
+ * @module
+ */
+import { type Address, formatAddress } from "./address.ts";
+
+/** What the registry needs of a tunnel. */
+export interface RegisteredTunnel {
+  readonly master: Address;
+  /** Closes both sides; calling it again does nothing. */
+  close(): void;
+}
+
+/** The live tunnels of one database, grouped by master address. */
+export class ConnectionRegistry<T extends RegisteredTunnel = RegisteredTunnel> {
+  readonly #byMaster = new Map<string, Set<T>>();
+  #size = 0;
+
+  /** How many tunnels are live. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /** How many live tunnels go to each master, keyed by `host:port`. */
+  countsByMaster(): Map<string, number> {
+    return new Map([...this.#byMaster].map(([key, set]) => [key, set.size]));
+  }
+
+  add(tunnel: T): void {
+    const key = formatAddress(tunnel.master);
+    let set = this.#byMaster.get(key);
+    if (!set) this.#byMaster.set(key, set = new Set());
+    if (!set.has(tunnel)) {
+      set.add(tunnel);
+      this.#size++;
+    }
+  }
+
+  delete(tunnel: T): void {
+    const key = formatAddress(tunnel.master);
+    const set = this.#byMaster.get(key);
+    if (set?.delete(tunnel)) {
+      this.#size--;
+      if (set.size === 0) this.#byMaster.delete(key);
+    }
+  }
+
+  /** Closes every tunnel to `master`. Returns how many were closed. */
+  closeTo(master: Address): number {
+    return this.#closeWhere((key) => key === formatAddress(master));
+  }
+
+  /** Closes every tunnel that goes anywhere but `master`. Returns how many were closed. */
+  closeAllExcept(master: Address): number {
+    return this.#closeWhere((key) => key !== formatAddress(master));
+  }
+
+  /** Closes every tunnel. Returns how many were closed. */
+  closeAll(): number {
+    return this.#closeWhere(() => true);
+  }
+
+  #closeWhere(matches: (key: string) => boolean): number {
+    let closed = 0;
+    for (const [key, set] of [...this.#byMaster]) {
+      if (!matches(key)) continue;
+      this.#byMaster.delete(key);
+      this.#size -= set.size;
+      for (const tunnel of set) {
+        tunnel.close();
+        closed++;
+      }
+    }
+    return closed;
+  }
+}

@@ -1,0 +1,255 @@
+/**
+ * The listener of one database: accepts clients on the local port, joins each
+ * to the confirmed master, and gives a client that cannot be served a RESP
+ * error naming the database and the cause, never a silent close.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import { formatAddress, sameAddress } from "./address.ts";
+import type { DatabaseConfig } from "./config.ts";
+import type { ConnectionRegistry } from "./connection_registry.ts";
+import type { ConfirmedMaster, MasterWatcher } from "./master_watcher.ts";
+import { closeQuietly, DEFAULT_BUFFER_SIZE, Tunnel } from "./pipe.ts";
+import { describeNetworkError } from "./redis_connection.ts";
+import { encodeError } from "./resp.ts";
+import { sleep } from "./sentinel_client.ts";
+
+const log = getLogger(["sentinel-tunnel", "listener"]);
+
+/** A database's port could not be opened. */
+export class ListenError extends Error {
+  override name = "ListenError";
+}
+
+/** Options for {@linkcode DatabaseListener.open}. */
+export interface DatabaseListenerOptions {
+  watcher: MasterWatcher;
+  registry: ConnectionRegistry<Tunnel>;
+  /** The buffer size of each tunnel direction. @default {DEFAULT_BUFFER_SIZE} */
+  bufferSize?: number;
+}
+
+/** How long a rejected client gets to read its error before the connection closes. */
+const REJECT_LINGER_MS = 1000;
+
+/** Listens on one database's port and tunnels each client to its master. */
+export class DatabaseListener {
+  readonly database: DatabaseConfig;
+  readonly #listener: Deno.TcpListener;
+  readonly #watcher: MasterWatcher;
+  readonly #registry: ConnectionRegistry<Tunnel>;
+  readonly #bufferSize: number;
+  readonly #handlers = new Set<Promise<void>>();
+  #closed = false;
+
+  private constructor(
+    database: DatabaseConfig,
+    listener: Deno.TcpListener,
+    options: DatabaseListenerOptions,
+  ) {
+    this.database = database;
+    this.#listener = listener;
+    this.#watcher = options.watcher;
+    this.#registry = options.registry;
+    this.#bufferSize = options.bufferSize ?? DEFAULT_BUFFER_SIZE;
+  }
+
+  /**
+   * Opens the database's port.
+   *
+   * @throws {ListenError} naming the port and the cause when it cannot be opened
+   */
+  static open(
+    database: DatabaseConfig,
+    options: DatabaseListenerOptions,
+  ): DatabaseListener {
+    let listener: Deno.TcpListener;
+    const where = formatAddress({
+      hostname: database.bind,
+      port: database.port,
+    });
+    try {
+      listener = Deno.listen({ hostname: database.bind, port: database.port });
+    } catch (error) {
+      const cause = error instanceof Deno.errors.AddrInUse
+        ? `port ${database.port} is already in use; stop the process that holds it or give the database another port`
+        : error instanceof Deno.errors.PermissionDenied
+        ? `permission denied; ports below 1024 need root or CAP_NET_BIND_SERVICE`
+        : error instanceof Deno.errors.AddrNotAvailable
+        ? `${database.bind} is not an address of this machine; use "127.0.0.1", "::1" or "0.0.0.0"`
+        : describeNetworkError(error);
+      throw new ListenError(
+        `Cannot listen on ${where} for database "${database.name}": ${cause}`,
+        {
+          cause: error,
+        },
+      );
+    }
+    return new DatabaseListener(database, listener, options);
+  }
+
+  /** The address the listener is bound to. */
+  get address(): Deno.NetAddr {
+    return this.#listener.addr;
+  }
+
+  /**
+   * Accepts clients until `signal` aborts, then waits for every client handler
+   * to end. Accept errors (such as running out of file descriptors) are logged
+   * and retried with backoff from 5 ms up to 1 s.
+   */
+  async serve(signal: AbortSignal): Promise<void> {
+    const onAbort = () => this.close();
+    signal.addEventListener("abort", onAbort, { once: true });
+    let backoff = 0;
+    try {
+      while (!signal.aborted) {
+        let conn: Deno.TcpConn;
+        try {
+          conn = await this.#listener.accept();
+        } catch (error) {
+          if (this.#closed || signal.aborted) break;
+          backoff = backoff === 0 ? 5 : Math.min(backoff * 2, 1000);
+          log.error(
+            "Database {database}: accept failed on port {port}: {error}; retrying in {backoff} ms",
+            {
+              database: this.database.name,
+              port: this.database.port,
+              error: describeNetworkError(error),
+              backoff,
+            },
+          );
+          await sleep(backoff, signal);
+          continue;
+        }
+        backoff = 0;
+        const handler = this.#serveClient(conn, signal).catch((error) => {
+          log.error("Database {database}: client handler failed: {error}", {
+            database: this.database.name,
+            error: String(error),
+          });
+        }).finally(() => this.#handlers.delete(handler));
+        this.#handlers.add(handler);
+      }
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+      this.close();
+    }
+    while (this.#handlers.size > 0) await Promise.all([...this.#handlers]);
+  }
+
+  /** Stops accepting. Live tunnels are left to the registry. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#listener.close();
+    } catch (error) {
+      if (!(error instanceof Deno.errors.BadResource)) throw error;
+    }
+  }
+
+  async #serveClient(client: Deno.TcpConn, signal: AbortSignal): Promise<void> {
+    client.setNoDelay(true);
+    const { timeouts } = this.database;
+    const waitUntil = performance.now() + timeouts.clientWaitMs;
+    let failed: ConfirmedMaster | undefined;
+    let dialError: string | undefined;
+    while (!signal.aborted) {
+      const remaining = waitUntil - performance.now();
+      const master = this.#watcher.master !== failed && this.#watcher.master
+        ? this.#watcher.master
+        : remaining > 0
+        ? await this.#watcher.waitForMaster(remaining, signal, failed)
+        : undefined;
+      if (!master) break;
+      let upstream: Deno.TcpConn;
+      try {
+        upstream = await Deno.connect({
+          hostname: master.address.hostname,
+          port: master.address.port,
+          signal: AbortSignal.any([
+            AbortSignal.timeout(timeouts.masterConnectMs),
+            signal,
+          ]),
+        });
+      } catch (error) {
+        dialError = `cannot connect to master ${
+          formatAddress(master.address)
+        }: ${
+          error instanceof DOMException
+            ? `no connection within ${timeouts.masterConnectMs} ms`
+            : describeNetworkError(error)
+        }`;
+        failed = master;
+        this.#watcher.reportUnreachable(master.address);
+        continue;
+      }
+      // The master may have changed while connecting: never join a client to a demoted node.
+      const current = this.#watcher.master;
+      if (
+        !current || !sameAddress(current.address, master.address) ||
+        signal.aborted
+      ) {
+        closeQuietly(upstream);
+        failed = undefined;
+        continue;
+      }
+      upstream.setNoDelay(true);
+      const tunnel = new Tunnel(client, upstream, master.address);
+      this.#registry.add(tunnel);
+      try {
+        await tunnel.run(this.#bufferSize);
+      } finally {
+        this.#registry.delete(tunnel);
+      }
+      return;
+    }
+    await this.#reject(client, signal, dialError);
+  }
+
+  async #reject(
+    client: Deno.TcpConn,
+    signal: AbortSignal,
+    dialError: string | undefined,
+  ): Promise<void> {
+    const { name, timeouts } = this.database;
+    const problem = this.#watcher.problem;
+    const reason = signal.aborted
+      ? "sentinel-tunnel is shutting down"
+      : problem?.kind === "unknown"
+      ? problem.detail
+      : `no confirmed master after waiting ${timeouts.clientWaitMs} ms: ${
+        problem?.detail ?? dialError ?? "still resolving"
+      }`;
+    const peer = client.remoteAddr;
+    log.warn("Database {database}: rejected client {client}: {reason}", {
+      database: name,
+      client: formatAddress(peer),
+      reason,
+    });
+    try {
+      await client.write(
+        encodeError(`ERR sentinel-tunnel: database "${name}": ${reason}`),
+      );
+      // Let the client read the error: a close with its command unread would reset the connection.
+      await client.closeWrite();
+      const drain = new Uint8Array(512);
+      const linger = AbortSignal.timeout(REJECT_LINGER_MS);
+      const onLinger = () => closeQuietly(client);
+      linger.addEventListener("abort", onLinger, { once: true });
+      signal.addEventListener("abort", onLinger, { once: true });
+      try {
+        while (await client.read(drain) !== null) { /* discard */ }
+      } finally {
+        linger.removeEventListener("abort", onLinger);
+        signal.removeEventListener("abort", onLinger);
+      }
+    } catch {
+      // The client went away first.
+    } finally {
+      closeQuietly(client);
+    }
+  }
+}

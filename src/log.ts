@@ -1,0 +1,66 @@
+/**
+ * Structured logs: text lines for people, JSON lines for machines, to stderr
+ * or to a file. Passwords never reach a log record: the code logs addresses,
+ * names and causes only.
+ *
+ * @module
+ */
+import {
+  configureSync,
+  getJsonLinesFormatter,
+  getTextFormatter,
+  type LogLevel,
+  type LogRecord,
+  type Sink,
+} from "@logtape/logtape";
+
+/** The levels `--log-level` takes. */
+export const LOG_LEVELS = ["debug", "info", "warning", "error"] as const;
+
+/** Options for {@linkcode setupLogging}. */
+export interface LoggingOptions {
+  /** The lowest level written. @default {"info"} */
+  level?: LogLevel;
+  /** `text` for people, `json` for one JSON object a line. */
+  format: "text" | "json";
+  /** Append to this file instead of writing to stderr. */
+  file?: string | undefined;
+}
+
+/**
+ * Sends every log record to stderr or to a file.
+ *
+ * @throws {Deno.errors.NotFound | Deno.errors.PermissionDenied} when the file cannot be opened
+ */
+export function setupLogging(options: LoggingOptions): void {
+  const encoder = new TextEncoder();
+  const output = options.file === undefined
+    ? Deno.stderr
+    : Deno.openSync(options.file, { append: true, create: true });
+  const formatter = options.format === "json"
+    ? getJsonLinesFormatter({ properties: "flatten", message: "rendered" })
+    : getTextFormatter({ timestamp: "date-time-timezone", category: ".", value: "bare" });
+  const sink: Sink = (record: LogRecord) => {
+    try {
+      output.writeSync(encoder.encode(formatter(record)));
+    } catch {
+      // A full disk or a closed stderr must not stop the tunnel.
+    }
+  };
+  configureSync({
+    reset: true,
+    sinks: { main: sink },
+    loggers: [
+      {
+        category: ["sentinel-tunnel"],
+        sinks: ["main"],
+        lowestLevel: options.level ?? "info",
+      },
+      {
+        category: ["logtape", "meta"],
+        sinks: ["main"],
+        lowestLevel: "warning",
+      },
+    ],
+  });
+}

@@ -1,0 +1,381 @@
+/**
+ * The control plane of one database: which master its clients go to.
+ *
+ * The state is explicit: a confirmed master or none, and the last problem.
+ * One loop per database changes it; events (`+switch-master`, a failed dial, a
+ * new subscription) only set a hint and wake the loop. A master is used only
+ * after it says so itself with ROLE. When Sentinel names another master, every
+ * tunnel to the old one is closed at once, so that no client keeps writing to
+ * a demoted node.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import { type Address, formatAddress, sameAddress } from "./address.ts";
+import type { DatabaseConfig } from "./config.ts";
+import type { ConnectionRegistry } from "./connection_registry.ts";
+import { type AuthOptions, RedisConnection } from "./redis_connection.ts";
+import { RespErrorReply } from "./resp.ts";
+import { type SentinelClient, sleep } from "./sentinel_client.ts";
+
+const log = getLogger(["sentinel-tunnel", "watcher"]);
+
+/** What a node said it is when asked with ROLE. */
+export type RoleCheck =
+  | { readonly kind: "role"; readonly role: string }
+  | { readonly kind: "unreachable"; readonly detail: string }
+  | { readonly kind: "error"; readonly detail: string };
+
+/** Options for {@linkcode checkRole}. */
+export interface CheckRoleOptions {
+  connectTimeoutMs: number;
+  replyTimeoutMs: number;
+  auth?: AuthOptions | undefined;
+  signal: AbortSignal;
+}
+
+/** Asks a node for its ROLE: `master`, `slave` or `sentinel`. */
+export async function checkRole(
+  address: Address,
+  options: CheckRoleOptions,
+): Promise<RoleCheck> {
+  try {
+    using connection = await RedisConnection.open(address, options);
+    const reply = await connection.call(["ROLE"], options.signal);
+    if (reply instanceof RespErrorReply) {
+      return {
+        kind: "error",
+        detail: `ROLE failed on ${formatAddress(address)}: ${reply.message}`,
+      };
+    }
+    if (Array.isArray(reply) && typeof reply[0] === "string") {
+      return { kind: "role", role: reply[0] };
+    }
+    return {
+      kind: "error",
+      detail: `ROLE on ${formatAddress(address)} answered ${
+        JSON.stringify(reply)
+      }`,
+    };
+  } catch (error) {
+    const detail = `ROLE check failed: ${(error as Error).message}`;
+    return error instanceof Error && error.message.includes("AUTH failed")
+      ? { kind: "error", detail }
+      : { kind: "unreachable", detail };
+  }
+}
+
+/** Why there is no confirmed master. */
+export interface MasterProblem {
+  readonly kind:
+    | "unreachable"
+    | "unknown"
+    | "not-master"
+    | "master-unreachable"
+    | "error";
+  readonly detail: string;
+  readonly since: number;
+}
+
+/** A confirmed master and how it was learned. */
+export interface ConfirmedMaster {
+  readonly address: Address;
+  readonly confirmedAt: number;
+  /** How it was learned, such as `sentinel 127.0.0.1:26379` or `+switch-master from 127.0.0.1:26380`. */
+  readonly via: string;
+}
+
+/** Options for {@linkcode MasterWatcher}. */
+export interface MasterWatcherOptions {
+  sentinels: SentinelClient;
+  registry: ConnectionRegistry;
+  /** The first retry delay while no master is confirmed; it doubles up to the poll interval. @default {100} */
+  retryDelayMs?: number;
+  /** How often to ask Sentinels for further Sentinels. @default {30000} */
+  discoveryIntervalMs?: number;
+}
+
+/** Watches one database's master. */
+export class MasterWatcher {
+  readonly database: DatabaseConfig;
+  readonly #sentinels: SentinelClient;
+  readonly #registry: ConnectionRegistry;
+  readonly #retryDelayMs: number;
+  readonly #discoveryIntervalMs: number;
+  #master: ConfirmedMaster | undefined;
+  #problem: MasterProblem | undefined;
+  #attempts = 0;
+  #lastDiscovery = 0;
+  #changed = Promise.withResolvers<void>();
+  #hint: { address: Address; sentinel: Address } | undefined;
+  #wake: (() => void) | undefined;
+  #wakePending = false;
+  #lastFailureLog = { at: 0, suppressed: 0 };
+
+  constructor(database: DatabaseConfig, options: MasterWatcherOptions) {
+    this.database = database;
+    this.#sentinels = options.sentinels;
+    this.#registry = options.registry;
+    this.#retryDelayMs = options.retryDelayMs ?? 100;
+    this.#discoveryIntervalMs = options.discoveryIntervalMs ?? 30_000;
+  }
+
+  /** The confirmed master, if any. */
+  get master(): ConfirmedMaster | undefined {
+    return this.#master;
+  }
+
+  /** Why there is no confirmed master, or the last failed poll while there is one. */
+  get problem(): MasterProblem | undefined {
+    return this.#problem;
+  }
+
+  /** Resolves, confirms and polls until `signal` aborts. */
+  async run(signal: AbortSignal): Promise<void> {
+    let retryDelay = this.#retryDelayMs;
+    while (!signal.aborted) {
+      await this.#resolveOnce(signal);
+      if (signal.aborted) break;
+      if (this.#master) {
+        retryDelay = this.#retryDelayMs;
+        await this.#discoverIfDue(signal);
+        await this.#sleepUnlessWoken(
+          this.database.timeouts.pollIntervalMs,
+          signal,
+        );
+      } else {
+        await this.#sleepUnlessWoken(retryDelay, signal);
+        retryDelay = Math.min(
+          retryDelay * 2,
+          this.database.timeouts.pollIntervalMs,
+        );
+      }
+    }
+    this.#notify();
+  }
+
+  /**
+   * Waits up to `timeoutMs` for a confirmed master other than `exclude` (one
+   * that a client just failed to reach). Returns at once when the Sentinels
+   * already said they do not know this master name.
+   */
+  async waitForMaster(
+    timeoutMs: number,
+    signal: AbortSignal,
+    exclude?: ConfirmedMaster,
+  ): Promise<ConfirmedMaster | undefined> {
+    const usable = () => this.#master !== undefined && this.#master !== exclude;
+    if (usable()) return this.#master;
+    const deadline = AbortSignal.any([AbortSignal.timeout(timeoutMs), signal]);
+    const expired = new Promise<void>((resolve) => {
+      if (deadline.aborted) resolve();
+      deadline.addEventListener("abort", () => resolve(), { once: true });
+    });
+    while (!usable() && !deadline.aborted) {
+      if (this.#problem?.kind === "unknown") return undefined;
+      await Promise.race([this.#changed.promise, expired]);
+    }
+    return usable() ? this.#master : undefined;
+  }
+
+  /** A Sentinel published `+switch-master` for this database. */
+  onSwitchMaster(address: Address, sentinel: Address): void {
+    if (this.#master && sameAddress(this.#master.address, address)) return;
+    if (this.#hint && sameAddress(this.#hint.address, address)) return;
+    // Sentinel has demoted everything else: cut its clients off now, before ROLE confirms the new one.
+    const previous = this.#master;
+    this.#master = undefined;
+    const closed = this.#registry.closeAllExcept(address);
+    log.warn(
+      "Database {database}: +switch-master from {sentinel} names {to}; closed {closed} connections to {from}",
+      {
+        database: this.database.name,
+        sentinel: formatAddress(sentinel),
+        from: previous
+          ? formatAddress(previous.address)
+          : "no confirmed master",
+        to: formatAddress(address),
+        closed,
+      },
+    );
+    this.#hint = { address, sentinel };
+    this.#notify();
+    this.wake();
+  }
+
+  /** A client could not connect to `address`: check it now rather than at the next poll. */
+  reportUnreachable(address: Address): void {
+    if (this.#master && sameAddress(this.#master.address, address)) this.wake();
+  }
+
+  /** Runs the next resolution now. */
+  wake(): void {
+    if (this.#wake) this.#wake();
+    else this.#wakePending = true;
+  }
+
+  async #resolveOnce(signal: AbortSignal): Promise<void> {
+    this.#attempts++;
+    const hint = this.#hint;
+    this.#hint = undefined;
+    let candidate: Address;
+    let via: string;
+    if (hint) {
+      candidate = hint.address;
+      via = `+switch-master from ${formatAddress(hint.sentinel)}`;
+    } else {
+      const lookup = await this.#sentinels.getMasterAddress(
+        this.database.name,
+        signal,
+      );
+      if (signal.aborted) return;
+      if (lookup.kind !== "found") {
+        // With every Sentinel down, the known master keeps serving.
+        this.#fail(lookup.kind, lookup.detail);
+        return;
+      }
+      candidate = lookup.address;
+      via = `sentinel ${formatAddress(lookup.sentinel)}`;
+      if (this.#master && !sameAddress(this.#master.address, candidate)) {
+        this.#demote(
+          `sentinel ${formatAddress(lookup.sentinel)} names ${
+            formatAddress(candidate)
+          }`,
+        );
+      }
+    }
+    const role = await checkRole(candidate, {
+      connectTimeoutMs: this.database.timeouts.masterConnectMs,
+      replyTimeoutMs: this.database.timeouts.masterReplyMs,
+      auth: this.database.masterAuth,
+      signal,
+    });
+    if (signal.aborted) return;
+    if (role.kind === "role" && role.role === "master") {
+      this.#confirm(candidate, via);
+    } else if (role.kind === "role") {
+      if (this.#master) {
+        this.#demote(`${formatAddress(candidate)} says it is ${role.role}`);
+      }
+      this.#fail(
+        "not-master",
+        `${via} names ${
+          formatAddress(candidate)
+        }, but it says it is ${role.role}`,
+      );
+    } else if (role.kind === "unreachable") {
+      // Not known to be demoted: keep its tunnels, but send no new client there.
+      this.#master = undefined;
+      this.#fail(
+        "master-unreachable",
+        `master ${formatAddress(candidate)} from ${via}: ${role.detail}`,
+      );
+    } else {
+      this.#master = undefined;
+      this.#fail("error", role.detail);
+    }
+  }
+
+  #confirm(address: Address, via: string): void {
+    const previous = this.#master;
+    const recovered = this.#problem;
+    this.#problem = undefined;
+    if (previous && sameAddress(previous.address, address)) return;
+    this.#master = { address, confirmedAt: Date.now(), via };
+    const closed = this.#registry.closeAllExcept(address);
+    log.info(
+      "Database {database}: master is {to} (was {from}), learned via {via}; closed {closed} stale connections",
+      {
+        database: this.database.name,
+        from: previous
+          ? formatAddress(previous.address)
+          : recovered
+          ? `none: ${recovered.detail}`
+          : "none",
+        to: formatAddress(address),
+        via,
+        closed,
+      },
+    );
+    this.#notify();
+  }
+
+  #demote(reason: string): void {
+    const previous = this.#master;
+    if (!previous) return;
+    this.#master = undefined;
+    const closed = this.#registry.closeTo(previous.address);
+    log.warn(
+      "Database {database}: master {from} is no longer master: {reason}; closed {closed} connections",
+      {
+        database: this.database.name,
+        from: formatAddress(previous.address),
+        reason,
+        closed,
+      },
+    );
+    this.#notify();
+  }
+
+  #fail(kind: MasterProblem["kind"], detail: string): void {
+    const now = Date.now();
+    const repeated = this.#problem?.kind === kind &&
+      this.#problem.detail === detail;
+    this.#problem = {
+      kind,
+      detail,
+      since: repeated ? this.#problem!.since : now,
+    };
+    // The same failure every poll would flood the log: repeat it at most every 30 s, with a count.
+    if (!repeated || now - this.#lastFailureLog.at >= 30_000) {
+      log.warn(
+        "Database {database}: resolution failed ({kind}): {detail}{keeping}{repeats}",
+        {
+          database: this.database.name,
+          kind,
+          detail,
+          keeping: this.#master
+            ? `; keeping master ${formatAddress(this.#master.address)}`
+            : "",
+          master: this.#master ? formatAddress(this.#master.address) : null,
+          repeats: repeated
+            ? ` (failed ${
+              this.#lastFailureLog.suppressed + 1
+            } times since the last report)`
+            : "",
+        },
+      );
+      this.#lastFailureLog = { at: now, suppressed: 0 };
+    } else {
+      this.#lastFailureLog.suppressed++;
+    }
+    this.#notify();
+  }
+
+  async #discoverIfDue(signal: AbortSignal): Promise<void> {
+    const now = Date.now();
+    if (now - this.#lastDiscovery < this.#discoveryIntervalMs) return;
+    this.#lastDiscovery = now;
+    await this.#sentinels.discoverSentinels(this.database.name, signal);
+  }
+
+  /** Wakes every waiter; each checks the state again. */
+  #notify(): void {
+    this.#changed.resolve();
+    this.#changed = Promise.withResolvers<void>();
+  }
+
+  async #sleepUnlessWoken(ms: number, signal: AbortSignal): Promise<void> {
+    if (this.#wakePending) {
+      this.#wakePending = false;
+      return;
+    }
+    const woken = new AbortController();
+    this.#wake = () => woken.abort();
+    try {
+      await sleep(ms, AbortSignal.any([signal, woken.signal]));
+    } finally {
+      this.#wake = undefined;
+    }
+  }
+}

@@ -1,0 +1,311 @@
+/**
+ * A control-plane connection to a Redis node or a Sentinel: commands out, RESP
+ * replies in, every step under a deadline. A deadline that passes closes the
+ * connection, so a hung peer costs at most its timeout.
+ *
+ * @module
+ */
+import { type Address, formatAddress } from "./address.ts";
+import {
+  encodeCommand,
+  parseReply,
+  RespErrorReply,
+  type RespValue,
+} from "./resp.ts";
+
+/** Credentials sent with AUTH. */
+export interface AuthOptions {
+  readonly username?: string;
+  readonly password: string;
+}
+
+/** Options for {@linkcode RedisConnection.open}. */
+export interface OpenOptions {
+  /** Deadline for the TCP connect. */
+  connectTimeoutMs: number;
+  /** Deadline for each reply, AUTH included. */
+  replyTimeoutMs: number;
+  /** Sent with AUTH right after connecting. */
+  auth?: AuthOptions | undefined;
+  /** Aborts the connect. */
+  signal?: AbortSignal | undefined;
+}
+
+/**
+ * A call to a Redis node or Sentinel failed: it was unreachable, too slow, or
+ * answered with an error. `message` is short and names the address.
+ */
+export class RedisCallError extends Error {
+  override name = "RedisCallError";
+  /** The peer that failed. */
+  readonly address: Address;
+  /** What kind of failure it was. */
+  readonly kind: "unreachable" | "timeout" | "error-reply" | "protocol";
+  constructor(
+    address: Address,
+    kind: RedisCallError["kind"],
+    detail: string,
+    options?: ErrorOptions,
+  ) {
+    super(`${formatAddress(address)}: ${detail}`, options);
+    this.address = address;
+    this.kind = kind;
+  }
+}
+
+/** A short human description of a network error: "connection refused", "timed out after 500 ms". */
+export function describeNetworkError(error: unknown): string {
+  if (error instanceof Deno.errors.ConnectionRefused) {
+    return "connection refused";
+  }
+  if (error instanceof Deno.errors.ConnectionReset) return "connection reset";
+  if (error instanceof Deno.errors.ConnectionAborted) {
+    return "connection aborted";
+  }
+  if (error instanceof Deno.errors.BrokenPipe) return "broken pipe";
+  if (error instanceof Deno.errors.TimedOut) return "timed out";
+  if (error instanceof Deno.errors.AddrNotAvailable) {
+    return "address not available";
+  }
+  if (error instanceof Deno.errors.NotFound) return "host not found";
+  if (
+    error instanceof Deno.errors.NotCapable ||
+    error instanceof Deno.errors.PermissionDenied
+  ) {
+    return `not permitted: ${(error as Error).message}`;
+  }
+  return error instanceof Error ? error.message : String(error);
+}
+
+const READ_CHUNK = 4096;
+
+/** One TCP connection that speaks RESP, for the control plane only. */
+export class RedisConnection implements Disposable {
+  readonly address: Address;
+  readonly #conn: Deno.TcpConn;
+  readonly #replyTimeoutMs: number;
+  #buffer = new Uint8Array(READ_CHUNK);
+  #start = 0;
+  #end = 0;
+  #closed = false;
+
+  private constructor(
+    address: Address,
+    conn: Deno.TcpConn,
+    replyTimeoutMs: number,
+  ) {
+    this.address = address;
+    this.#conn = conn;
+    this.#replyTimeoutMs = replyTimeoutMs;
+  }
+
+  /**
+   * Connects, and authenticates when `auth` is given.
+   *
+   * @throws {RedisCallError} when the peer cannot be reached in time or refuses AUTH
+   */
+  static async open(
+    address: Address,
+    options: OpenOptions,
+  ): Promise<RedisConnection> {
+    const deadline = AbortSignal.timeout(options.connectTimeoutMs);
+    const signal = options.signal
+      ? AbortSignal.any([deadline, options.signal])
+      : deadline;
+    let conn: Deno.TcpConn;
+    try {
+      conn = await Deno.connect({
+        hostname: address.hostname,
+        port: address.port,
+        signal,
+      });
+    } catch (error) {
+      if (deadline.aborted) {
+        throw new RedisCallError(
+          address,
+          "timeout",
+          `no connection within ${options.connectTimeoutMs} ms`,
+          {
+            cause: error,
+          },
+        );
+      }
+      throw new RedisCallError(
+        address,
+        "unreachable",
+        describeNetworkError(error),
+        { cause: error },
+      );
+    }
+    const connection = new RedisConnection(
+      address,
+      conn,
+      options.replyTimeoutMs,
+    );
+    if (options.auth) {
+      try {
+        const args = options.auth.username === undefined
+          ? ["AUTH", options.auth.password]
+          : ["AUTH", options.auth.username, options.auth.password];
+        const reply = await connection.call(args);
+        if (reply instanceof RespErrorReply) {
+          throw new RedisCallError(
+            address,
+            "error-reply",
+            `AUTH failed: ${reply.message}`,
+          );
+        }
+      } catch (error) {
+        connection.close();
+        throw error;
+      }
+    }
+    return connection;
+  }
+
+  /**
+   * Sends a command and reads its reply within the reply deadline. An error
+   * reply is returned as a {@linkcode RespErrorReply}, not thrown.
+   *
+   * @throws {RedisCallError} when the peer fails or is too slow; the connection is then closed
+   */
+  async call(
+    args: readonly string[],
+    signal?: AbortSignal,
+  ): Promise<RespValue> {
+    await this.send(args);
+    return await this.read({
+      timeoutMs: this.#replyTimeoutMs,
+      ...(signal ? { signal } : {}),
+    });
+  }
+
+  /** Writes a command without waiting for its reply. */
+  async send(args: readonly string[]): Promise<void> {
+    const bytes = encodeCommand(args);
+    try {
+      let written = 0;
+      while (written < bytes.length) {
+        written += await this.#conn.write(bytes.subarray(written));
+      }
+    } catch (error) {
+      this.close();
+      throw new RedisCallError(
+        this.address,
+        "unreachable",
+        describeNetworkError(error),
+        { cause: error },
+      );
+    }
+  }
+
+  /**
+   * Reads the next reply. With `timeoutMs`, a reply that does not come in time
+   * closes the connection; without it, only `signal` or the peer ends the wait.
+   *
+   * @throws {RedisCallError} when the peer closes, fails or is too slow
+   */
+  async read(
+    options: { timeoutMs?: number; signal?: AbortSignal } = {},
+  ): Promise<RespValue> {
+    const deadline = options.timeoutMs === undefined
+      ? undefined
+      : AbortSignal.timeout(options.timeoutMs);
+    const signals = [deadline, options.signal].filter((s): s is AbortSignal =>
+      s !== undefined
+    );
+    const signal = signals.length === 0 ? undefined : AbortSignal.any(signals);
+    const onAbort = () => this.close();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      for (;;) {
+        const parsed = this.#parseBuffered();
+        if (parsed !== undefined) return parsed;
+        if (signal?.aborted) onAbort();
+        if (this.#closed) {
+          throw new Deno.errors.BadResource("connection closed");
+        }
+        if (this.#end === this.#buffer.length) this.#makeRoom();
+        const n = await this.#conn.read(this.#buffer.subarray(this.#end));
+        if (n === null) {
+          this.close();
+          throw new RedisCallError(
+            this.address,
+            "unreachable",
+            "connection closed by peer",
+          );
+        }
+        this.#end += n;
+      }
+    } catch (error) {
+      if (error instanceof RedisCallError) throw error;
+      if (deadline?.aborted) {
+        throw new RedisCallError(
+          this.address,
+          "timeout",
+          `no reply within ${options.timeoutMs} ms`,
+          {
+            cause: error,
+          },
+        );
+      }
+      if (options.signal?.aborted) throw options.signal.reason;
+      this.close();
+      throw new RedisCallError(
+        this.address,
+        "unreachable",
+        describeNetworkError(error),
+        { cause: error },
+      );
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  #parseBuffered(): RespValue | undefined {
+    if (this.#start === this.#end) return undefined;
+    let parsed;
+    try {
+      parsed = parseReply(this.#buffer.subarray(0, this.#end), this.#start);
+    } catch (error) {
+      this.close();
+      throw new RedisCallError(
+        this.address,
+        "protocol",
+        (error as Error).message,
+        { cause: error },
+      );
+    }
+    if (parsed === undefined) return undefined;
+    this.#start = parsed.end;
+    if (this.#start === this.#end) this.#start = this.#end = 0;
+    return parsed.value;
+  }
+
+  #makeRoom(): void {
+    const pending = this.#end - this.#start;
+    const size = pending * 2 > this.#buffer.length
+      ? this.#buffer.length * 2
+      : this.#buffer.length;
+    const next = new Uint8Array(size);
+    next.set(this.#buffer.subarray(this.#start, this.#end));
+    this.#buffer = next;
+    this.#start = 0;
+    this.#end = pending;
+  }
+
+  /** Closes the connection; calling it again does nothing. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#conn.close();
+    } catch (error) {
+      if (!(error instanceof Deno.errors.BadResource)) throw error;
+    }
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
