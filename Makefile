@@ -12,7 +12,7 @@ CONFIG ?= config/example.jsonc
 .PHONY: setup test unit integration lint fmt run demo bundle clean
 
 setup:
-	@bash scripts/setup.sh
+	@bash .ci/setup.sh
 
 $(BUNDLE): setup deno.json deno.lock main.ts $(wildcard src/*.ts)
 	@mkdir -p dist
@@ -22,7 +22,7 @@ bundle: $(BUNDLE)
 
 # Tests run the tunnel through the bundle, so what ships is what is tested.
 test: setup bundle
-	@SENTINEL_TUNNEL_ENTRY=$(BUNDLE) bash scripts/test.sh
+	@SENTINEL_TUNNEL_ENTRY=$(BUNDLE) bash .ci/test.sh
 
 lint: setup
 	@$(DENO) fmt --check
