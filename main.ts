@@ -82,9 +82,7 @@ function parseCli(args: string[]): Cli | "help" | "version" {
   const logLevel = values["log-level"] ?? "info";
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
     throw new UsageError(
-      `Invalid --log-level ${JSON.stringify(logLevel)}: use one of ${
-        LOG_LEVELS.join(", ")
-      }`,
+      `Invalid --log-level ${JSON.stringify(logLevel)}: use one of ${LOG_LEVELS.join(", ")}`,
     );
   }
   const logFormat = values["log-format"] ??
@@ -128,9 +126,7 @@ async function main(args: string[]): Promise<number> {
     });
   } catch (error) {
     throw new UsageError(
-      `Cannot open log file ${JSON.stringify(cli.logFile)}: ${
-        (error as Error).message
-      }`,
+      `Cannot open log file ${JSON.stringify(cli.logFile)}: ${(error as Error).message}`,
     );
   }
   const log = getLogger(["sentinel-tunnel"]);

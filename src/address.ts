@@ -16,16 +16,10 @@ const IPV6 = /^[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?$/;
 
 /** Parses a TCP port from a number or a string of digits. */
 export function parsePort(value: string | number): number {
-  const port = typeof value === "number"
-    ? value
-    : /^\d+$/.test(value)
-    ? Number(value)
-    : NaN;
+  const port = typeof value === "number" ? value : /^\d+$/.test(value) ? Number(value) : NaN;
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
     throw new RangeError(
-      `Invalid port ${
-        JSON.stringify(value)
-      }: a port is a whole number from 1 to 65535`,
+      `Invalid port ${JSON.stringify(value)}: a port is a whole number from 1 to 65535`,
     );
   }
   return port;

@@ -6,19 +6,9 @@
  *
  * @module
  */
-import {
-  parse as parseJsonc,
-  type ParseError,
-  printParseErrorCode,
-} from "jsonc-parser";
+import { parse as parseJsonc, type ParseError, printParseErrorCode } from "jsonc-parser";
 import { z } from "zod";
-import {
-  type Address,
-  formatAddress,
-  isValidHost,
-  parseAddress,
-  parsePort,
-} from "./address.ts";
+import { type Address, formatAddress, isValidHost, parseAddress, parsePort } from "./address.ts";
 
 /** Credentials for AUTH. The password is resolved; {@linkcode redactConfig} hides it. */
 export interface Credentials {
@@ -75,9 +65,7 @@ export class ConfigError extends Error {
     problems: readonly string[],
     options?: ErrorOptions,
   ) {
-    const lines = problems.map((p) =>
-      /^\d+:\d+: /.test(p) ? `${source}:${p}` : `${source}: ${p}`
-    );
+    const lines = problems.map((p) => /^\d+:\d+: /.test(p) ? `${source}:${p}` : `${source}: ${p}`);
     super(lines.join("\n"), options);
     this.problems = lines;
   }
@@ -98,8 +86,7 @@ export const DEFAULT_BIND = "127.0.0.1";
 
 const PORT_RULE = "a port is a whole number from 1 to 65535";
 const MS_RULE = "a duration is a whole number of milliseconds from 1 to 600000";
-const ADDRESS_RULE =
-  'an address is "host:port", such as "127.0.0.1:26379" or "[::1]:26379"';
+const ADDRESS_RULE = 'an address is "host:port", such as "127.0.0.1:26379" or "[::1]:26379"';
 
 const port = z.number({ error: PORT_RULE }).int({ error: PORT_RULE })
   .min(1, { error: PORT_RULE }).max(65535, { error: PORT_RULE });
@@ -171,8 +158,7 @@ const documentedSchema = z.strictObject({
     }),
     { error: "databases is a list of objects" },
   ).min(1, {
-    error:
-      'list at least one database, such as [{ "name": "mymaster", "port": 6380 }]',
+    error: 'list at least one database, such as [{ "name": "mymaster", "port": 6380 }]',
   }),
 });
 
@@ -203,8 +189,7 @@ const originalSchema = z.strictObject({
     }),
     { error: "Databases is a list of objects" },
   ).min(1, {
-    error:
-      'list at least one database, such as [{ "Name": "db1", "Local_port": "12345" }]',
+    error: 'list at least one database, such as [{ "Name": "db1", "Local_port": "12345" }]',
   }),
 });
 
@@ -336,9 +321,7 @@ function resolve(
     };
   };
 
-  const sentinelKey = format === "original"
-    ? "Sentinels_addresses_list"
-    : "sentinels";
+  const sentinelKey = format === "original" ? "Sentinels_addresses_list" : "sentinels";
   const seenSentinels = new Map<string, number>();
   input.sentinels.forEach((s, i) => {
     const key = formatAddress(s).toLowerCase();
@@ -496,9 +479,7 @@ function knownKeys(schema: z.ZodType, path: readonly PropertyKey[]): string[] {
     else if (node instanceof z.ZodObject) node = node.shape[part as string];
     else return [];
   }
-  return node instanceof z.ZodObject
-    ? Object.keys(node.shape).filter((k) => k !== "$schema")
-    : [];
+  return node instanceof z.ZodObject ? Object.keys(node.shape).filter((k) => k !== "$schema") : [];
 }
 
 /** The known key closest to `key`, if it is close enough to be a likely typo. */
@@ -512,9 +493,7 @@ function nearest(key: string, known: readonly string[]): string | undefined {
       bestDistance = distance;
     }
   }
-  return bestDistance <= Math.max(2, Math.floor(key.length / 3))
-    ? best
-    : undefined;
+  return bestDistance <= Math.max(2, Math.floor(key.length / 3)) ? best : undefined;
 }
 
 function editDistance(a: string, b: string): number {

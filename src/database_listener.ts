@@ -175,9 +175,7 @@ export class DatabaseListener {
           ]),
         });
       } catch (error) {
-        dialError = `cannot connect to master ${
-          formatAddress(master.address)
-        }: ${
+        dialError = `cannot connect to master ${formatAddress(master.address)}: ${
           error instanceof DOMException
             ? `no connection within ${timeouts.masterConnectMs} ms`
             : describeNetworkError(error)

@@ -39,7 +39,11 @@ export function setupLogging(options: LoggingOptions): void {
     : Deno.openSync(options.file, { append: true, create: true });
   const formatter = options.format === "json"
     ? getJsonLinesFormatter({ properties: "flatten", message: "rendered" })
-    : getTextFormatter({ timestamp: "date-time-timezone", category: ".", value: "bare" });
+    : getTextFormatter({
+      timestamp: "date-time-timezone",
+      category: ".",
+      value: "bare",
+    });
   const sink: Sink = (record: LogRecord) => {
     try {
       output.writeSync(encoder.encode(formatter(record)));

@@ -45,7 +45,9 @@ export async function checkRole(
     if (reply instanceof RespErrorReply) {
       return {
         kind: "error",
-        detail: `ROLE failed on ${formatAddress(address)}: ${reply.message}`,
+        detail: `ROLE failed on ${formatAddress(address)}: ${reply.message}${
+          noAuthHint(reply.code, options.auth !== undefined)
+        }`,
       };
     }
     if (Array.isArray(reply) && typeof reply[0] === "string") {
@@ -53,9 +55,7 @@ export async function checkRole(
     }
     return {
       kind: "error",
-      detail: `ROLE on ${formatAddress(address)} answered ${
-        JSON.stringify(reply)
-      }`,
+      detail: `ROLE on ${formatAddress(address)} answered ${JSON.stringify(reply)}`,
     };
   } catch (error) {
     const detail = `ROLE check failed: ${(error as Error).message}`;
@@ -63,6 +63,13 @@ export async function checkRole(
       ? { kind: "error", detail }
       : { kind: "unreachable", detail };
   }
+}
+
+function noAuthHint(code: string, hasAuth: boolean): string {
+  if (code !== "NOAUTH" && code !== "NOPERM" && code !== "WRONGPASS") return "";
+  return hasAuth
+    ? "; check the masterAuth credentials and the ACL user's permissions"
+    : "; set masterAuth in the config so the tunnel can check ROLE";
 }
 
 /** Why there is no confirmed master. */
@@ -191,9 +198,7 @@ export class MasterWatcher {
       {
         database: this.database.name,
         sentinel: formatAddress(sentinel),
-        from: previous
-          ? formatAddress(previous.address)
-          : "no confirmed master",
+        from: previous ? formatAddress(previous.address) : "no confirmed master",
         to: formatAddress(address),
         closed,
       },
@@ -238,9 +243,7 @@ export class MasterWatcher {
       via = `sentinel ${formatAddress(lookup.sentinel)}`;
       if (this.#master && !sameAddress(this.#master.address, candidate)) {
         this.#demote(
-          `sentinel ${formatAddress(lookup.sentinel)} names ${
-            formatAddress(candidate)
-          }`,
+          `sentinel ${formatAddress(lookup.sentinel)} names ${formatAddress(candidate)}`,
         );
       }
     }
@@ -259,9 +262,7 @@ export class MasterWatcher {
       }
       this.#fail(
         "not-master",
-        `${via} names ${
-          formatAddress(candidate)
-        }, but it says it is ${role.role}`,
+        `${via} names ${formatAddress(candidate)}, but it says it is ${role.role}`,
       );
     } else if (role.kind === "unreachable") {
       // Not known to be demoted: keep its tunnels, but send no new client there.
@@ -334,14 +335,10 @@ export class MasterWatcher {
           database: this.database.name,
           kind,
           detail,
-          keeping: this.#master
-            ? `; keeping master ${formatAddress(this.#master.address)}`
-            : "",
+          keeping: this.#master ? `; keeping master ${formatAddress(this.#master.address)}` : "",
           master: this.#master ? formatAddress(this.#master.address) : null,
           repeats: repeated
-            ? ` (failed ${
-              this.#lastFailureLog.suppressed + 1
-            } times since the last report)`
+            ? ` (failed ${this.#lastFailureLog.suppressed + 1} times since the last report)`
             : "",
         },
       );

@@ -6,12 +6,7 @@
  * @module
  */
 import { type Address, formatAddress } from "./address.ts";
-import {
-  encodeCommand,
-  parseReply,
-  RespErrorReply,
-  type RespValue,
-} from "./resp.ts";
+import { encodeCommand, parseReply, RespErrorReply, type RespValue } from "./resp.ts";
 
 /** Credentials sent with AUTH. */
 export interface AuthOptions {
@@ -109,9 +104,7 @@ export class RedisConnection implements Disposable {
     options: OpenOptions,
   ): Promise<RedisConnection> {
     const deadline = AbortSignal.timeout(options.connectTimeoutMs);
-    const signal = options.signal
-      ? AbortSignal.any([deadline, options.signal])
-      : deadline;
+    const signal = options.signal ? AbortSignal.any([deadline, options.signal]) : deadline;
     let conn: Deno.TcpConn;
     try {
       conn = await Deno.connect({
@@ -211,9 +204,7 @@ export class RedisConnection implements Disposable {
     const deadline = options.timeoutMs === undefined
       ? undefined
       : AbortSignal.timeout(options.timeoutMs);
-    const signals = [deadline, options.signal].filter((s): s is AbortSignal =>
-      s !== undefined
-    );
+    const signals = [deadline, options.signal].filter((s): s is AbortSignal => s !== undefined);
     const signal = signals.length === 0 ? undefined : AbortSignal.any(signals);
     const onAbort = () => this.close();
     signal?.addEventListener("abort", onAbort, { once: true });
@@ -284,9 +275,7 @@ export class RedisConnection implements Disposable {
 
   #makeRoom(): void {
     const pending = this.#end - this.#start;
-    const size = pending * 2 > this.#buffer.length
-      ? this.#buffer.length * 2
-      : this.#buffer.length;
+    const size = pending * 2 > this.#buffer.length ? this.#buffer.length * 2 : this.#buffer.length;
     const next = new Uint8Array(size);
     next.set(this.#buffer.subarray(this.#start, this.#end));
     this.#buffer = next;

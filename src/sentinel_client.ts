@@ -9,11 +9,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { type Address, formatAddress, sameAddress } from "./address.ts";
-import {
-  type AuthOptions,
-  RedisCallError,
-  RedisConnection,
-} from "./redis_connection.ts";
+import { type AuthOptions, RedisCallError, RedisConnection } from "./redis_connection.ts";
 import { RespErrorReply, type RespValue } from "./resp.ts";
 
 const log = getLogger(["sentinel-tunnel", "sentinel"]);
@@ -160,9 +156,7 @@ export class SentinelClient {
     }
     return {
       kind: "unreachable",
-      detail: `no Sentinel reachable (${
-        failures.join("; ") || "none configured"
-      })`,
+      detail: `no Sentinel reachable (${failures.join("; ") || "none configured"})`,
     };
   }
 

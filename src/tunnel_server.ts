@@ -83,9 +83,7 @@ export class TunnelServer {
         const listener = DatabaseListener.open(database, {
           watcher,
           registry,
-          ...(options.bufferSize === undefined
-            ? {}
-            : { bufferSize: options.bufferSize }),
+          ...(options.bufferSize === undefined ? {} : { bufferSize: options.bufferSize }),
         });
         databases.push({ listener, watcher, registry });
       }

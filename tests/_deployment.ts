@@ -124,8 +124,9 @@ export interface SwitchEvent {
 export interface SwitchWatch extends AsyncDisposable {
   /**
    * Resolves with the first `+switch-master` for the deployment's master.
-   * Rejects with a `TimeoutError` when the watch's timeout elapses, or with an
-   * `Error` when the watch is disposed first.
+   * Rejects with a `TimeoutError` when the watch's timeout elapses, with the
+   * deployment signal's reason when it aborts, or with an `Error` when the
+   * watch is disposed first.
    */
   readonly next: Promise<SwitchEvent>;
   /** Kills the `redis-cli` subscribers. Idempotent. */
@@ -292,9 +293,7 @@ export async function startRedis(
       ...config,
     ];
     await Deno.writeTextFile(configFile, lines.join("\n") + "\n");
-    const args = role === "sentinel"
-      ? [configFile, "--sentinel"]
-      : [configFile];
+    const args = role === "sentinel" ? [configFile, "--sentinel"] : [configFile];
     const child = new Deno.Command("redis-server", {
       args,
       stdin: "null",
@@ -322,9 +321,7 @@ export async function startRedis(
         continue;
       }
       throw new Error(
-        `Cannot start Redis ${role} "${process.address}": ${
-          errorMessage(error)
-        }\n${diagnostics}`,
+        `Cannot start Redis ${role} "${process.address}": ${errorMessage(error)}\n${diagnostics}`,
         { cause: error },
       );
     }
@@ -528,9 +525,7 @@ class SentinelDeployment implements Deployment {
         `sentinel down-after-milliseconds ${name} ${this.#settings.downAfterMs}`,
         `sentinel failover-timeout ${name} ${this.#settings.failoverTimeoutMs}`,
         `sentinel parallel-syncs ${name} 1`,
-        ...(password === undefined
-          ? []
-          : [`sentinel auth-pass ${name} ${quote(password)}`]),
+        ...(password === undefined ? [] : [`sentinel auth-pass ${name} ${quote(password)}`]),
         ...(sentinelPassword === undefined ? [] : [
           `requirepass ${quote(sentinelPassword)}`,
           `sentinel sentinel-pass ${quote(sentinelPassword)}`,
@@ -551,9 +546,7 @@ class SentinelDeployment implements Deployment {
         ),
       );
       throw new Error(
-        `Cannot start deployment "${this.masterName}": ${
-          errorMessage(error)
-        }\n${logs.join("\n")}`,
+        `Cannot start deployment "${this.masterName}": ${errorMessage(error)}\n${logs.join("\n")}`,
         { cause: error },
       );
     }
@@ -770,9 +763,7 @@ class SentinelDeployment implements Deployment {
       problems.push(`${who} reports master "${master}", which is not running`);
     }
     const known = (entries: Map<string, string>[], address: string) =>
-      entries.find((entry) =>
-        `${entry.get("ip")}:${entry.get("port")}` === address
-      );
+      entries.find((entry) => `${entry.get("ip")}:${entry.get("port")}` === address);
     for (const node of nodes) {
       if (node.address === master) continue;
       const entry = known(replicas, node.address);
@@ -807,6 +798,7 @@ class SentinelDeployment implements Deployment {
       this.masterName,
       timeoutMs,
       this.#settings.sentinelPassword,
+      this.#settings.signal,
       () => this.#watches.delete(watch),
     );
     this.#watches.add(watch);
@@ -883,6 +875,8 @@ class SwitchWatcher implements SwitchWatch {
   #reject!: (reason: unknown) => void;
   #settled = false;
   #timer: ReturnType<typeof setTimeout>;
+  #signal: AbortSignal | undefined;
+  #onAbort: (() => void) | undefined;
   #children: Deno.ChildProcess[] = [];
   #readers: Promise<void>[] = [];
   #disposed: Promise<void> | undefined;
@@ -891,6 +885,7 @@ class SwitchWatcher implements SwitchWatch {
     masterName: string,
     timeoutMs: number,
     password: string | undefined,
+    signal: AbortSignal | undefined,
     onDispose: () => void,
   ) {
     this.#masterName = masterName;
@@ -910,6 +905,12 @@ class SwitchWatcher implements SwitchWatch {
         ),
       );
     }, timeoutMs);
+    if (signal !== undefined) {
+      this.#signal = signal;
+      this.#onAbort = () => this.#settle(toError(signal.reason));
+      if (signal.aborted) this.#onAbort();
+      else signal.addEventListener("abort", this.#onAbort, { once: true });
+    }
   }
 
   /** Starts one subscriber per Sentinel and waits until each confirms. */
@@ -928,15 +929,14 @@ class SwitchWatcher implements SwitchWatch {
           "subscribe",
           "+switch-master",
         ],
-        env: this.#password === undefined
-          ? {}
-          : { REDISCLI_AUTH: this.#password },
+        env: this.#password === undefined ? {} : { REDISCLI_AUTH: this.#password },
         stdin: "null",
         stdout: "piped",
         stderr: "piped",
       }).spawn();
       this.#children.push(child);
       const stderr = drainTail(child.stderr);
+      this.#readers.push(stderr.then(() => {}));
       let confirm!: () => void;
       const confirmed = new Promise<void>((resolve) => (confirm = resolve));
       const reader = this.#read(child.stdout, confirm);
@@ -979,6 +979,9 @@ class SwitchWatcher implements SwitchWatch {
     if (this.#settled) return;
     this.#settled = true;
     clearTimeout(this.#timer);
+    if (this.#onAbort) {
+      this.#signal?.removeEventListener("abort", this.#onAbort);
+    }
     if (outcome instanceof Error) this.#reject(outcome);
     else this.#resolve(outcome);
   }
@@ -1146,6 +1149,10 @@ function toPairList(value: unknown): Map<string, string>[] {
 /** Quotes a config value the way `redis.conf` parses it. */
 function quote(value: string): string {
   return `"${value.replace(/[\\"]/g, "\\$&")}"`;
+}
+
+function toError(reason: unknown): Error {
+  return reason instanceof Error ? reason : new Error(String(reason));
 }
 
 function errorMessage(error: unknown): string {

@@ -1,10 +1,5 @@
 import assert from "node:assert/strict";
-import {
-  freePort,
-  startDeployment,
-  startRedis,
-  waitForPort,
-} from "./_deployment.ts";
+import { freePort, startDeployment, startRedis, waitForPort } from "./_deployment.ts";
 
 // Spawned processes and their pipes outlive individual ops by design; the
 // deployment's own dispose is what these tests check instead.
@@ -37,7 +32,7 @@ Deno.test("waitForPort() resolves once the port listens", async () => {
 });
 
 Deno.test({
-  name: "startRedis() fails with the config error and kills nothing else",
+  name: "startRedis() rejects with the config error Redis printed",
   ...processTest,
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "st-deploy-test-" });
@@ -146,5 +141,34 @@ Deno.test({
     await second.exited;
     assert.equal(second.state, "exited");
     second.kill(); // already dead: no throw
+  },
+});
+
+Deno.test({
+  name: "startDeployment() kills what it started when a Sentinel fails",
+  ...processTest,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "st-deploy-test-" });
+    try {
+      const error = await startDeployment({ dir, downAfterMs: 0 }).then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      assert.ok(error instanceof Error);
+      assert.match(error.message, /Cannot start Redis sentinel/);
+      assert.match(error.message, /down-after-milliseconds/);
+      // The caller's directory is kept, so its config files name every port.
+      const ports: number[] = [];
+      for await (const entry of Deno.readDir(dir)) {
+        const match = /^(?:node|sentinel)-(\d+)\.conf$/.exec(entry.name);
+        if (match?.[1]) ports.push(Number(match[1]));
+      }
+      assert.ok(ports.length >= 4, `only ${ports.length} config files`);
+      for (const port of ports) {
+        assert.equal(await isListening(port), false, `port ${port}`);
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
   },
 });

@@ -1,0 +1,251 @@
+/**
+ * Test utilities that run sentinel-tunnel as a subprocess, the way an operator
+ * does: the bundle when `SENTINEL_TUNNEL_ENTRY` names it (as `make test` does),
+ * `main.ts` otherwise.
+ *
+ * @module
+ */
+import { fileURLToPath } from "node:url";
+import { RedisConnection } from "../src/redis_connection.ts";
+import type { RespValue } from "../src/resp.ts";
+
+const ROOT = fileURLToPath(new URL("../", import.meta.url));
+
+/** The script the tests run: the bundle under `make test`, the source otherwise. */
+export const ENTRY = Deno.env.get("SENTINEL_TUNNEL_ENTRY") ?? "main.ts";
+
+/** The permissions the tunnel runs with. */
+const PERMISSIONS = [
+  "--allow-net",
+  "--allow-read",
+  "--allow-env",
+  "--allow-write",
+];
+
+/** A finished CLI run. */
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI to completion with `args`. */
+export async function runCli(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<CliResult> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--quiet", ...PERMISSIONS, ENTRY, ...args],
+    cwd: ROOT,
+    env: { RUST_BACKTRACE: "0", NO_COLOR: "1", ...env },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(30_000),
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+/** Writes a config object to a temp file and returns its path. */
+export async function writeConfig(config: unknown): Promise<string> {
+  const path = await Deno.makeTempFile({
+    prefix: "st-config-",
+    suffix: ".jsonc",
+  });
+  await Deno.writeTextFile(
+    path,
+    typeof config === "string" ? config : JSON.stringify(config, null, 2),
+  );
+  return path;
+}
+
+/** One JSON log line of the tunnel. */
+export type LogRecord = Record<string, unknown> & {
+  message?: string;
+  level?: string;
+};
+
+/** A running tunnel process. */
+export interface TunnelProcess extends AsyncDisposable {
+  readonly pid: number;
+  /** Every log line so far, parsed. */
+  readonly logs: LogRecord[];
+  /** Waits for a log line that matches; throws with the logs so far after `timeoutMs`. */
+  waitForLog(
+    match: (record: LogRecord) => boolean,
+    timeoutMs?: number,
+  ): Promise<LogRecord>;
+  /** Sends SIGTERM and waits for the exit. */
+  stop(): Promise<Deno.CommandStatus>;
+}
+
+/** Options for {@linkcode startTunnel}. */
+export interface StartTunnelOptions {
+  env?: Record<string, string>;
+  /** Local ports to wait for before returning. */
+  ports?: number[];
+}
+
+/** Starts the tunnel on a config object and waits until its ports accept connections. */
+export async function startTunnel(
+  config: unknown,
+  options: StartTunnelOptions = {},
+): Promise<TunnelProcess> {
+  const configPath = await writeConfig(config);
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--quiet",
+      ...PERMISSIONS,
+      ENTRY,
+      "--log-format",
+      "json",
+      "--log-level",
+      "debug",
+      configPath,
+    ],
+    cwd: ROOT,
+    env: { RUST_BACKTRACE: "0", NO_COLOR: "1", ...options.env },
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const logs: LogRecord[] = [];
+  let changed = Promise.withResolvers<void>();
+  const reading = (async () => {
+    let pending = "";
+    for await (
+      const chunk of child.stderr.pipeThrough(new TextDecoderStream())
+    ) {
+      pending += chunk;
+      let newline;
+      while ((newline = pending.indexOf("\n")) !== -1) {
+        const line = pending.slice(0, newline);
+        pending = pending.slice(newline + 1);
+        if (line.trim() === "") continue;
+        try {
+          logs.push(JSON.parse(line));
+        } catch {
+          logs.push({ message: line, level: "RAW" });
+        }
+        changed.resolve();
+        changed = Promise.withResolvers();
+      }
+    }
+    changed.resolve();
+  })();
+  let status: Deno.CommandStatus | undefined;
+  const exited = child.status.then((s) => status = s);
+
+  const waitForLog = async (
+    match: (record: LogRecord) => boolean,
+    timeoutMs = 10_000,
+  ) => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = logs.find(match);
+      if (found) return found;
+      const remaining = deadline - Date.now();
+      if (remaining <= 0 || status !== undefined) {
+        throw new Error(
+          `No matching tunnel log line within ${timeoutMs} ms${
+            status ? ` (tunnel exited with ${status.code})` : ""
+          }; logs:\n${logs.map((l) => JSON.stringify(l)).join("\n")}`,
+        );
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        changed.promise,
+        exited,
+        new Promise((resolve) => timer = setTimeout(resolve, Math.min(remaining, 200))),
+      ]);
+      clearTimeout(timer);
+    }
+  };
+  const stop = async () => {
+    if (status === undefined) {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* already gone */ }
+      const timer = setTimeout(() => {
+        try {
+          child.kill("SIGKILL");
+        } catch { /* already gone */ }
+      }, 10_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    await reading;
+    return status!;
+  };
+  const tunnel: TunnelProcess = {
+    pid: child.pid,
+    logs,
+    waitForLog,
+    stop,
+    async [Symbol.asyncDispose]() {
+      await stop();
+      await Deno.remove(configPath).catch(() => {});
+    },
+  };
+  try {
+    for (const port of options.ports ?? []) {
+      await waitForListen(port, () => status !== undefined);
+    }
+  } catch (error) {
+    await tunnel[Symbol.asyncDispose]();
+    throw new Error(
+      `${(error as Error).message}; tunnel logs:\n${logs.map((l) => JSON.stringify(l)).join("\n")}`,
+    );
+  }
+  return tunnel;
+}
+
+async function waitForListen(
+  port: number,
+  exited: () => boolean,
+  timeoutMs = 15_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (exited()) {
+      throw new Error(`The tunnel exited before listening on port ${port}`);
+    }
+    try {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      conn.close();
+      return;
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  throw new Error(
+    `The tunnel did not listen on port ${port} within ${timeoutMs} ms`,
+  );
+}
+
+/** A plain client of the tunnel's port that knows nothing of Sentinel. */
+export async function connectClient(
+  port: number,
+  replyTimeoutMs = 10_000,
+): Promise<RedisConnection> {
+  return await RedisConnection.open({ hostname: "127.0.0.1", port }, {
+    connectTimeoutMs: 2000,
+    replyTimeoutMs,
+  });
+}
+
+/** Connects, runs one command, and disconnects. */
+export async function oneCommand(
+  port: number,
+  args: string[],
+  replyTimeoutMs = 10_000,
+): Promise<RespValue> {
+  using client = await connectClient(port, replyTimeoutMs);
+  return await client.call(args);
+}

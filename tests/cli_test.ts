@@ -1,0 +1,235 @@
+/**
+ * The CLI as an operator meets it: usage, --version, --check, and a clear
+ * message with a non-zero exit for every kind of bad config, before any port
+ * opens. No Redis is needed.
+ */
+import assert from "node:assert/strict";
+import { runCli, writeConfig } from "./_tunnel.ts";
+
+function assertNoStackTrace(stderr: string): void {
+  assert.doesNotMatch(
+    stderr,
+    /^\s+at /m,
+    `stderr has a stack trace:\n${stderr}`,
+  );
+}
+
+async function assertConfigRejected(
+  config: unknown,
+  ...expected: (string | RegExp)[]
+): Promise<string> {
+  const path = await writeConfig(config);
+  try {
+    const { code, stdout, stderr } = await runCli([path]);
+    assert.equal(
+      code,
+      1,
+      `exit code for ${JSON.stringify(config)}; stderr:\n${stderr}`,
+    );
+    assert.equal(stdout, "");
+    for (const text of expected) {
+      if (typeof text === "string") {
+        assert.ok(
+          stderr.includes(text),
+          `stderr lacks ${JSON.stringify(text)}:\n${stderr}`,
+        );
+      } else assert.match(stderr, text);
+    }
+    assertNoStackTrace(stderr);
+    return stderr;
+  } finally {
+    await Deno.remove(path);
+  }
+}
+
+const GOOD = {
+  sentinels: ["127.0.0.1:26379"],
+  databases: [{ name: "mymaster", port: 16380 }],
+};
+
+Deno.test("sentinel-tunnel --help prints usage and exits 0", async () => {
+  const { code, stdout } = await runCli(["--help"]);
+  assert.equal(code, 0);
+  assert.match(
+    stdout,
+    /^Usage: sentinel-tunnel \[options\] <config> \[log-file\]/,
+  );
+  for (
+    const option of ["--check", "--log-level", "--log-format", "--version"]
+  ) assert.ok(stdout.includes(option));
+});
+
+Deno.test("sentinel-tunnel --version prints the version and the Deno version", async () => {
+  const { code, stdout } = await runCli(["--version"]);
+  assert.equal(code, 0);
+  assert.match(
+    stdout,
+    /^sentinel-tunnel \d+\.\d+\.\d+ \(deno \d+\.\d+\.\d+\)\n$/,
+  );
+});
+
+Deno.test("sentinel-tunnel without a config exits 2 with a hint", async () => {
+  const { code, stderr } = await runCli([]);
+  assert.equal(code, 2);
+  assert.match(stderr, /Missing the config file argument/);
+  assert.match(stderr, /--help/);
+});
+
+Deno.test("sentinel-tunnel with an unknown option exits 2 and names it", async () => {
+  const { code, stderr } = await runCli(["--frobnicate", "x.jsonc"]);
+  assert.equal(code, 2);
+  assert.match(stderr, /--frobnicate/);
+  assertNoStackTrace(stderr);
+});
+
+Deno.test("sentinel-tunnel --log-format rejects an unknown format", async () => {
+  const { code, stderr } = await runCli(["--log-format", "xml", "x.jsonc"]);
+  assert.equal(code, 2);
+  assert.match(stderr, /Invalid --log-format "xml": use text or json/);
+});
+
+Deno.test("sentinel-tunnel --check prints the resolved config with passwords redacted", async () => {
+  const path = await writeConfig(`{
+    // comments and trailing commas are fine
+    "sentinels": ["127.0.0.1:26379", "[::1]:26380",],
+    "sentinelAuth": { "password": "s3cret-sentinel" },
+    "masterAuth": { "username": "tunnel", "passwordEnv": "ST_TEST_MASTER_PW" },
+    "databases": [{ "name": "mymaster", "port": 16380, "bind": "::1" }],
+  }`);
+  try {
+    const { code, stdout, stderr } = await runCli(["--check", path], {
+      ST_TEST_MASTER_PW: "s3cret-master",
+    });
+    assert.equal(code, 0, stderr);
+    assert.ok(!stdout.includes("s3cret"), `a password leaked:\n${stdout}`);
+    const resolved = JSON.parse(stdout);
+    assert.equal(resolved.format, "documented");
+    assert.deepEqual(resolved.sentinels, ["127.0.0.1:26379", "[::1]:26380"]);
+    assert.equal(resolved.sentinelAuth.password, "<redacted>");
+    assert.equal(resolved.databases[0].listen, "[::1]:16380");
+    assert.deepEqual(resolved.databases[0].masterAuth, {
+      username: "tunnel",
+      password: "<redacted: from env ST_TEST_MASTER_PW>",
+    });
+    assert.equal(resolved.timeouts.clientWaitMs, 5000);
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("sentinel-tunnel --check accepts the original sentinel_tunnel config format", async () => {
+  const { code, stdout, stderr } = await runCli([
+    "--check",
+    "config/original.json",
+  ]);
+  assert.equal(code, 0, stderr);
+  const resolved = JSON.parse(stdout);
+  assert.equal(resolved.format, "original");
+  assert.deepEqual(
+    resolved.databases.map((
+      d: { name: string; listen: string },
+    ) => [d.name, d.listen]),
+    [
+      ["db1", "127.0.0.1:12345"],
+      ["db2", "127.0.0.1:12346"],
+    ],
+  );
+});
+
+Deno.test("sentinel-tunnel --check accepts every config shipped in config/", async () => {
+  for (const entry of Deno.readDirSync("config")) {
+    if (!/\.jsonc?$/.test(entry.name)) continue;
+    const { code, stderr } = await runCli(["--check", `config/${entry.name}`]);
+    assert.equal(code, 0, `config/${entry.name}: ${stderr}`);
+  }
+});
+
+Deno.test("sentinel-tunnel reports a syntax error as file:line:col", async () => {
+  const stderr = await assertConfigRejected(
+    '{\n  "sentinels": ["127.0.0.1:26379"]\n  "databases": []\n}',
+    "syntax error",
+  );
+  assert.match(
+    stderr,
+    /st-config-[^:]+\.jsonc:3:3: syntax error: expected ',' between entries/,
+  );
+});
+
+Deno.test("sentinel-tunnel rejects port 70000 naming the field, value and rule", async () => {
+  await assertConfigRejected(
+    { ...GOOD, databases: [{ name: "mymaster", port: 70000 }] },
+    "databases[0].port: 70000 is not valid: a port is a whole number from 1 to 65535",
+  );
+});
+
+Deno.test("sentinel-tunnel rejects two databases on one port", async () => {
+  await assertConfigRejected(
+    {
+      ...GOOD,
+      databases: [{ name: "a", port: 16380 }, { name: "b", port: 16380 }],
+    },
+    "databases[1].port: 16380 is used twice: it is also databases[0].port",
+  );
+});
+
+Deno.test("sentinel-tunnel rejects an empty Sentinel list", async () => {
+  await assertConfigRejected(
+    { ...GOOD, sentinels: [] },
+    "sentinels: [] is not valid: list at least one Sentinel",
+  );
+});
+
+Deno.test("sentinel-tunnel rejects a malformed Sentinel address", async () => {
+  await assertConfigRejected(
+    { ...GOOD, sentinels: ["127.0.0.1:26379", "localhost"] },
+    'sentinels[1]: "localhost" is not valid: expected "host:port"',
+  );
+  await assertConfigRejected(
+    { ...GOOD, sentinels: ["::1:26379"] },
+    'sentinels[0]: "::1:26379" is not valid: write an IPv6 address in brackets, such as "[::1]:26379"',
+  );
+});
+
+Deno.test("sentinel-tunnel names an unknown key and suggests the nearest one", async () => {
+  await assertConfigRejected(
+    { ...GOOD, databases: [{ name: "mymaster", prot: 16380 }] },
+    'databases[0]: unknown key "prot": did you mean "port"?',
+  );
+  await assertConfigRejected(
+    { ...GOOD, sentinel: [] },
+    'top level: unknown key "sentinel": did you mean "sentinels"?',
+  );
+});
+
+Deno.test("sentinel-tunnel names a missing config file", async () => {
+  const { code, stderr } = await runCli(["/nonexistent/tunnel.jsonc"]);
+  assert.equal(code, 1);
+  assert.match(
+    stderr,
+    /\/nonexistent\/tunnel\.jsonc: cannot read the config file: no such file/,
+  );
+});
+
+Deno.test("sentinel-tunnel names an unset passwordEnv variable", async () => {
+  await assertConfigRejected(
+    { ...GOOD, masterAuth: { passwordEnv: "ST_TEST_SURELY_UNSET" } },
+    'masterAuth.passwordEnv: environment variable "ST_TEST_SURELY_UNSET" is not set',
+  );
+});
+
+Deno.test("sentinel-tunnel names a port that is already taken", async () => {
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  using free = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const freePort = free.addr.port;
+  free.close();
+  const stderr = await assertConfigRejected(
+    {
+      ...GOOD,
+      databases: [{ name: "first", port: freePort }, {
+        name: "second",
+        port: taken.addr.port,
+      }],
+    },
+    `Cannot listen on 127.0.0.1:${taken.addr.port} for database "second": port ${taken.addr.port} is already in use`,
+  );
+});
