@@ -8,7 +8,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
 # Narrow permissions: loopback only, and only redis-server, redis-cli and this Deno as subprocesses.
-"$deno" test \
+"$deno" test --sanitize-ops --sanitize-resources \
   --allow-net=127.0.0.1,localhost,[::1] \
   --allow-run=redis-server,redis-cli,"$(readlink -f "$deno")" \
   --allow-read --allow-write --allow-env \

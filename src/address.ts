@@ -12,7 +12,6 @@ export interface Address {
 
 const HOSTNAME =
   /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
-const IPV6 = /^[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?$/;
 
 /** Parses a TCP port from a number or a string of digits. */
 export function parsePort(value: string | number): number {
@@ -27,7 +26,15 @@ export function parsePort(value: string | number): number {
 
 /** Checks a host name, an IPv4 address or an IPv6 address (without brackets). */
 export function isValidHost(host: string): boolean {
-  return host.includes(":") ? IPV6.test(host) : HOSTNAME.test(host);
+  if (!host.includes(":")) return HOSTNAME.test(host);
+  // The URL parser knows IPv6 syntax; a zone such as %eth0 is checked apart.
+  const [ip, zone] = host.split("%", 2);
+  if (zone !== undefined && !/^[A-Za-z0-9_.-]+$/.test(zone)) return false;
+  try {
+    return new URL(`http://[${ip}]/`).hostname !== "";
+  } catch {
+    return false;
+  }
 }
 
 /**

@@ -121,6 +121,9 @@ const auth = z.strictObject({
   passwordEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, {
     error: "an environment variable name is letters, digits and underscores",
   }).optional(),
+}, {
+  error:
+    'credentials are an object, such as { "passwordEnv": "REDIS_PASSWORD" } or { "username": "tunnel", "password": "..." }',
 }).refine((a) => (a.password === undefined) !== (a.passwordEnv === undefined), {
   error: 'give exactly one of "password" and "passwordEnv"',
 });
@@ -436,7 +439,11 @@ function describeIssue(
   }
   const value = valueAt(raw, issue.path);
   if (value === undefined) return [`${where}: missing: ${issue.message}`];
-  return [`${where}: ${describeValue(value)} is not valid: ${issue.message}`];
+  // Credentials may hold a password, even when misplaced: never echo them.
+  const secret = issue.path.some((part) => typeof part === "string" && /auth$/i.test(part));
+  return [
+    `${where}: ${secret ? "<redacted>" : describeValue(value)} is not valid: ${issue.message}`,
+  ];
 }
 
 function describeValue(value: unknown): string {

@@ -29,7 +29,7 @@ export class ConnectionRegistry<T extends RegisteredTunnel = RegisteredTunnel> {
   }
 
   add(tunnel: T): void {
-    const key = formatAddress(tunnel.master);
+    const key = keyOf(tunnel.master);
     let set = this.#byMaster.get(key);
     if (!set) this.#byMaster.set(key, set = new Set());
     if (!set.has(tunnel)) {
@@ -39,7 +39,7 @@ export class ConnectionRegistry<T extends RegisteredTunnel = RegisteredTunnel> {
   }
 
   delete(tunnel: T): void {
-    const key = formatAddress(tunnel.master);
+    const key = keyOf(tunnel.master);
     const set = this.#byMaster.get(key);
     if (set?.delete(tunnel)) {
       this.#size--;
@@ -49,12 +49,12 @@ export class ConnectionRegistry<T extends RegisteredTunnel = RegisteredTunnel> {
 
   /** Closes every tunnel to `master`. Returns how many were closed. */
   closeTo(master: Address): number {
-    return this.#closeWhere((key) => key === formatAddress(master));
+    return this.#closeWhere((key) => key === keyOf(master));
   }
 
   /** Closes every tunnel that goes anywhere but `master`. Returns how many were closed. */
   closeAllExcept(master: Address): number {
-    return this.#closeWhere((key) => key !== formatAddress(master));
+    return this.#closeWhere((key) => key !== keyOf(master));
   }
 
   /** Closes every tunnel. Returns how many were closed. */
@@ -69,10 +69,19 @@ export class ConnectionRegistry<T extends RegisteredTunnel = RegisteredTunnel> {
       this.#byMaster.delete(key);
       this.#size -= set.size;
       for (const tunnel of set) {
-        tunnel.close();
+        try {
+          tunnel.close();
+        } catch {
+          // One tunnel that fails to close must not keep the others open.
+        }
         closed++;
       }
     }
     return closed;
   }
+}
+
+/** Host names compare without case, as `sameAddress()` does. */
+function keyOf(master: Address): string {
+  return formatAddress(master).toLowerCase();
 }

@@ -5,14 +5,7 @@
  *
  * @module
  */
-import {
-  configureSync,
-  getJsonLinesFormatter,
-  getTextFormatter,
-  type LogLevel,
-  type LogRecord,
-  type Sink,
-} from "@logtape/logtape";
+import { configureSync, type LogLevel, type LogRecord, type Sink } from "@logtape/logtape";
 
 /** The levels `--log-level` takes. */
 export const LOG_LEVELS = ["debug", "info", "warning", "error"] as const;
@@ -37,13 +30,7 @@ export function setupLogging(options: LoggingOptions): void {
   const output = options.file === undefined
     ? Deno.stderr
     : Deno.openSync(options.file, { append: true, create: true });
-  const formatter = options.format === "json"
-    ? getJsonLinesFormatter({ properties: "flatten", message: "rendered" })
-    : getTextFormatter({
-      timestamp: "date-time-timezone",
-      category: ".",
-      value: "bare",
-    });
+  const formatter = options.format === "json" ? formatJson : formatText;
   const sink: Sink = (record: LogRecord) => {
     try {
       output.writeSync(encoder.encode(formatter(record)));
@@ -67,4 +54,33 @@ export function setupLogging(options: LoggingOptions): void {
       },
     ],
   });
+}
+
+/** The message with its values in place; strings go in bare, not quoted. */
+function renderMessage(record: LogRecord): string {
+  let text = "";
+  record.message.forEach((part, i) => {
+    text += i % 2 === 0 || typeof part === "string"
+      ? String(part)
+      : JSON.stringify(part) ?? String(part);
+  });
+  return text;
+}
+
+/** `2026-01-02T03:04:05.678Z warning Database mymaster: ...` */
+function formatText(record: LogRecord): string {
+  return `${new Date(record.timestamp).toISOString()} ${record.level.padEnd(7)} ${
+    renderMessage(record)
+  }\n`;
+}
+
+/** One JSON object a line, with the message's values as fields of their own. */
+function formatJson(record: LogRecord): string {
+  return JSON.stringify({
+    time: new Date(record.timestamp).toISOString(),
+    level: record.level,
+    logger: record.category.join("."),
+    message: renderMessage(record),
+    ...record.properties,
+  }) + "\n";
 }

@@ -198,7 +198,7 @@ export class MasterWatcher {
       {
         database: this.database.name,
         sentinel: formatAddress(sentinel),
-        from: previous ? formatAddress(previous.address) : "no confirmed master",
+        from: previous ? formatAddress(previous.address) : "none confirmed",
         to: formatAddress(address),
         closed,
       },

@@ -269,7 +269,7 @@ export class SentinelClient {
         if (sentinel) sentinel.lastError = (error as Error).message;
         if (failures === 1) {
           log.warn(
-            "Subscription to Sentinel {sentinel} lost: {error}; retrying with backoff",
+            "Subscription to Sentinel {sentinel} failed: {error}; retrying with backoff",
             {
               sentinel: formatAddress(address),
               error: (error as Error).message,

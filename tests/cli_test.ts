@@ -222,7 +222,7 @@ Deno.test("sentinel-tunnel names a port that is already taken", async () => {
   using free = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const freePort = free.addr.port;
   free.close();
-  const stderr = await assertConfigRejected(
+  await assertConfigRejected(
     {
       ...GOOD,
       databases: [{ name: "first", port: freePort }, {
