@@ -92,6 +92,12 @@ export interface ConfirmedMaster {
   readonly via: string;
 }
 
+/** A `+switch-master` message waiting for its ROLE check. */
+interface SwitchHint {
+  readonly address: Address;
+  readonly sentinel: Address;
+}
+
 /** Options for {@linkcode MasterWatcher}. */
 export interface MasterWatcherOptions {
   sentinels: SentinelClient;
@@ -114,7 +120,7 @@ export class MasterWatcher {
   #attempts = 0;
   #lastDiscovery = 0;
   #changed = Promise.withResolvers<void>();
-  #hint: { address: Address; sentinel: Address } | undefined;
+  #hint: SwitchHint | undefined;
   #wake: (() => void) | undefined;
   #wakePending = false;
   #lastFailureLog = { at: 0, suppressed: 0 };
@@ -194,7 +200,7 @@ export class MasterWatcher {
     this.#master = undefined;
     const closed = this.#registry.closeAllExcept(address);
     log.warn(
-      "Database {database}: +switch-master from {sentinel} names {to}; closed {closed} connections to {from}",
+      "Database {database}: +switch-master from {sentinel} names {to} (was {from}); closed {closed} client connections to other nodes",
       {
         database: this.database.name,
         sentinel: formatAddress(sentinel),
@@ -221,8 +227,16 @@ export class MasterWatcher {
 
   async #resolveOnce(signal: AbortSignal): Promise<void> {
     this.#attempts++;
+    // The hint stays set until this attempt ends, so that the same message from other Sentinels is ignored.
     const hint = this.#hint;
-    this.#hint = undefined;
+    try {
+      await this.#resolve(hint, signal);
+    } finally {
+      if (this.#hint === hint) this.#hint = undefined;
+    }
+  }
+
+  async #resolve(hint: SwitchHint | undefined, signal: AbortSignal): Promise<void> {
     let candidate: Address;
     let via: string;
     if (hint) {

@@ -43,6 +43,12 @@ export interface DeploymentOptions {
    */
   sentinels?: number;
   /**
+   * Fixed Sentinel ports, one per Sentinel, for a deployment that must match
+   * a config file; free ports are picked when omitted.
+   * @default {undefined}
+   */
+  sentinelPorts?: readonly number[];
+  /**
    * Sentinel `down-after-milliseconds`.
    * @default {1000}
    */
@@ -190,6 +196,12 @@ export interface Deployment extends AsyncDisposable {
 /** Options for {@linkcode startRedis}. */
 export interface StartRedisOptions {
   /**
+   * A fixed port; without it, a free one is picked (and another one tried
+   * if it is taken in the meantime).
+   * @default {undefined}
+   */
+  port?: number | undefined;
+  /**
    * Start a data node or a Sentinel (`redis-server <conf> --sentinel`).
    * @default {"node"}
    */
@@ -270,7 +282,7 @@ export async function startRedis(
   const { role = "node", config = [], timeoutMs = 10_000 } = options;
   const signal = deadline(timeoutMs, options.signal);
   for (let attempt = 1;; attempt++) {
-    const port = freePort();
+    const port = options.port ?? freePort();
     const logFile = `${dir}/${role}-${port}.log`;
     const configFile = `${dir}/${role}-${port}.conf`;
     const lines = [
@@ -315,7 +327,7 @@ export async function startRedis(
       await process[Symbol.asyncDispose]();
       const diagnostics = await process.diagnostics();
       if (
-        attempt < BIND_ATTEMPTS && !signal.aborted &&
+        options.port === undefined && attempt < BIND_ATTEMPTS && !signal.aborted &&
         diagnostics.includes("Address already in use")
       ) {
         continue;
@@ -338,7 +350,7 @@ export async function startDeployment(
   options: DeploymentOptions = {},
 ): Promise<Deployment> {
   const replicas = options.replicas ?? 2;
-  const sentinels = options.sentinels ?? 3;
+  const sentinels = options.sentinels ?? options.sentinelPorts?.length ?? 3;
   if (!Number.isSafeInteger(replicas) || replicas < 0) {
     throw new RangeError(
       `Invalid replica count "${replicas}": must be a non-negative integer`,
@@ -360,6 +372,7 @@ export async function startDeployment(
       failoverTimeoutMs: options.failoverTimeoutMs ?? 10_000,
       password: options.password,
       sentinelPassword: options.sentinelPassword,
+      sentinelPorts: options.sentinelPorts,
       signal: options.signal,
     },
     dir,
@@ -382,6 +395,7 @@ interface Settings {
   failoverTimeoutMs: number;
   password: string | undefined;
   sentinelPassword: string | undefined;
+  sentinelPorts: readonly number[] | undefined;
   signal: AbortSignal | undefined;
 }
 
@@ -558,8 +572,12 @@ class SentinelDeployment implements Deployment {
     options: StartRedisOptions,
     into: RedisProcess[],
   ): Promise<RedisProcess[]> {
+    const ports = options.role === "sentinel" ? this.#settings.sentinelPorts : undefined;
     const results = await Promise.allSettled(
-      Array.from({ length: count }, () => startRedis(this.dir, options)),
+      Array.from(
+        { length: count },
+        (_, i) => startRedis(this.dir, { ...options, port: ports?.[i] }),
+      ),
     );
     const started: RedisProcess[] = [];
     for (const result of results) {

@@ -1,0 +1,237 @@
+/**
+ * `make demo`: the tunnel's main job on a throwaway local deployment.
+ *
+ * It starts one master, two replicas and three Sentinels on loopback (the
+ * Sentinel ports come from config/demo.jsonc), runs sentinel-tunnel on
+ * config/demo.jsonc, sends writes and reads through it with a plain client,
+ * freezes the master with SIGSTOP so that Sentinel fails over, and shows the
+ * traffic moving to the new master. It ends with a summary and stops every
+ * process it started.
+ *
+ * Flags: `--keep-running` leaves everything up until Ctrl-C;
+ * `--failover=stop|kill|sentinel` picks how the failover is forced.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { fileURLToPath } from "node:url";
+import { formatAddress } from "../src/address.ts";
+import { loadConfig } from "../src/config.ts";
+import { RedisConnection } from "../src/redis_connection.ts";
+import { startDeployment } from "./_deployment.ts";
+import { type Ack, missingKeys, runWriters } from "./_traffic.ts";
+
+const ROOT = fileURLToPath(new URL("../", import.meta.url));
+const CONFIG = "config/demo.jsonc";
+const ENTRY = Deno.env.get("SENTINEL_TUNNEL_ENTRY") ?? "main.ts";
+
+const bold = (text: string) => Deno.stdout.isTerminal() ? `\x1b[1m${text}\x1b[0m` : text;
+const elapsed = (since: number) =>
+  `${((performance.now() - since) / 1000).toFixed(1).padStart(5)}s`;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function portIsFree(port: number): Promise<boolean> {
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    conn.close();
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      "keep-running": { type: "boolean", default: false },
+      failover: { type: "string", default: "stop" },
+    },
+  });
+  const mode = values.failover;
+  if (mode !== "stop" && mode !== "kill" && mode !== "sentinel") {
+    console.error(`demo: invalid --failover ${JSON.stringify(mode)}: use stop, kill or sentinel`);
+    return 2;
+  }
+  Deno.chdir(ROOT);
+  const config = await loadConfig(CONFIG);
+  const database = config.databases[0]!;
+  const sentinelPorts = config.sentinels.map((s) => s.port);
+  for (const port of [...sentinelPorts, database.port]) {
+    if (!await portIsFree(port)) {
+      console.error(
+        `demo: port ${port} (from ${CONFIG}) is already in use; stop whatever holds it (another demo?) and retry`,
+      );
+      return 1;
+    }
+  }
+
+  const started = performance.now();
+  console.log(bold(`Starting a throwaway deployment: 1 master, 2 replicas, 3 Sentinels`));
+  await using deployment = await startDeployment({
+    masterName: database.name,
+    sentinelPorts,
+    downAfterMs: 1000,
+  });
+  const master = deployment.nodes[0]!;
+  console.log(`  master   ${master.address}`);
+  for (const replica of deployment.nodes.slice(1)) console.log(`  replica  ${replica.address}`);
+  for (const sentinel of deployment.sentinels) console.log(`  sentinel ${sentinel.address}`);
+  console.log(`  files in ${deployment.dir}`);
+
+  console.log(bold(`\nStarting sentinel-tunnel ${ENTRY} ${CONFIG}`));
+  const tunnel = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--quiet",
+      "--allow-net",
+      "--allow-read",
+      "--allow-env",
+      ENTRY,
+      "--log-format",
+      "text",
+      CONFIG,
+    ],
+    env: { RUST_BACKTRACE: "0" },
+    stdin: "null",
+    stdout: "inherit",
+    stderr: "piped",
+  }).spawn();
+  const tunnelLog = (async () => {
+    for await (const chunk of tunnel.stderr.pipeThrough(new TextDecoderStream())) {
+      for (const line of chunk.split("\n")) if (line.trim()) console.log(`  [tunnel] ${line}`);
+    }
+  })();
+  try {
+    const local = formatAddress({ hostname: database.bind, port: database.port });
+    for (let i = 0; i < 100 && await portIsFree(database.port); i++) await sleep(100);
+
+    console.log(bold(`\nA plain Redis client writes and reads through ${local}`));
+    const stopTraffic = new AbortController();
+    const acks: Ack[] = [];
+    let lastReport = 0;
+    const writers = runWriters({
+      port: database.port,
+      clients: 2,
+      pauseMs: 2,
+      prefix: "demo",
+      signal: stopTraffic.signal,
+      onAck: (ack) => acks.push(ack),
+      onError: (message) => console.log(`  ${elapsed(started)} client saw: ${message}`),
+    });
+    let reads = 0;
+    let readErrors = 0;
+    const reader = (async () => {
+      while (!stopTraffic.signal.aborted) {
+        try {
+          using client = await RedisConnection.open(
+            { hostname: "127.0.0.1", port: database.port },
+            {
+              connectTimeoutMs: 2000,
+              replyTimeoutMs: 15_000,
+            },
+          );
+          while (!stopTraffic.signal.aborted) {
+            const last = acks.at(-1);
+            if (last) {
+              await client.call(["GET", last.key]);
+              reads++;
+            }
+            await sleep(5);
+          }
+        } catch {
+          readErrors++;
+          await sleep(10);
+        }
+      }
+    })();
+    const report = () => {
+      const last = acks.at(-1);
+      const rate = acks.length - lastReport;
+      lastReport = acks.length;
+      console.log(
+        `  ${elapsed(started)} writes ${String(acks.length).padStart(6)} (+${rate}), reads ${
+          String(reads).padStart(6)
+        }, served by ${last ? `127.0.0.1:${last.node}` : "-"}`,
+      );
+    };
+    const ticker = setInterval(report, 1000);
+
+    await sleep(3000);
+    await using watch = await deployment.watchSwitch();
+    const how = mode === "stop"
+      ? "SIGSTOP (frozen: it keeps its connections but answers nothing)"
+      : mode === "kill"
+      ? "SIGKILL"
+      : "SENTINEL FAILOVER";
+    console.log(bold(`\nForcing a failover: master ${master.address} gets ${how}`));
+    const failoverAt = performance.now();
+    if (mode === "stop") master.stop();
+    else if (mode === "kill") master.kill("SIGKILL");
+    else await deployment.forceFailover();
+    const acksBefore = acks.length;
+    const { address: newMaster, seenAt } = await watch.next;
+    const newPort = Number(newMaster.split(":").pop());
+    console.log(bold(
+      `\n+switch-master: the new master is ${newMaster} (${
+        ((seenAt - failoverAt) / 1000).toFixed(1)
+      } s after the ${mode === "sentinel" ? "command" : "signal"})`,
+    ));
+    while (!acks.some((a) => a.node === newPort && a.at >= seenAt)) await sleep(1);
+    const firstOnNew = acks.find((a) => a.node === newPort && a.at >= seenAt)!;
+    const recoveryMs = Math.max(0, firstOnNew.at - seenAt);
+    console.log(
+      bold(
+        `First write acknowledged by ${newMaster} ${recoveryMs.toFixed(1)} ms after +switch-master`,
+      ),
+    );
+    if (mode === "stop") {
+      console.log(bold(`Resuming the old master with SIGCONT: it still believes it is master`));
+      master.cont();
+    }
+    await sleep(3000);
+    clearInterval(ticker);
+    report();
+    stopTraffic.abort();
+    await Promise.all([writers, reader]);
+
+    const stale = acks.filter((a) => a.node === master.port && a.at >= seenAt);
+    const lost = await missingKeys(
+      newPort,
+      acks.filter((a) => a.at >= seenAt || a.node === newPort).map((a) => a.key),
+    );
+    const lostBefore = await missingKeys(newPort, acks.slice(0, acksBefore).map((a) => a.key));
+    console.log(bold("\nSummary"));
+    console.log(`  writes acknowledged                      ${acks.length}`);
+    console.log(`  reads answered                           ${reads}`);
+    console.log(
+      `  failover detected by Sentinel after      ${((seenAt - failoverAt) / 1000).toFixed(2)} s`,
+    );
+    console.log(`  recovery after +switch-master            ${recoveryMs.toFixed(1)} ms`);
+    console.log(`  writes acknowledged by the old master    ${stale.length} after the switch`);
+    console.log(`  acknowledged writes lost                 ${lost.length + lostBefore.length}`);
+
+    if (values["keep-running"]) {
+      console.log(
+        bold(`\nStill running: redis-cli -p ${database.port}. Press Ctrl-C to stop everything.`),
+      );
+      const interrupted = Promise.withResolvers<void>();
+      Deno.addSignalListener("SIGINT", interrupted.resolve);
+      await interrupted.promise;
+    }
+    return stale.length === 0 && lost.length === 0 ? 0 : 1;
+  } finally {
+    try {
+      tunnel.kill("SIGTERM");
+    } catch { /* already gone */ }
+    const status = await tunnel.status;
+    await tunnelLog;
+    console.log(
+      `\nStopped the tunnel (exit ${status.code}) and every Redis process the demo started.`,
+    );
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main());
+}
