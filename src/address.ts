@@ -91,3 +91,17 @@ export function sameAddress(a: Address, b: Address): boolean {
   return a.port === b.port &&
     a.hostname.toLowerCase() === b.hostname.toLowerCase();
 }
+
+/**
+ * Parses where the admin API listens: `host:port`, `[::1]:port`, `:port` or a
+ * bare port. Without a host it listens on 127.0.0.1.
+ *
+ * @throws {TypeError | RangeError} when the text is none of those
+ */
+export function parseAdminAddress(value: string | number): Address {
+  if (typeof value === "number" || /^\d+$/.test(value)) {
+    return { hostname: "127.0.0.1", port: parsePort(value) };
+  }
+  if (value.startsWith(":")) return { hostname: "127.0.0.1", port: parsePort(value.slice(1)) };
+  return parseAddress(value);
+}

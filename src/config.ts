@@ -8,7 +8,14 @@
  */
 import { parse as parseJsonc, type ParseError, printParseErrorCode } from "jsonc-parser";
 import { z } from "zod";
-import { type Address, formatAddress, isValidHost, parseAddress, parsePort } from "./address.ts";
+import {
+  type Address,
+  formatAddress,
+  isValidHost,
+  parseAddress,
+  parseAdminAddress,
+  parsePort,
+} from "./address.ts";
 
 /** Credentials for AUTH. The password is resolved; {@linkcode redactConfig} hides it. */
 export interface Credentials {
@@ -34,6 +41,14 @@ export interface Timeouts {
   readonly clientWaitMs: number;
 }
 
+/** A command run on every confirmed master change. */
+export interface HookConfig {
+  /** The program and its arguments; no shell is involved. */
+  readonly command: readonly string[];
+  /** How long it may run before it is killed. @default {10000} */
+  readonly timeoutMs: number;
+}
+
 /** One database: a Sentinel master name served on a local port. */
 export interface DatabaseConfig {
   readonly name: string;
@@ -41,16 +56,19 @@ export interface DatabaseConfig {
   readonly port: number;
   readonly masterAuth?: Credentials;
   readonly timeouts: Timeouts;
+  readonly onMasterChange?: HookConfig;
 }
 
 /** The resolved configuration. */
 export interface TunnelConfig {
-  /** Which format the file was written in. */
-  readonly format: "documented" | "original";
+  /** Which format the config was written in. */
+  readonly format: "documented" | "original" | "environment";
   readonly sentinels: readonly Address[];
   readonly sentinelAuth?: Credentials;
   readonly timeouts: Timeouts;
   readonly databases: readonly DatabaseConfig[];
+  /** Where the admin HTTP API listens; off when absent. */
+  readonly admin?: Address;
 }
 
 /**
@@ -80,6 +98,9 @@ export const DEFAULT_TIMEOUTS: Timeouts = Object.freeze({
   pollIntervalMs: 1000,
   clientWaitMs: 5000,
 });
+
+/** How long a hook may run when the config does not say. */
+export const DEFAULT_HOOK_TIMEOUT_MS = 10_000;
 
 /** The listen address when none is given: loopback only, unlike the original. */
 export const DEFAULT_BIND = "127.0.0.1";
@@ -127,6 +148,24 @@ const auth = z.strictObject({
 }).refine((a) => (a.password === undefined) !== (a.passwordEnv === undefined), {
   error: 'give exactly one of "password" and "passwordEnv"',
 });
+const ADMIN_RULE = 'the admin address is "host:port", ":port" or a port, such as "127.0.0.1:9121"';
+const adminAddress = z.union([z.string(), z.number()], { error: ADMIN_RULE }).transform(
+  (value, ctx) => {
+    try {
+      return parseAdminAddress(value);
+    } catch {
+      ctx.issues.push({ code: "custom", input: value, message: ADMIN_RULE });
+      return z.NEVER;
+    }
+  },
+);
+const hook = z.strictObject({
+  command: z.array(nonEmpty("a command word"), {
+    error:
+      'command is a list: the program and its arguments, such as ["/usr/local/bin/on-failover", "--quiet"]',
+  }).min(1, { error: "command names at least the program to run" }),
+  timeoutMs: millis.optional(),
+}, { error: 'onMasterChange is an object, such as { "command": ["/usr/local/bin/on-failover"] }' });
 const timeoutFields = {
   sentinelConnectMs: millis.optional(),
   sentinelReplyMs: millis.optional(),
@@ -148,9 +187,11 @@ const documentedSchema = z.strictObject({
       error: 'list at least one Sentinel, such as ["127.0.0.1:26379"]',
     }),
   bind: bind.optional(),
+  admin: adminAddress.optional(),
   sentinelAuth: auth.optional(),
   masterAuth: auth.optional(),
   timeouts: z.strictObject(timeoutFields).optional(),
+  onMasterChange: hook.optional(),
   databases: z.array(
     z.strictObject({
       name: nonEmpty("a database name (the Sentinel master name)"),
@@ -158,6 +199,7 @@ const documentedSchema = z.strictObject({
       bind: bind.optional(),
       masterAuth: auth.optional(),
       timeouts: z.strictObject(databaseTimeoutFields).optional(),
+      onMasterChange: hook.optional(),
     }),
     { error: "databases is a list of objects" },
   ).min(1, {
@@ -264,19 +306,86 @@ export function parseConfig(
       'the config is a JSON object, such as { "sentinels": ["127.0.0.1:26379"], "databases": [{ "name": "mymaster", "port": 6380 }] }',
     ]);
   }
-  const isOriginal = "Sentinels_addresses_list" in raw || "Databases" in raw;
-  const schema = isOriginal ? originalSchema : documentedSchema;
+  const format = "Sentinels_addresses_list" in raw || "Databases" in raw
+    ? "original"
+    : "documented";
+  return validate(raw, format, source, getEnv);
+}
+
+/** Names of the environment variables that {@linkcode configFromEnvironment} reads. */
+export const ENVIRONMENT_KEYS = {
+  sentinels: "SENTINEL_TUNNEL_SENTINELS",
+  databases: "SENTINEL_TUNNEL_DATABASES",
+  bind: "SENTINEL_TUNNEL_BIND",
+  admin: "SENTINEL_TUNNEL_ADMIN",
+  sentinelUsername: "SENTINEL_TUNNEL_SENTINEL_USERNAME",
+  sentinelPassword: "SENTINEL_TUNNEL_SENTINEL_PASSWORD",
+  masterUsername: "SENTINEL_TUNNEL_MASTER_USERNAME",
+  masterPassword: "SENTINEL_TUNNEL_MASTER_PASSWORD",
+} as const;
+
+/**
+ * Builds the config from environment variables alone, for containers:
+ * `SENTINEL_TUNNEL_SENTINELS="h:p,h:p"` and `SENTINEL_TUNNEL_DATABASES="name:port,..."`,
+ * with optional `SENTINEL_TUNNEL_BIND`, `SENTINEL_TUNNEL_ADMIN` and the
+ * `SENTINEL_TUNNEL_{SENTINEL,MASTER}_{USERNAME,PASSWORD}` credentials. It is
+ * validated like a file. Returns `undefined` when neither of the two required
+ * variables is set.
+ *
+ * @throws {ConfigError} when the variables do not make a valid config
+ */
+export function configFromEnvironment(
+  getEnv: (name: string) => string | undefined = (name) => Deno.env.get(name),
+): TunnelConfig | undefined {
+  const keys = ENVIRONMENT_KEYS;
+  const sentinels = getEnv(keys.sentinels);
+  const databases = getEnv(keys.databases);
+  if (sentinels === undefined && databases === undefined) return undefined;
+  const list = (text: string | undefined) =>
+    (text ?? "").split(/[\s,]+/).filter((item) => item !== "");
+  const credentials = (usernameKey: string, passwordKey: string) => {
+    const username = getEnv(usernameKey);
+    if (getEnv(passwordKey) === undefined) return undefined;
+    return { ...(username ? { username } : {}), passwordEnv: passwordKey };
+  };
+  const raw: Record<string, unknown> = {
+    sentinels: list(sentinels),
+    databases: list(databases).map((entry) => {
+      const colon = entry.lastIndexOf(":");
+      if (colon === -1) return { name: entry };
+      const port = entry.slice(colon + 1);
+      return { name: entry.slice(0, colon), port: /^\d+$/.test(port) ? Number(port) : port };
+    }),
+  };
+  const bind = getEnv(keys.bind);
+  if (bind) raw.bind = bind;
+  const admin = getEnv(keys.admin);
+  if (admin) raw.admin = admin;
+  const sentinelAuth = credentials(keys.sentinelUsername, keys.sentinelPassword);
+  if (sentinelAuth) raw.sentinelAuth = sentinelAuth;
+  const masterAuth = credentials(keys.masterUsername, keys.masterPassword);
+  if (masterAuth) raw.masterAuth = masterAuth;
+  return validate(raw, "environment", "environment", getEnv);
+}
+
+function validate(
+  raw: object,
+  format: TunnelConfig["format"],
+  source: string,
+  getEnv: (name: string) => string | undefined,
+): TunnelConfig {
+  const schema = format === "original" ? originalSchema : documentedSchema;
   const result = schema.safeParse(raw);
   if (!result.success) {
     throw new ConfigError(
       source,
-      result.error.issues.flatMap((issue) => describeIssue(issue, raw, schema)),
+      result.error.issues.flatMap((issue) => describeIssue(issue, raw, schema, format)),
     );
   }
-  const input: DocumentedInput = isOriginal
+  const input: DocumentedInput = format === "original"
     ? fromOriginal(result.data as z.infer<typeof originalSchema>)
     : result.data as DocumentedInput;
-  return resolve(input, isOriginal ? "original" : "documented", source, getEnv);
+  return resolve(input, format, source, getEnv);
 }
 
 function fromOriginal(
@@ -364,12 +473,19 @@ function resolve(
     const masterAuth = db.masterAuth === undefined
       ? globalMasterAuth
       : credentials(db.masterAuth, `databases[${i}].masterAuth`);
+    const hookInput = db.onMasterChange ?? input.onMasterChange;
     return {
       name: db.name,
       bind: db.bind ?? input.bind ?? DEFAULT_BIND,
       port: db.port,
       ...(masterAuth === undefined ? {} : { masterAuth }),
       timeouts: withOverrides(timeouts, db.timeouts),
+      ...(hookInput === undefined ? {} : {
+        onMasterChange: {
+          command: hookInput.command,
+          timeoutMs: hookInput.timeoutMs ?? DEFAULT_HOOK_TIMEOUT_MS,
+        },
+      }),
     };
   });
   if (problems.length > 0) throw new ConfigError(source, problems);
@@ -379,6 +495,7 @@ function resolve(
     ...(sentinelAuth === undefined ? {} : { sentinelAuth }),
     timeouts,
     databases,
+    ...(input.admin === undefined ? {} : { admin: input.admin }),
   };
 }
 
@@ -417,7 +534,9 @@ export function redactConfig(config: TunnelConfig): unknown {
         masterReplyMs: db.timeouts.masterReplyMs,
         clientWaitMs: db.timeouts.clientWaitMs,
       },
+      onMasterChange: db.onMasterChange,
     })),
+    admin: config.admin === undefined ? undefined : formatAddress(config.admin),
   };
 }
 
@@ -425,8 +544,9 @@ function describeIssue(
   issue: z.core.$ZodIssue,
   raw: unknown,
   schema: z.ZodType,
+  format: TunnelConfig["format"],
 ): string[] {
-  const path = formatPath(issue.path);
+  const path = format === "environment" ? environmentPath(issue.path) : formatPath(issue.path);
   const where = path === "" ? "top level" : path;
   if (issue.code === "unrecognized_keys") {
     const known = knownKeys(schema, issue.path);
@@ -449,6 +569,23 @@ function describeIssue(
 function describeValue(value: unknown): string {
   const text = JSON.stringify(value) ?? String(value);
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+/** A path in the words of the environment variables, such as `SENTINEL_TUNNEL_DATABASES[1].port`. */
+function environmentPath(path: readonly PropertyKey[]): string {
+  const [head, ...rest] = path;
+  const variable = head === "sentinels"
+    ? ENVIRONMENT_KEYS.sentinels
+    : head === "databases"
+    ? ENVIRONMENT_KEYS.databases
+    : head === "bind"
+    ? ENVIRONMENT_KEYS.bind
+    : head === "admin"
+    ? ENVIRONMENT_KEYS.admin
+    : undefined;
+  return variable === undefined
+    ? formatPath(path)
+    : variable + formatPath(rest).replace(/^(?=[^[])/, rest.length ? "." : "");
 }
 
 function formatPath(path: readonly PropertyKey[]): string {

@@ -22,12 +22,12 @@ export class ListenError extends Error {
   override name = "ListenError";
 }
 
-/** Options for {@linkcode DatabaseListener.open}. */
+/** Options for {@linkcode DatabaseListener.serve}. */
 export interface DatabaseListenerOptions {
   watcher: MasterWatcher;
   registry: ConnectionRegistry<Tunnel>;
   /** The buffer size of each tunnel direction. @default {DEFAULT_BUFFER_SIZE} */
-  bufferSize?: number;
+  bufferSize?: number | undefined;
 }
 
 /** How long a rejected client gets to read its error before the connection closes. */
@@ -37,22 +37,12 @@ const REJECT_LINGER_MS = 1000;
 export class DatabaseListener {
   readonly database: DatabaseConfig;
   readonly #listener: Deno.TcpListener;
-  readonly #watcher: MasterWatcher;
-  readonly #registry: ConnectionRegistry<Tunnel>;
-  readonly #bufferSize: number;
   readonly #handlers = new Set<Promise<void>>();
   #closed = false;
 
-  private constructor(
-    database: DatabaseConfig,
-    listener: Deno.TcpListener,
-    options: DatabaseListenerOptions,
-  ) {
+  private constructor(database: DatabaseConfig, listener: Deno.TcpListener) {
     this.database = database;
     this.#listener = listener;
-    this.#watcher = options.watcher;
-    this.#registry = options.registry;
-    this.#bufferSize = options.bufferSize ?? DEFAULT_BUFFER_SIZE;
   }
 
   /**
@@ -60,10 +50,7 @@ export class DatabaseListener {
    *
    * @throws {ListenError} naming the port and the cause when it cannot be opened
    */
-  static open(
-    database: DatabaseConfig,
-    options: DatabaseListenerOptions,
-  ): DatabaseListener {
+  static open(database: DatabaseConfig): DatabaseListener {
     let listener: Deno.TcpListener;
     const where = formatAddress({
       hostname: database.bind,
@@ -86,7 +73,7 @@ export class DatabaseListener {
         },
       );
     }
-    return new DatabaseListener(database, listener, options);
+    return new DatabaseListener(database, listener);
   }
 
   /** The address the listener is bound to. */
@@ -99,7 +86,7 @@ export class DatabaseListener {
    * to end. Accept errors (such as running out of file descriptors) are logged
    * and retried with backoff from 5 ms up to 1 s.
    */
-  async serve(signal: AbortSignal): Promise<void> {
+  async serve(options: DatabaseListenerOptions, signal: AbortSignal): Promise<void> {
     const onAbort = () => this.close();
     signal.addEventListener("abort", onAbort, { once: true });
     let backoff = 0;
@@ -124,7 +111,7 @@ export class DatabaseListener {
           continue;
         }
         backoff = 0;
-        const handler = this.#serveClient(conn, signal).catch((error) => {
+        const handler = this.#serveClient(conn, options, signal).catch((error) => {
           log.error("Database {database}: client handler failed: {error}", {
             database: this.database.name,
             error: String(error),
@@ -150,18 +137,24 @@ export class DatabaseListener {
     }
   }
 
-  async #serveClient(client: Deno.TcpConn, signal: AbortSignal): Promise<void> {
+  async #serveClient(
+    client: Deno.TcpConn,
+    { watcher, registry, bufferSize = DEFAULT_BUFFER_SIZE }: DatabaseListenerOptions,
+    signal: AbortSignal,
+  ): Promise<void> {
     client.setNoDelay(true);
-    const { timeouts } = this.database;
+    watcher.stats.connectionsTotal++;
+    // The watcher holds the current settings: a reload may have changed them.
+    const { timeouts } = watcher.database;
     const waitUntil = performance.now() + timeouts.clientWaitMs;
     let failed: ConfirmedMaster | undefined;
     let dialError: string | undefined;
     while (!signal.aborted) {
       const remaining = waitUntil - performance.now();
-      const master = this.#watcher.master !== failed && this.#watcher.master
-        ? this.#watcher.master
+      const master = watcher.master !== failed && watcher.master
+        ? watcher.master
         : remaining > 0
-        ? await this.#watcher.waitForMaster(remaining, signal, failed)
+        ? await watcher.waitForMaster(remaining, signal, failed)
         : undefined;
       if (!master) break;
       let upstream: Deno.TcpConn;
@@ -181,11 +174,11 @@ export class DatabaseListener {
             : describeNetworkError(error)
         }`;
         failed = master;
-        this.#watcher.reportUnreachable(master.address);
+        watcher.reportUnreachable(master.address);
         continue;
       }
       // The master may have changed while connecting: never join a client to a demoted node.
-      const current = this.#watcher.master;
+      const current = watcher.master;
       if (
         !current || !sameAddress(current.address, master.address) ||
         signal.aborted
@@ -195,25 +188,26 @@ export class DatabaseListener {
         continue;
       }
       upstream.setNoDelay(true);
-      const tunnel = new Tunnel(client, upstream, master.address);
-      this.#registry.add(tunnel);
+      const tunnel = new Tunnel(client, upstream, master.address, watcher.stats);
+      registry.add(tunnel);
       try {
-        await tunnel.run(this.#bufferSize);
+        await tunnel.run(bufferSize);
       } finally {
-        this.#registry.delete(tunnel);
+        registry.delete(tunnel);
       }
       return;
     }
-    await this.#reject(client, signal, dialError);
+    await this.#reject(client, watcher, signal, dialError);
   }
 
   async #reject(
     client: Deno.TcpConn,
+    watcher: MasterWatcher,
     signal: AbortSignal,
     dialError: string | undefined,
   ): Promise<void> {
-    const { name, timeouts } = this.database;
-    const problem = this.#watcher.problem;
+    const { name, timeouts } = watcher.database;
+    const problem = watcher.problem;
     const reason = signal.aborted
       ? "sentinel-tunnel is shutting down"
       : problem?.kind === "unknown"
@@ -222,6 +216,7 @@ export class DatabaseListener {
         problem?.detail ?? dialError ?? "still resolving"
       }`;
     const peer = client.remoteAddr;
+    watcher.stats.connectionsRejected++;
     log.warn("Database {database}: rejected client {client}: {reason}", {
       database: name,
       client: formatAddress(peer),

@@ -16,6 +16,7 @@ import type { DatabaseConfig } from "./config.ts";
 import type { ConnectionRegistry } from "./connection_registry.ts";
 import { type AuthOptions, RedisConnection } from "./redis_connection.ts";
 import { RespErrorReply } from "./resp.ts";
+import { DatabaseStats } from "./metrics.ts";
 import { type SentinelClient, sleep } from "./sentinel_client.ts";
 
 const log = getLogger(["sentinel-tunnel", "watcher"]);
@@ -98,10 +99,23 @@ interface SwitchHint {
   readonly sentinel: Address;
 }
 
+/** A confirmed change of master, for hooks. */
+export interface MasterChange {
+  readonly database: string;
+  /** The master confirmed before, if any. */
+  readonly from: Address | undefined;
+  readonly to: Address;
+  readonly via: string;
+}
+
 /** Options for {@linkcode MasterWatcher}. */
 export interface MasterWatcherOptions {
   sentinels: SentinelClient;
   registry: ConnectionRegistry;
+  /** Where resolution latency and master changes are counted. */
+  stats?: DatabaseStats;
+  /** Called after each confirmed master that differs from the one before; it must not throw. */
+  onMasterChange?: (change: MasterChange) => void;
   /** The first retry delay while no master is confirmed; it doubles up to the poll interval. @default {100} */
   retryDelayMs?: number;
   /** How often to ask Sentinels for further Sentinels. @default {30000} */
@@ -110,12 +124,16 @@ export interface MasterWatcherOptions {
 
 /** Watches one database's master. */
 export class MasterWatcher {
-  readonly database: DatabaseConfig;
+  #database: DatabaseConfig;
   readonly #sentinels: SentinelClient;
   readonly #registry: ConnectionRegistry;
   readonly #retryDelayMs: number;
   readonly #discoveryIntervalMs: number;
+  readonly #stats: DatabaseStats;
+  readonly #onMasterChange: ((change: MasterChange) => void) | undefined;
   #master: ConfirmedMaster | undefined;
+  /** The last master confirmed, kept while none is: a blip of the same master is no change. */
+  #lastConfirmed: Address | undefined;
   #problem: MasterProblem | undefined;
   #attempts = 0;
   #lastDiscovery = 0;
@@ -126,11 +144,32 @@ export class MasterWatcher {
   #lastFailureLog = { at: 0, suppressed: 0 };
 
   constructor(database: DatabaseConfig, options: MasterWatcherOptions) {
-    this.database = database;
+    this.#database = database;
     this.#sentinels = options.sentinels;
     this.#registry = options.registry;
     this.#retryDelayMs = options.retryDelayMs ?? 100;
     this.#discoveryIntervalMs = options.discoveryIntervalMs ?? 30_000;
+    this.#stats = options.stats ?? new DatabaseStats();
+    this.#onMasterChange = options.onMasterChange;
+  }
+
+  /** The database's current settings. */
+  get database(): DatabaseConfig {
+    return this.#database;
+  }
+
+  /**
+   * Takes new settings for the same database and listen address (a reload),
+   * and checks the master again with them. Tunnels are kept.
+   */
+  update(database: DatabaseConfig): void {
+    this.#database = database;
+    this.wake();
+  }
+
+  /** What this database's control plane has counted. */
+  get stats(): DatabaseStats {
+    return this.#stats;
   }
 
   /** The confirmed master, if any. */
@@ -229,10 +268,14 @@ export class MasterWatcher {
     this.#attempts++;
     // The hint stays set until this attempt ends, so that the same message from other Sentinels is ignored.
     const hint = this.#hint;
+    const started = performance.now();
     try {
       await this.#resolve(hint, signal);
     } finally {
       if (this.#hint === hint) this.#hint = undefined;
+      if (!signal.aborted) {
+        this.#stats.resolutionSeconds.observe((performance.now() - started) / 1000);
+      }
     }
   }
 
@@ -298,6 +341,12 @@ export class MasterWatcher {
     if (previous && sameAddress(previous.address, address)) return;
     this.#master = { address, confirmedAt: Date.now(), via };
     const closed = this.#registry.closeAllExcept(address);
+    const from = this.#lastConfirmed;
+    this.#lastConfirmed = address;
+    if (!from || !sameAddress(from, address)) {
+      if (from) this.#stats.masterChanges++;
+      this.#onMasterChange?.({ database: this.database.name, from, to: address, via });
+    }
     log.info(
       "Database {database}: master is {to} (was {from}), learned via {via}; closed {closed} stale connections",
       {

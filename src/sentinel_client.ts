@@ -22,6 +22,10 @@ export interface KnownSentinel {
   /** The last call's outcome: `undefined` before the first call. */
   lastError: string | null | undefined;
   lastReplyAt: number | undefined;
+  /** How many calls to it failed. */
+  errors: number;
+  /** Whether its `+switch-master` subscription is established. */
+  subscribed: boolean;
 }
 
 /** The outcome of asking the Sentinels for a master's address. */
@@ -76,12 +80,13 @@ export function sleep(ms: number, signal: AbortSignal): Promise<void> {
 
 /** A pool of Sentinels, asked in order. */
 export class SentinelClient {
-  readonly #options: SentinelClientOptions;
+  #options: SentinelClientOptions;
   /** In asking order: the last one that answered comes first. */
   readonly #sentinels: KnownSentinel[];
   #subscriptions: SubscribeHandlers | undefined;
   #subscriptionSignal: AbortSignal | undefined;
-  readonly #subscribed = new Set<string>();
+  /** One controller per running subscription, by `host:port`. */
+  readonly #subscribed = new Map<string, AbortController>();
   readonly #subscriptionLoops = new Set<Promise<void>>();
 
   constructor(sentinels: readonly Address[], options: SentinelClientOptions) {
@@ -91,6 +96,8 @@ export class SentinelClient {
       origin: "configured",
       lastError: undefined,
       lastReplyAt: undefined,
+      errors: 0,
+      subscribed: false,
     }));
   }
 
@@ -199,6 +206,8 @@ export class SentinelClient {
           origin: "discovered",
           lastError: undefined,
           lastReplyAt: undefined,
+          errors: 0,
+          subscribed: false,
         });
         added.push(address);
         log.info(
@@ -236,19 +245,46 @@ export class SentinelClient {
     }
   }
 
+  /**
+   * Takes a new Sentinel list and new options (a reload). Sentinels that stay
+   * keep what is known of them; subscriptions follow the new list, and all of
+   * them restart when the credentials or deadlines changed.
+   */
+  update(sentinels: readonly Address[], options: SentinelClientOptions): void {
+    const optionsChanged = JSON.stringify(options) !== JSON.stringify(this.#options);
+    this.#options = options;
+    const next = sentinels.map((address) =>
+      this.#find(address) ?? {
+        address,
+        origin: "configured" as const,
+        lastError: undefined,
+        lastReplyAt: undefined,
+        errors: 0,
+        subscribed: false,
+      }
+    );
+    for (const [key, controller] of this.#subscribed) {
+      if (optionsChanged || !next.some((s) => formatAddress(s.address) === key)) {
+        controller.abort();
+        this.#subscribed.delete(key);
+      }
+    }
+    this.#sentinels.splice(0, this.#sentinels.length, ...next);
+    for (const sentinel of next) this.#startSubscription(sentinel.address);
+  }
+
   #startSubscription(address: Address): void {
     const handlers = this.#subscriptions;
-    const signal = this.#subscriptionSignal;
+    const parent = this.#subscriptionSignal;
     const key = formatAddress(address);
-    if (!handlers || !signal || signal.aborted || this.#subscribed.has(key)) {
-      return;
-    }
-    this.#subscribed.add(key);
-    const loop = this.#subscriptionLoop(address, handlers, signal).finally(
-      () => {
-        this.#subscriptionLoops.delete(loop);
-      },
-    );
+    if (!handlers || !parent || parent.aborted || this.#subscribed.has(key)) return;
+    const controller = new AbortController();
+    this.#subscribed.set(key, controller);
+    const signal = AbortSignal.any([parent, controller.signal]);
+    const loop = this.#subscriptionLoop(address, handlers, signal).finally(() => {
+      this.#subscriptionLoops.delete(loop);
+      if (this.#subscribed.get(key) === controller) this.#subscribed.delete(key);
+    });
     this.#subscriptionLoops.add(loop);
   }
 
@@ -266,7 +302,11 @@ export class SentinelClient {
         if (signal.aborted) break;
         failures++;
         const sentinel = this.#find(address);
-        if (sentinel) sentinel.lastError = (error as Error).message;
+        if (sentinel) {
+          sentinel.lastError = (error as Error).message;
+          sentinel.errors++;
+          sentinel.subscribed = false;
+        }
         if (failures === 1) {
           log.warn(
             "Subscription to Sentinel {sentinel} failed: {error}; retrying with backoff",
@@ -305,6 +345,8 @@ export class SentinelClient {
       );
     }
     this.#recordReply(address);
+    const known = this.#find(address);
+    if (known) known.subscribed = true;
     handlers.onSubscribed(address);
     // A silent Sentinel may be hung: ping it, and give up when no pong comes.
     const pingEveryMs = Math.max(1000, this.#options.replyTimeoutMs * 2);
@@ -359,6 +401,7 @@ export class SentinelClient {
       return reply;
     } catch (error) {
       sentinel.lastError = (error as Error).message;
+      sentinel.errors++;
       throw error;
     }
   }

@@ -1,29 +1,30 @@
 /**
  * Starts everything for a config: one listener, registry and master watcher
  * per database, and one Sentinel client shared by them, with a `+switch-master`
- * subscription on every known Sentinel.
+ * subscription on every known Sentinel. It also applies a reloaded config.
  *
  * ```ts ignore
  * const controller = new AbortController();
- * const server = await TunnelServer.start(config, { signal: controller.signal });
- * // ...
+ * const server = TunnelServer.start(config, { signal: controller.signal });
+ * server.reload(nextConfig); // on SIGHUP
  * controller.abort();
  * await server.done;
  * ```
  *
- * It does not reload its config, serve an admin API, or balance reads across
- * replicas: every client goes to the confirmed master.
+ * It does not balance reads across replicas: every client goes to the
+ * confirmed master.
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
 import { formatAddress } from "./address.ts";
-import type { TunnelConfig } from "./config.ts";
+import type { DatabaseConfig, TunnelConfig } from "./config.ts";
 import { ConnectionRegistry } from "./connection_registry.ts";
 import { DatabaseListener } from "./database_listener.ts";
+import { HookQueue } from "./hooks.ts";
 import { MasterWatcher } from "./master_watcher.ts";
 import type { Tunnel } from "./pipe.ts";
-import { SentinelClient } from "./sentinel_client.ts";
+import { SentinelClient, type SentinelClientOptions } from "./sentinel_client.ts";
 
 const log = getLogger(["sentinel-tunnel", "server"]);
 
@@ -42,21 +43,40 @@ export interface DatabaseRuntime {
   readonly registry: ConnectionRegistry<Tunnel>;
 }
 
+interface RunningDatabase extends DatabaseRuntime {
+  hooks: HookQueue | undefined;
+  readonly controller: AbortController;
+}
+
+/** What a reload did, by database name. */
+export interface ReloadSummary {
+  readonly added: string[];
+  readonly removed: string[];
+  /** Moved to another listen address: new listener, tunnels closed. */
+  readonly replaced: string[];
+  /** Same listen address, other settings: tunnels kept. */
+  readonly updated: string[];
+  readonly unchanged: string[];
+  readonly sentinelsChanged: boolean;
+}
+
 /** The running tunnel. */
 export class TunnelServer {
   readonly sentinels: SentinelClient;
-  readonly databases: readonly DatabaseRuntime[];
   /** Settles when the signal has aborted and everything has stopped. */
   readonly done: Promise<void>;
+  readonly #signal: AbortSignal;
+  readonly #bufferSize: number | undefined;
+  readonly #databases = new Map<string, RunningDatabase>();
+  readonly #running = new Set<Promise<void>>();
+  #config: TunnelConfig;
 
-  private constructor(
-    sentinels: SentinelClient,
-    databases: DatabaseRuntime[],
-    done: Promise<void>,
-  ) {
-    this.sentinels = sentinels;
-    this.databases = databases;
-    this.done = done;
+  private constructor(config: TunnelConfig, options: TunnelServerOptions) {
+    this.#config = config;
+    this.#signal = options.signal;
+    this.#bufferSize = options.bufferSize;
+    this.sentinels = new SentinelClient(config.sentinels, sentinelOptions(config));
+    this.done = this.#untilStopped();
   }
 
   /**
@@ -65,69 +85,191 @@ export class TunnelServer {
    *
    * @throws {ListenError} naming the port and the cause
    */
-  static start(
-    config: TunnelConfig,
-    options: TunnelServerOptions,
-  ): TunnelServer {
-    const { signal } = options;
-    const sentinels = new SentinelClient(config.sentinels, {
-      connectTimeoutMs: config.timeouts.sentinelConnectMs,
-      replyTimeoutMs: config.timeouts.sentinelReplyMs,
-      auth: config.sentinelAuth,
-    });
-    const databases: DatabaseRuntime[] = [];
+  static start(config: TunnelConfig, options: TunnelServerOptions): TunnelServer {
+    const server = new TunnelServer(config, options);
+    const listeners = server.#openListeners(config.databases);
+    server.sentinels.subscribe({
+      onSwitchMaster: (name, address, sentinel) =>
+        server.#databases.get(name)?.watcher.onSwitchMaster(address, sentinel),
+      // Messages may have been missed while unsubscribed: resync with a fresh query.
+      onSubscribed: () => server.#databases.forEach((d) => d.watcher.wake()),
+    }, options.signal);
+    config.databases.forEach((database, i) => server.#run(database, listeners[i]!));
+    return server;
+  }
+
+  /** The config in force. */
+  get config(): TunnelConfig {
+    return this.#config;
+  }
+
+  /** The running databases, in config order. */
+  get databases(): DatabaseRuntime[] {
+    return [...this.#databases.values()];
+  }
+
+  /**
+   * Applies a new config: added databases start listening, removed ones stop,
+   * ones that moved to another listen address are replaced, and the others
+   * keep their connections (taking new timeouts, credentials and hooks in
+   * place). If a new port cannot be opened, nothing changes.
+   *
+   * @throws {ListenError} naming the port and the cause; the old config keeps running
+   */
+  reload(next: TunnelConfig): ReloadSummary {
+    const summary: ReloadSummary = {
+      added: [],
+      removed: [],
+      replaced: [],
+      updated: [],
+      unchanged: [],
+      sentinelsChanged: JSON.stringify(sentinelSettings(this.#config)) !==
+        JSON.stringify(sentinelSettings(next)),
+    };
+    const moved: DatabaseConfig[] = [];
+    for (const database of next.databases) {
+      const current = this.#databases.get(database.name)?.watcher.database;
+      if (!current) {
+        summary.added.push(database.name);
+        moved.push(database);
+      } else if (current.bind !== database.bind || current.port !== database.port) {
+        summary.replaced.push(database.name);
+        moved.push(database);
+      } else if (JSON.stringify(current) !== JSON.stringify(database)) {
+        summary.updated.push(database.name);
+      } else {
+        summary.unchanged.push(database.name);
+      }
+    }
+    for (const name of this.#databases.keys()) {
+      if (!next.databases.some((d) => d.name === name)) summary.removed.push(name);
+    }
+
+    // A port the old config holds can be opened only after that database stops.
+    const heldByOld = (d: DatabaseConfig) =>
+      [...this.#databases.values()].some((r) => r.watcher.database.port === d.port);
+    const openNow = moved.filter((d) => !heldByOld(d));
+    const listeners = new Map(
+      this.#openListeners(openNow).map((listener, i) => [openNow[i]!.name, listener]),
+    );
+
+    this.#config = next;
+    if (summary.sentinelsChanged) this.sentinels.update(next.sentinels, sentinelOptions(next));
+    for (const name of [...summary.removed, ...summary.replaced]) this.#stop(name);
+    for (const database of next.databases) {
+      const running = this.#databases.get(database.name);
+      if (running) {
+        if (summary.updated.includes(database.name)) {
+          running.watcher.update(database);
+          running.hooks = database.onMasterChange
+            ? new HookQueue(database.onMasterChange, running.controller.signal)
+            : undefined;
+        } else if (summary.sentinelsChanged) {
+          running.watcher.wake();
+        }
+        continue;
+      }
+      let listener = listeners.get(database.name);
+      if (!listener) {
+        try {
+          [listener] = this.#openListeners([database]);
+        } catch (error) {
+          log.error("Reload: database {database} is not served: {error}", {
+            database: database.name,
+            error: (error as Error).message,
+          });
+          continue;
+        }
+      }
+      this.#run(database, listener!);
+    }
+    // Keep config order, for the admin API.
+    const order = next.databases.map((d) => d.name);
+    const sorted = [...this.#databases].sort(([a], [b]) => order.indexOf(a) - order.indexOf(b));
+    this.#databases.clear();
+    for (const [name, running] of sorted) this.#databases.set(name, running);
+    return summary;
+  }
+
+  #openListeners(databases: readonly DatabaseConfig[]): DatabaseListener[] {
+    const opened: DatabaseListener[] = [];
     try {
-      for (const database of config.databases) {
-        const registry = new ConnectionRegistry<Tunnel>();
-        const watcher = new MasterWatcher(database, { sentinels, registry });
-        const listener = DatabaseListener.open(database, {
-          watcher,
-          registry,
-          ...(options.bufferSize === undefined ? {} : { bufferSize: options.bufferSize }),
-        });
-        databases.push({ listener, watcher, registry });
+      for (const database of databases) {
+        opened.push(DatabaseListener.open(database));
       }
     } catch (error) {
-      for (const { listener } of databases) listener.close();
+      for (const listener of opened) listener.close();
       throw error;
     }
-    const byName = new Map(
-      databases.map((d) => [d.watcher.database.name, d.watcher]),
-    );
-    sentinels.subscribe({
-      onSwitchMaster: (name, address, sentinel) =>
-        byName.get(name)?.onSwitchMaster(address, sentinel),
-      // Messages may have been missed while unsubscribed: resync with a fresh query.
-      onSubscribed: () => byName.forEach((watcher) => watcher.wake()),
-    }, signal);
-    for (const { listener } of databases) {
-      log.info("Database {database}: listening on {listen}", {
-        database: listener.database.name,
-        listen: formatAddress({
-          hostname: listener.address.hostname,
-          port: listener.address.port,
-        }),
-      });
-    }
+    return opened;
+  }
+
+  #run(database: DatabaseConfig, listener: DatabaseListener): void {
+    const controller = new AbortController();
+    const signal = AbortSignal.any([this.#signal, controller.signal]);
+    const registry = new ConnectionRegistry<Tunnel>();
+    const running: RunningDatabase = {
+      controller,
+      registry,
+      listener,
+      hooks: database.onMasterChange ? new HookQueue(database.onMasterChange, signal) : undefined,
+      watcher: new MasterWatcher(database, {
+        sentinels: this.sentinels,
+        registry,
+        onMasterChange: (change) => running.hooks?.push(change),
+      }),
+    };
+    this.#databases.set(database.name, running);
+    log.info("Database {database}: listening on {listen}", {
+      database: database.name,
+      listen: formatAddress({ hostname: listener.address.hostname, port: listener.address.port }),
+    });
     const done = Promise.all([
-      ...databases.map((d) => d.watcher.run(signal)),
-      ...databases.map((d) => d.listener.serve(signal)),
-      closeTunnelsOnAbort(databases, signal),
-      sentinels.closed(),
-    ]).then(() => {});
-    return new TunnelServer(sentinels, databases, done);
+      running.watcher.run(signal),
+      listener.serve({ watcher: running.watcher, registry, bufferSize: this.#bufferSize }, signal),
+      closeTunnelsOnAbort(database.name, registry, signal),
+    ]).then(() => running.hooks?.idle()).finally(() => this.#running.delete(done));
+    this.#running.add(done);
+  }
+
+  #stop(name: string): void {
+    const running = this.#databases.get(name);
+    if (!running) return;
+    this.#databases.delete(name);
+    running.controller.abort();
+  }
+
+  async #untilStopped(): Promise<void> {
+    await new Promise<void>((resolve) => {
+      if (this.#signal.aborted) resolve();
+      else this.#signal.addEventListener("abort", () => resolve(), { once: true });
+    });
+    while (this.#running.size > 0) await Promise.all([...this.#running]);
+    await this.sentinels.closed();
   }
 }
 
+function sentinelOptions(config: TunnelConfig): SentinelClientOptions {
+  return {
+    connectTimeoutMs: config.timeouts.sentinelConnectMs,
+    replyTimeoutMs: config.timeouts.sentinelReplyMs,
+    auth: config.sentinelAuth,
+  };
+}
+
+function sentinelSettings(config: TunnelConfig): unknown {
+  return { sentinels: config.sentinels, ...sentinelOptions(config) };
+}
+
 function closeTunnelsOnAbort(
-  databases: readonly DatabaseRuntime[],
+  database: string,
+  registry: ConnectionRegistry<Tunnel>,
   signal: AbortSignal,
 ): Promise<void> {
   return new Promise((resolve) => {
     const closeAll = () => {
-      let closed = 0;
-      for (const { registry } of databases) closed += registry.closeAll();
-      log.info("Shutting down: closed {closed} tunnels", { closed });
+      const closed = registry.closeAll();
+      log.info("Database {database}: stopped; closed {closed} tunnels", { database, closed });
       resolve();
     };
     if (signal.aborted) closeAll();

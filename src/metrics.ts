@@ -1,0 +1,162 @@
+/**
+ * Counters kept by the tunnel and their Prometheus text rendering. The data
+ * path only adds to plain number fields: no allocation, no lookup per chunk.
+ *
+ * @module
+ */
+
+/** Upper bounds of the resolution latency histogram, in seconds. */
+export const RESOLUTION_BUCKETS = [
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  5,
+] as const;
+
+/** A cumulative histogram with fixed buckets. */
+export class Histogram {
+  readonly bounds: readonly number[];
+  readonly counts: number[];
+  sum = 0;
+  count = 0;
+
+  constructor(bounds: readonly number[]) {
+    this.bounds = bounds;
+    this.counts = bounds.map(() => 0);
+  }
+
+  observe(value: number): void {
+    this.sum += value;
+    this.count++;
+    for (let i = 0; i < this.bounds.length; i++) {
+      if (value <= this.bounds[i]!) this.counts[i]!++;
+    }
+  }
+}
+
+/** What one database's tunnels and watcher have done. */
+export class DatabaseStats {
+  connectionsTotal = 0;
+  connectionsRejected = 0;
+  bytesClientToMaster = 0;
+  bytesMasterToClient = 0;
+  masterChanges = 0;
+  readonly resolutionSeconds = new Histogram(RESOLUTION_BUCKETS);
+}
+
+/** One database as the metrics see it. */
+export interface DatabaseSample {
+  readonly name: string;
+  readonly stats: DatabaseStats;
+  readonly activeConnections: number;
+  readonly hasMaster: boolean;
+}
+
+/** One Sentinel as the metrics see it. */
+export interface SentinelSample {
+  readonly address: string;
+  readonly errors: number;
+  readonly reachable: boolean;
+}
+
+/** Renders the samples in the Prometheus text format (version 0.0.4). */
+export function renderPrometheus(
+  databases: readonly DatabaseSample[],
+  sentinels: readonly SentinelSample[],
+): string {
+  const lines: string[] = [];
+  const family = (
+    name: string,
+    type: "counter" | "gauge" | "histogram",
+    help: string,
+    samples: Iterable<string>,
+  ) => {
+    lines.push(`# HELP sentinel_tunnel_${name} ${help}`, `# TYPE sentinel_tunnel_${name} ${type}`);
+    for (const sample of samples) lines.push(`sentinel_tunnel_${sample}`);
+  };
+  const perDatabase = (metric: string, value: (d: DatabaseSample) => number) =>
+    databases.map((d) => `${metric}{database="${escapeLabel(d.name)}"} ${value(d)}`);
+
+  family(
+    "connections_active",
+    "gauge",
+    "Client connections tunnelled right now.",
+    perDatabase("connections_active", (d) => d.activeConnections),
+  );
+  family(
+    "connections_total",
+    "counter",
+    "Client connections accepted.",
+    perDatabase("connections_total", (d) => d.stats.connectionsTotal),
+  );
+  family(
+    "connections_rejected_total",
+    "counter",
+    "Client connections answered with an error because no master was confirmed.",
+    perDatabase("connections_rejected_total", (d) => d.stats.connectionsRejected),
+  );
+  family("bytes_total", "counter", "Bytes copied through tunnels, by direction.", [
+    ...perDatabase("bytes_total", (d) => d.stats.bytesClientToMaster).map((s) =>
+      s.replace("{", '{direction="client_to_master",')
+    ),
+    ...perDatabase("bytes_total", (d) => d.stats.bytesMasterToClient).map((s) =>
+      s.replace("{", '{direction="master_to_client",')
+    ),
+  ]);
+  family(
+    "master_changes_total",
+    "counter",
+    "Confirmed changes of master.",
+    perDatabase("master_changes_total", (d) => d.stats.masterChanges),
+  );
+  family(
+    "master_confirmed",
+    "gauge",
+    "1 when the database has a confirmed master.",
+    perDatabase("master_confirmed", (d) => d.hasMaster ? 1 : 0),
+  );
+  family(
+    "resolution_duration_seconds",
+    "histogram",
+    "Time to ask Sentinel for the master and confirm it with ROLE.",
+    databases.flatMap((d) => {
+      const h = d.stats.resolutionSeconds;
+      const label = `database="${escapeLabel(d.name)}"`;
+      return [
+        ...h.bounds.map((bound, i) =>
+          `resolution_duration_seconds_bucket{${label},le="${bound}"} ${h.counts[i]}`
+        ),
+        `resolution_duration_seconds_bucket{${label},le="+Inf"} ${h.count}`,
+        `resolution_duration_seconds_sum{${label}} ${h.sum}`,
+        `resolution_duration_seconds_count{${label}} ${h.count}`,
+      ];
+    }),
+  );
+  family(
+    "sentinel_errors_total",
+    "counter",
+    "Failed calls to a Sentinel.",
+    sentinels.map((s) => `sentinel_errors_total{sentinel="${escapeLabel(s.address)}"} ${s.errors}`),
+  );
+  family(
+    "sentinel_reachable",
+    "gauge",
+    "1 when the Sentinel's last call succeeded.",
+    sentinels.map((s) =>
+      `sentinel_reachable{sentinel="${escapeLabel(s.address)}"} ${s.reachable ? 1 : 0}`
+    ),
+  );
+  return lines.join("\n") + "\n";
+}
+
+function escapeLabel(value: string): string {
+  return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+}
