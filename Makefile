@@ -5,11 +5,31 @@ export RUST_BACKTRACE := 0
 export DENO_NO_UPDATE_CHECK := 1
 
 # What the tunnel needs: the network, its config, the variables named by passwordEnv, a log file.
-RUN_PERMISSIONS := --allow-net --allow-read --allow-env --allow-write
+RUN_PERMISSIONS := --allow-net --allow-read --allow-env --allow-write --allow-run
 BUNDLE := dist/sentinel-tunnel.js
 CONFIG ?= config/example.jsonc
 
-.PHONY: setup test unit integration lint fmt run demo bundle clean
+# What `deno compile` bakes into dist/sentinel-tunnel and every release binary: this is the one
+# list. A compiled binary cannot be given permissions per config, so it holds all the tunnel may
+# need (run for hooks, write for a log file) and revokes at startup what its config does not use.
+COMPILE_PERMISSIONS := --allow-net --allow-read --allow-env --allow-write --allow-run
+COMPILE_FLAGS := --quiet --frozen $(COMPILE_PERMISSIONS)
+BINARY := dist/sentinel-tunnel
+RELEASE_DIR := dist/release
+RELEASE_TARGETS := x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu x86_64-apple-darwin \
+  aarch64-apple-darwin x86_64-pc-windows-msvc
+SHA256 := $(shell command -v sha256sum >/dev/null 2>&1 && echo sha256sum || echo shasum -a 256)
+
+# Fails unless binary $(1) runs and reports sentinel-tunnel's version built with the pinned Deno.
+define check_binary
+version=$$("$(1)" --version 2>&1) || { echo "make: $(1) --version failed: $$version" >&2; exit 1; }; \
+case $$version in \
+  "sentinel-tunnel "*"deno $$(cat .deno-version)"*) echo "make: $(1): $$version" ;; \
+  *) rm -f "$(1)"; echo "make: $(1) --version printed \"$${version%%$$'\n'*}\", not sentinel-tunnel built with Deno $$(cat .deno-version): DENORT_BIN must be the denort binary of that Deno release, not deno" >&2; exit 1 ;; \
+esac
+endef
+
+.PHONY: setup test unit integration lint fmt run demo bundle build release print-compile-flags bench bench-smoke clean
 
 setup:
 	@bash .ci/setup.sh
@@ -19,6 +39,54 @@ $(BUNDLE): setup deno.json deno.lock main.ts $(wildcard src/*.ts)
 	@$(DENO) bundle --quiet --frozen --platform=deno --output=$(BUNDLE) main.ts
 
 bundle: $(BUNDLE)
+
+# dist/sentinel-tunnel with deno compile, plus the bundle. deno compile downloads a runtime (denort)
+# from dl.deno.land unless DENORT_BIN names one; the machines here cannot reach it.
+build: bundle
+	@set -euo pipefail; \
+	if [ -z "$${DENORT_BIN:-}" ]; then \
+	  echo "make build: not compiling $(BINARY): deno compile downloads its runtime (denort) from dl.deno.land, which this machine cannot reach; set DENORT_BIN=/path/to/denort (Deno $$(cat .deno-version), this platform) to compile offline. Built $(BUNDLE) instead."; \
+	  exit 0; \
+	fi; \
+	[ -f "$$DENORT_BIN" ] && [ -x "$$DENORT_BIN" ] || { echo "make build: DENORT_BIN=$$DENORT_BIN is not an executable file" >&2; exit 1; }; \
+	rm -f $(BINARY); \
+	$(DENO) compile $(COMPILE_FLAGS) --output $(BINARY) main.ts; \
+	$(call check_binary,$(BINARY))
+
+# Release artifacts in dist/release: a binary per target (deno compile cross-compiles, downloading
+# each target's denort; DENORT_BIN, if set, serves the host target only), the bundle, install.sh
+# (its release repository filled in from GITHUB_REPOSITORY, as GitHub Actions sets it), a .sha256
+# beside each file and SHA256SUMS over them all. Pick targets with RELEASE_TARGETS="...".
+release: bundle
+	@set -euo pipefail; \
+	rm -rf $(RELEASE_DIR); mkdir -p $(RELEASE_DIR); \
+	host=$$($(DENO) eval 'console.log(Deno.build.target)'); \
+	for target in $(RELEASE_TARGETS); do \
+	  file=$(RELEASE_DIR)/sentinel-tunnel-$$target; \
+	  case $$target in *-windows-*) file=$$file.exe ;; esac; \
+	  echo "make release: $$file"; \
+	  if [ "$$target" = "$$host" ] && [ -n "$${DENORT_BIN:-}" ]; then \
+	    $(DENO) compile $(COMPILE_FLAGS) --target "$$target" --output "$$file" main.ts; \
+	  else \
+	    env -u DENORT_BIN $(DENO) compile $(COMPILE_FLAGS) --target "$$target" --output "$$file" main.ts; \
+	  fi; \
+	  if [ "$$target" = "$$host" ]; then $(call check_binary,$$file); fi; \
+	done; \
+	cp $(BUNDLE) $(RELEASE_DIR)/; \
+	if [[ "$${GITHUB_REPOSITORY:-}" =~ ^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$$ ]]; then \
+	  sed "s|^GITHUB_REPO=.*|GITHUB_REPO=\"$$GITHUB_REPOSITORY\"|" install.sh >$(RELEASE_DIR)/install.sh; \
+	else \
+	  echo "make release: GITHUB_REPOSITORY (owner/name) is not set, so $(RELEASE_DIR)/install.sh needs --base-url"; \
+	  cp install.sh $(RELEASE_DIR)/install.sh; \
+	fi; \
+	cd $(RELEASE_DIR); \
+	files=(*); \
+	for file in "$${files[@]}"; do $(SHA256) "$$file" >"$$file.sha256"; done; \
+	$(SHA256) "$${files[@]}" >SHA256SUMS; \
+	echo "make release: $$(ls | wc -l | tr -d ' ') files in $(RELEASE_DIR)"
+
+print-compile-flags:
+	@echo $(COMPILE_FLAGS)
 
 # Tests run the tunnel through the bundle, so what ships is what is tested.
 test: setup bundle
@@ -37,6 +105,14 @@ run: setup
 
 demo: setup bundle
 	@SENTINEL_TUNNEL_ENTRY=$(BUNDLE) $(DENO) run --allow-all tests/demo.ts $(DEMO_ARGS)
+
+# Starts its own deployment, tunnel and HAProxy; writes bench/RESULTS.md. BENCH_ARGS="--help" lists the flags.
+bench: setup bundle
+	@SENTINEL_TUNNEL_ENTRY=$(BUNDLE) $(DENO) run --allow-all bench/bench.ts $(BENCH_ARGS)
+
+# One short round of every measurement, as CI runs it; asserts nothing about speed.
+bench-smoke: setup bundle
+	@SENTINEL_TUNNEL_ENTRY=$(BUNDLE) $(DENO) run --allow-all bench/bench.ts --smoke $(BENCH_ARGS)
 
 clean:
 	rm -rf dist

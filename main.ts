@@ -9,12 +9,22 @@
 import { parseArgs } from "node:util";
 import { getLogger, type LogLevel } from "@logtape/logtape";
 import denoJson from "./deno.json" with { type: "json" };
-import { ConfigError, loadConfig, redactConfig } from "./src/config.ts";
+import { type Address, parseAdminAddress } from "./src/address.ts";
+import { startAdminServer } from "./src/admin_server.ts";
+import {
+  ConfigError,
+  configFromEnvironment,
+  ENVIRONMENT_KEYS,
+  loadConfig,
+  redactConfig,
+  type TunnelConfig,
+} from "./src/config.ts";
 import { ListenError } from "./src/database_listener.ts";
 import { LOG_LEVELS, setupLogging } from "./src/log.ts";
 import { TunnelServer } from "./src/tunnel_server.ts";
 
 const USAGE = `Usage: sentinel-tunnel [options] <config> [log-file]
+       sentinel-tunnel [options]      (configured by SENTINEL_TUNNEL_* variables)
 
 Listens on a local port per database and tunnels each client to the master
 that Redis Sentinel names and the master itself confirms with ROLE.
@@ -24,14 +34,23 @@ Arguments:
                        original sentinel_tunnel format (see config/)
   [log-file]           append logs to this file instead of writing to stderr
 
+Without <config>, the config comes from the environment:
+  ${ENVIRONMENT_KEYS.sentinels}="host:port,host:port"   (required)
+  ${ENVIRONMENT_KEYS.databases}="name:port,name:port"   (required)
+  ${ENVIRONMENT_KEYS.bind}, ${ENVIRONMENT_KEYS.admin}, and
+  SENTINEL_TUNNEL_{SENTINEL,MASTER}_{USERNAME,PASSWORD}
+
 Options:
   --check              validate the config, print it resolved with passwords
                        redacted, and exit
+  --admin HOST:PORT    serve the admin API (health, readiness, topology,
+                       metrics) there; a bare port listens on 127.0.0.1
   --log-level LEVEL    one of ${LOG_LEVELS.join(", ")} (default: info)
   --log-format FORMAT  text or json (default: text on a terminal, json otherwise)
   -h, --help           show this help and exit
   -V, --version        print the version and exit
 
+Signals: SIGHUP re-reads the config file; SIGINT and SIGTERM stop.
 Exit status: 0 after SIGINT or SIGTERM or a successful --check, 1 when the
 config or a port cannot be used, 2 for a usage error.`;
 
@@ -41,9 +60,11 @@ class UsageError extends Error {
 }
 
 interface Cli {
-  configPath: string;
+  /** Absent when the config comes from the environment. */
+  configPath: string | undefined;
   logFile: string | undefined;
   check: boolean;
+  admin: Address | undefined;
   logLevel: LogLevel;
   logFormat: "text" | "json";
 }
@@ -59,25 +80,19 @@ function parseCli(args: string[]): Cli | "help" | "version" {
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
         check: { type: "boolean" },
+        admin: { type: "string" },
         "log-level": { type: "string" },
         "log-format": { type: "string" },
       },
     });
   } catch (error) {
-    throw new UsageError(
-      (error as Error).message.replace(/\. To specify a positional.*$/, ""),
-    );
+    throw new UsageError((error as Error).message.replace(/\. To specify a positional.*$/, ""));
   }
   const { values, positionals } = parsed;
   if (values.help) return "help";
   if (values.version) return "version";
-  if (positionals.length === 0) {
-    throw new UsageError("Missing the config file argument");
-  }
   if (positionals.length > 2) {
-    throw new UsageError(
-      `Too many arguments: ${JSON.stringify(positionals.slice(2).join(" "))}`,
-    );
+    throw new UsageError(`Too many arguments: ${JSON.stringify(positionals.slice(2).join(" "))}`);
   }
   const logLevel = values["log-level"] ?? "info";
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
@@ -85,20 +100,51 @@ function parseCli(args: string[]): Cli | "help" | "version" {
       `Invalid --log-level ${JSON.stringify(logLevel)}: use one of ${LOG_LEVELS.join(", ")}`,
     );
   }
-  const logFormat = values["log-format"] ??
-    (Deno.stderr.isTerminal() ? "text" : "json");
+  const logFormat = values["log-format"] ?? (Deno.stderr.isTerminal() ? "text" : "json");
   if (logFormat !== "text" && logFormat !== "json") {
-    throw new UsageError(
-      `Invalid --log-format ${JSON.stringify(logFormat)}: use text or json`,
-    );
+    throw new UsageError(`Invalid --log-format ${JSON.stringify(logFormat)}: use text or json`);
+  }
+  let admin: Address | undefined;
+  if (values.admin !== undefined) {
+    try {
+      admin = parseAdminAddress(values.admin);
+    } catch (error) {
+      throw new UsageError(
+        `Invalid --admin ${JSON.stringify(values.admin)}: ${(error as Error).message}`,
+      );
+    }
   }
   return {
-    configPath: positionals[0]!,
+    configPath: positionals[0],
     logFile: positionals[1],
     check: values.check ?? false,
+    admin,
     logLevel: logLevel as LogLevel,
     logFormat,
   };
+}
+
+/** Reads the config from the file, or from the environment when there is none. */
+async function readConfig(cli: Cli): Promise<TunnelConfig> {
+  if (cli.configPath !== undefined) return await loadConfig(cli.configPath);
+  const config = configFromEnvironment();
+  if (config === undefined) {
+    throw new UsageError(
+      `Missing the config file argument; or configure by environment with ${ENVIRONMENT_KEYS.sentinels} and ${ENVIRONMENT_KEYS.databases}`,
+    );
+  }
+  return config;
+}
+
+/** The --admin option wins over the config's "admin". */
+function withAdmin(config: TunnelConfig, cli: Cli): TunnelConfig {
+  return cli.admin === undefined ? config : { ...config, admin: cli.admin };
+}
+
+/** Gives up what this config never needs, so a compromise of the process can do less. */
+function dropUnneededPermissions(config: TunnelConfig, cli: Cli): void {
+  if (!config.databases.some((d) => d.onMasterChange)) Deno.permissions.revokeSync({ name: "run" });
+  if (cli.logFile === undefined) Deno.permissions.revokeSync({ name: "write" });
 }
 
 async function main(args: string[]): Promise<number> {
@@ -108,27 +154,22 @@ async function main(args: string[]): Promise<number> {
     return 0;
   }
   if (cli === "version") {
-    console.log(
-      `sentinel-tunnel ${denoJson.version} (deno ${Deno.version.deno})`,
-    );
+    console.log(`sentinel-tunnel ${denoJson.version} (deno ${Deno.version.deno})`);
     return 0;
   }
-  const config = await loadConfig(cli.configPath);
+  const config = withAdmin(await readConfig(cli), cli);
   if (cli.check) {
     console.log(JSON.stringify(redactConfig(config), null, 2));
     return 0;
   }
   try {
-    setupLogging({
-      level: cli.logLevel,
-      format: cli.logFormat,
-      file: cli.logFile,
-    });
+    setupLogging({ level: cli.logLevel, format: cli.logFormat, file: cli.logFile });
   } catch (error) {
     throw new UsageError(
       `Cannot open log file ${JSON.stringify(cli.logFile)}: ${(error as Error).message}`,
     );
   }
+  dropUnneededPermissions(config, cli);
   const log = getLogger(["sentinel-tunnel"]);
   if (config.format === "original") {
     log.info(
@@ -136,17 +177,56 @@ async function main(args: string[]): Promise<number> {
       { config: cli.configPath },
     );
   }
+
   const controller = new AbortController();
+  const server = TunnelServer.start(config, { signal: controller.signal });
+  let admin;
+  try {
+    admin = config.admin ? startAdminServer(config.admin, server, controller.signal) : undefined;
+  } catch (error) {
+    controller.abort();
+    await server.done;
+    throw error;
+  }
+
   const stop = (signal: Deno.Signal) => () => {
     if (controller.signal.aborted) return;
     log.info("Received {signal}: stopping", { signal });
     controller.abort();
   };
+  const reload = async () => {
+    if (cli.configPath === undefined) {
+      log.warning(
+        "Received SIGHUP: the config comes from the environment, which cannot change; nothing to reload",
+      );
+      return;
+    }
+    log.info("Received SIGHUP: reloading {config}", { config: cli.configPath });
+    try {
+      const next = withAdmin(await loadConfig(cli.configPath), cli);
+      if (JSON.stringify(next.admin) !== JSON.stringify(server.config.admin)) {
+        log.warning(
+          "Reload: the admin address changed; restart sentinel-tunnel to move the admin API",
+        );
+      }
+      const { admin: _ignored, ...rest } = next;
+      const current = server.config.admin;
+      const summary = server.reload(current === undefined ? rest : { ...rest, admin: current });
+      log.info(
+        "Reloaded {config}: added {added}, removed {removed}, replaced {replaced}, updated {updated}, unchanged {unchanged}; Sentinels changed: {sentinelsChanged}",
+        { config: cli.configPath, ...summary },
+      );
+    } catch (error) {
+      if (!(error instanceof ConfigError || error instanceof ListenError)) throw error;
+      log.error("Reload refused, the running config stays: {error}", { error: error.message });
+    }
+  };
   const onInt = stop("SIGINT");
   const onTerm = stop("SIGTERM");
+  const onHup = () => void reload();
   Deno.addSignalListener("SIGINT", onInt);
   Deno.addSignalListener("SIGTERM", onTerm);
-  const server = TunnelServer.start(config, { signal: controller.signal });
+  Deno.addSignalListener("SIGHUP", onHup);
   log.info(
     "sentinel-tunnel {version} started with {databases} database(s) and {sentinels} Sentinel(s)",
     {
@@ -155,9 +235,10 @@ async function main(args: string[]): Promise<number> {
       sentinels: config.sentinels.length,
     },
   );
-  await server.done;
+  await Promise.all([server.done, admin?.finished]);
   Deno.removeSignalListener("SIGINT", onInt);
   Deno.removeSignalListener("SIGTERM", onTerm);
+  Deno.removeSignalListener("SIGHUP", onHup);
   log.info("Stopped");
   return 0;
 }
@@ -168,9 +249,7 @@ if (import.meta.main) {
     code = await main(Deno.args);
   } catch (error) {
     if (error instanceof UsageError) {
-      console.error(
-        `sentinel-tunnel: ${error.message}\nRun 'sentinel-tunnel --help' for usage.`,
-      );
+      console.error(`sentinel-tunnel: ${error.message}\nRun 'sentinel-tunnel --help' for usage.`);
       code = 2;
     } else if (error instanceof ConfigError || error instanceof ListenError) {
       console.error(`sentinel-tunnel: ${error.message}`);

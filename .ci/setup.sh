@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the project needs: a pinned Deno in .tools/ (from the npm registry),
-# redis-server and redis-tools (apt-get, as root), and the locked npm dependencies.
+# redis-server, redis-tools and shellcheck (apt-get, as root), and the locked npm dependencies.
 set -euo pipefail
 export RUST_BACKTRACE=0
 cd "$(dirname "$0")/.."
@@ -48,5 +48,16 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/nul
   fi
 fi
 echo "setup: $(redis-server --version | cut -d' ' -f1-3)"
+
+# tests/install_test.ts runs shellcheck on install.sh, and fails, saying why, where it is missing.
+if ! command -v shellcheck >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing shellcheck with apt-get"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null
+  else
+    echo "setup: shellcheck is missing, so the install.sh lint test will fail; install it (Debian/Ubuntu: sudo apt-get install shellcheck; macOS: brew install shellcheck)" >&2
+  fi
+fi
 
 "$tools/bin/deno" install --frozen --quiet

@@ -7,10 +7,11 @@ deno=.tools/bin/deno
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
-# Narrow permissions: loopback only, and only redis-server, redis-cli and this Deno as subprocesses.
+# Narrow permissions: loopback only, and as subprocesses only redis-server, redis-cli, this Deno,
+# sh (for install.sh; what it runs in turn is its own business) and shellcheck.
 "$deno" test --sanitize-ops --sanitize-resources \
   --allow-net=127.0.0.1,localhost,[::1] \
-  --allow-run=redis-server,redis-cli,"$(readlink -f "$deno")" \
+  --allow-run=redis-server,redis-cli,"$(readlink -f "$deno")",sh,shellcheck \
   --allow-read --allow-write --allow-env \
   "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

@@ -47,7 +47,6 @@ export async function runHook(
   signal: AbortSignal,
 ): Promise<HookResult> {
   const started = performance.now();
-  const deadline = AbortSignal.timeout(hook.timeoutMs);
   const [program, ...args] = hook.command;
   const fields = {
     database: change.database,
@@ -55,57 +54,106 @@ export async function runHook(
     from: change.from ? formatAddress(change.from) : null,
     to: formatAddress(change.to),
   };
+  let child: Deno.ChildProcess;
   try {
-    const output = await new Deno.Command(program!, {
+    child = new Deno.Command(program!, {
       args,
       env: hookEnvironment(change),
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
-      signal: AbortSignal.any([deadline, signal]),
-    }).output();
-    const durationMs = performance.now() - started;
-    const result = {
-      ...fields,
-      code: output.code,
-      durationMs: Math.round(durationMs),
-      stdout: clip(output.stdout),
-      stderr: clip(output.stderr),
-    };
-    if (deadline.aborted) {
-      log.error(
-        "Database {database}: hook {command} was killed after {timeoutMs} ms; stdout: {stdout}; stderr: {stderr}",
-        { ...result, timeoutMs: hook.timeoutMs },
-      );
-      return { ok: false, code: output.code, timedOut: true, durationMs };
-    }
-    if (output.success) {
-      log.info(
-        "Database {database}: hook {command} for {from} -> {to} succeeded; stdout: {stdout}",
-        result,
-      );
-    } else {
-      log.error(
-        "Database {database}: hook {command} for {from} -> {to} exited with {code}; stdout: {stdout}; stderr: {stderr}",
-        result,
-      );
-    }
-    return { ok: output.success, code: output.code, timedOut: false, durationMs };
+    }).spawn();
   } catch (error) {
-    const durationMs = performance.now() - started;
     const cause = error instanceof Deno.errors.NotFound
       ? `${JSON.stringify(program)} was not found; give its absolute path`
       : error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied
       ? `not permitted to run ${JSON.stringify(program)}: ${(error as Error).message}`
       : (error as Error).message;
     log.error("Database {database}: hook {command} could not run: {cause}", { ...fields, cause });
-    return { ok: false, code: null, timedOut: deadline.aborted, durationMs };
+    return { ok: false, code: null, timedOut: false, durationMs: performance.now() - started };
   }
+  const stdout = collect(child.stdout);
+  const stderr = collect(child.stderr);
+  let timedOut = false;
+  const kill = (reason: "timeout" | "shutdown") => {
+    timedOut ||= reason === "timeout";
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already exited */ }
+  };
+  const timer = setTimeout(() => kill("timeout"), hook.timeoutMs);
+  const onAbort = () => kill("shutdown");
+  signal.addEventListener("abort", onAbort, { once: true });
+  const status = await child.status;
+  clearTimeout(timer);
+  signal.removeEventListener("abort", onAbort);
+  // A background process the hook started may hold its output open: read what is there, briefly.
+  const grace = AbortSignal.timeout(OUTPUT_GRACE_MS);
+  const result = {
+    ...fields,
+    code: status.code,
+    durationMs: Math.round(performance.now() - started),
+    stdout: await stdout.text(grace),
+    stderr: await stderr.text(grace),
+  };
+  if (timedOut) {
+    log.error(
+      "Database {database}: hook {command} was killed after {timeoutMs} ms; stdout: {stdout}; stderr: {stderr}",
+      { ...result, timeoutMs: hook.timeoutMs },
+    );
+  } else if (status.success) {
+    log.info(
+      "Database {database}: hook {command} for {from} -> {to} succeeded; stdout: {stdout}",
+      result,
+    );
+  } else {
+    log.error(
+      "Database {database}: hook {command} for {from} -> {to} exited with {code}; stdout: {stdout}; stderr: {stderr}",
+      result,
+    );
+  }
+  return {
+    ok: status.success && !timedOut,
+    code: status.code,
+    timedOut,
+    durationMs: result.durationMs,
+  };
 }
 
-function clip(bytes: Uint8Array): string {
-  const text = new TextDecoder().decode(bytes.subarray(0, OUTPUT_LIMIT)).trim();
-  return bytes.length > OUTPUT_LIMIT ? `${text}... (${bytes.length} bytes)` : text;
+/** How long to wait for a finished hook's output streams to close. */
+const OUTPUT_GRACE_MS = 200;
+
+/** Reads a stream in the background, keeping the first {@linkcode OUTPUT_LIMIT} bytes. */
+function collect(
+  stream: ReadableStream<Uint8Array>,
+): { text(deadline: AbortSignal): Promise<string> } {
+  const reader = stream.getReader();
+  const kept = new Uint8Array(OUTPUT_LIMIT);
+  let size = 0;
+  let total = 0;
+  const done = (async () => {
+    try {
+      for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
+        const room = OUTPUT_LIMIT - size;
+        if (room > 0) {
+          kept.set(chunk.value.subarray(0, room), size);
+          size += Math.min(room, chunk.value.length);
+        }
+        total += chunk.value.length;
+      }
+    } catch { /* cancelled */ }
+  })();
+  return {
+    async text(deadline: AbortSignal): Promise<string> {
+      const onDeadline = () => void reader.cancel().catch(() => {});
+      if (deadline.aborted) onDeadline();
+      else deadline.addEventListener("abort", onDeadline, { once: true });
+      await done;
+      deadline.removeEventListener("abort", onDeadline);
+      const text = new TextDecoder().decode(kept.subarray(0, size)).trim();
+      return total > size ? `${text}... (${total} bytes)` : text;
+    },
+  };
 }
 
 /** Runs one database's hooks one after another, in the order of the changes. */

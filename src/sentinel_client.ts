@@ -40,6 +40,16 @@ export type MasterLookup =
   /** No Sentinel answered. */
   | { readonly kind: "unreachable"; readonly detail: string };
 
+/** A replica as a Sentinel reports it. */
+export interface ReplicaInfo {
+  readonly address: string;
+  /** Such as `slave`, `s_down`, `disconnected`. */
+  readonly flags: string[];
+  readonly masterLinkStatus: string | null;
+  readonly replicationOffset: number | null;
+  readonly reportedBy: string;
+}
+
 /** Options for {@linkcode SentinelClient}. */
 export interface SentinelClientOptions {
   /** Deadline to connect to one Sentinel. */
@@ -116,6 +126,8 @@ export class SentinelClient {
   ): Promise<MasterLookup> {
     const failures: string[] = [];
     const unknown: string[] = [];
+    let answered = false;
+    let notYetKnown = false;
     for (const sentinel of [...this.#sentinels]) {
       if (signal.aborted) break;
       let reply: RespValue;
@@ -128,8 +140,10 @@ export class SentinelClient {
       } catch (error) {
         if (signal.aborted) break;
         failures.push((error as Error).message);
+        answered ||= error instanceof RedisCallError && error.kind === "error-reply";
         continue;
       }
+      notYetKnown ||= reply instanceof RespErrorReply;
       if (
         reply === null ||
         (reply instanceof RespErrorReply && reply.code === "IDONTKNOW")
@@ -153,18 +167,56 @@ export class SentinelClient {
       this.#moveToFront(sentinel);
       return { kind: "found", address, sentinel: sentinel.address };
     }
-    if (unknown.length > 0) {
+    // "Unknown" is final only when every Sentinel answered that it does not know the name.
+    if (unknown.length > 0 && failures.length === 0 && !notYetKnown) {
       return {
         kind: "unknown",
-        detail: `no Sentinel knows master "${masterName}" (${
-          [...unknown, ...failures].join("; ")
-        })`,
+        detail: `no Sentinel knows master "${masterName}" (${unknown.join("; ")})`,
       };
     }
+    const what = unknown.length > 0 || answered
+      ? "no Sentinel named a master"
+      : "no Sentinel reachable";
     return {
       kind: "unreachable",
-      detail: `no Sentinel reachable (${failures.join("; ") || "none configured"})`,
+      detail: `${what} (${[...unknown, ...failures].join("; ") || "none configured"})`,
     };
+  }
+
+  /**
+   * The replicas of `masterName` as the first Sentinel that answers reports
+   * them (`SENTINEL replicas`), or `undefined` when none answers.
+   */
+  async replicas(masterName: string, signal: AbortSignal): Promise<ReplicaInfo[] | undefined> {
+    for (const sentinel of [...this.#sentinels]) {
+      if (signal.aborted) return undefined;
+      let reply: RespValue;
+      try {
+        reply = await this.#call(sentinel, ["SENTINEL", "replicas", masterName], signal, true);
+      } catch {
+        continue;
+      }
+      // "No such master with that name": a working Sentinel's answer.
+      if (reply instanceof RespErrorReply) return [];
+      if (!Array.isArray(reply)) continue;
+      return reply.flatMap((entry) => {
+        if (!Array.isArray(entry)) return [];
+        const fields = fieldMap(entry);
+        const ip = fields.get("ip");
+        const port = fields.get("port");
+        if (ip === undefined || port === undefined) return [];
+        return [{
+          address: formatAddress({ hostname: ip, port: Number(port) }),
+          flags: (fields.get("flags") ?? "").split(",").filter((f) => f !== ""),
+          masterLinkStatus: fields.get("master-link-status") ?? null,
+          replicationOffset: fields.has("slave-repl-offset")
+            ? Number(fields.get("slave-repl-offset"))
+            : null,
+          reportedBy: formatAddress(sentinel.address),
+        }];
+      });
+    }
+    return undefined;
   }
 
   /**
@@ -376,10 +428,16 @@ export class SentinelClient {
     }
   }
 
+  /**
+   * One command to one Sentinel. An error reply throws, except `-IDONTKNOW`
+   * and, with `acceptErrorReply`, any error reply: those answers still show
+   * that the Sentinel is reachable and working.
+   */
   async #call(
     sentinel: KnownSentinel,
     args: string[],
     signal: AbortSignal,
+    acceptErrorReply = false,
   ): Promise<RespValue> {
     try {
       using connection = await RedisConnection.open(sentinel.address, {
@@ -389,7 +447,7 @@ export class SentinelClient {
         signal,
       });
       const reply = await connection.call(args, signal);
-      if (reply instanceof RespErrorReply && reply.code !== "IDONTKNOW") {
+      if (reply instanceof RespErrorReply && reply.code !== "IDONTKNOW" && !acceptErrorReply) {
         throw new RedisCallError(
           sentinel.address,
           "error-reply",

@@ -15,12 +15,7 @@ const ROOT = fileURLToPath(new URL("../", import.meta.url));
 export const ENTRY = Deno.env.get("SENTINEL_TUNNEL_ENTRY") ?? "main.ts";
 
 /** The permissions the tunnel runs with. */
-const PERMISSIONS = [
-  "--allow-net",
-  "--allow-read",
-  "--allow-env",
-  "--allow-write",
-];
+const PERMISSIONS = ["--allow-net", "--allow-read", "--allow-env", "--allow-write", "--allow-run"];
 
 /** A finished CLI run. */
 export interface CliResult {
@@ -73,6 +68,10 @@ export type LogRecord = Record<string, unknown> & {
 /** A running tunnel process. */
 export interface TunnelProcess extends AsyncDisposable {
   readonly pid: number;
+  /** The config file it runs on; rewrite it and send SIGHUP to reload. */
+  readonly configPath: string;
+  /** Sends a signal, such as SIGHUP. */
+  kill(signal: Deno.Signal): void;
   /** Every log line so far, parsed. */
   readonly logs: LogRecord[];
   /** Waits for a log line that matches; throws with the logs so far after `timeoutMs`. */
@@ -87,6 +86,8 @@ export interface TunnelProcess extends AsyncDisposable {
 /** Options for {@linkcode startTunnel}. */
 export interface StartTunnelOptions {
   env?: Record<string, string>;
+  /** More command-line options, such as `["--admin", "127.0.0.1:9121"]`. */
+  args?: string[];
   /** Local ports to wait for before returning. */
   ports?: number[];
 }
@@ -107,6 +108,7 @@ export async function startTunnel(
       "json",
       "--log-level",
       "debug",
+      ...(options.args ?? []),
       configPath,
     ],
     cwd: ROOT,
@@ -185,6 +187,8 @@ export async function startTunnel(
   };
   const tunnel: TunnelProcess = {
     pid: child.pid,
+    configPath,
+    kill: (signal) => child.kill(signal),
     logs,
     waitForLog,
     stop,

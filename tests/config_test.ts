@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   ConfigError,
+  configFromEnvironment,
   DEFAULT_BIND,
   DEFAULT_TIMEOUTS,
   loadConfig,
@@ -362,7 +363,7 @@ Deno.test("parseConfig() suggests the known key closest to an unknown one", () =
   }));
   assert.ok(
     error.problems.includes(
-      `${SOURCE}: databases[0]: unknown key "prot": did you mean "port"? (known keys: name, port, bind, masterAuth, timeouts)`,
+      `${SOURCE}: databases[0]: unknown key "prot": did you mean "port"? (known keys: name, port, bind, masterAuth, timeouts, onMasterChange)`,
     ),
     error.message,
   );
@@ -375,7 +376,7 @@ Deno.test("parseConfig() suggests a top-level key for a misspelt one", () => {
   }));
   assert.ok(
     error.problems.includes(
-      `${SOURCE}: top level: unknown key "databses": did you mean "databases"? (known keys: sentinels, bind, sentinelAuth, masterAuth, timeouts, databases)`,
+      `${SOURCE}: top level: unknown key "databses": did you mean "databases"? (known keys: sentinels, bind, admin, sentinelAuth, masterAuth, timeouts, onMasterChange, databases)`,
     ),
     error.message,
   );
@@ -437,7 +438,7 @@ Deno.test("redactConfig() hides passwords from the config and from the environme
   for (const secret of ["file-secret-1", "env-secret-3", "file-secret-2"]) {
     assert.ok(!text.includes(secret), `${secret} appears in ${text}`);
   }
-  assert.deepEqual(redacted, {
+  assert.deepEqual(JSON.parse(text), {
     format: "documented",
     sentinels: ["127.0.0.1:26379"],
     sentinelAuth: { password: "<redacted>" },
@@ -557,5 +558,98 @@ Deno.test("parseConfig() rejects a listen address that carries a port", () => {
   assert.throws(
     () => parseConfig(text, "t.jsonc", { getEnv: () => undefined }),
     /bind: "127\.0\.0\.1:6380" is not valid: a listen address is a host name or IP address without a port/,
+  );
+});
+
+Deno.test("configFromEnvironment() builds a config from SENTINEL_TUNNEL_* variables", () => {
+  const env: Record<string, string> = {
+    SENTINEL_TUNNEL_SENTINELS: "127.0.0.1:26379, [::1]:26380",
+    SENTINEL_TUNNEL_DATABASES: "mymaster:6380,cache:6381",
+    SENTINEL_TUNNEL_BIND: "0.0.0.0",
+    SENTINEL_TUNNEL_ADMIN: ":9121",
+    SENTINEL_TUNNEL_MASTER_PASSWORD: "env-master-secret",
+  };
+  const config = configFromEnvironment((name) => env[name]);
+  assert.ok(config);
+  assert.equal(config.format, "environment");
+  assert.deepEqual(config.sentinels, [{ hostname: "127.0.0.1", port: 26379 }, {
+    hostname: "::1",
+    port: 26380,
+  }]);
+  assert.deepEqual(config.databases.map((d) => [d.name, d.bind, d.port]), [
+    ["mymaster", "0.0.0.0", 6380],
+    ["cache", "0.0.0.0", 6381],
+  ]);
+  assert.deepEqual(config.admin, { hostname: "127.0.0.1", port: 9121 });
+  assert.equal(config.databases[0]?.masterAuth?.password, "env-master-secret");
+  assert.equal(
+    config.databases[0]?.masterAuth?.passwordSource,
+    "env SENTINEL_TUNNEL_MASTER_PASSWORD",
+  );
+  assert.equal(configFromEnvironment(() => undefined), undefined);
+});
+
+Deno.test("configFromEnvironment() validates like a file and names the variable", () => {
+  const env: Record<string, string> = {
+    SENTINEL_TUNNEL_SENTINELS: "127.0.0.1:26379,nohostport",
+    SENTINEL_TUNNEL_DATABASES: "mymaster:70000,cache",
+  };
+  assert.throws(() => configFromEnvironment((name) => env[name]), (error) => {
+    assert.ok(error instanceof ConfigError);
+    const text = error.message;
+    assert.match(text, /environment: SENTINEL_TUNNEL_SENTINELS\[1\]: "nohostport" is not valid/);
+    assert.match(
+      text,
+      /SENTINEL_TUNNEL_DATABASES\[0\]\.port: 70000 is not valid: a port is a whole number/,
+    );
+    assert.match(text, /SENTINEL_TUNNEL_DATABASES\[1\]\.port: missing/);
+    return true;
+  });
+  assert.throws(
+    () =>
+      configFromEnvironment((name) => name === "SENTINEL_TUNNEL_DATABASES" ? "m:6380" : undefined),
+    /SENTINEL_TUNNEL_SENTINELS: \[\] is not valid: list at least one Sentinel/,
+  );
+});
+
+Deno.test("parseConfig() resolves hooks and the admin address", () => {
+  const config = parse(JSON.stringify({
+    sentinels: ["127.0.0.1:26379"],
+    admin: "[::1]:9121",
+    onMasterChange: { command: ["/usr/local/bin/on-failover"] },
+    databases: [
+      { name: "a", port: 6380 },
+      { name: "b", port: 6381, onMasterChange: { command: ["/bin/true", "x"], timeoutMs: 500 } },
+    ],
+  }));
+  assert.deepEqual(config.admin, { hostname: "::1", port: 9121 });
+  assert.deepEqual(config.databases[0]?.onMasterChange, {
+    command: ["/usr/local/bin/on-failover"],
+    timeoutMs: 10_000,
+  });
+  assert.deepEqual(config.databases[1]?.onMasterChange, {
+    command: ["/bin/true", "x"],
+    timeoutMs: 500,
+  });
+  assert.throws(
+    () =>
+      parse(
+        JSON.stringify({
+          sentinels: ["127.0.0.1:26379"],
+          databases: [{ name: "a", port: 1, onMasterChange: { command: [] } }],
+        }),
+      ),
+    /databases\[0\]\.onMasterChange\.command: \[\] is not valid: command names at least the program to run/,
+  );
+  assert.throws(
+    () =>
+      parse(
+        JSON.stringify({
+          sentinels: ["127.0.0.1:26379"],
+          admin: "nowhere",
+          databases: [{ name: "a", port: 1 }],
+        }),
+      ),
+    /admin: "nowhere" is not valid: the admin address is "host:port", ":port" or a port/,
   );
 });
