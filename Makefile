@@ -29,7 +29,7 @@ case $$version in \
 esac
 endef
 
-.PHONY: setup test unit integration lint fmt run demo bundle build release print-compile-flags bench bench-smoke clean
+.PHONY: setup test unit integration lint fmt run demo bundle build release schema print-compile-flags bench bench-smoke clean
 
 setup:
 	@bash .ci/setup.sh
@@ -84,6 +84,12 @@ release: bundle
 	for file in "$${files[@]}"; do $(SHA256) "$$file" >"$$file.sha256"; done; \
 	$(SHA256) "$${files[@]}" >SHA256SUMS; \
 	echo "make release: $$(ls | wc -l | tr -d ' ') files in $(RELEASE_DIR)"
+
+# config/schema.json is generated from the validator; tests/schema_test.ts keeps it in step.
+schema: setup
+	@$(DENO) eval --quiet 'import { configJsonSchema } from "./src/config.ts"; Deno.writeTextFileSync("config/schema.json", JSON.stringify(configJsonSchema(), null, 2) + "\n");'
+	@$(DENO) fmt --quiet config/schema.json
+	@echo "make schema: wrote config/schema.json"
 
 print-compile-flags:
 	@echo $(COMPILE_FLAGS)

@@ -166,46 +166,68 @@ const hook = z.strictObject({
   }).min(1, { error: "command names at least the program to run" }),
   timeoutMs: millis.optional(),
 }, { error: 'onMasterChange is an object, such as { "command": ["/usr/local/bin/on-failover"] }' });
+const ms = (description: string) => millis.optional().describe(`${description} (milliseconds)`);
 const timeoutFields = {
-  sentinelConnectMs: millis.optional(),
-  sentinelReplyMs: millis.optional(),
-  masterConnectMs: millis.optional(),
-  masterReplyMs: millis.optional(),
-  pollIntervalMs: millis.optional(),
-  clientWaitMs: millis.optional(),
+  sentinelConnectMs: ms("Deadline to connect to a Sentinel. Default 500"),
+  sentinelReplyMs: ms("Deadline for a Sentinel's reply. Default 500"),
+  masterConnectMs: ms("Deadline to connect to a master. Default 1000"),
+  masterReplyMs: ms("Deadline for the master's reply to AUTH and ROLE. Default 1000"),
+  pollIntervalMs: ms("How often Sentinels are polled, as a fallback to pub/sub. Default 1000"),
+  clientWaitMs: ms("How long a new client waits for a confirmed master. Default 5000"),
 };
 const databaseTimeoutFields = {
-  masterConnectMs: millis.optional(),
-  masterReplyMs: millis.optional(),
-  clientWaitMs: millis.optional(),
+  masterConnectMs: timeoutFields.masterConnectMs,
+  masterReplyMs: timeoutFields.masterReplyMs,
+  clientWaitMs: timeoutFields.clientWaitMs,
 };
+const authDescription =
+  'Credentials: "password" or "passwordEnv" (the name of an environment variable), and an optional ACL "username"';
+const hookDescription =
+  "A command run on every confirmed master change, with SENTINEL_TUNNEL_DATABASE, _OLD_MASTER and _NEW_MASTER in its environment";
 
-const documentedSchema = z.strictObject({
-  $schema: z.string().optional(),
+/** The documented config format. `config/schema.json` is generated from it. */
+export const documentedSchema = z.strictObject({
+  $schema: z.string().optional().describe("The JSON Schema of this file, for editors"),
   sentinels: z.array(address, { error: "sentinels is a list of addresses" })
     .min(1, {
       error: 'list at least one Sentinel, such as ["127.0.0.1:26379"]',
-    }),
-  bind: bind.optional(),
-  admin: adminAddress.optional(),
-  sentinelAuth: auth.optional(),
-  masterAuth: auth.optional(),
-  timeouts: z.strictObject(timeoutFields).optional(),
-  onMasterChange: hook.optional(),
+    }).describe('The Sentinels to ask, in order: "host:port", with IPv6 in brackets'),
+  bind: bind.optional().describe("Where the local ports listen. Default 127.0.0.1"),
+  admin: adminAddress.optional().describe(
+    'Where the admin HTTP API listens: "host:port" or a port on 127.0.0.1. Off when absent',
+  ),
+  sentinelAuth: auth.optional().describe(`${authDescription}, sent to every Sentinel`),
+  masterAuth: auth.optional().describe(
+    `${authDescription}, used only for the tunnel's ROLE checks`,
+  ),
+  timeouts: z.strictObject(timeoutFields).optional().describe("Deadlines and intervals"),
+  onMasterChange: hook.optional().describe(`${hookDescription}; for every database`),
   databases: z.array(
     z.strictObject({
-      name: nonEmpty("a database name (the Sentinel master name)"),
-      port,
-      bind: bind.optional(),
-      masterAuth: auth.optional(),
-      timeouts: z.strictObject(databaseTimeoutFields).optional(),
-      onMasterChange: hook.optional(),
+      name: nonEmpty("a database name (the Sentinel master name)").describe(
+        "The Sentinel master name",
+      ),
+      port: port.describe("The local port clients connect to"),
+      bind: bind.optional().describe("Where this database's port listens"),
+      masterAuth: auth.optional().describe(`${authDescription}, for this database's ROLE checks`),
+      timeouts: z.strictObject(databaseTimeoutFields).optional().describe(
+        "This database's master deadlines",
+      ),
+      onMasterChange: hook.optional().describe(hookDescription),
     }),
     { error: "databases is a list of objects" },
   ).min(1, {
     error: 'list at least one database, such as [{ "name": "mymaster", "port": 6380 }]',
-  }),
+  }).describe("One entry per Sentinel master name, each on its own local port"),
 });
+
+/** The JSON Schema of the documented config format, for editors (`config/schema.json`). */
+export function configJsonSchema(): unknown {
+  return {
+    ...z.toJSONSchema(documentedSchema, { io: "input", unrepresentable: "any" }),
+    title: "sentinel-tunnel config",
+  };
+}
 
 const originalSchema = z.strictObject({
   Sentinels_addresses_list: z.array(address, {

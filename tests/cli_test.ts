@@ -138,7 +138,7 @@ Deno.test("sentinel-tunnel --check accepts the original sentinel_tunnel config f
 
 Deno.test("sentinel-tunnel --check accepts every config shipped in config/", async () => {
   for (const entry of Deno.readDirSync("config")) {
-    if (!/\.jsonc?$/.test(entry.name)) continue;
+    if (!/\.jsonc?$/.test(entry.name) || entry.name === "schema.json") continue;
     const { code, stderr } = await runCli(["--check", `config/${entry.name}`]);
     assert.equal(code, 0, `config/${entry.name}: ${stderr}`);
   }

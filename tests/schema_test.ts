@@ -1,0 +1,66 @@
+/**
+ * config/schema.json, which editors use through "$schema", says what the
+ * validator accepts: it is generated from the validator, and this test fails
+ * when the committed file falls behind.
+ */
+import assert from "node:assert/strict";
+import { configJsonSchema, parseConfig } from "../src/config.ts";
+
+const SCHEMA_PATH = new URL("../config/schema.json", import.meta.url);
+
+Deno.test("config/schema.json is the schema generated from the validator (run make schema)", async () => {
+  const committed = JSON.parse(await Deno.readTextFile(SCHEMA_PATH));
+  assert.deepEqual(committed, configJsonSchema());
+});
+
+Deno.test("config/schema.json lists every key the validator accepts, and only those", async () => {
+  const schema = JSON.parse(await Deno.readTextFile(SCHEMA_PATH));
+  const topLevel = Object.keys(schema.properties).sort();
+  const database = Object.keys(schema.properties.databases.items.properties).sort();
+  assert.equal(schema.additionalProperties, false);
+  assert.deepEqual(database.slice().sort(), [
+    "bind",
+    "masterAuth",
+    "name",
+    "onMasterChange",
+    "port",
+    "timeouts",
+  ]);
+  // A config that sets every key the schema names is valid.
+  const full = {
+    $schema: "./schema.json",
+    sentinels: ["127.0.0.1:26379"],
+    bind: "127.0.0.1",
+    admin: "127.0.0.1:9121",
+    sentinelAuth: { password: "x" },
+    masterAuth: { username: "u", passwordEnv: "PW" },
+    timeouts: Object.fromEntries(
+      Object.keys(schema.properties.timeouts.properties).map((k) => [k, 100]),
+    ),
+    onMasterChange: { command: ["/bin/true"], timeoutMs: 100 },
+    databases: [{
+      name: "m",
+      port: 6380,
+      bind: "::1",
+      masterAuth: { password: "y" },
+      timeouts: Object.fromEntries(
+        Object.keys(schema.properties.databases.items.properties.timeouts.properties).map((
+          k,
+        ) => [k, 100]),
+      ),
+      onMasterChange: { command: ["/bin/true"] },
+    }],
+  };
+  assert.deepEqual(Object.keys(full).sort(), topLevel);
+  const config = parseConfig(JSON.stringify(full), "full.jsonc", { getEnv: () => "secret" });
+  assert.equal(config.databases[0]?.timeouts.clientWaitMs, 100);
+  // Each shipped example names the schema.
+  for (const example of ["example.jsonc", "demo.jsonc"]) {
+    const text = await Deno.readTextFile(new URL(`../config/${example}`, import.meta.url));
+    assert.match(
+      text,
+      /"\$schema": "\.\/schema\.json"/,
+      `config/${example} does not reference the schema`,
+    );
+  }
+});
