@@ -21,6 +21,7 @@ import {
 } from "./src/config.ts";
 import { ListenError } from "./src/database_listener.ts";
 import { LOG_LEVELS, setupLogging } from "./src/log.ts";
+import { type BufferSizes, DEFAULT_BUFFER_SIZES } from "./src/pipe.ts";
 import { TunnelServer } from "./src/tunnel_server.ts";
 
 const USAGE = `Usage: sentinel-tunnel [options] <config> [log-file]
@@ -141,6 +142,26 @@ function withAdmin(config: TunnelConfig, cli: Cli): TunnelConfig {
   return cli.admin === undefined ? config : { ...config, admin: cli.admin };
 }
 
+/**
+ * Buffer sizes from `SENTINEL_TUNNEL_BUFFER_BYTES="small,large"`, a tuning
+ * knob (the benchmark compares against fixed buffers with "65536,65536").
+ */
+function bufferSizes(): BufferSizes {
+  const text = Deno.env.get("SENTINEL_TUNNEL_BUFFER_BYTES");
+  if (text === undefined) return DEFAULT_BUFFER_SIZES;
+  const match = /^(\d+),(\d+)$/.exec(text.replace(/\s/g, ""));
+  const small = Number(match?.[1]);
+  const large = Number(match?.[2]);
+  if (!match || small < 64 || large < small || large > 16 * 1024 * 1024) {
+    throw new UsageError(
+      `Invalid SENTINEL_TUNNEL_BUFFER_BYTES ${
+        JSON.stringify(text)
+      }: give "small,large" in bytes, 64 <= small <= large <= 16777216, such as "2048,65536"`,
+    );
+  }
+  return { small, large };
+}
+
 /** Gives up what this config never needs, so a compromise of the process can do less. */
 function dropUnneededPermissions(config: TunnelConfig, cli: Cli): void {
   if (!config.databases.some((d) => d.onMasterChange)) Deno.permissions.revokeSync({ name: "run" });
@@ -179,7 +200,7 @@ async function main(args: string[]): Promise<number> {
   }
 
   const controller = new AbortController();
-  const server = TunnelServer.start(config, { signal: controller.signal });
+  const server = TunnelServer.start(config, { buffers: bufferSizes(), signal: controller.signal });
   let admin;
   try {
     admin = config.admin ? startAdminServer(config.admin, server, controller.signal) : undefined;

@@ -82,6 +82,14 @@ export class ConnectionRegistry<T extends RegisteredTunnel = RegisteredTunnel> {
 }
 
 /** Host names compare without case, as `sameAddress()` does. */
+const keys = new WeakMap<Address, string>();
+
+/** The registry key of a master; every tunnel of one confirmed master shares its address object. */
 function keyOf(master: Address): string {
-  return formatAddress(master).toLowerCase();
+  let key = keys.get(master);
+  if (key === undefined) {
+    key = formatAddress(master).toLowerCase();
+    keys.set(master, key);
+  }
+  return key;
 }

@@ -6,11 +6,11 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { formatAddress, sameAddress } from "./address.ts";
+import { type Address, formatAddress, sameAddress } from "./address.ts";
 import type { DatabaseConfig } from "./config.ts";
 import type { ConnectionRegistry } from "./connection_registry.ts";
 import type { ConfirmedMaster, MasterWatcher } from "./master_watcher.ts";
-import { closeQuietly, DEFAULT_BUFFER_SIZE, Tunnel } from "./pipe.ts";
+import { type BufferPool, closeQuietly, Tunnel } from "./pipe.ts";
 import { describeNetworkError } from "./redis_connection.ts";
 import { encodeError } from "./resp.ts";
 import { sleep } from "./sentinel_client.ts";
@@ -26,8 +26,10 @@ export class ListenError extends Error {
 export interface DatabaseListenerOptions {
   watcher: MasterWatcher;
   registry: ConnectionRegistry<Tunnel>;
-  /** The buffer size of each tunnel direction. @default {DEFAULT_BUFFER_SIZE} */
-  bufferSize?: number | undefined;
+  /** The size of the buffer each tunnel direction owns. */
+  smallBuffer: number;
+  /** Where busy tunnel directions borrow large buffers. */
+  pool: BufferPool;
 }
 
 /** How long a rejected client gets to read its error before the connection closes. */
@@ -139,7 +141,7 @@ export class DatabaseListener {
 
   async #serveClient(
     client: Deno.TcpConn,
-    { watcher, registry, bufferSize = DEFAULT_BUFFER_SIZE }: DatabaseListenerOptions,
+    { watcher, registry, smallBuffer, pool }: DatabaseListenerOptions,
     signal: AbortSignal,
   ): Promise<void> {
     client.setNoDelay(true);
@@ -159,17 +161,10 @@ export class DatabaseListener {
       if (!master) break;
       let upstream: Deno.TcpConn;
       try {
-        upstream = await Deno.connect({
-          hostname: master.address.hostname,
-          port: master.address.port,
-          signal: AbortSignal.any([
-            AbortSignal.timeout(timeouts.masterConnectMs),
-            signal,
-          ]),
-        });
+        upstream = await dial(master.address, timeouts.masterConnectMs);
       } catch (error) {
         dialError = `cannot connect to master ${formatAddress(master.address)}: ${
-          error instanceof DOMException
+          error instanceof DialTimeout
             ? `no connection within ${timeouts.masterConnectMs} ms`
             : describeNetworkError(error)
         }`;
@@ -191,7 +186,7 @@ export class DatabaseListener {
       const tunnel = new Tunnel(client, upstream, master.address, watcher.stats);
       registry.add(tunnel);
       try {
-        await tunnel.run(bufferSize);
+        await tunnel.run(smallBuffer, pool);
       } finally {
         registry.delete(tunnel);
       }
@@ -245,4 +240,33 @@ export class DatabaseListener {
       closeQuietly(client);
     }
   }
+}
+
+/** A dial that did not connect in time. */
+class DialTimeout extends Error {
+  override name = "DialTimeout";
+}
+
+/**
+ * Connects under a deadline. One timer per dial, where `AbortSignal.any` and
+ * `AbortSignal.timeout` would cost more on every new client; a connection that
+ * completes after the deadline is closed.
+ */
+function dial(address: Address, timeoutMs: number): Promise<Deno.TcpConn> {
+  return new Promise((resolve, reject) => {
+    let late = false;
+    const timer = setTimeout(() => {
+      late = true;
+      reject(new DialTimeout(`no connection within ${timeoutMs} ms`));
+    }, timeoutMs);
+    Deno.connect({ hostname: address.hostname, port: address.port }).then((conn) => {
+      if (late) return closeQuietly(conn);
+      clearTimeout(timer);
+      resolve(conn);
+    }, (error) => {
+      if (late) return;
+      clearTimeout(timer);
+      reject(error);
+    });
+  });
 }

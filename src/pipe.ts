@@ -1,8 +1,13 @@
 /**
  * The data path: bytes copied both ways between a client and its master until
  * either side ends, then both sides closed. One small function per direction,
- * so that each shows up by name in a stack dump. No per-chunk logging or
- * buffer allocation.
+ * so that each shows up by name in a stack dump. No logging and no allocation
+ * per chunk.
+ *
+ * Buffers adapt: each direction reads into a small buffer of its own, takes a
+ * large one from a shared pool when a read fills the small one, and gives it
+ * back when reads get small again. An idle connection therefore holds two
+ * small buffers, while a large value still moves in large reads.
  *
  * Deno closes the whole connection when `readable` ends (denoland/deno#22258),
  * so there is no half-close here: when either direction ends, both close.
@@ -11,13 +16,41 @@
  */
 import type { Address } from "./address.ts";
 
-/** The buffer size for each direction of a tunnel. */
-export const DEFAULT_BUFFER_SIZE = 16 * 1024;
+/** Buffer sizes for each direction of a tunnel. */
+export interface BufferSizes {
+  /** The buffer each direction owns and idles with. @default {2048} */
+  small: number;
+  /** The pooled buffer a busy direction reads into. @default {65536} */
+  large: number;
+}
+
+/** The default {@linkcode BufferSizes}. */
+export const DEFAULT_BUFFER_SIZES: BufferSizes = Object.freeze({ small: 2048, large: 64 * 1024 });
 
 /** Where a tunnel counts the bytes it copies. */
 export interface TrafficCounters {
   bytesClientToMaster: number;
   bytesMasterToClient: number;
+}
+
+/** Large buffers lent to busy directions; a few are kept for reuse, the rest left to the GC. */
+export class BufferPool {
+  readonly size: number;
+  readonly #free: Uint8Array[] = [];
+  readonly #keep: number;
+
+  constructor(size: number, keep = 64) {
+    this.size = size;
+    this.#keep = keep;
+  }
+
+  take(): Uint8Array {
+    return this.#free.pop() ?? new Uint8Array(this.size);
+  }
+
+  give(buffer: Uint8Array): void {
+    if (this.#free.length < this.#keep) this.#free.push(buffer);
+  }
 }
 
 /** A client connection joined to a master connection. */
@@ -45,14 +78,16 @@ export class Tunnel {
     return this.#closed;
   }
 
-  /** Copies both ways until either side ends or fails; both sides are closed when it settles. */
-  async run(bufferSize = DEFAULT_BUFFER_SIZE): Promise<void> {
+  /**
+   * Copies both ways until either side ends or fails; both sides are closed
+   * when it settles. A `pool` whose buffers are no larger than `small` makes
+   * fixed buffers of that size.
+   */
+  async run(small: number, pool: BufferPool): Promise<void> {
     const close = () => this.close();
     await Promise.all([
-      copyClientToMaster(this.client, this.upstream, new Uint8Array(bufferSize), this.#counters)
-        .finally(close),
-      copyMasterToClient(this.upstream, this.client, new Uint8Array(bufferSize), this.#counters)
-        .finally(close),
+      copyClientToMaster(this.client, this.upstream, small, pool, this.#counters).finally(close),
+      copyMasterToClient(this.upstream, this.client, small, pool, this.#counters).finally(close),
     ]);
   }
 
@@ -72,30 +107,56 @@ export class Tunnel {
 async function copyClientToMaster(
   client: Deno.Conn,
   master: Deno.Conn,
-  buffer: Uint8Array,
+  small: number,
+  pool: BufferPool,
   counters: TrafficCounters,
 ): Promise<void> {
+  const own = new Uint8Array(small);
+  let buffer: Uint8Array = own;
   try {
     for (let n = await client.read(buffer); n !== null; n = await client.read(buffer)) {
       await writeAll(master, buffer, n);
       counters.bytesClientToMaster += n;
+      buffer = nextBuffer(buffer, n, own, pool);
     }
-  } catch { /* the tunnel ends */ }
+  } catch {
+    /* the tunnel ends */
+  } finally {
+    if (buffer !== own) pool.give(buffer);
+  }
 }
 
 /** Copies what the master sends to the client, until either side ends. */
 async function copyMasterToClient(
   master: Deno.Conn,
   client: Deno.Conn,
-  buffer: Uint8Array,
+  small: number,
+  pool: BufferPool,
   counters: TrafficCounters,
 ): Promise<void> {
+  const own = new Uint8Array(small);
+  let buffer: Uint8Array = own;
   try {
     for (let n = await master.read(buffer); n !== null; n = await master.read(buffer)) {
       await writeAll(client, buffer, n);
       counters.bytesMasterToClient += n;
+      buffer = nextBuffer(buffer, n, own, pool);
     }
-  } catch { /* the tunnel ends */ }
+  } catch {
+    /* the tunnel ends */
+  } finally {
+    if (buffer !== own) pool.give(buffer);
+  }
+}
+
+/** Grows to a pooled buffer when a read filled the small one; shrinks back when reads fit the small one. */
+function nextBuffer(buffer: Uint8Array, n: number, own: Uint8Array, pool: BufferPool): Uint8Array {
+  if (buffer === own) return n === own.length && pool.size > own.length ? pool.take() : own;
+  if (n <= own.length) {
+    pool.give(buffer);
+    return own;
+  }
+  return buffer;
 }
 
 /** Writes the first `n` bytes of `buffer`; a view is made only when they are not the whole buffer. */

@@ -23,15 +23,15 @@ import { ConnectionRegistry } from "./connection_registry.ts";
 import { DatabaseListener } from "./database_listener.ts";
 import { HookQueue } from "./hooks.ts";
 import { MasterWatcher } from "./master_watcher.ts";
-import type { Tunnel } from "./pipe.ts";
+import { BufferPool, type BufferSizes, DEFAULT_BUFFER_SIZES, type Tunnel } from "./pipe.ts";
 import { SentinelClient, type SentinelClientOptions } from "./sentinel_client.ts";
 
 const log = getLogger(["sentinel-tunnel", "server"]);
 
 /** Options for {@linkcode TunnelServer.start}. */
 export interface TunnelServerOptions {
-  /** The buffer size of each tunnel direction. */
-  bufferSize?: number;
+  /** Buffer sizes for each tunnel direction. @default {DEFAULT_BUFFER_SIZES} */
+  buffers?: BufferSizes;
   /** Stops accepting, closes every tunnel and ends the control plane. */
   signal: AbortSignal;
 }
@@ -66,7 +66,8 @@ export class TunnelServer {
   /** Settles when the signal has aborted and everything has stopped. */
   readonly done: Promise<void>;
   readonly #signal: AbortSignal;
-  readonly #bufferSize: number | undefined;
+  readonly #smallBuffer: number;
+  readonly #pool: BufferPool;
   readonly #databases = new Map<string, RunningDatabase>();
   readonly #running = new Set<Promise<void>>();
   #config: TunnelConfig;
@@ -74,7 +75,9 @@ export class TunnelServer {
   private constructor(config: TunnelConfig, options: TunnelServerOptions) {
     this.#config = config;
     this.#signal = options.signal;
-    this.#bufferSize = options.bufferSize;
+    const buffers = options.buffers ?? DEFAULT_BUFFER_SIZES;
+    this.#smallBuffer = buffers.small;
+    this.#pool = new BufferPool(buffers.large);
     this.sentinels = new SentinelClient(config.sentinels, sentinelOptions(config));
     this.done = this.#untilStopped();
   }
@@ -226,7 +229,12 @@ export class TunnelServer {
     });
     const done = Promise.all([
       running.watcher.run(signal),
-      listener.serve({ watcher: running.watcher, registry, bufferSize: this.#bufferSize }, signal),
+      listener.serve({
+        watcher: running.watcher,
+        registry,
+        smallBuffer: this.#smallBuffer,
+        pool: this.#pool,
+      }, signal),
       closeTunnelsOnAbort(database.name, registry, signal),
     ]).then(() => running.hooks?.idle()).finally(() => this.#running.delete(done));
     this.#running.add(done);
