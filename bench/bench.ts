@@ -1,0 +1,613 @@
+/**
+ * `make bench`: sentinel-tunnel against direct Redis, with HAProxy as a
+ * reference, on a throwaway local deployment.
+ *
+ * It starts one master, two replicas and three Sentinels on loopback, the
+ * tunnel (the bundle under `make bench`) and, when it is installed, HAProxy
+ * with the usual `role:master` tcp-check. Then:
+ *
+ * - redis-benchmark workloads, in interleaved rounds: each round runs each
+ *   workload against every target back to back, the target order rotating,
+ *   so that noise on a shared machine hits every target alike. The report
+ *   gives medians over rounds, as ratios to direct Redis in the same round;
+ * - idle connections: the proxy's memory per connection, and whether every
+ *   connection still gets answers;
+ * - failover: the time from `+switch-master` to the first write the new
+ *   master acknowledges through each proxy, over forced failovers.
+ *
+ * It prints the tables and, for a full run, writes them with a description of
+ * the machine to bench/RESULTS.md, keeping that file's "What was tried"
+ * section. Every process it starts is stopped at the end, also on failure and
+ * on Ctrl-C.
+ *
+ * ```sh
+ * make bench BENCH_ARGS="--rounds 5"
+ * make bench BENCH_ARGS="--only clients50,pipeline16 --no-haproxy"
+ * make bench-smoke
+ * ```
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { fileURLToPath } from "node:url";
+import { type Deployment, freePort, startDeployment } from "../tests/_deployment.ts";
+import { ENTRY, startTunnel } from "../tests/_tunnel.ts";
+import { type FailoverSample, measureFailover, waitConverged } from "./_failover.ts";
+import { ensureHaproxy, haproxyConfig, startHaproxy } from "./_haproxy.ts";
+import { measureIdleConnections } from "./_idle.ts";
+import { benchmarkCommand, runRedisBenchmark } from "./_redis_benchmark.ts";
+import {
+  describeMachine,
+  failoverTable,
+  type IdleReport,
+  idleTable,
+  type Machine,
+  machineSection,
+  readWhatWasTried,
+  summarize,
+  TARGET_LABELS,
+  type TargetName,
+  throughputTable,
+  WHAT_WAS_TRIED,
+  type WorkloadRuns,
+} from "./_report.ts";
+import { sleep, waitRoutesTo } from "./_wait.ts";
+
+const ROOT = fileURLToPath(new URL("../", import.meta.url));
+const RESULTS_FILE = "bench/RESULTS.md";
+const MASTER_NAME = "mymaster";
+
+/** One redis-benchmark workload. */
+interface Workload {
+  /** The name `--only` takes. */
+  name: string;
+  title: string;
+  /** redis-benchmark arguments, without `-n`. */
+  args: readonly string[];
+  /** `-n` of a full run. */
+  requests: number;
+  /** `-n` of a smoke run. */
+  smokeRequests: number;
+}
+
+// Request counts keep each run at one to a few seconds against direct Redis on a small machine.
+const WORKLOADS: readonly Workload[] = [
+  {
+    name: "clients50",
+    title: "50 clients",
+    args: ["-t", "set,get", "-c", "50"],
+    requests: 100_000,
+    smokeRequests: 2000,
+  },
+  {
+    name: "pipeline16",
+    title: "50 clients, -P 16",
+    args: ["-t", "set,get", "-c", "50", "-P", "16"],
+    requests: 500_000,
+    smokeRequests: 2000,
+  },
+  {
+    name: "client1",
+    title: "1 client",
+    args: ["-t", "set,get", "-c", "1"],
+    requests: 20_000,
+    smokeRequests: 1000,
+  },
+  {
+    name: "churn",
+    title: "50 clients, -k 0 (a connection per request)",
+    args: ["-t", "set,get", "-c", "50", "-k", "0"],
+    requests: 5000,
+    smokeRequests: 500,
+  },
+  {
+    name: "large",
+    title: "50 clients, 100 KB values",
+    args: ["-t", "set,get", "-c", "50", "-d", "102400"],
+    requests: 2000,
+    smokeRequests: 200,
+  },
+];
+
+/** Measurements that are not redis-benchmark workloads. */
+const EXTRAS = ["idle", "failover"] as const;
+const ALL_NAMES = [...WORKLOADS.map((workload) => workload.name), ...EXTRAS];
+
+const IDLE_MAX = 10_000;
+const IDLE_SMOKE = 200;
+/** File descriptors kept aside for everything a proxy holds besides its client connections. */
+const FD_RESERVE = 100;
+const REDIS_MAXCLIENTS = 12_000;
+const FAILOVERS = 5;
+const TUNNEL_FAILOVER_WAIT_MS = 15_000;
+const HAPROXY_FAILOVER_WAIT_MS = 45_000;
+
+const USAGE = `Usage: deno run --allow-all bench/bench.ts [options]
+
+  --rounds N      interleaved rounds of the redis-benchmark workloads (default 3)
+  --smoke         one short round, few requests, ${IDLE_SMOKE} idle connections, one failover;
+                  writes no results file unless --write is given
+  --write         write ${RESULTS_FILE} even for a smoke or --only run
+  --only A,B      run only these: ${ALL_NAMES.join(", ")}
+  --no-haproxy    leave out the HAProxy column
+  -h, --help      show this help`;
+
+/** The parsed command line. */
+interface BenchOptions {
+  rounds: number;
+  smoke: boolean;
+  write: boolean;
+  /** The selected workloads and measurements; all of them when `--only` is absent. */
+  only: ReadonlySet<string>;
+  haproxy: boolean;
+}
+
+/** A port redis-benchmark and the clients connect to. */
+interface Target {
+  name: TargetName;
+  port: number;
+  /** The process whose memory the idle measurement reads. */
+  pid: number;
+}
+
+/** The idle-connection measurement. */
+interface IdleSection {
+  count: number;
+  /** Why the count is what it is. */
+  countNote: string;
+  /** `maxclients` of the master, as read back after raising it. */
+  maxclients: string;
+  reports: IdleReport[];
+}
+
+/** Everything one run measured. */
+interface BenchResults {
+  startedAt: Date;
+  durationMs: number;
+  options: BenchOptions;
+  machine: Machine;
+  targets: TargetName[];
+  /** Why there is no HAProxy column, when there is none. */
+  haproxyNote: string | undefined;
+  haproxyConfig: string | undefined;
+  workloads: WorkloadRuns[];
+  idle: IdleSection | undefined;
+  failovers: FailoverSample[] | undefined;
+  failoverTargets: TargetName[];
+}
+
+/**
+ * Parses the command line.
+ *
+ * @throws {TypeError} on an unknown flag
+ * @throws {RangeError} on a bad `--rounds` or `--only` value
+ */
+function parseOptions(args: string[]): BenchOptions | "help" {
+  const { values } = parseArgs({
+    args,
+    options: {
+      rounds: { type: "string" },
+      smoke: { type: "boolean", default: false },
+      write: { type: "boolean", default: false },
+      only: { type: "string" },
+      "no-haproxy": { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help) return "help";
+  const rounds = values.rounds === undefined ? (values.smoke ? 1 : 3) : Number(values.rounds);
+  if (!Number.isInteger(rounds) || rounds < 1 || rounds > 50) {
+    throw new RangeError(
+      `Invalid --rounds "${values.rounds}": must be a whole number from 1 to 50`,
+    );
+  }
+  const only = values.only === undefined
+    ? new Set(ALL_NAMES)
+    : new Set(values.only.split(",").map((name) => name.trim()).filter(Boolean));
+  const unknown = [...only].filter((name) => !ALL_NAMES.includes(name));
+  if (unknown.length > 0 || only.size === 0) {
+    throw new RangeError(
+      `Invalid --only "${values.only}": choose from ${ALL_NAMES.join(", ")}`,
+    );
+  }
+  return {
+    rounds,
+    smoke: values.smoke,
+    write: values.write,
+    only,
+    haproxy: !values["no-haproxy"],
+  };
+}
+
+const started = performance.now();
+
+/** A progress line on stderr, so that stdout carries only the tables. */
+function progress(message: string): void {
+  const seconds = ((performance.now() - started) / 1000).toFixed(1).padStart(6);
+  console.error(`[${seconds}s] ${message}`);
+}
+
+/** Starts the deployment, the tunnel and HAProxy, runs every selected measurement, and stops them. */
+async function runBench(options: BenchOptions, signal: AbortSignal): Promise<BenchResults> {
+  const startedAt = new Date();
+  const haproxy = options.haproxy
+    ? await ensureHaproxy(signal)
+    : { available: false as const, reason: "left out with --no-haproxy" };
+  const machine = await describeMachine(haproxy.available ? haproxy.version : "not used");
+  const idleCount = await idleConnectionCount(options.smoke);
+
+  progress("starting Redis: 1 master, 2 replicas, 3 Sentinels");
+  await using deployment = await startDeployment({
+    masterName: MASTER_NAME,
+    replicas: 2,
+    sentinels: 3,
+    signal,
+  });
+  const master = deployment.nodes[0]!;
+
+  const tunnelPort = freePort();
+  progress(`starting the tunnel (${ENTRY}) on port ${tunnelPort}`);
+  await using tunnel = await startTunnel({
+    sentinels: deployment.sentinels.map((sentinel) => sentinel.address),
+    databases: [{ name: MASTER_NAME, port: tunnelPort }],
+  }, { ports: [tunnelPort] });
+  await waitRoutesTo(tunnelPort, master.port, { consecutive: 1, signal });
+
+  const servers = deployment.nodes.map((node) => node.address);
+  const haproxyPort = freePort();
+  const haproxyOptions = { port: haproxyPort, maxconn: idleCount.count + 10 };
+  if (haproxy.available) progress(`starting HAProxy ${haproxy.version} on port ${haproxyPort}`);
+  else progress(`no HAProxy column: ${haproxy.reason}`);
+  await using haproxyProcess = haproxy.available
+    ? await startHaproxy(servers, haproxyOptions)
+    : undefined;
+  // Until its checks have failed three times, HAProxy sends clients to the replicas too.
+  if (haproxyProcess) {
+    await waitRoutesTo(haproxyPort, master.port, { consecutive: 4, signal });
+  }
+
+  const targets: Target[] = [
+    { name: "direct", port: master.port, pid: master.pid },
+    { name: "tunnel", port: tunnelPort, pid: tunnel.pid },
+    ...(haproxyProcess
+      ? [{ name: "haproxy" as const, port: haproxyPort, pid: haproxyProcess.pid }]
+      : []),
+  ];
+  const proxies = targets.filter((target) => target.name !== "direct");
+
+  const workloads = await runWorkloads(
+    WORKLOADS.filter((workload) => options.only.has(workload.name)),
+    targets,
+    options,
+    signal,
+  );
+  const idle = options.only.has("idle")
+    ? await runIdle(deployment, proxies, idleCount, signal)
+    : undefined;
+  const failovers = options.only.has("failover")
+    ? await runFailovers(deployment, proxies, options.smoke ? 1 : FAILOVERS, signal)
+    : undefined;
+  progress("stopping every process");
+  return {
+    startedAt,
+    durationMs: 0,
+    options,
+    machine,
+    targets: targets.map((target) => target.name),
+    haproxyNote: haproxy.available ? undefined : haproxy.reason,
+    haproxyConfig: haproxy.available ? haproxyConfig(servers, haproxyOptions) : undefined,
+    workloads,
+    idle,
+    failovers,
+    failoverTargets: proxies.map((target) => target.name),
+  };
+}
+
+/** The redis-benchmark arguments of a workload in this run. */
+function workloadArgs(workload: Workload, smoke: boolean): string[] {
+  return [...workload.args, "-n", String(smoke ? workload.smokeRequests : workload.requests)];
+}
+
+/**
+ * Runs the workloads in interleaved rounds: round, then workload, then every
+ * target, starting from a different target each round.
+ */
+async function runWorkloads(
+  workloads: readonly Workload[],
+  targets: readonly Target[],
+  options: BenchOptions,
+  signal: AbortSignal,
+): Promise<WorkloadRuns[]> {
+  if (workloads.length === 0) return [];
+  await warmUp(targets, options.smoke, signal);
+  const results: WorkloadRuns[] = workloads.map((workload) => ({
+    name: workload.name,
+    title: workload.title,
+    args: workloadArgs(workload, options.smoke),
+    runs: [],
+  }));
+  for (let round = 1; round <= options.rounds; round++) {
+    const order = targets.map((_, i) => targets[(i + round - 1) % targets.length]!);
+    for (const [i, workload] of workloads.entries()) {
+      const result = results[i]!;
+      for (const target of order) {
+        const rows = await runRedisBenchmark(target.port, result.args, { signal });
+        result.runs.push({ round, target: target.name, rows });
+        progress(
+          `round ${round}/${options.rounds} ${workload.name} ${target.name}: ${
+            rows.map((row) => `${row.test} ${Math.round(row.rps).toLocaleString("en-US")} rps`)
+              .join(", ")
+          }`,
+        );
+      }
+    }
+  }
+  return results;
+}
+
+/** One short run per target first, so that no measured round pays for JIT compilation or first connections. */
+async function warmUp(
+  targets: readonly Target[],
+  smoke: boolean,
+  signal: AbortSignal,
+): Promise<void> {
+  const args = ["-t", "set,get", "-c", "50", "-n", smoke ? "1000" : "20000"];
+  for (const target of targets) {
+    await runRedisBenchmark(target.port, args, { signal });
+  }
+  progress("warmed up every target");
+}
+
+/**
+ * How many idle connections to open: 10,000, or fewer when the open-files
+ * hard limit cannot give a proxy two descriptors per connection.
+ */
+async function idleConnectionCount(smoke: boolean): Promise<{ count: number; note: string }> {
+  if (smoke) return { count: IDLE_SMOKE, note: `A smoke run opens only ${IDLE_SMOKE}.` };
+  const limits = await Deno.readTextFile("/proc/self/limits");
+  const hard = /^Max open files\s+\S+\s+(\S+)/m.exec(limits)?.[1];
+  const limit = hard === undefined || hard === "unlimited" ? Infinity : Number(hard);
+  const fit = Math.floor((limit - FD_RESERVE) / 2);
+  if (fit >= IDLE_MAX) return { count: IDLE_MAX, note: "" };
+  const capped = fit.toLocaleString("en-US");
+  return {
+    count: fit,
+    note: `The count is capped at ${capped} instead of ${IDLE_MAX.toLocaleString("en-US")}: ` +
+      "a proxy holds two file descriptors per connection (client side and master side), and " +
+      `the open-files hard limit here is ${limit}, which cannot be raised: ` +
+      `${fit} = floor((${limit} − ${FD_RESERVE}) / 2).`,
+  };
+}
+
+/** Raises `maxclients` on every data node, then measures idle connections through each proxy in turn. */
+async function runIdle(
+  deployment: Deployment,
+  proxies: readonly Target[],
+  idleCount: { count: number; note: string },
+  signal: AbortSignal,
+): Promise<IdleSection> {
+  for (const node of deployment.nodes) {
+    await deployment.cli(node, "CONFIG", "SET", "maxclients", String(REDIS_MAXCLIENTS));
+  }
+  const address = await deployment.sentinelMaster();
+  const master = deployment.nodes.find((node) => node.address === address);
+  const maxclients = master
+    ? (await deployment.cli(master, "CONFIG", "GET", "maxclients")).split("\n")[1] ?? "unknown"
+    : "unknown";
+  const reports: IdleReport[] = [];
+  for (const proxy of proxies) {
+    progress(`opening ${idleCount.count} idle connections through ${proxy.name}`);
+    const result = await measureIdleConnections(proxy.port, proxy.pid, idleCount.count, {
+      signal,
+    });
+    reports.push({ target: proxy.name, result });
+    const perConnection = result.opened > 0
+      ? ((result.rssAfterKb - result.rssBeforeKb) / result.opened).toFixed(1)
+      : "-";
+    progress(
+      `${proxy.name}: ${result.opened} open, ${result.answered} answered, ${perConnection} KiB each${
+        result.errors.size > 0 ? `; errors: ${[...result.errors].join("; ")}` : ""
+      }`,
+    );
+    // Let Redis and the proxy finish closing before the next proxy opens as many again.
+    await sleep(2000, signal);
+  }
+  return { count: idleCount.count, countNote: idleCount.note, maxclients, reports };
+}
+
+/**
+ * Forces `count` failovers with writers through every proxy, waiting between
+ * them until the deployment has converged and each proxy leads to the new
+ * master.
+ */
+async function runFailovers(
+  deployment: Deployment,
+  proxies: readonly Target[],
+  count: number,
+  signal: AbortSignal,
+): Promise<FailoverSample[]> {
+  const targets = proxies.map((proxy) => ({
+    name: proxy.name,
+    port: proxy.port,
+    maxWaitMs: proxy.name === "haproxy" ? HAPROXY_FAILOVER_WAIT_MS : TUNNEL_FAILOVER_WAIT_MS,
+  }));
+  const samples: FailoverSample[] = [];
+  for (let i = 1; i <= count; i++) {
+    const address = await deployment.sentinelMaster();
+    const master = Number(address.slice(address.lastIndexOf(":") + 1));
+    await waitConverged(deployment, master, 60_000, signal);
+    await deployment.waitReady();
+    for (const proxy of proxies) {
+      await waitRoutesTo(proxy.port, master, { consecutive: 4, signal });
+    }
+    progress(`failover ${i}/${count}: from ${address}`);
+    const sample = await measureFailover(deployment, targets, { signal });
+    samples.push(sample);
+    progress(
+      `failover ${i}/${count}: to port ${sample.to}; ${
+        proxies.map((proxy) => {
+          const ms = sample.recoveryMs.get(proxy.name);
+          return `${proxy.name} ${ms === undefined ? "none" : `${ms.toFixed(1)} ms`} (${
+            sample.staleAcks.get(proxy.name)
+          } acks by the old master after the switch)`;
+        }).join(", ")
+      }`,
+    );
+  }
+  return samples;
+}
+
+/** The measured sections, as printed and as written to the results file. */
+function resultSections(results: BenchResults): string[] {
+  const sections: string[] = [];
+  const others = results.targets.filter((target) => target !== "direct");
+  if (results.workloads.length > 0) {
+    const rounds = results.options.rounds;
+    sections.push(
+      [
+        "## Throughput and latency",
+        "",
+        `Median of ${rounds} interleaved round${rounds === 1 ? "" : "s"}. ` +
+        `${others.map((t) => `"${TARGET_LABELS[t]} / direct"`).join(" and ")} ${
+          others.length === 1 ? "is" : "are each"
+        } the median ` +
+        "over rounds of that target's requests per second divided by direct Redis's in the same " +
+        "round (1.00× = as fast as direct). Latencies are redis-benchmark's, medians over rounds." +
+        (results.haproxyNote ? ` No HAProxy column: ${results.haproxyNote}.` : ""),
+        "",
+        throughputTable(summarize(results.workloads), results.targets),
+      ].join("\n"),
+    );
+  }
+  if (results.idle) {
+    const { idle } = results;
+    sections.push(
+      [
+        "## Idle connections",
+        "",
+        `${idle.count.toLocaleString("en-US")} connections per proxy, opened from the ` +
+        "benchmark process, each sending one PING so that the proxy has dialled the master, then " +
+        "left idle for 2 s before the proxy's VmRSS is read; then every connection sends PING " +
+        "again. Redis `maxclients` was raised to " +
+        `${REDIS_MAXCLIENTS.toLocaleString("en-US")} and reads back as ${idle.maxclients}.` +
+        (idle.countNote ? ` ${idle.countNote}` : ""),
+        "",
+        idleTable(idle.reports),
+      ].join("\n"),
+    );
+  }
+  if (results.failovers) {
+    const count = results.failovers.length;
+    sections.push(
+      [
+        "## Failover",
+        "",
+        `${count} forced failover${count === 1 ? "" : "s"} (\`SENTINEL FAILOVER\`), each with 4 ` +
+        "writers per proxy (unique keys, 1 ms pause between writes, reconnecting after any error). " +
+        "The time is from `+switch-master` as a `redis-cli` subscriber to the Sentinels reads " +
+        "it, to the first write acknowledged through that proxy by the new master; negative " +
+        "means the proxy got there before the subscriber read the message. The last column " +
+        "counts writes the old master acknowledged after the switch, per failover: writes a " +
+        "client believes done on a node that is about to become a replica.",
+        "",
+        failoverTable(results.failovers, results.failoverTargets),
+      ].join("\n"),
+    );
+  }
+  return sections;
+}
+
+/** The whole results file. */
+function resultsFile(results: BenchResults, whatWasTried: string | undefined): string {
+  const minutes = (results.durationMs / 60_000).toFixed(1);
+  const commands = results.workloads.map((workload) =>
+    `${benchmarkCommand(0, workload.args).join(" ").replace(" -p 0 ", " -p PORT ")}`
+  );
+  const method = [
+    "## Method",
+    "",
+    "- One master, two replicas and three Sentinels (`redis-server` processes on 127.0.0.1), " +
+    "started by the benchmark. Direct means redis-benchmark connects to the master itself.",
+    `- The tunnel runs \`${ENTRY}\` with \`--log-format json --log-level debug\`.`,
+    "- Interleaved rounds: each round runs each workload against every target back to back, " +
+    "the order of the targets rotating from round to round, after one warm-up run per target. " +
+    "The machine is shared and noisy, so ratios within a round mean more than absolute numbers.",
+    "- redis-benchmark command lines (`-t set,get` runs SET, then GET):",
+    "",
+    ...commands.map((command) => `  - \`${command}\``),
+    ...(results.haproxyConfig
+      ? ["", "- HAProxy config:", "", "```", results.haproxyConfig.trimEnd(), "```"]
+      : []),
+  ].join("\n");
+  return [
+    "# Benchmark results",
+    "",
+    `Measured on ${results.startedAt.toISOString().slice(0, 16).replace("T", " ")} UTC by ` +
+    `\`make bench\` (bench/bench.ts) in ${minutes} minutes.`,
+    "",
+    "## Machine",
+    "",
+    machineSection(results.machine),
+    "",
+    method,
+    "",
+    ...resultSections(results).flatMap((section) => [section, ""]),
+    WHAT_WAS_TRIED,
+    "",
+    whatWasTried ??
+      "_To be filled in by hand: what was tried to make the data path faster, and what each " +
+        "attempt did to the numbers above. `make bench` keeps this section when it rewrites " +
+        "the file._",
+    "",
+  ].join("\n");
+}
+
+async function main(): Promise<number> {
+  let options: BenchOptions | "help";
+  try {
+    options = parseOptions(Deno.args);
+  } catch (error) {
+    console.error(`bench: ${error instanceof Error ? error.message : String(error)}\n\n${USAGE}`);
+    return 2;
+  }
+  if (options === "help") {
+    console.log(USAGE);
+    return 0;
+  }
+  Deno.chdir(ROOT);
+  const interrupt = new AbortController();
+  const onSignal = () => interrupt.abort(new Error("Interrupted"));
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  try {
+    const results = await runBench(options, interrupt.signal);
+    results.durationMs = performance.now() - started;
+    console.log(resultSections(results).join("\n\n"));
+    const full = !options.smoke && options.only.size === ALL_NAMES.length;
+    if (full || options.write) {
+      const whatWasTried = await readWhatWasTried(RESULTS_FILE);
+      await Deno.writeTextFile(RESULTS_FILE, resultsFile(results, whatWasTried));
+      progress(`wrote ${RESULTS_FILE}`);
+    } else {
+      progress(`did not write ${RESULTS_FILE} (a smoke or --only run; --write forces it)`);
+    }
+    progress(`done in ${(results.durationMs / 1000).toFixed(0)} s`);
+    return 0;
+  } catch (error) {
+    if (interrupt.signal.aborted) {
+      console.error("bench: interrupted; every process it started has been stopped");
+      return 130;
+    }
+    console.error(`bench: ${error instanceof Error ? error.stack ?? error.message : error}`);
+    return 1;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main());
+}
