@@ -101,7 +101,7 @@ test: setup bundle
 lint: setup
 	@$(DENO) fmt --check
 	@$(DENO) lint
-	@$(DENO) check main.ts src/ tests/
+	@$(DENO) check main.ts src/ tests/ bench/
 
 fmt: setup
 	@$(DENO) fmt

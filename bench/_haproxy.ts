@@ -16,6 +16,7 @@
  *
  * @module
  */
+import { canConnect } from "../tests/_deployment.ts";
 
 /** Options for {@linkcode startHaproxy}. */
 export interface StartHaproxyOptions {
@@ -211,16 +212,6 @@ async function succeeds(
     return output.success;
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
-}
-
-async function canConnect(port: number): Promise<boolean> {
-  try {
-    using _conn = await Deno.connect({ hostname: "127.0.0.1", port });
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.ConnectionRefused) return false;
     throw error;
   }
 }

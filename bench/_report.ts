@@ -9,13 +9,17 @@ import type { FailoverSample } from "./_failover.ts";
 import type { IdleResult } from "./_idle.ts";
 import type { BenchmarkRow } from "./_redis_benchmark.ts";
 
-/** Where redis-benchmark connects: Redis itself, the tunnel, or HAProxy. */
-export type TargetName = "direct" | "tunnel" | "haproxy";
+/**
+ * Where redis-benchmark connects: Redis itself, the tunnel, the tunnel with
+ * large fixed buffers (to check that adaptive buffers cost nothing), or HAProxy.
+ */
+export type TargetName = "direct" | "tunnel" | "tunnel_fixed" | "haproxy";
 
 /** How each target is named in tables. */
 export const TARGET_LABELS: Readonly<Record<TargetName, string>> = {
   direct: "Direct",
   tunnel: "Tunnel",
+  tunnel_fixed: "Tunnel, fixed 64 KiB buffers",
   haproxy: "HAProxy",
 };
 

@@ -254,6 +254,13 @@ async function runBench(options: BenchOptions, signal: AbortSignal): Promise<Ben
     databases: [{ name: MASTER_NAME, port: tunnelPort }],
   }, { ports: [tunnelPort] });
   await waitRoutesTo(tunnelPort, master.port, { consecutive: 1, signal });
+  // The same tunnel with large fixed buffers, for throughput only: adaptive buffers must cost nothing.
+  const fixedPort = freePort();
+  await using fixedTunnel = await startTunnel({
+    sentinels: deployment.sentinels.map((sentinel) => sentinel.address),
+    databases: [{ name: MASTER_NAME, port: fixedPort }],
+  }, { ports: [fixedPort], env: { SENTINEL_TUNNEL_BUFFER_BYTES: "65536,65536" } });
+  await waitRoutesTo(fixedPort, master.port, { consecutive: 1, signal });
 
   const servers = deployment.nodes.map((node) => node.address);
   const haproxyPort = freePort();
@@ -271,11 +278,14 @@ async function runBench(options: BenchOptions, signal: AbortSignal): Promise<Ben
   const targets: Target[] = [
     { name: "direct", port: master.port, pid: master.pid },
     { name: "tunnel", port: tunnelPort, pid: tunnel.pid },
+    { name: "tunnel_fixed", port: fixedPort, pid: fixedTunnel.pid },
     ...(haproxyProcess
       ? [{ name: "haproxy" as const, port: haproxyPort, pid: haproxyProcess.pid }]
       : []),
   ];
-  const proxies = targets.filter((target) => target.name !== "direct");
+  const proxies = targets.filter((target) =>
+    target.name !== "direct" && target.name !== "tunnel_fixed"
+  );
 
   const workloads = await runWorkloads(
     WORKLOADS.filter((workload) => options.only.has(workload.name)),
@@ -284,7 +294,7 @@ async function runBench(options: BenchOptions, signal: AbortSignal): Promise<Ben
     signal,
   );
   const idle = options.only.has("idle")
-    ? await runIdle(deployment, proxies, idleCount, signal)
+    ? await measureIdleOnFreshTunnel(deployment, proxies, idleCount, signal)
     : undefined;
   const failovers = options.only.has("failover")
     ? await runFailovers(deployment, proxies, options.smoke ? 1 : FAILOVERS, signal)
@@ -379,6 +389,36 @@ async function idleConnectionCount(smoke: boolean): Promise<{ count: number; not
       `the open-files hard limit here is ${limit}, which cannot be raised: ` +
       `${fit} = floor((${limit} − ${FD_RESERVE}) / 2).`,
   };
+}
+
+/**
+ * Measures idle connections through a tunnel process started for it: one that
+ * ran the throughput rounds reuses the heap it grew then, which would flatter
+ * the figure.
+ */
+async function measureIdleOnFreshTunnel(
+  deployment: Deployment,
+  proxies: readonly Target[],
+  idleCount: { count: number; note: string },
+  signal: AbortSignal,
+): Promise<IdleSection> {
+  const port = freePort();
+  await using fresh = await startTunnel({
+    sentinels: deployment.sentinels.map((sentinel) => sentinel.address),
+    databases: [{ name: MASTER_NAME, port }],
+  }, { ports: [port] });
+  const address = await deployment.sentinelMaster();
+  const master = deployment.nodes.find((node) => node.address === address);
+  if (!master) throw new Error(`Sentinel names ${address}, which is not a node of this deployment`);
+  await waitRoutesTo(port, master.port, { consecutive: 1, signal });
+  return await runIdle(
+    deployment,
+    proxies.map((proxy) =>
+      proxy.name === "tunnel" ? { name: "tunnel", port, pid: fresh.pid } : proxy
+    ),
+    idleCount,
+    signal,
+  );
 }
 
 /** Raises `maxclients` on every data node, then measures idle connections through each proxy in turn. */
@@ -490,7 +530,8 @@ function resultSections(results: BenchResults): string[] {
         `${idle.count.toLocaleString("en-US")} connections per proxy, opened from the ` +
         "benchmark process, each sending one PING so that the proxy has dialled the master, then " +
         "left idle for 2 s before the proxy's VmRSS is read; then every connection sends PING " +
-        "again. Redis `maxclients` was raised to " +
+        "again. The tunnel measured is a process started just for this, so that heap grown " +
+        "during the throughput rounds does not flatter the figure. Redis `maxclients` was raised to " +
         `${REDIS_MAXCLIENTS.toLocaleString("en-US")} and reads back as ${idle.maxclients}.` +
         (idle.countNote ? ` ${idle.countNote}` : ""),
         "",

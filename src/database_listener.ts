@@ -10,7 +10,7 @@ import { type Address, formatAddress, sameAddress } from "./address.ts";
 import type { DatabaseConfig } from "./config.ts";
 import type { ConnectionRegistry } from "./connection_registry.ts";
 import type { ConfirmedMaster, MasterWatcher } from "./master_watcher.ts";
-import { type BufferPool, closeQuietly, Tunnel } from "./pipe.ts";
+import { closeQuietly, Tunnel, type TunnelBuffers } from "./pipe.ts";
 import { describeNetworkError } from "./redis_connection.ts";
 import { encodeError } from "./resp.ts";
 import { sleep } from "./sentinel_client.ts";
@@ -26,10 +26,8 @@ export class ListenError extends Error {
 export interface DatabaseListenerOptions {
   watcher: MasterWatcher;
   registry: ConnectionRegistry<Tunnel>;
-  /** The size of the buffer each tunnel direction owns. */
-  smallBuffer: number;
-  /** Where busy tunnel directions borrow large buffers. */
-  pool: BufferPool;
+  /** Where tunnels take their buffers. */
+  buffers: TunnelBuffers;
 }
 
 /** How long a rejected client gets to read its error before the connection closes. */
@@ -39,7 +37,9 @@ const REJECT_LINGER_MS = 1000;
 export class DatabaseListener {
   readonly database: DatabaseConfig;
   readonly #listener: Deno.TcpListener;
-  readonly #handlers = new Set<Promise<void>>();
+  /** Client handlers still running, and who waits for them to end. */
+  #handlers = 0;
+  #handlersEnded: PromiseWithResolvers<void> | undefined;
   #closed = false;
 
   private constructor(database: DatabaseConfig, listener: Deno.TcpListener) {
@@ -113,19 +113,17 @@ export class DatabaseListener {
           continue;
         }
         backoff = 0;
-        const handler = this.#serveClient(conn, options, signal).catch((error) => {
-          log.error("Database {database}: client handler failed: {error}", {
-            database: this.database.name,
-            error: String(error),
-          });
-        }).finally(() => this.#handlers.delete(handler));
-        this.#handlers.add(handler);
+        this.#handlers++;
+        void this.#handleClient(conn, options, signal);
       }
     } finally {
       signal.removeEventListener("abort", onAbort);
       this.close();
     }
-    while (this.#handlers.size > 0) await Promise.all([...this.#handlers]);
+    if (this.#handlers > 0) {
+      this.#handlersEnded = Promise.withResolvers();
+      await this.#handlersEnded.promise;
+    }
   }
 
   /** Stops accepting. Live tunnels are left to the registry. */
@@ -139,9 +137,28 @@ export class DatabaseListener {
     }
   }
 
+  /** Serves one client; never rejects, and counts itself out when it ends. */
+  async #handleClient(
+    client: Deno.TcpConn,
+    options: DatabaseListenerOptions,
+    signal: AbortSignal,
+  ): Promise<void> {
+    try {
+      await this.#serveClient(client, options, signal);
+    } catch (error) {
+      log.error("Database {database}: client handler failed: {error}", {
+        database: this.database.name,
+        error: String(error),
+      });
+      closeQuietly(client);
+    } finally {
+      if (--this.#handlers === 0) this.#handlersEnded?.resolve();
+    }
+  }
+
   async #serveClient(
     client: Deno.TcpConn,
-    { watcher, registry, smallBuffer, pool }: DatabaseListenerOptions,
+    { watcher, registry, buffers }: DatabaseListenerOptions,
     signal: AbortSignal,
   ): Promise<void> {
     client.setNoDelay(true);
@@ -186,7 +203,7 @@ export class DatabaseListener {
       const tunnel = new Tunnel(client, upstream, master.address, watcher.stats);
       registry.add(tunnel);
       try {
-        await tunnel.run(smallBuffer, pool);
+        await tunnel.run(buffers);
       } finally {
         registry.delete(tunnel);
       }

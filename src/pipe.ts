@@ -18,14 +18,14 @@ import type { Address } from "./address.ts";
 
 /** Buffer sizes for each direction of a tunnel. */
 export interface BufferSizes {
-  /** The buffer each direction owns and idles with. @default {2048} */
+  /** The buffer each direction owns and idles with. @default {1024} */
   small: number;
   /** The pooled buffer a busy direction reads into. @default {65536} */
   large: number;
 }
 
 /** The default {@linkcode BufferSizes}. */
-export const DEFAULT_BUFFER_SIZES: BufferSizes = Object.freeze({ small: 2048, large: 64 * 1024 });
+export const DEFAULT_BUFFER_SIZES: BufferSizes = Object.freeze({ small: 1024, large: 64 * 1024 });
 
 /** Where a tunnel counts the bytes it copies. */
 export interface TrafficCounters {
@@ -33,13 +33,13 @@ export interface TrafficCounters {
   bytesMasterToClient: number;
 }
 
-/** Large buffers lent to busy directions; a few are kept for reuse, the rest left to the GC. */
-export class BufferPool {
+/** Free buffers of one size; a few are kept for reuse, the rest left to the GC. */
+class BufferPool {
   readonly size: number;
   readonly #free: Uint8Array[] = [];
   readonly #keep: number;
 
-  constructor(size: number, keep = 64) {
+  constructor(size: number, keep: number) {
     this.size = size;
     this.#keep = keep;
   }
@@ -53,12 +53,27 @@ export class BufferPool {
   }
 }
 
+/**
+ * The buffers of every tunnel of a server: a small one for each direction,
+ * and large ones lent to busy directions. Reusing them spares the allocator
+ * and the GC on every new client.
+ */
+export class TunnelBuffers {
+  readonly small: BufferPool;
+  readonly large: BufferPool;
+
+  constructor(sizes: BufferSizes = DEFAULT_BUFFER_SIZES) {
+    this.small = new BufferPool(sizes.small, 256);
+    this.large = new BufferPool(Math.max(sizes.large, sizes.small), 64);
+  }
+}
+
 /** A client connection joined to a master connection. */
 export class Tunnel {
   readonly client: Deno.TcpConn;
   readonly upstream: Deno.TcpConn;
   readonly master: Address;
-  readonly #counters: TrafficCounters;
+  readonly counters: TrafficCounters;
   #closed = false;
 
   constructor(
@@ -70,7 +85,7 @@ export class Tunnel {
     this.client = client;
     this.upstream = upstream;
     this.master = master;
-    this.#counters = counters;
+    this.counters = counters;
   }
 
   /** Whether {@linkcode Tunnel.close} has run. */
@@ -78,17 +93,9 @@ export class Tunnel {
     return this.#closed;
   }
 
-  /**
-   * Copies both ways until either side ends or fails; both sides are closed
-   * when it settles. A `pool` whose buffers are no larger than `small` makes
-   * fixed buffers of that size.
-   */
-  async run(small: number, pool: BufferPool): Promise<void> {
-    const close = () => this.close();
-    await Promise.all([
-      copyClientToMaster(this.client, this.upstream, small, pool, this.#counters).finally(close),
-      copyMasterToClient(this.upstream, this.client, small, pool, this.#counters).finally(close),
-    ]);
+  /** Copies both ways until either side ends or fails, then closes both sides. */
+  run(buffers: TunnelBuffers): Promise<unknown> {
+    return Promise.all([copyClientToMaster(this, buffers), copyMasterToClient(this, buffers)]);
   }
 
   /** Closes both sides, once. */
@@ -104,56 +111,57 @@ export class Tunnel {
 // direction or a master change) is how a tunnel ends, not an error.
 
 /** Copies what the client sends to the master, until either side ends. */
-async function copyClientToMaster(
-  client: Deno.Conn,
-  master: Deno.Conn,
-  small: number,
-  pool: BufferPool,
-  counters: TrafficCounters,
-): Promise<void> {
-  const own = new Uint8Array(small);
-  let buffer: Uint8Array = own;
+async function copyClientToMaster(tunnel: Tunnel, buffers: TunnelBuffers): Promise<void> {
+  const { client, upstream, counters } = tunnel;
+  const own = buffers.small.take();
+  let buffer = own;
   try {
     for (let n = await client.read(buffer); n !== null; n = await client.read(buffer)) {
-      await writeAll(master, buffer, n);
+      await writeAll(upstream, buffer, n);
       counters.bytesClientToMaster += n;
-      buffer = nextBuffer(buffer, n, own, pool);
+      buffer = nextBuffer(buffer, n, own, buffers);
     }
   } catch {
     /* the tunnel ends */
   } finally {
-    if (buffer !== own) pool.give(buffer);
+    tunnel.close();
+    if (buffer !== own) buffers.large.give(buffer);
+    buffers.small.give(own);
   }
 }
 
 /** Copies what the master sends to the client, until either side ends. */
-async function copyMasterToClient(
-  master: Deno.Conn,
-  client: Deno.Conn,
-  small: number,
-  pool: BufferPool,
-  counters: TrafficCounters,
-): Promise<void> {
-  const own = new Uint8Array(small);
-  let buffer: Uint8Array = own;
+async function copyMasterToClient(tunnel: Tunnel, buffers: TunnelBuffers): Promise<void> {
+  const { client, upstream, counters } = tunnel;
+  const own = buffers.small.take();
+  let buffer = own;
   try {
-    for (let n = await master.read(buffer); n !== null; n = await master.read(buffer)) {
+    for (let n = await upstream.read(buffer); n !== null; n = await upstream.read(buffer)) {
       await writeAll(client, buffer, n);
       counters.bytesMasterToClient += n;
-      buffer = nextBuffer(buffer, n, own, pool);
+      buffer = nextBuffer(buffer, n, own, buffers);
     }
   } catch {
     /* the tunnel ends */
   } finally {
-    if (buffer !== own) pool.give(buffer);
+    tunnel.close();
+    if (buffer !== own) buffers.large.give(buffer);
+    buffers.small.give(own);
   }
 }
 
-/** Grows to a pooled buffer when a read filled the small one; shrinks back when reads fit the small one. */
-function nextBuffer(buffer: Uint8Array, n: number, own: Uint8Array, pool: BufferPool): Uint8Array {
-  if (buffer === own) return n === own.length && pool.size > own.length ? pool.take() : own;
+/** Grows to a large buffer when a read filled the small one; shrinks back when reads fit the small one. */
+function nextBuffer(
+  buffer: Uint8Array,
+  n: number,
+  own: Uint8Array,
+  buffers: TunnelBuffers,
+): Uint8Array {
+  if (buffer === own) {
+    return n === own.length && buffers.large.size > own.length ? buffers.large.take() : own;
+  }
   if (n <= own.length) {
-    pool.give(buffer);
+    buffers.large.give(buffer);
     return own;
   }
   return buffer;

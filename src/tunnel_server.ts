@@ -23,7 +23,7 @@ import { ConnectionRegistry } from "./connection_registry.ts";
 import { DatabaseListener } from "./database_listener.ts";
 import { HookQueue } from "./hooks.ts";
 import { MasterWatcher } from "./master_watcher.ts";
-import { BufferPool, type BufferSizes, DEFAULT_BUFFER_SIZES, type Tunnel } from "./pipe.ts";
+import { type BufferSizes, type Tunnel, TunnelBuffers } from "./pipe.ts";
 import { SentinelClient, type SentinelClientOptions } from "./sentinel_client.ts";
 
 const log = getLogger(["sentinel-tunnel", "server"]);
@@ -66,8 +66,7 @@ export class TunnelServer {
   /** Settles when the signal has aborted and everything has stopped. */
   readonly done: Promise<void>;
   readonly #signal: AbortSignal;
-  readonly #smallBuffer: number;
-  readonly #pool: BufferPool;
+  readonly #buffers: TunnelBuffers;
   readonly #databases = new Map<string, RunningDatabase>();
   readonly #running = new Set<Promise<void>>();
   #config: TunnelConfig;
@@ -75,9 +74,7 @@ export class TunnelServer {
   private constructor(config: TunnelConfig, options: TunnelServerOptions) {
     this.#config = config;
     this.#signal = options.signal;
-    const buffers = options.buffers ?? DEFAULT_BUFFER_SIZES;
-    this.#smallBuffer = buffers.small;
-    this.#pool = new BufferPool(buffers.large);
+    this.#buffers = new TunnelBuffers(options.buffers);
     this.sentinels = new SentinelClient(config.sentinels, sentinelOptions(config));
     this.done = this.#untilStopped();
   }
@@ -232,8 +229,7 @@ export class TunnelServer {
       listener.serve({
         watcher: running.watcher,
         registry,
-        smallBuffer: this.#smallBuffer,
-        pool: this.#pool,
+        buffers: this.#buffers,
       }, signal),
       closeTunnelsOnAbort(database.name, registry, signal),
     ]).then(() => running.hooks?.idle()).finally(() => this.#running.delete(done));

@@ -1052,7 +1052,8 @@ async function waitForListening(
   }
 }
 
-async function canConnect(port: number): Promise<boolean> {
+/** Whether something accepts connections on `port` of 127.0.0.1 right now. */
+export async function canConnect(port: number): Promise<boolean> {
   try {
     using _conn = await Deno.connect({ hostname: HOST, port });
     return true;

@@ -1,19 +1,9 @@
 import assert from "node:assert/strict";
-import { freePort, startDeployment, startRedis, waitForPort } from "./_deployment.ts";
+import { canConnect, freePort, startDeployment, startRedis, waitForPort } from "./_deployment.ts";
 
 // Spawned processes and their pipes outlive individual ops by design; the
 // deployment's own dispose is what these tests check instead.
 const processTest = { sanitizeResources: false, sanitizeOps: false };
-
-async function isListening(port: number): Promise<boolean> {
-  try {
-    using _conn = await Deno.connect({ hostname: "127.0.0.1", port });
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.ConnectionRefused) return false;
-    throw error;
-  }
-}
 
 Deno.test("freePort() never hands out the same port twice", () => {
   const ports = Array.from({ length: 50 }, () => freePort());
@@ -78,7 +68,7 @@ Deno.test({
     for (const process of [...deployment.nodes, ...deployment.sentinels]) {
       assert.equal(process.state, "exited");
       assert.equal((await process.exited).signal, "SIGKILL");
-      assert.equal(await isListening(process.port), false, process.address);
+      assert.equal(await canConnect(process.port), false, process.address);
     }
     await assert.rejects(Deno.stat(deployment.dir), Deno.errors.NotFound);
   },
@@ -165,7 +155,7 @@ Deno.test({
       }
       assert.ok(ports.length >= 4, `only ${ports.length} config files`);
       for (const port of ports) {
-        assert.equal(await isListening(port), false, `port ${port}`);
+        assert.equal(await canConnect(port), false, `port ${port}`);
       }
     } finally {
       await Deno.remove(dir, { recursive: true });

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { type Deployment, freePort, startDeployment } from "./_deployment.ts";
-import { type Ack, missingKeys, runWriters } from "./_traffic.ts";
+import { type Ack, missingKeys, runWriters, type WriterReport } from "./_traffic.ts";
 import { oneCommand, startTunnel } from "./_tunnel.ts";
 
 const processes = { sanitizeOps: false, sanitizeResources: false };
@@ -45,6 +45,26 @@ async function tunnelFor(deployment: Deployment, sentinels = deployment.sentinel
   return { port, tunnel };
 }
 
+/** Writers through the tunnel; `acks` fills as writes are acknowledged. */
+function startWriters(port: number, clients: number, pauseMs: number) {
+  const stop = new AbortController();
+  const acks: Ack[] = [];
+  const done = runWriters({
+    port,
+    clients,
+    pauseMs,
+    signal: stop.signal,
+    onAck: (a) => acks.push(a),
+  });
+  return {
+    acks,
+    stop: (): Promise<WriterReport> => {
+      stop.abort();
+      return done;
+    },
+  };
+}
+
 Deno.test(
   "after SIGKILL of the master, clients reach the new master within 1 s of +switch-master",
   processes,
@@ -54,15 +74,8 @@ Deno.test(
     await using _tunnel = tunnel;
     const oldMaster = deployment.nodes[0]!;
     await using watch = await deployment.watchSwitch();
-    const stopWriters = new AbortController();
-    const acks: Ack[] = [];
-    const writers = runWriters({
-      port,
-      clients: 4,
-      pauseMs: 2,
-      signal: stopWriters.signal,
-      onAck: (a) => acks.push(a),
-    });
+    const writers = startWriters(port, 4, 2);
+    const { acks } = writers;
     try {
       await firstAck(acks, (a) => a.node === oldMaster.port, 5000);
       oldMaster.kill("SIGKILL");
@@ -79,9 +92,9 @@ Deno.test(
       assert.ok(recoveryMs < 1000, `recovery took ${recoveryMs} ms`);
       await sleep(300);
     } finally {
-      stopWriters.abort();
+      writers.stop();
     }
-    const report = await writers;
+    const report = await writers.stop();
     const newPort = portOf(await deployment.sentinelMaster());
     const afterSwitch = report.acks.filter((a) => a.node === newPort);
     assert.deepEqual(await missingKeys(newPort, afterSwitch.map((a) => a.key)), []);
@@ -97,15 +110,8 @@ Deno.test(
     await using _tunnel = tunnel;
     const oldMaster = deployment.nodes[0]!;
     await using watch = await deployment.watchSwitch();
-    const stopWriters = new AbortController();
-    const acks: Ack[] = [];
-    const writers = runWriters({
-      port,
-      clients: 6,
-      pauseMs: 1,
-      signal: stopWriters.signal,
-      onAck: (a) => acks.push(a),
-    });
+    const writers = startWriters(port, 6, 1);
+    const { acks } = writers;
     let switchAt: number;
     let newPort: number;
     try {
@@ -131,9 +137,9 @@ Deno.test(
       assert.ok(recoveryMs < 1000, `recovery took ${recoveryMs} ms`);
     } finally {
       oldMaster.cont();
-      stopWriters.abort();
+      writers.stop();
     }
-    const report = await writers;
+    const report = await writers.stop();
     const stale = report.acks.filter((a) => a.node === oldMaster.port && a.at >= switchAt);
     const lost = await missingKeys(newPort, report.acks.map((a) => a.key));
     console.log(

@@ -138,9 +138,13 @@ async function runInstaller(
   sandbox: Sandbox,
   args: string[],
   env: Record<string, string> = {},
+  { asNobody = false } = {},
 ): Promise<RunResult> {
-  const output = await new Deno.Command("sh", {
-    args: [INSTALL_SH, ...args],
+  // As root, setpriv runs the installer as an unprivileged user, to test what a user gets.
+  const command = asNobody ? "setpriv" : "sh";
+  const prefix = asNobody ? ["--reuid=65534", "--regid=65534", "--clear-groups", "sh"] : [];
+  const output = await new Deno.Command(command, {
+    args: [...prefix, INSTALL_SH, ...args],
     clearEnv: true,
     env: {
       PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
@@ -318,11 +322,15 @@ Deno.test("install.sh rejects an unknown option with exit 2", async () => {
 
 Deno.test({
   name: "install.sh installs into ~/.local/bin by default when not root",
-  ignore: IS_ROOT,
   async fn() {
     await using server = await ReleaseServer.start();
     await using sandbox = await Sandbox.create();
-    const result = await runInstaller(sandbox, ["--base-url", server.baseUrl]);
+    if (IS_ROOT) {
+      for (const dir of [sandbox.dir, sandbox.home, sandbox.tmp]) await Deno.chmod(dir, 0o777);
+    }
+    const result = await runInstaller(sandbox, ["--base-url", server.baseUrl], {}, {
+      asNobody: IS_ROOT,
+    });
     assert.equal(result.code, 0, result.stderr);
     assert.equal(
       await runInstalled(join(sandbox.home, ".local", "bin", INSTALLED)),
