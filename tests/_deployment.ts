@@ -287,7 +287,8 @@ export async function startRedis(
     const configFile = `${dir}/${role}-${port}.conf`;
     const lines = [
       `port ${port}`,
-      `bind ${HOST}`,
+      // ::1 too where the machine has it ("-" makes it optional), for the IPv6 tests.
+      `bind ${HOST} -::1`,
       "daemonize no",
       "protected-mode no",
       `dir ${quote(dir)}`,

@@ -88,6 +88,8 @@ export interface StartTunnelOptions {
   env?: Record<string, string>;
   /** More command-line options, such as `["--admin", "127.0.0.1:9121"]`. */
   args?: string[];
+  /** Runs the tunnel with this many file descriptors at most (`ulimit -n`). */
+  fdLimit?: number;
   /** Local ports to wait for before returning. */
   ports?: number[];
 }
@@ -98,19 +100,27 @@ export async function startTunnel(
   options: StartTunnelOptions = {},
 ): Promise<TunnelProcess> {
   const configPath = await writeConfig(config);
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--quiet",
-      ...PERMISSIONS,
-      ENTRY,
-      "--log-format",
-      "json",
-      "--log-level",
-      "debug",
-      ...(options.args ?? []),
-      configPath,
-    ],
+  const tunnelArgs = [
+    "run",
+    "--quiet",
+    ...PERMISSIONS,
+    ENTRY,
+    "--log-format",
+    "json",
+    "--log-level",
+    "debug",
+    ...(options.args ?? []),
+    configPath,
+  ];
+  // With an fd limit, sh lowers it and then becomes the tunnel (exec), so the pid is the tunnel's.
+  const [program, args] = options.fdLimit === undefined ? [Deno.execPath(), tunnelArgs] : ["sh", [
+    "-c",
+    `ulimit -n ${options.fdLimit} && exec "$0" "$@"`,
+    Deno.execPath(),
+    ...tunnelArgs,
+  ]];
+  const child = new Deno.Command(program, {
+    args,
     cwd: ROOT,
     env: { RUST_BACKTRACE: "0", NO_COLOR: "1", ...options.env },
     stdin: "null",

@@ -4,6 +4,7 @@
  * are all down.
  */
 import assert from "node:assert/strict";
+import { RedisConnection } from "../src/redis_connection.ts";
 import { RespErrorReply } from "../src/resp.ts";
 import { freePort, startDeployment } from "./_deployment.ts";
 import { connectClient, oneCommand, startTunnel } from "./_tunnel.ts";
@@ -220,5 +221,67 @@ Deno.test(
       Deno.errors.ConnectionRefused,
     );
     await tunnel[Symbol.asyncDispose]();
+  },
+);
+
+Deno.test(
+  "tunnel survives running out of file descriptors and serves again",
+  processes,
+  async () => {
+    await using deployment = await startDeployment({
+      masterName: "crowded",
+      replicas: 0,
+      sentinels: 1,
+    });
+    const port = freePort();
+    // About 40 descriptors: Deno's own, the listener, Sentinel connections, and a few tunnels.
+    await using tunnel = await startTunnel({
+      sentinels: sentinelList(deployment),
+      databases: [{ name: "crowded", port }],
+    }, { ports: [port], fdLimit: 40 });
+    await tunnel.waitForLog((r) => /master is/.test(String(r.message)));
+
+    // Far more clients than descriptors: accept fails with EMFILE, which is logged and retried.
+    const crowd: Deno.TcpConn[] = [];
+    for (let i = 0; i < 60; i++) crowd.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+    const failure = await tunnel.waitForLog((r) => /accept failed/.test(String(r.message)));
+    assert.match(String(failure.error), /open files|descriptor/i);
+    for (const conn of crowd) conn.close();
+
+    // Once they are gone, new clients are served again, by the same process.
+    let reply: unknown;
+    for (let attempt = 0; attempt < 50 && reply !== "PONG"; attempt++) {
+      reply = await oneCommand(port, ["PING"], 2000).catch((error) => String(error));
+      if (reply !== "PONG") await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.equal(reply, "PONG");
+    assert.equal((await tunnel.stop()).code, 0);
+  },
+);
+
+Deno.test(
+  "tunnel works over IPv6: Sentinels at [::1] and a listener on ::1",
+  processes,
+  async () => {
+    await using deployment = await startDeployment({
+      masterName: "six",
+      replicas: 0,
+      sentinels: 1,
+    });
+    const port = freePort();
+    await using tunnel = await startTunnel({
+      sentinels: deployment.sentinels.map((s) => `[::1]:${s.port}`),
+      databases: [{ name: "six", port, bind: "::1" }],
+    });
+    await tunnel.waitForLog((r) => /master is/.test(String(r.message)));
+    const logs = JSON.stringify(tunnel.logs);
+    assert.match(logs, /listening on \[::1\]:\d+/);
+    assert.match(logs, /learned via sentinel \[::1\]:\d+/);
+    using client = await RedisConnection.open({ hostname: "::1", port }, {
+      connectTimeoutMs: 2000,
+      replyTimeoutMs: 5000,
+    });
+    assert.equal(await client.call(["SET", "v6", "yes"]), "OK");
+    assert.equal(await deployment.cli(deployment.nodes[0]!, "GET", "v6"), "yes");
   },
 );
