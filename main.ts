@@ -232,9 +232,11 @@ async function main(args: string[]): Promise<number> {
       }
       const { admin: _ignored, ...rest } = next;
       const current = server.config.admin;
-      const summary = server.reload(current === undefined ? rest : { ...rest, admin: current });
+      const summary = await server.reload(
+        current === undefined ? rest : { ...rest, admin: current },
+      );
       log.info(
-        "Reloaded {config}: added {added}, removed {removed}, replaced {replaced}, updated {updated}, unchanged {unchanged}; Sentinels changed: {sentinelsChanged}",
+        "Reloaded {config}: added {added}, removed {removed}, replaced {replaced}, updated {updated}, unchanged {unchanged}, failed {failed}; Sentinels changed: {sentinelsChanged}",
         { config: cli.configPath, ...summary },
       );
     } catch (error) {
@@ -244,7 +246,11 @@ async function main(args: string[]): Promise<number> {
   };
   const onInt = stop("SIGINT");
   const onTerm = stop("SIGTERM");
-  const onHup = () => void reload();
+  // One reload at a time, in the order the signals came.
+  let reloading = Promise.resolve();
+  const onHup = () => {
+    reloading = reloading.then(reload);
+  };
   Deno.addSignalListener("SIGINT", onInt);
   Deno.addSignalListener("SIGTERM", onTerm);
   Deno.addSignalListener("SIGHUP", onHup);

@@ -9,7 +9,7 @@ import { getLogger } from "@logtape/logtape";
 import { type Address, formatAddress, sameAddress } from "./address.ts";
 import type { DatabaseConfig } from "./config.ts";
 import type { ConnectionRegistry } from "./connection_registry.ts";
-import type { ConfirmedMaster, MasterWatcher } from "./master_watcher.ts";
+import type { MasterWatcher } from "./master_watcher.ts";
 import { closeQuietly, Tunnel, type TunnelBuffers } from "./pipe.ts";
 import { describeNetworkError } from "./redis_connection.ts";
 import { encodeError } from "./resp.ts";
@@ -39,6 +39,7 @@ export class DatabaseListener {
   readonly #listener: Deno.TcpListener;
   /** Client handlers still running, and who waits for them to end. */
   #handlers = 0;
+  readonly #acceptEnded = Promise.withResolvers<void>();
   #handlersEnded: PromiseWithResolvers<void> | undefined;
   #closed = false;
 
@@ -76,6 +77,11 @@ export class DatabaseListener {
       );
     }
     return new DatabaseListener(database, listener);
+  }
+
+  /** Settles when the accept loop has ended: only then is the port free to open again. */
+  get acceptEnded(): Promise<void> {
+    return this.#acceptEnded.promise;
   }
 
   /** The address the listener is bound to. */
@@ -119,6 +125,7 @@ export class DatabaseListener {
     } finally {
       signal.removeEventListener("abort", onAbort);
       this.close();
+      this.#acceptEnded.resolve();
     }
     if (this.#handlers > 0) {
       this.#handlersEnded = Promise.withResolvers();
@@ -166,15 +173,12 @@ export class DatabaseListener {
     // The watcher holds the current settings: a reload may have changed them.
     const { timeouts } = watcher.database;
     const waitUntil = performance.now() + timeouts.clientWaitMs;
-    let failed: ConfirmedMaster | undefined;
     let dialError: string | undefined;
+    let retryDelay = 0;
     while (!signal.aborted) {
       const remaining = waitUntil - performance.now();
-      const master = watcher.master !== failed && watcher.master
-        ? watcher.master
-        : remaining > 0
-        ? await watcher.waitForMaster(remaining, signal, failed)
-        : undefined;
+      const master = watcher.master ??
+        (remaining > 0 ? await watcher.waitForMaster(remaining, signal) : undefined);
       if (!master) break;
       let upstream: Deno.TcpConn;
       try {
@@ -185,8 +189,15 @@ export class DatabaseListener {
             ? `no connection within ${timeouts.masterConnectMs} ms`
             : describeNetworkError(error)
         }`;
-        failed = master;
         watcher.reportUnreachable(master.address);
+        // Try again once the watcher has checked the master again, backing off a little.
+        const left = waitUntil - performance.now();
+        if (left <= 0) break;
+        retryDelay = Math.min(retryDelay === 0 ? 50 : retryDelay * 2, 500);
+        await Promise.all([
+          watcher.nextResolution(left, signal),
+          sleep(Math.min(retryDelay, left), signal),
+        ]);
         continue;
       }
       // The master may have changed while connecting: never join a client to a demoted node.
@@ -196,7 +207,6 @@ export class DatabaseListener {
         signal.aborted
       ) {
         closeQuietly(upstream);
-        failed = undefined;
         continue;
       }
       upstream.setNoDelay(true);

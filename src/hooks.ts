@@ -58,7 +58,12 @@ export async function runHook(
   try {
     child = new Deno.Command(program!, {
       args,
-      env: hookEnvironment(change),
+      // Only PATH and the change: the tunnel's environment may hold passwords, and hook output is logged.
+      clearEnv: true,
+      env: {
+        PATH: Deno.env.get("PATH") ?? "/usr/local/bin:/usr/bin:/bin",
+        ...hookEnvironment(change),
+      },
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
@@ -156,21 +161,31 @@ function collect(
   };
 }
 
-/** Runs one database's hooks one after another, in the order of the changes. */
+/**
+ * Runs one database's hooks one after another, in the order of the changes.
+ * A reload may change or remove the hook; runs already queued keep theirs.
+ */
 export class HookQueue {
   #tail: Promise<unknown> = Promise.resolve();
-  readonly #hook: HookConfig;
+  #hook: HookConfig | undefined;
   readonly #signal: AbortSignal;
 
-  constructor(hook: HookConfig, signal: AbortSignal) {
+  constructor(hook: HookConfig | undefined, signal: AbortSignal) {
     this.#hook = hook;
     this.#signal = signal;
   }
 
-  /** Queues a run for `change`. */
+  /** The hook for changes pushed from now on. */
+  set hook(hook: HookConfig | undefined) {
+    this.#hook = hook;
+  }
+
+  /** Queues a run for `change`, if there is a hook. */
   push(change: MasterChange): void {
+    const hook = this.#hook;
+    if (!hook) return;
     this.#tail = this.#tail.then(() =>
-      this.#signal.aborted ? undefined : runHook(this.#hook, change, this.#signal)
+      this.#signal.aborted ? undefined : runHook(hook, change, this.#signal)
     );
   }
 

@@ -108,9 +108,17 @@ export interface MasterChange {
   readonly via: string;
 }
 
+/** What the watcher asks of the Sentinels; a {@linkcode SentinelClient} in production. */
+export type SentinelSource = Pick<
+  SentinelClient,
+  "getMasterAddress" | "majorityMaster" | "discoverSentinels"
+>;
+
 /** Options for {@linkcode MasterWatcher}. */
 export interface MasterWatcherOptions {
-  sentinels: SentinelClient;
+  sentinels: SentinelSource;
+  /** How a candidate is asked for its role. @default {checkRole} */
+  checkRole?: typeof checkRole;
   registry: ConnectionRegistry;
   /** Where resolution latency and master changes are counted. */
   stats?: DatabaseStats;
@@ -125,7 +133,8 @@ export interface MasterWatcherOptions {
 /** Watches one database's master. */
 export class MasterWatcher {
   #database: DatabaseConfig;
-  readonly #sentinels: SentinelClient;
+  readonly #sentinels: SentinelSource;
+  readonly #checkRole: typeof checkRole;
   readonly #registry: ConnectionRegistry;
   readonly #retryDelayMs: number;
   readonly #discoveryIntervalMs: number;
@@ -139,6 +148,10 @@ export class MasterWatcher {
   #lastDiscovery = 0;
   #changed = Promise.withResolvers<void>();
   #hint: SwitchHint | undefined;
+  /** Bumped by every +switch-master; an attempt that started before drops what it learned. */
+  #generation = 0;
+  #attempt: AbortController | undefined;
+  #resolved = Promise.withResolvers<void>();
   #wake: (() => void) | undefined;
   #wakePending = false;
   #lastFailureLog = { at: 0, suppressed: 0 };
@@ -146,6 +159,7 @@ export class MasterWatcher {
   constructor(database: DatabaseConfig, options: MasterWatcherOptions) {
     this.#database = database;
     this.#sentinels = options.sentinels;
+    this.#checkRole = options.checkRole ?? checkRole;
     this.#registry = options.registry;
     this.#retryDelayMs = options.retryDelayMs ?? 100;
     this.#discoveryIntervalMs = options.discoveryIntervalMs ?? 30_000;
@@ -207,55 +221,50 @@ export class MasterWatcher {
   }
 
   /**
-   * Waits up to `timeoutMs` for a confirmed master other than `exclude` (one
-   * that a client just failed to reach). Returns at once when the Sentinels
-   * already said they do not know this master name.
+   * Waits up to `timeoutMs` for a confirmed master. Returns at once when the
+   * Sentinels already said they do not know this master name.
    */
   async waitForMaster(
     timeoutMs: number,
     signal: AbortSignal,
-    exclude?: ConfirmedMaster,
   ): Promise<ConfirmedMaster | undefined> {
-    const usable = () => this.#master !== undefined && this.#master !== exclude;
-    if (usable()) return this.#master;
+    if (this.#master) return this.#master;
     const deadline = AbortSignal.any([AbortSignal.timeout(timeoutMs), signal]);
     const expired = new Promise<void>((resolve) => {
       if (deadline.aborted) resolve();
       deadline.addEventListener("abort", () => resolve(), { once: true });
     });
-    while (!usable() && !deadline.aborted) {
+    while (!this.#master && !deadline.aborted) {
       if (this.#problem?.kind === "unknown") return undefined;
       await Promise.race([this.#changed.promise, expired]);
     }
-    return usable() ? this.#master : undefined;
+    return this.#master;
   }
 
   /** A Sentinel published `+switch-master` for this database. */
   onSwitchMaster(address: Address, sentinel: Address): void {
     if (this.#master && sameAddress(this.#master.address, address)) return;
     if (this.#hint && sameAddress(this.#hint.address, address)) return;
-    // Sentinel has demoted everything else: cut its clients off now, before ROLE confirms the new one.
-    const previous = this.#master;
-    this.#master = undefined;
-    const closed = this.#registry.closeAllExcept(address);
-    log.warn(
-      "Database {database}: +switch-master from {sentinel} names {to} (was {from}); closed {closed} client connections to other nodes",
-      {
-        database: this.database.name,
-        sentinel: formatAddress(sentinel),
-        from: previous ? formatAddress(previous.address) : "none confirmed",
-        to: formatAddress(address),
-        closed,
-      },
-    );
+    // Whatever an attempt under way learns now is older than this message: drop it.
+    this.#generation++;
+    this.#attempt?.abort();
+    this.#cutOff(address, `+switch-master from ${formatAddress(sentinel)}`);
     this.#hint = { address, sentinel };
-    this.#notify();
     this.wake();
   }
 
   /** A client could not connect to `address`: check it now rather than at the next poll. */
   reportUnreachable(address: Address): void {
     if (this.#master && sameAddress(this.#master.address, address)) this.wake();
+  }
+
+  /** Waits up to `timeoutMs` for the attempt under way, or the next one, to end. */
+  async nextResolution(timeoutMs: number, signal: AbortSignal): Promise<void> {
+    const deadline = AbortSignal.any([AbortSignal.timeout(timeoutMs), signal]);
+    if (deadline.aborted) return;
+    const { promise, resolve } = Promise.withResolvers<void>();
+    deadline.addEventListener("abort", () => resolve(), { once: true });
+    await Promise.race([this.#resolved.promise, promise]);
   }
 
   /** Runs the next resolution now. */
@@ -268,29 +277,38 @@ export class MasterWatcher {
     this.#attempts++;
     // The hint stays set until this attempt ends, so that the same message from other Sentinels is ignored.
     const hint = this.#hint;
+    const generation = this.#generation;
+    const attempt = new AbortController();
+    this.#attempt = attempt;
     const started = performance.now();
     try {
-      await this.#resolve(hint, signal);
+      await this.#resolve(hint, generation, AbortSignal.any([signal, attempt.signal]));
     } finally {
-      if (this.#hint === hint) this.#hint = undefined;
+      if (this.#hint === hint && this.#generation === generation) this.#hint = undefined;
+      this.#attempt = undefined;
       if (!signal.aborted) {
         this.#stats.resolutionSeconds.observe((performance.now() - started) / 1000);
       }
+      this.#resolved.resolve();
+      this.#resolved = Promise.withResolvers<void>();
     }
   }
 
-  async #resolve(hint: SwitchHint | undefined, signal: AbortSignal): Promise<void> {
+  async #resolve(
+    hint: SwitchHint | undefined,
+    generation: number,
+    signal: AbortSignal,
+  ): Promise<void> {
+    // A newer +switch-master makes this attempt's findings stale.
+    const stale = () => signal.aborted || this.#generation !== generation;
     let candidate: Address;
     let via: string;
     if (hint) {
       candidate = hint.address;
       via = `+switch-master from ${formatAddress(hint.sentinel)}`;
     } else {
-      const lookup = await this.#sentinels.getMasterAddress(
-        this.database.name,
-        signal,
-      );
-      if (signal.aborted) return;
+      const lookup = await this.#sentinels.getMasterAddress(this.database.name, signal);
+      if (stale()) return;
       if (lookup.kind !== "found") {
         // With every Sentinel down, the known master keeps serving.
         this.#fail(lookup.kind, lookup.detail);
@@ -298,25 +316,33 @@ export class MasterWatcher {
       }
       candidate = lookup.address;
       via = `sentinel ${formatAddress(lookup.sentinel)}`;
-      if (this.#master && !sameAddress(this.#master.address, candidate)) {
-        this.#demote(
-          `sentinel ${formatAddress(lookup.sentinel)} names ${formatAddress(candidate)}`,
-        );
+      const known = this.#lastConfirmed;
+      if (known && !sameAddress(known, candidate)) {
+        // A Sentinel that lags or sits in a minority may name the old master: act on a change
+        // learned by polling only when most known Sentinels agree on it.
+        const verdict = await this.#sentinels.majorityMaster(this.database.name, signal);
+        if (stale()) return;
+        if (!verdict.address) {
+          this.#fail("unreachable", `Sentinels disagree on the master: ${verdict.detail}`);
+          return;
+        }
+        candidate = verdict.address;
+        via = `${verdict.detail}`;
+        if (!sameAddress(known, candidate)) this.#cutOff(candidate, via);
       }
     }
-    const role = await checkRole(candidate, {
+    const role = await this.#checkRole(candidate, {
       connectTimeoutMs: this.database.timeouts.masterConnectMs,
       replyTimeoutMs: this.database.timeouts.masterReplyMs,
       auth: this.database.masterAuth,
       signal,
     });
-    if (signal.aborted) return;
+    if (stale()) return;
     if (role.kind === "role" && role.role === "master") {
       this.#confirm(candidate, via);
     } else if (role.kind === "role") {
-      if (this.#master) {
-        this.#demote(`${formatAddress(candidate)} says it is ${role.role}`);
-      }
+      // It says it is not master: nobody may keep writing to it through the tunnel.
+      this.#demote(candidate, `it says it is ${role.role}`);
       this.#fail(
         "not-master",
         `${via} names ${formatAddress(candidate)}, but it says it is ${role.role}`,
@@ -332,6 +358,28 @@ export class MasterWatcher {
       this.#master = undefined;
       this.#fail("error", role.detail);
     }
+  }
+
+  /** Sentinel names `address`: every other node is demoted, so cut their clients off now, before ROLE confirms it. */
+  #cutOff(address: Address, reason: string): void {
+    const previous = this.#master;
+    this.#master = undefined;
+    const closed = this.#registry.closeAllExcept(address);
+    log.warn(
+      "Database {database}: {reason} names {to} (was {from}); closed {closed} client connections to other nodes",
+      {
+        database: this.database.name,
+        reason,
+        from: previous
+          ? formatAddress(previous.address)
+          : this.#lastConfirmed
+          ? `${formatAddress(this.#lastConfirmed)}, unconfirmed`
+          : "none",
+        to: formatAddress(address),
+        closed,
+      },
+    );
+    this.#notify();
   }
 
   #confirm(address: Address, via: string): void {
@@ -364,16 +412,16 @@ export class MasterWatcher {
     this.#notify();
   }
 
-  #demote(reason: string): void {
-    const previous = this.#master;
-    if (!previous) return;
-    this.#master = undefined;
-    const closed = this.#registry.closeTo(previous.address);
+  /** `address` is not master: close its tunnels, and stop sending clients there. */
+  #demote(address: Address, reason: string): void {
+    if (this.#master && sameAddress(this.#master.address, address)) this.#master = undefined;
+    const closed = this.#registry.closeTo(address);
+    if (closed === 0) return;
     log.warn(
-      "Database {database}: master {from} is no longer master: {reason}; closed {closed} connections",
+      "Database {database}: {from} is not master: {reason}; closed {closed} client connections to it",
       {
         database: this.database.name,
-        from: formatAddress(previous.address),
+        from: formatAddress(address),
         reason,
         closed,
       },

@@ -50,6 +50,14 @@ export interface ReplicaInfo {
   readonly reportedBy: string;
 }
 
+/** What most Sentinels say the master is. */
+export interface MajorityVerdict {
+  /** Named by more than half of the known Sentinels; absent when no address is. */
+  readonly address: Address | undefined;
+  /** Such as `2 of 3 Sentinels`, or the tally when there is no majority. */
+  readonly detail: string;
+}
+
 /** Options for {@linkcode SentinelClient}. */
 export interface SentinelClientOptions {
   /** Deadline to connect to one Sentinel. */
@@ -180,6 +188,53 @@ export class SentinelClient {
     return {
       kind: "unreachable",
       detail: `${what} (${[...unknown, ...failures].join("; ") || "none configured"})`,
+    };
+  }
+
+  /**
+   * Asks every known Sentinel at once, and returns the master that more than
+   * half of them name. The first of those moves to the front of the asking
+   * order, so that polls stop going to a Sentinel that lags.
+   */
+  async majorityMaster(masterName: string, signal: AbortSignal): Promise<MajorityVerdict> {
+    const sentinels = [...this.#sentinels];
+    const needed = Math.floor(sentinels.length / 2) + 1;
+    const answers = await Promise.all(sentinels.map(async (sentinel) => {
+      try {
+        const reply = await this.#call(sentinel, [
+          "SENTINEL",
+          "get-master-addr-by-name",
+          masterName,
+        ], signal);
+        return { sentinel, address: parseAddressReply(reply) };
+      } catch {
+        return { sentinel, address: undefined };
+      }
+    }));
+    const votes = new Map<string, { address: Address; sentinels: KnownSentinel[] }>();
+    for (const { sentinel, address } of answers) {
+      if (!address) continue;
+      const key = formatAddress(address).toLowerCase();
+      const entry = votes.get(key) ?? { address, sentinels: [] };
+      entry.sentinels.push(sentinel);
+      votes.set(key, entry);
+    }
+    const tally = [...votes.values()].map((v) =>
+      `${formatAddress(v.address)}: ${v.sentinels.length}`
+    ).join(", ");
+    const winner = [...votes.values()].find((v) => v.sentinels.length >= needed);
+    if (!winner) {
+      return {
+        address: undefined,
+        detail: `no address named by ${needed} of ${sentinels.length} Sentinels (${
+          tally || "no answers"
+        })`,
+      };
+    }
+    this.#moveToFront(winner.sentinels[0]!);
+    return {
+      address: winner.address,
+      detail: `${winner.sentinels.length} of ${sentinels.length} Sentinels`,
     };
   }
 
@@ -458,8 +513,11 @@ export class SentinelClient {
       sentinel.lastReplyAt = Date.now();
       return reply;
     } catch (error) {
-      sentinel.lastError = (error as Error).message;
-      sentinel.errors++;
+      // A call cut short by shutdown, reload or a caller's deadline says nothing about the Sentinel.
+      if (!signal.aborted) {
+        sentinel.lastError = (error as Error).message;
+        sentinel.errors++;
+      }
       throw error;
     }
   }

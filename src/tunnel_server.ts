@@ -24,7 +24,7 @@ import { DatabaseListener } from "./database_listener.ts";
 import { HookQueue } from "./hooks.ts";
 import { MasterWatcher } from "./master_watcher.ts";
 import { type BufferSizes, type Tunnel, TunnelBuffers } from "./pipe.ts";
-import { SentinelClient, type SentinelClientOptions } from "./sentinel_client.ts";
+import { SentinelClient, type SentinelClientOptions, sleep } from "./sentinel_client.ts";
 
 const log = getLogger(["sentinel-tunnel", "server"]);
 
@@ -44,7 +44,7 @@ export interface DatabaseRuntime {
 }
 
 interface RunningDatabase extends DatabaseRuntime {
-  hooks: HookQueue | undefined;
+  readonly hooks: HookQueue;
   readonly controller: AbortController;
 }
 
@@ -57,6 +57,8 @@ export interface ReloadSummary {
   /** Same listen address, other settings: tunnels kept. */
   readonly updated: string[];
   readonly unchanged: string[];
+  /** Could not listen on a port the old config held; see the log. */
+  readonly failed: string[];
   readonly sentinelsChanged: boolean;
 }
 
@@ -112,17 +114,21 @@ export class TunnelServer {
    * Applies a new config: added databases start listening, removed ones stop,
    * ones that moved to another listen address are replaced, and the others
    * keep their connections (taking new timeouts, credentials and hooks in
-   * place). If a new port cannot be opened, nothing changes.
+   * place). If a port that the old config does not hold cannot be opened,
+   * nothing changes. A port the old config holds (a database renamed, or
+   * moved onto another's port) is opened once the old listener has let go
+   * of it; if that fails, the error is logged and that database is not served.
    *
    * @throws {ListenError} naming the port and the cause; the old config keeps running
    */
-  reload(next: TunnelConfig): ReloadSummary {
+  async reload(next: TunnelConfig): Promise<ReloadSummary> {
     const summary: ReloadSummary = {
       added: [],
       removed: [],
       replaced: [],
       updated: [],
       unchanged: [],
+      failed: [],
       sentinelsChanged: JSON.stringify(sentinelSettings(this.#config)) !==
         JSON.stringify(sentinelSettings(next)),
     };
@@ -145,43 +151,35 @@ export class TunnelServer {
       if (!next.databases.some((d) => d.name === name)) summary.removed.push(name);
     }
 
-    // A port the old config holds can be opened only after that database stops.
-    const heldByOld = (d: DatabaseConfig) =>
-      [...this.#databases.values()].some((r) => r.watcher.database.port === d.port);
-    const openNow = moved.filter((d) => !heldByOld(d));
-    const listeners = new Map(
-      this.#openListeners(openNow).map((listener, i) => [openNow[i]!.name, listener]),
+    const leaving = [...summary.removed, ...summary.replaced].map((name) =>
+      this.#databases.get(name)!
     );
+    const heldByLeaving = (d: DatabaseConfig) =>
+      leaving.some((r) => r.watcher.database.port === d.port);
+    const openNow = moved.filter((d) => !heldByLeaving(d));
+    const opened = this.#openListeners(openNow);
+    const listeners = new Map(opened.map((listener, i) => [openNow[i]!.name, listener]));
 
     this.#config = next;
     if (summary.sentinelsChanged) this.sentinels.update(next.sentinels, sentinelOptions(next));
-    for (const name of [...summary.removed, ...summary.replaced]) this.#stop(name);
+    for (const running of leaving) this.#stop(running.watcher.database.name);
     for (const database of next.databases) {
       const running = this.#databases.get(database.name);
-      if (running) {
-        if (summary.updated.includes(database.name)) {
-          running.watcher.update(database);
-          running.hooks = database.onMasterChange
-            ? new HookQueue(database.onMasterChange, running.controller.signal)
-            : undefined;
-        } else if (summary.sentinelsChanged) {
-          running.watcher.wake();
-        }
-        continue;
+      if (!running) continue;
+      if (summary.updated.includes(database.name)) {
+        running.watcher.update(database);
+        running.hooks.hook = database.onMasterChange;
+      } else if (summary.sentinelsChanged) {
+        running.watcher.wake();
       }
-      let listener = listeners.get(database.name);
-      if (!listener) {
-        try {
-          [listener] = this.#openListeners([database]);
-        } catch (error) {
-          log.error("Reload: database {database} is not served: {error}", {
-            database: database.name,
-            error: (error as Error).message,
-          });
-          continue;
-        }
-      }
-      this.#run(database, listener!);
+    }
+    // Ports the old config held are free once their accept loops have ended.
+    await Promise.all(leaving.map((r) => r.listener.acceptEnded));
+    for (const database of next.databases) {
+      if (this.#databases.has(database.name) || !moved.includes(database)) continue;
+      const listener = listeners.get(database.name) ?? await this.#openWithRetry(database);
+      if (listener) this.#run(database, listener);
+      else summary.failed.push(database.name);
     }
     // Keep config order, for the admin API.
     const order = next.databases.map((d) => d.name);
@@ -189,6 +187,24 @@ export class TunnelServer {
     this.#databases.clear();
     for (const [name, running] of sorted) this.#databases.set(name, running);
     return summary;
+  }
+
+  /** Opens a port the old config just let go of, retrying briefly; logs and returns nothing on failure. */
+  async #openWithRetry(database: DatabaseConfig): Promise<DatabaseListener | undefined> {
+    for (let attempt = 1;; attempt++) {
+      try {
+        return this.#openListeners([database])[0];
+      } catch (error) {
+        if (attempt === 5 || this.#signal.aborted) {
+          log.error("Reload: database {database} is not served: {error}", {
+            database: database.name,
+            error: (error as Error).message,
+          });
+          return undefined;
+        }
+        await sleep(50 * attempt, this.#signal);
+      }
+    }
   }
 
   #openListeners(databases: readonly DatabaseConfig[]): DatabaseListener[] {
@@ -212,11 +228,11 @@ export class TunnelServer {
       controller,
       registry,
       listener,
-      hooks: database.onMasterChange ? new HookQueue(database.onMasterChange, signal) : undefined,
+      hooks: new HookQueue(database.onMasterChange, signal),
       watcher: new MasterWatcher(database, {
         sentinels: this.sentinels,
         registry,
-        onMasterChange: (change) => running.hooks?.push(change),
+        onMasterChange: (change) => running.hooks.push(change),
       }),
     };
     this.#databases.set(database.name, running);
@@ -232,7 +248,7 @@ export class TunnelServer {
         buffers: this.#buffers,
       }, signal),
       closeTunnelsOnAbort(database.name, registry, signal),
-    ]).then(() => running.hooks?.idle()).finally(() => this.#running.delete(done));
+    ]).then(() => running.hooks.idle()).finally(() => this.#running.delete(done));
     this.#running.add(done);
   }
 

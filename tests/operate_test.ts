@@ -286,5 +286,30 @@ Deno.test(
     );
     const moved = await oneCommand(newPort, ["PING"]);
     assert.ok(moved instanceof RespErrorReply && /database "moving"/.test(moved.message));
+
+    // A database renamed on the same port: the new listener waits for the old one to let go.
+    await Deno.writeTextFile(
+      tunnel.configPath,
+      JSON.stringify({
+        sentinels,
+        timeouts: { clientWaitMs: 4000 },
+        databases: [
+          { name: "live", port: keptPort },
+          { name: "moving", port: newPort },
+          { name: "renamed", port: addedPort },
+        ],
+      }),
+    );
+    tunnel.kill("SIGHUP");
+    const renamed = await tunnel.waitForLog((r) =>
+      /^Reloaded/.test(String(r.message)) && JSON.stringify(r.added) === '["renamed"]'
+    );
+    assert.deepEqual([renamed.removed, renamed.failed], [["added"], []]);
+    const reply = await oneCommand(addedPort, ["PING"]);
+    assert.ok(
+      reply instanceof RespErrorReply && /database "renamed"/.test(reply.message),
+      String(reply),
+    );
+    assert.equal(await kept.call(["GET", "before"]), "1");
   },
 );
