@@ -233,3 +233,27 @@ Deno.test("sentinel-tunnel names a port that is already taken", async () => {
     `Cannot listen on 127.0.0.1:${taken.addr.port} for database "second": port ${taken.addr.port} is already in use`,
   );
 });
+
+Deno.test("sentinel-tunnel --check takes its config from SENTINEL_TUNNEL_* without a file", async () => {
+  const { code, stdout, stderr } = await runCli(["--check"], {
+    SENTINEL_TUNNEL_SENTINELS: "127.0.0.1:26379,[::1]:26380",
+    SENTINEL_TUNNEL_DATABASES: "mymaster:16380",
+    SENTINEL_TUNNEL_MASTER_PASSWORD: "env-only-secret",
+  });
+  assert.equal(code, 0, stderr);
+  assert.ok(!stdout.includes("env-only-secret"));
+  const resolved = JSON.parse(stdout);
+  assert.equal(resolved.format, "environment");
+  assert.deepEqual(resolved.sentinels, ["127.0.0.1:26379", "[::1]:26380"]);
+  assert.equal(resolved.databases[0].listen, "127.0.0.1:16380");
+});
+
+Deno.test("sentinel-tunnel names the environment variable that is wrong", async () => {
+  const { code, stderr } = await runCli(["--check"], {
+    SENTINEL_TUNNEL_SENTINELS: "127.0.0.1:26379",
+    SENTINEL_TUNNEL_DATABASES: "mymaster:99999",
+  });
+  assert.equal(code, 1);
+  assert.match(stderr, /environment: SENTINEL_TUNNEL_DATABASES\[0\]\.port: 99999 is not valid/);
+  assertNoStackTrace(stderr);
+});
