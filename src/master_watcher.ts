@@ -144,7 +144,6 @@ export class MasterWatcher {
   /** The last master confirmed, kept while none is: a blip of the same master is no change. */
   #lastConfirmed: Address | undefined;
   #problem: MasterProblem | undefined;
-  #attempts = 0;
   #lastDiscovery = 0;
   #changed = Promise.withResolvers<void>();
   #hint: SwitchHint | undefined;
@@ -274,7 +273,6 @@ export class MasterWatcher {
   }
 
   async #resolveOnce(signal: AbortSignal): Promise<void> {
-    this.#attempts++;
     // The hint stays set until this attempt ends, so that the same message from other Sentinels is ignored.
     const hint = this.#hint;
     const generation = this.#generation;
