@@ -11,6 +11,11 @@ import { connectClient, oneCommand, startTunnel } from "./_tunnel.ts";
 
 const processes = { sanitizeOps: false, sanitizeResources: false };
 
+/** One master and one Sentinel: enough where no failover happens. */
+function startMinimalDeployment(masterName: string) {
+  return startDeployment({ masterName, replicas: 0, sentinels: 1 });
+}
+
 function sentinelList(
   deployment: { sentinels: readonly { address: string }[] },
 ): string[] {
@@ -57,11 +62,7 @@ Deno.test(
   "tunnel answers an unknown master name with a RESP error",
   processes,
   async () => {
-    await using deployment = await startDeployment({
-      masterName: "known",
-      replicas: 0,
-      sentinels: 1,
-    });
+    await using deployment = await startMinimalDeployment("known");
     const port = freePort();
     await using _tunnel = await startTunnel({
       sentinels: sentinelList(deployment),
@@ -201,11 +202,7 @@ Deno.test(
   "tunnel exits 0 on SIGTERM and closes its tunnels",
   processes,
   async () => {
-    await using deployment = await startDeployment({
-      masterName: "bye",
-      replicas: 0,
-      sentinels: 1,
-    });
+    await using deployment = await startMinimalDeployment("bye");
     const port = freePort();
     const tunnel = await startTunnel({
       sentinels: sentinelList(deployment),
@@ -228,11 +225,7 @@ Deno.test(
   "tunnel survives running out of file descriptors and serves again",
   processes,
   async () => {
-    await using deployment = await startDeployment({
-      masterName: "crowded",
-      replicas: 0,
-      sentinels: 1,
-    });
+    await using deployment = await startMinimalDeployment("crowded");
     const port = freePort();
     // About 40 descriptors: Deno's own, the listener, Sentinel connections, and a few tunnels.
     await using tunnel = await startTunnel({
@@ -263,11 +256,7 @@ Deno.test(
   "tunnel works over IPv6: Sentinels at [::1] and a listener on ::1",
   processes,
   async () => {
-    await using deployment = await startDeployment({
-      masterName: "six",
-      replicas: 0,
-      sentinels: 1,
-    });
+    await using deployment = await startMinimalDeployment("six");
     const port = freePort();
     await using tunnel = await startTunnel({
       sentinels: deployment.sentinels.map((s) => `[::1]:${s.port}`),
