@@ -25,9 +25,6 @@ import type { TunnelServer } from "./tunnel_server.ts";
 
 const log = getLogger(["sentinel-tunnel", "admin"]);
 
-/** How long `/api/topology` waits for a Sentinel to list the replicas. */
-const TOPOLOGY_DEADLINE_MS = 2000;
-
 /** The running admin API. */
 export interface AdminServer {
   readonly address: Address;
@@ -56,7 +53,7 @@ export function startAdminServer(
         log.error("Admin API request failed: {error}", { error: String(error) });
         return json(500, { error: "internal error; see the tunnel's log" });
       },
-    }, (request) => handle(request, tunnel, signal));
+    }, (request) => handle(request, tunnel));
   } catch (error) {
     const cause = error instanceof Deno.errors.AddrInUse
       ? `port ${address.port} is already in use; choose another admin port`
@@ -73,11 +70,7 @@ export function startAdminServer(
   return { address: bound, finished: server.finished };
 }
 
-async function handle(
-  request: Request,
-  tunnel: TunnelServer,
-  signal: AbortSignal,
-): Promise<Response> {
+function handle(request: Request, tunnel: TunnelServer): Response {
   const { pathname } = new URL(request.url);
   if (request.method !== "GET" && request.method !== "HEAD") {
     return json(405, {
@@ -92,7 +85,7 @@ async function handle(
     case "/readyz":
       return readiness(tunnel);
     case "/api/topology":
-      return json(200, await topology(tunnel, signal));
+      return json(200, topology(tunnel));
     case "/api/sentinels":
       return json(200, sentinels(tunnel));
     case "/api/configuration":
@@ -129,12 +122,13 @@ function readiness(tunnel: TunnelServer): Response {
   return json(ready ? 200 : 503, { ready, databases });
 }
 
-async function topology(tunnel: TunnelServer, signal: AbortSignal): Promise<unknown> {
-  const deadline = AbortSignal.any([AbortSignal.timeout(TOPOLOGY_DEADLINE_MS), signal]);
+/** From the watchers' cached state: a request never opens a Sentinel connection. */
+function topology(tunnel: TunnelServer): unknown {
   return {
-    databases: await Promise.all(tunnel.databases.map(async ({ watcher, registry, listener }) => {
+    databases: tunnel.databases.map(({ watcher, registry, listener }) => {
       const master = watcher.master;
-      const replicas = await tunnel.sentinels.replicas(watcher.database.name, deadline);
+      const failover = watcher.failover;
+      const replicas = watcher.replicas;
       return {
         name: watcher.database.name,
         listen: formatAddress({ hostname: listener.address.hostname, port: listener.address.port }),
@@ -144,6 +138,14 @@ async function topology(tunnel: TunnelServer, signal: AbortSignal): Promise<unkn
             confirmedAt: new Date(master.confirmedAt).toISOString(),
             confirmedBy: "ROLE",
             learnedVia: master.via,
+            configEpoch: master.epoch ?? null,
+          }
+          : null,
+        failover: failover
+          ? {
+            master: formatAddress(failover.master),
+            reason: failover.reason,
+            since: iso(failover.since),
           }
           : null,
         problem: watcher.problem
@@ -153,13 +155,17 @@ async function topology(tunnel: TunnelServer, signal: AbortSignal): Promise<unkn
             since: iso(watcher.problem.since),
           }
           : null,
-        replicas: replicas ?? null,
+        replicas: replicas?.replicas ?? null,
+        replicasReportedAt: replicas ? iso(replicas.at) : null,
+        sentinels: tunnel.sentinels.watching(watcher.database.name).map((s) =>
+          formatAddress(s.address)
+        ),
         connections: {
           active: registry.size,
           byMaster: Object.fromEntries(registry.countsByMaster()),
         },
       };
-    })),
+    }),
   };
 }
 

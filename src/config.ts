@@ -16,6 +16,7 @@ import {
   parseAdminAddress,
   parsePort,
 } from "./address.ts";
+import { DEFAULT_MAX_SENTINELS } from "./sentinel_client.ts";
 
 /** Credentials for AUTH. The password is resolved; {@linkcode redactConfig} hides it. */
 export interface Credentials {
@@ -69,6 +70,8 @@ export interface TunnelConfig {
   readonly databases: readonly DatabaseConfig[];
   /** Where the admin HTTP API listens; off when absent. */
   readonly admin?: Address;
+  /** The most Sentinels that count for one master, configured ones included. @default {16} */
+  readonly maxSentinels: number;
 }
 
 /**
@@ -106,6 +109,7 @@ export const DEFAULT_HOOK_TIMEOUT_MS = 10_000;
 export const DEFAULT_BIND = "127.0.0.1";
 
 const PORT_RULE = "a port is a whole number from 1 to 65535";
+const MAX_SENTINELS_RULE = "maxSentinels is a whole number from 1 to 256";
 const MS_RULE = "a duration is a whole number of milliseconds from 1 to 600000";
 const ADDRESS_RULE = 'an address is "host:port", such as "127.0.0.1:26379" or "[::1]:26379"';
 
@@ -201,6 +205,11 @@ export const documentedSchema = z.strictObject({
     `${authDescription}, used only for the tunnel's ROLE checks`,
   ),
   timeouts: z.strictObject(timeoutFields).optional().describe("Deadlines and intervals"),
+  maxSentinels: z.number({ error: MAX_SENTINELS_RULE }).int({ error: MAX_SENTINELS_RULE })
+    .min(1, { error: MAX_SENTINELS_RULE }).max(256, { error: MAX_SENTINELS_RULE }).optional()
+    .describe(
+      "The most Sentinels that count for one master, configured ones included; Sentinels discovered beyond it are ignored. Default 16",
+    ),
   onMasterChange: hook.optional().describe(`${hookDescription}; for every database`),
   databases: z.array(
     z.strictObject({
@@ -518,6 +527,7 @@ function resolve(
     timeouts,
     databases,
     ...(input.admin === undefined ? {} : { admin: input.admin }),
+    maxSentinels: input.maxSentinels ?? DEFAULT_MAX_SENTINELS,
   };
 }
 
@@ -559,6 +569,7 @@ export function redactConfig(config: TunnelConfig): unknown {
       onMasterChange: db.onMasterChange,
     })),
     admin: config.admin === undefined ? undefined : formatAddress(config.admin),
+    maxSentinels: config.maxSentinels,
   };
 }
 

@@ -13,7 +13,7 @@ import type { MasterWatcher } from "./master_watcher.ts";
 import { closeQuietly, Tunnel, type TunnelBuffers } from "./pipe.ts";
 import { describeNetworkError } from "./redis_connection.ts";
 import { encodeError } from "./resp.ts";
-import { sleep } from "./sentinel_client.ts";
+import { sleep } from "./sleep.ts";
 
 const log = getLogger(["sentinel-tunnel", "listener"]);
 

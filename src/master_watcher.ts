@@ -1,12 +1,25 @@
 /**
  * The control plane of one database: which master its clients go to.
  *
- * The state is explicit: a confirmed master or none, and the last problem.
- * One loop per database changes it; events (`+switch-master`, a failed dial, a
- * new subscription) only set a hint and wake the loop. A master is used only
- * after it says so itself with ROLE. When Sentinel names another master, every
- * tunnel to the old one is closed at once, so that no client keeps writing to
- * a demoted node.
+ * The state is explicit: a confirmed master or none, a failover hold or none,
+ * and the last problem. One loop per database changes it; Sentinel events only
+ * cut clients off (always safe) and wake the loop. Each check:
+ *
+ * 1. asks every Sentinel watching the master for its view, at once, and lets
+ *    {@linkcode agreeOnMaster} decide (configured Sentinels' newest
+ *    config-epoch, or a majority when no configured one answers);
+ * 2. asks the node so named (or the master it has, when the Sentinels agree
+ *    on nothing) for its ROLE on a persistent connection. Credentials go only
+ *    to such a node. A master is used only while it says `master`; any other
+ *    role cuts its clients at once. A master that is busy (`-BUSY`,
+ *    `-LOADING`, no reply in time) stays confirmed while no failover is under
+ *    way: clients reach it and get Redis's own answer.
+ *
+ * From the moment a Sentinel announces that a replica is being promoted, the
+ * old master's clients are cut and new clients wait: writes acknowledged by a
+ * master after its replacement's promotion would be discarded. The hold ends
+ * with the new master confirmed, or, when the failover aborts or outlives its
+ * failover-timeout, with the old master confirmed again by ROLE.
  *
  * @module
  */
@@ -14,72 +27,26 @@ import { getLogger } from "@logtape/logtape";
 import { type Address, formatAddress, sameAddress } from "./address.ts";
 import type { DatabaseConfig } from "./config.ts";
 import type { ConnectionRegistry } from "./connection_registry.ts";
-import { type AuthOptions, RedisConnection } from "./redis_connection.ts";
-import { RespErrorReply } from "./resp.ts";
+import { type Agreement, agreeOnMaster } from "./master_agreement.ts";
 import { DatabaseStats } from "./metrics.ts";
-import { type SentinelClient, sleep } from "./sentinel_client.ts";
+import { type RoleCheck, type RoleChecker, RoleProbe } from "./role_probe.ts";
+import type { ReplicaInfo, SentinelClient } from "./sentinel_client.ts";
+import type { SentinelEvent } from "./sentinel_events.ts";
+import { sleep } from "./sleep.ts";
+
+export type { RoleCheck, RoleChecker } from "./role_probe.ts";
 
 const log = getLogger(["sentinel-tunnel", "watcher"]);
 
-/** What a node said it is when asked with ROLE. */
-export type RoleCheck =
-  | { readonly kind: "role"; readonly role: string }
-  | { readonly kind: "unreachable"; readonly detail: string }
-  | { readonly kind: "error"; readonly detail: string };
-
-/** Options for {@linkcode checkRole}. */
-export interface CheckRoleOptions {
-  connectTimeoutMs: number;
-  replyTimeoutMs: number;
-  auth?: AuthOptions | undefined;
-  signal: AbortSignal;
-}
-
-/** Asks a node for its ROLE: `master`, `slave` or `sentinel`. */
-export async function checkRole(
-  address: Address,
-  options: CheckRoleOptions,
-): Promise<RoleCheck> {
-  try {
-    using connection = await RedisConnection.open(address, options);
-    const reply = await connection.call(["ROLE"], options.signal);
-    if (reply instanceof RespErrorReply) {
-      return {
-        kind: "error",
-        detail: `ROLE failed on ${formatAddress(address)}: ${reply.message}${
-          noAuthHint(reply.code, options.auth !== undefined)
-        }`,
-      };
-    }
-    if (Array.isArray(reply) && typeof reply[0] === "string") {
-      return { kind: "role", role: reply[0] };
-    }
-    return {
-      kind: "error",
-      detail: `ROLE on ${formatAddress(address)} answered ${JSON.stringify(reply)}`,
-    };
-  } catch (error) {
-    const detail = `ROLE check failed: ${(error as Error).message}`;
-    return error instanceof Error && error.message.includes("AUTH failed")
-      ? { kind: "error", detail }
-      : { kind: "unreachable", detail };
-  }
-}
-
-function noAuthHint(code: string, hasAuth: boolean): string {
-  if (code !== "NOAUTH" && code !== "NOPERM" && code !== "WRONGPASS") return "";
-  return hasAuth
-    ? "; check the masterAuth credentials and the ACL user's permissions"
-    : "; set masterAuth in the config so the tunnel can check ROLE";
-}
-
-/** Why there is no confirmed master. */
+/** Why there is no confirmed master, or what is wrong with the one there is. */
 export interface MasterProblem {
   readonly kind:
     | "unreachable"
     | "unknown"
     | "not-master"
     | "master-unreachable"
+    | "busy"
+    | "failover"
     | "error";
   readonly detail: string;
   readonly since: number;
@@ -89,14 +56,10 @@ export interface MasterProblem {
 export interface ConfirmedMaster {
   readonly address: Address;
   readonly confirmedAt: number;
-  /** How it was learned, such as `sentinel 127.0.0.1:26379` or `+switch-master from 127.0.0.1:26380`. */
+  /** How it was learned, such as `3 of 3 configured Sentinels at config-epoch 2`. */
   readonly via: string;
-}
-
-/** A `+switch-master` message waiting for its ROLE check. */
-interface SwitchHint {
-  readonly address: Address;
-  readonly sentinel: Address;
+  /** The config-epoch of the Sentinels' view that named it, when known. */
+  readonly epoch: number | undefined;
 }
 
 /** A confirmed change of master, for hooks. */
@@ -108,17 +71,39 @@ export interface MasterChange {
   readonly via: string;
 }
 
+/** A failover of the master under way: no client may reach the old master. */
+interface FailoverHold {
+  readonly master: Address;
+  readonly reason: string;
+  readonly since: number;
+  readonly until: number;
+  /** The Sentinel whose event started it, until a check confirms a failover is under way. */
+  unconfirmedFrom: string | undefined;
+}
+
+/** A `+switch-master` waiting for the check that corroborates it. */
+interface PendingSwitch {
+  readonly to: Address;
+  readonly sentinel: string;
+}
+
+/** A Sentinel view of the replicas, cached for the admin API. */
+export interface CachedReplicas {
+  readonly replicas: readonly ReplicaInfo[];
+  readonly at: number;
+}
+
 /** What the watcher asks of the Sentinels; a {@linkcode SentinelClient} in production. */
 export type SentinelSource = Pick<
   SentinelClient,
-  "getMasterAddress" | "majorityMaster" | "discoverSentinels"
+  "masterViews" | "discoverSentinels" | "replicas"
 >;
 
 /** Options for {@linkcode MasterWatcher}. */
 export interface MasterWatcherOptions {
   sentinels: SentinelSource;
-  /** How a candidate is asked for its role. @default {checkRole} */
-  checkRole?: typeof checkRole;
+  /** How a node is asked for its role. @default a {@linkcode RoleProbe} with persistent connections */
+  checkRole?: RoleChecker;
   registry: ConnectionRegistry;
   /** Where resolution latency and master changes are counted. */
   stats?: DatabaseStats;
@@ -126,42 +111,74 @@ export interface MasterWatcherOptions {
   onMasterChange?: (change: MasterChange) => void;
   /** The first retry delay while no master is confirmed; it doubles up to the poll interval. @default {100} */
   retryDelayMs?: number;
-  /** How often to ask Sentinels for further Sentinels. @default {30000} */
+  /** How often to ask the configured Sentinels which other Sentinels watch the master. @default {30000} */
   discoveryIntervalMs?: number;
+  /** How often to check while a failover holds clients. @default {250} */
+  holdCheckIntervalMs?: number;
 }
+
+/** When a failover's Sentinel does not say: Sentinel's own default failover-timeout. */
+const DEFAULT_FAILOVER_TIMEOUT_MS = 180_000;
+
+/** After `+sentinel`, discovery runs at once and this many more times, this far apart. */
+const DISCOVERY_FOLLOW_UPS = 3;
+const DISCOVERY_FOLLOW_UP_MS = 1500;
+
+/** A Sentinel whose word a check refused may trigger checks, but cuts nobody, for this many polls. */
+const DISTRUST_POLLS = 5;
 
 /** Watches one database's master. */
 export class MasterWatcher {
   #database: DatabaseConfig;
   readonly #sentinels: SentinelSource;
-  readonly #checkRole: typeof checkRole;
+  readonly #probe: RoleProbe | undefined;
+  readonly #checkRole: RoleChecker;
   readonly #registry: ConnectionRegistry;
   readonly #retryDelayMs: number;
   readonly #discoveryIntervalMs: number;
+  readonly #holdCheckIntervalMs: number;
   readonly #stats: DatabaseStats;
   readonly #onMasterChange: ((change: MasterChange) => void) | undefined;
   #master: ConfirmedMaster | undefined;
   /** The last master confirmed, kept while none is: a blip of the same master is no change. */
   #lastConfirmed: Address | undefined;
+  /** The config-epoch of the view last acted on: an older view never overrides it. */
+  #epoch: number | undefined;
+  #failoverTimeoutMs = DEFAULT_FAILOVER_TIMEOUT_MS;
+  #hold: FailoverHold | undefined;
+  #pendingSwitch: PendingSwitch | undefined;
+  /** Sentinels whose events only trigger checks, until the time given. */
+  readonly #distrusted = new Map<string, number>();
   #problem: MasterProblem | undefined;
-  #lastDiscovery = 0;
+  #discoveryDueAt = 0;
+  #discoveryFollowUps = 0;
+  #replicas: CachedReplicas | undefined;
   #changed = Promise.withResolvers<void>();
-  #hint: SwitchHint | undefined;
-  /** Bumped by every +switch-master; an attempt that started before drops what it learned. */
+  /** Bumped by every event that makes a check under way stale. */
   #generation = 0;
-  #attempt: AbortController | undefined;
   #resolved = Promise.withResolvers<void>();
   #wake: (() => void) | undefined;
   #wakePending = false;
-  #lastFailureLog = { at: 0, suppressed: 0 };
+  /** The last problem logged, so that one repeated every poll is logged every 30 s with a count. */
+  #lastFailureLog = { kind: "", detail: "", since: 0, at: 0, suppressed: 0 };
 
   constructor(database: DatabaseConfig, options: MasterWatcherOptions) {
     this.#database = database;
     this.#sentinels = options.sentinels;
-    this.#checkRole = options.checkRole ?? checkRole;
+    if (options.checkRole) {
+      this.#checkRole = options.checkRole;
+    } else {
+      this.#probe = new RoleProbe(() => ({
+        connectTimeoutMs: this.#database.timeouts.masterConnectMs,
+        replyTimeoutMs: this.#database.timeouts.masterReplyMs,
+        auth: this.#database.masterAuth,
+      }));
+      this.#checkRole = this.#probe.check;
+    }
     this.#registry = options.registry;
     this.#retryDelayMs = options.retryDelayMs ?? 100;
     this.#discoveryIntervalMs = options.discoveryIntervalMs ?? 30_000;
+    this.#holdCheckIntervalMs = options.holdCheckIntervalMs ?? 250;
     this.#stats = options.stats ?? new DatabaseStats();
     this.#onMasterChange = options.onMasterChange;
   }
@@ -176,7 +193,12 @@ export class MasterWatcher {
    * and checks the master again with them. Tunnels are kept.
    */
   update(database: DatabaseConfig): void {
+    const credentialsChanged =
+      JSON.stringify(database.masterAuth) !== JSON.stringify(this.#database.masterAuth) ||
+      database.timeouts.masterConnectMs !== this.#database.timeouts.masterConnectMs ||
+      database.timeouts.masterReplyMs !== this.#database.timeouts.masterReplyMs;
     this.#database = database;
+    if (credentialsChanged) this.#probe?.reset();
     this.wake();
   }
 
@@ -185,37 +207,58 @@ export class MasterWatcher {
     return this.#stats;
   }
 
-  /** The confirmed master, if any. */
+  /** The confirmed master, if any: the only node new clients are tunnelled to. */
   get master(): ConfirmedMaster | undefined {
     return this.#master;
   }
 
-  /** Why there is no confirmed master, or the last failed poll while there is one. */
+  /** Why there is no confirmed master, or the last failed check while there is one. */
   get problem(): MasterProblem | undefined {
     return this.#problem;
   }
 
-  /** Resolves, confirms and polls until `signal` aborts. */
+  /** The failover holding clients, if any. */
+  get failover(): { master: Address; reason: string; since: number } | undefined {
+    const hold = this.#hold;
+    return hold && { master: hold.master, reason: hold.reason, since: hold.since };
+  }
+
+  /** The replicas as a Sentinel last reported them, refreshed with discovery and on master changes. */
+  get replicas(): CachedReplicas | undefined {
+    return this.#replicas;
+  }
+
+  /** Checks until `signal` aborts. An unexpected error is logged and the loop goes on. */
   async run(signal: AbortSignal): Promise<void> {
     let retryDelay = this.#retryDelayMs;
+    let crashes = 0;
     while (!signal.aborted) {
-      await this.#resolveOnce(signal);
-      if (signal.aborted) break;
-      if (this.#master) {
-        retryDelay = this.#retryDelayMs;
+      try {
+        await this.#checkOnce(signal);
+        if (signal.aborted) break;
         await this.#discoverIfDue(signal);
-        await this.#sleepUnlessWoken(
-          this.database.timeouts.pollIntervalMs,
-          signal,
-        );
+        crashes = 0;
+      } catch (error) {
+        if (signal.aborted) break;
+        crashes++;
+        log.error("Database {database}: master check failed unexpectedly: {error}", {
+          database: this.database.name,
+          error: error instanceof Error ? (error.stack ?? error.message) : String(error),
+        });
+        await sleep(Math.min(100 * 2 ** crashes, 5000), signal);
+      }
+      const { pollIntervalMs } = this.database.timeouts;
+      if (this.#hold) {
+        await this.#sleepUnlessWoken(Math.min(this.#holdCheckIntervalMs, pollIntervalMs), signal);
+      } else if (this.#master) {
+        retryDelay = this.#retryDelayMs;
+        await this.#sleepUnlessWoken(pollIntervalMs, signal);
       } else {
         await this.#sleepUnlessWoken(retryDelay, signal);
-        retryDelay = Math.min(
-          retryDelay * 2,
-          this.database.timeouts.pollIntervalMs,
-        );
+        retryDelay = Math.min(retryDelay * 2, pollIntervalMs);
       }
     }
+    this.#probe?.reset();
     this.#notify();
   }
 
@@ -240,16 +283,30 @@ export class MasterWatcher {
     return this.#master;
   }
 
-  /** A Sentinel published `+switch-master` for this database. */
-  onSwitchMaster(address: Address, sentinel: Address): void {
-    if (this.#master && sameAddress(this.#master.address, address)) return;
-    if (this.#hint && sameAddress(this.#hint.address, address)) return;
-    // Whatever an attempt under way learns now is older than this message: drop it.
-    this.#generation++;
-    this.#attempt?.abort();
-    this.#cutOff(address, `+switch-master from ${formatAddress(sentinel)}`);
-    this.#hint = { address, sentinel };
-    this.wake();
+  /**
+   * A Sentinel event for this database. A switch or a promotion cuts the old
+   * master's clients at once; nothing here routes a client anywhere new.
+   */
+  onEvent(event: SentinelEvent, sentinel: Address): void {
+    const from = formatAddress(sentinel);
+    switch (event.kind) {
+      case "switch-master":
+        return this.#onSwitch(event.to, from);
+      case "promotion":
+        return this.#onPromotion(event.masterAddress, `${event.channel} from ${from}`, from);
+      case "failover-end":
+        if (this.#hold) {
+          // The check under way may have started before the end: run a fresh one.
+          this.#generation++;
+          this.wake();
+        }
+        return;
+      case "sentinel-added":
+        // A Sentinel just added is listed as disconnected until its peers reach it: look again soon.
+        this.#discoveryDueAt = 0;
+        this.#discoveryFollowUps = DISCOVERY_FOLLOW_UPS;
+        return this.wake();
+    }
   }
 
   /** A client could not connect to `address`: check it now rather than at the next poll. */
@@ -257,7 +314,7 @@ export class MasterWatcher {
     if (this.#master && sameAddress(this.#master.address, address)) this.wake();
   }
 
-  /** Waits up to `timeoutMs` for the attempt under way, or the next one, to end. */
+  /** Waits up to `timeoutMs` for the check under way, or the next one, to end. */
   async nextResolution(timeoutMs: number, signal: AbortSignal): Promise<void> {
     const deadline = AbortSignal.any([AbortSignal.timeout(timeoutMs), signal]);
     if (deadline.aborted) return;
@@ -266,24 +323,63 @@ export class MasterWatcher {
     await Promise.race([this.#resolved.promise, promise]);
   }
 
-  /** Runs the next resolution now. */
+  /** Runs the next check now. */
   wake(): void {
     if (this.#wake) this.#wake();
     else this.#wakePending = true;
   }
 
-  async #resolveOnce(signal: AbortSignal): Promise<void> {
-    // The hint stays set until this attempt ends, so that the same message from other Sentinels is ignored.
-    const hint = this.#hint;
+  #onSwitch(to: Address, sentinel: string): void {
+    if (this.#master && sameAddress(this.#master.address, to)) return;
+    if (this.#pendingSwitch && sameAddress(this.#pendingSwitch.to, to)) return;
+    if (this.#isDistrusted(sentinel)) {
+      log.debug(
+        "Database {database}: +switch-master from {sentinel} to {to} only triggers a check: its last word was refused",
+        { database: this.database.name, sentinel, to: formatAddress(to) },
+      );
+      return this.wake();
+    }
+    // Whatever a check under way learns now is older than this message: drop it.
+    this.#generation++;
+    this.#pendingSwitch = { to, sentinel };
+    this.#cutOff(to, `+switch-master from ${sentinel}`);
+    this.wake();
+  }
+
+  #onPromotion(masterAddress: Address, reason: string, sentinel: string): void {
+    const current = this.#master?.address ?? this.#lastConfirmed;
+    if (!current || !sameAddress(current, masterAddress)) {
+      // About a node this database does not use: the Sentinels know something it does not. Check.
+      return this.wake();
+    }
+    if (this.#hold) return;
+    if (this.#isDistrusted(sentinel)) return this.wake();
+    this.#generation++;
+    this.#startHold(current, `${reason}`, sentinel);
+    this.wake();
+  }
+
+  #isDistrusted(sentinel: string): boolean {
+    const until = this.#distrusted.get(sentinel);
+    if (until === undefined) return false;
+    if (performance.now() < until) return true;
+    this.#distrusted.delete(sentinel);
+    return false;
+  }
+
+  #distrust(sentinel: string): void {
+    this.#distrusted.set(
+      sentinel,
+      performance.now() + DISTRUST_POLLS * this.database.timeouts.pollIntervalMs,
+    );
+  }
+
+  async #checkOnce(signal: AbortSignal): Promise<void> {
     const generation = this.#generation;
-    const attempt = new AbortController();
-    this.#attempt = attempt;
     const started = performance.now();
     try {
-      await this.#resolve(hint, generation, AbortSignal.any([signal, attempt.signal]));
+      await this.#check(generation, signal);
     } finally {
-      if (this.#hint === hint && this.#generation === generation) this.#hint = undefined;
-      this.#attempt = undefined;
       if (!signal.aborted) {
         this.#stats.resolutionSeconds.observe((performance.now() - started) / 1000);
       }
@@ -292,73 +388,172 @@ export class MasterWatcher {
     }
   }
 
-  async #resolve(
-    hint: SwitchHint | undefined,
-    generation: number,
-    signal: AbortSignal,
-  ): Promise<void> {
-    // A newer +switch-master makes this attempt's findings stale.
-    const stale = () => signal.aborted || this.#generation !== generation;
+  async #check(generation: number, signal: AbortSignal): Promise<void> {
+    // A newer event makes this check's findings stale: the loop runs a fresh one at once.
+    const stale = () => {
+      if (signal.aborted) return true;
+      if (this.#generation === generation) return false;
+      this.#wakePending = true;
+      return true;
+    };
+    const name = this.database.name;
+    const agreement = agreeOnMaster(name, await this.#sentinels.masterViews(name, signal));
+    if (stale()) return;
+    if (agreement.kind === "agreed") this.#failoverTimeoutMs = agreement.failoverTimeoutMs;
+    this.#settlePendingSwitch(agreement);
+
+    const known = this.#master?.address ?? this.#lastConfirmed;
     let candidate: Address;
     let via: string;
-    if (hint) {
-      candidate = hint.address;
-      via = `+switch-master from ${formatAddress(hint.sentinel)}`;
+    let epoch: number | undefined;
+    if (agreement.kind === "agreed") {
+      if (
+        known && !sameAddress(agreement.address, known) && this.#epoch !== undefined &&
+        agreement.epoch < this.#epoch
+      ) {
+        // An older view never overrides a newer one: check the master there is.
+        candidate = known;
+        via = `the master confirmed at config-epoch ${this.#epoch} (Sentinels now name ${
+          formatAddress(agreement.address)
+        } at the older config-epoch ${agreement.epoch})`;
+        epoch = this.#epoch;
+      } else {
+        candidate = agreement.address;
+        via = agreement.via;
+        epoch = agreement.epoch;
+      }
+    } else if (known && !this.#hold) {
+      // With no agreement (every Sentinel down, say), the master there is keeps serving while ROLE confirms it.
+      candidate = known;
+      via = `the master confirmed before (${agreement.detail})`;
+      epoch = this.#epoch;
+    } else if (!this.#hold) {
+      this.#fail(agreement.kind === "unknown" ? "unknown" : "unreachable", agreement.detail);
+      return;
     } else {
-      const lookup = await this.#sentinels.getMasterAddress(this.database.name, signal);
-      if (stale()) return;
-      if (lookup.kind !== "found") {
-        // With every Sentinel down, the known master keeps serving.
-        this.#fail(lookup.kind, lookup.detail);
+      candidate = this.#hold.master;
+      via = "";
+      epoch = this.#epoch;
+    }
+
+    if (this.#hold) {
+      const hold = this.#hold;
+      const moved = agreement.kind === "agreed" && !sameAddress(candidate, hold.master);
+      const underWay = agreement.kind === "agreed" && agreement.failoverInProgress;
+      // A configured Sentinel's word holds for as long as it says; the time limit bounds the rest.
+      const expired = performance.now() >= hold.until &&
+        !(agreement.kind === "agreed" && agreement.failoverReportedByConfigured);
+      if (!moved && !expired && (underWay || agreement.kind !== "agreed")) {
+        if (underWay) hold.unconfirmedFrom = undefined;
         return;
       }
-      candidate = lookup.address;
-      via = `sentinel ${formatAddress(lookup.sentinel)}`;
-      const known = this.#lastConfirmed;
-      if (known && !sameAddress(known, candidate)) {
-        // A Sentinel that lags or sits in a minority may name the old master: act on a change
-        // learned by polling only when most known Sentinels agree on it.
-        const verdict = await this.#sentinels.majorityMaster(this.database.name, signal);
-        if (stale()) return;
-        if (!verdict.address) {
-          this.#fail("unreachable", `Sentinels disagree on the master: ${verdict.detail}`);
-          return;
+      if (!moved) {
+        const why = expired
+          ? `it outlived the failover-timeout with no switch`
+          : "no Sentinel reports a failover under way";
+        if (hold.unconfirmedFrom) {
+          this.#distrust(hold.unconfirmedFrom);
+          log.warn(
+            "Database {database}: ignored {reason}: {why}; checking {master} again",
+            { database: name, reason: hold.reason, why, master: formatAddress(hold.master) },
+          );
+        } else {
+          log.warn(
+            "Database {database}: the failover of {master} ended without a switch ({why}); checking it again",
+            { database: name, master: formatAddress(hold.master), why },
+          );
         }
-        candidate = verdict.address;
-        via = `${verdict.detail}`;
-        if (!sameAddress(known, candidate)) this.#cutOff(candidate, via);
+        if (agreement.kind !== "agreed") {
+          via = `the master before the failover (${agreement.detail})`;
+        }
       }
+      this.#hold = undefined;
+    } else if (
+      agreement.kind === "agreed" && agreement.failoverInProgress && known &&
+      sameAddress(agreement.address, known)
+    ) {
+      // A failover is under way that no event announced here (a missed message): hold now.
+      this.#startHold(known, `a failover under way, reported by ${agreement.via}`, undefined);
+      return;
     }
-    const role = await this.#checkRole(candidate, {
-      connectTimeoutMs: this.database.timeouts.masterConnectMs,
-      replyTimeoutMs: this.database.timeouts.masterReplyMs,
-      auth: this.database.masterAuth,
-      signal,
-    });
+
+    if (known && !sameAddress(known, candidate)) {
+      // A trusted view names another node: every other node is demoted, so cut their clients now.
+      this.#cutOff(candidate, via);
+    }
+    const role = await this.#checkRole(candidate, signal);
     if (stale()) return;
+    this.#probe?.keepOnly([candidate]);
+    this.#actOnRole(candidate, via, epoch, role);
+    if (this.#master && agreement.kind !== "agreed") {
+      // Serving, but say why the Sentinels did not agree (readiness and the log show it).
+      this.#fail(agreement.kind === "unknown" ? "unknown" : "unreachable", agreement.detail);
+    }
+  }
+
+  /** A +switch-master that the views do not bear out is refused, and its Sentinel distrusted for a while. */
+  #settlePendingSwitch(agreement: Agreement): void {
+    const pending = this.#pendingSwitch;
+    if (!pending) return;
+    this.#pendingSwitch = undefined;
+    if (agreement.kind === "agreed" && sameAddress(agreement.address, pending.to)) return;
+    this.#distrust(pending.sentinel);
+    log.warn(
+      "Database {database}: ignored +switch-master from {sentinel} to {to}: no configured Sentinel or majority names it ({detail})",
+      {
+        database: this.database.name,
+        sentinel: pending.sentinel,
+        to: formatAddress(pending.to),
+        detail: agreement.kind === "agreed"
+          ? `they name ${formatAddress(agreement.address)}: ${agreement.via}`
+          : agreement.detail,
+      },
+    );
+  }
+
+  #actOnRole(candidate: Address, via: string, epoch: number | undefined, role: RoleCheck): void {
+    const where = formatAddress(candidate);
     if (role.kind === "role" && role.role === "master") {
-      this.#confirm(candidate, via);
+      this.#confirm(candidate, via, epoch);
     } else if (role.kind === "role") {
       // It says it is not master: nobody may keep writing to it through the tunnel.
       this.#demote(candidate, `it says it is ${role.role}`);
-      this.#fail(
-        "not-master",
-        `${via} names ${formatAddress(candidate)}, but it says it is ${role.role}`,
-      );
-    } else if (role.kind === "unreachable") {
+      this.#fail("not-master", `${via} names ${where}, but it says it is ${role.role}`);
+    } else if (
+      role.kind === "busy" && this.#master && sameAddress(this.#master.address, candidate)
+    ) {
+      // Alive but slow or busy, and still the master Sentinel names: clients get Redis's own answer.
+      this.#fail("busy", `master ${where} is busy: ${role.detail}`);
+    } else if (role.kind === "unreachable" || role.kind === "busy") {
       // Not known to be demoted: keep its tunnels, but send no new client there.
       this.#master = undefined;
-      this.#fail(
-        "master-unreachable",
-        `master ${formatAddress(candidate)} from ${via}: ${role.detail}`,
-      );
+      this.#fail("master-unreachable", `master ${where} from ${via}: ${role.detail}`);
     } else {
       this.#master = undefined;
       this.#fail("error", role.detail);
     }
   }
 
-  /** Sentinel names `address`: every other node is demoted, so cut their clients off now, before ROLE confirms it. */
+  #startHold(master: Address, reason: string, sentinel: string | undefined): void {
+    const now = performance.now();
+    this.#hold = {
+      master,
+      reason,
+      since: Date.now(),
+      until: now + this.#failoverTimeoutMs,
+      unconfirmedFrom: sentinel,
+    };
+    this.#master = undefined;
+    const closed = this.#registry.closeTo(master);
+    const detail = `failover of ${formatAddress(master)} under way (${reason})`;
+    log.warn(
+      "Database {database}: {detail}: holding new clients until the new master is confirmed; closed {closed} client connections to the old master",
+      { database: this.database.name, detail, closed },
+    );
+    this.#fail("failover", detail);
+  }
+
+  /** A trusted view names `address`: every other node is demoted, so cut their clients off now. */
   #cutOff(address: Address, reason: string): void {
     const previous = this.#master;
     this.#master = undefined;
@@ -380,17 +575,22 @@ export class MasterWatcher {
     this.#notify();
   }
 
-  #confirm(address: Address, via: string): void {
+  #confirm(address: Address, via: string, epoch: number | undefined): void {
     const previous = this.#master;
     const recovered = this.#problem;
     this.#problem = undefined;
+    if (recovered?.kind !== "unreachable" && recovered?.kind !== "unknown") {
+      this.#lastFailureLog.kind = "";
+    }
+    if (epoch !== undefined) this.#epoch = Math.max(epoch, this.#epoch ?? 0);
     if (previous && sameAddress(previous.address, address)) return;
-    this.#master = { address, confirmedAt: Date.now(), via };
+    this.#master = { address, confirmedAt: Date.now(), via, epoch };
     const closed = this.#registry.closeAllExcept(address);
     const from = this.#lastConfirmed;
     this.#lastConfirmed = address;
     if (!from || !sameAddress(from, address)) {
       if (from) this.#stats.masterChanges++;
+      this.#discoveryDueAt = 0;
       this.#onMasterChange?.({ database: this.database.name, from, to: address, via });
     }
     log.info(
@@ -414,32 +614,25 @@ export class MasterWatcher {
   #demote(address: Address, reason: string): void {
     if (this.#master && sameAddress(this.#master.address, address)) this.#master = undefined;
     const closed = this.#registry.closeTo(address);
+    this.#notify();
     if (closed === 0) return;
     log.warn(
       "Database {database}: {from} is not master: {reason}; closed {closed} client connections to it",
-      {
-        database: this.database.name,
-        from: formatAddress(address),
-        reason,
-        closed,
-      },
+      { database: this.database.name, from: formatAddress(address), reason, closed },
     );
-    this.#notify();
   }
 
+  /** Records a problem and wakes waiters; it changes no master by itself. */
   #fail(kind: MasterProblem["kind"], detail: string): void {
     const now = Date.now();
-    const repeated = this.#problem?.kind === kind &&
-      this.#problem.detail === detail;
-    this.#problem = {
-      kind,
-      detail,
-      since: repeated ? this.#problem!.since : now,
-    };
+    const last = this.#lastFailureLog;
+    const repeated = last.kind === kind && last.detail === detail;
+    if (!repeated) last.since = now;
+    this.#problem = { kind, detail, since: last.since };
     // The same failure every poll would flood the log: repeat it at most every 30 s, with a count.
-    if (!repeated || now - this.#lastFailureLog.at >= 30_000) {
+    if (!repeated || now - last.at >= 30_000) {
       log.warn(
-        "Database {database}: resolution failed ({kind}): {detail}{keeping}{repeats}",
+        "Database {database}: check failed ({kind}): {detail}{keeping}{repeats}",
         {
           database: this.database.name,
           kind,
@@ -451,7 +644,7 @@ export class MasterWatcher {
             : "",
         },
       );
-      this.#lastFailureLog = { at: now, suppressed: 0 };
+      this.#lastFailureLog = { kind, detail, since: last.since, at: now, suppressed: 0 };
     } else {
       this.#lastFailureLog.suppressed++;
     }
@@ -460,9 +653,16 @@ export class MasterWatcher {
 
   async #discoverIfDue(signal: AbortSignal): Promise<void> {
     const now = Date.now();
-    if (now - this.#lastDiscovery < this.#discoveryIntervalMs) return;
-    this.#lastDiscovery = now;
+    if (now < this.#discoveryDueAt) return;
+    if (this.#discoveryFollowUps > 0) {
+      this.#discoveryFollowUps--;
+      this.#discoveryDueAt = now + DISCOVERY_FOLLOW_UP_MS;
+    } else {
+      this.#discoveryDueAt = now + this.#discoveryIntervalMs;
+    }
     await this.#sentinels.discoverSentinels(this.database.name, signal);
+    const replicas = await this.#sentinels.replicas(this.database.name, signal);
+    if (replicas) this.#replicas = { replicas, at: Date.now() };
   }
 
   /** Wakes every waiter; each checks the state again. */

@@ -74,6 +74,9 @@ export function describeNetworkError(error: unknown): string {
 
 const READ_CHUNK = 4096;
 
+/** The most a control-plane reply may take in memory, all of it: a peer that sends more is cut off. */
+export const MAX_REPLY_BYTES = 4 * 1024 * 1024;
+
 /** One TCP connection that speaks RESP, for the control plane only. */
 export class RedisConnection implements Disposable {
   readonly address: Address;
@@ -275,12 +278,25 @@ export class RedisConnection implements Disposable {
 
   #makeRoom(): void {
     const pending = this.#end - this.#start;
+    if (pending >= MAX_REPLY_BYTES) {
+      this.close();
+      throw new RedisCallError(
+        this.address,
+        "protocol",
+        `a reply is larger than ${MAX_REPLY_BYTES} bytes`,
+      );
+    }
     const size = pending * 2 > this.#buffer.length ? this.#buffer.length * 2 : this.#buffer.length;
     const next = new Uint8Array(size);
     next.set(this.#buffer.subarray(this.#start, this.#end));
     this.#buffer = next;
     this.#start = 0;
     this.#end = pending;
+  }
+
+  /** Whether it was closed, by a caller, a failure or a deadline. */
+  get closed(): boolean {
+    return this.#closed;
   }
 
   /** Closes the connection; calling it again does nothing. */

@@ -46,8 +46,31 @@ const LF = 10;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** The largest bulk string or array the control plane accepts: 64 MiB. */
-const MAX_LENGTH = 64 * 1024 * 1024;
+/**
+ * What one reply may hold. A peer that sends more is broken or hostile: the
+ * parse fails with a {@linkcode RespProtocolError} and only that connection ends.
+ */
+export interface RespLimits {
+  /** The longest line (a status, an error, a length header), CRLF excluded. */
+  readonly maxLineBytes: number;
+  /** The largest bulk string. */
+  readonly maxBulkBytes: number;
+  /** The most elements in one array. */
+  readonly maxElements: number;
+  /** How deep arrays may nest. */
+  readonly maxDepth: number;
+}
+
+/**
+ * Limits for the control plane: Sentinel and ROLE replies are a few KiB; the
+ * largest real ones (`SENTINEL replicas` of a big deployment) stay far below.
+ */
+export const CONTROL_LIMITS: RespLimits = Object.freeze({
+  maxLineBytes: 64 * 1024,
+  maxBulkBytes: 1024 * 1024,
+  maxElements: 4096,
+  maxDepth: 8,
+});
 
 /** Encodes a command as a RESP array of bulk strings. */
 export function encodeCommand(args: readonly string[]): Uint8Array {
@@ -72,8 +95,18 @@ export function encodeError(message: string): Uint8Array {
 export function parseReply(
   buf: Uint8Array,
   start = 0,
+  limits: RespLimits = CONTROL_LIMITS,
 ): ParsedReply | undefined {
-  const lineEnd = findLineEnd(buf, start);
+  return parseAt(buf, start, limits, 0);
+}
+
+function parseAt(
+  buf: Uint8Array,
+  start: number,
+  limits: RespLimits,
+  depth: number,
+): ParsedReply | undefined {
+  const lineEnd = findLineEnd(buf, start, limits.maxLineBytes);
   if (lineEnd === -1) return undefined;
   const type = buf[start];
   const line = decoder.decode(buf.subarray(start + 1, lineEnd));
@@ -86,7 +119,7 @@ export function parseReply(
     case 0x3a: // ':'
       return { value: parseInteger(line, "integer"), end: next };
     case 0x24: { // '$'
-      const length = parseLength(line, "bulk string");
+      const length = parseLength(line, "bulk string", limits.maxBulkBytes);
       if (length === -1) return { value: null, end: next };
       if (buf.length < next + length + 2) return undefined;
       if (buf[next + length] !== CR || buf[next + length + 1] !== LF) {
@@ -100,12 +133,17 @@ export function parseReply(
       };
     }
     case 0x2a: { // '*'
-      const count = parseLength(line, "array");
+      const count = parseLength(line, "array", limits.maxElements);
       if (count === -1) return { value: null, end: next };
+      if (count > 0 && depth + 1 > limits.maxDepth) {
+        throw new RespProtocolError(
+          `Cannot parse RESP array: nested deeper than ${limits.maxDepth} levels`,
+        );
+      }
       const items: RespValue[] = [];
       let offset = next;
       for (let i = 0; i < count; i++) {
-        const item = parseReply(buf, offset);
+        const item = parseAt(buf, offset, limits, depth + 1);
         if (item === undefined) return undefined;
         items.push(item.value);
         offset = item.end;
@@ -121,12 +159,19 @@ export function parseReply(
   }
 }
 
-function findLineEnd(buf: Uint8Array, start: number): number {
-  for (let i = start; i < buf.length - 1; i++) {
+function findLineEnd(buf: Uint8Array, start: number, maxLineBytes: number): number {
+  // The type byte and CRLF come on top of the line itself.
+  const limit = Math.min(buf.length - 1, start + maxLineBytes + 2);
+  for (let i = start; i < limit; i++) {
     if (buf[i] === CR) {
       if (buf[i + 1] === LF) return i;
       throw new RespProtocolError("Cannot parse RESP reply: CR without LF");
     }
+  }
+  if (buf.length - start > maxLineBytes + 2) {
+    throw new RespProtocolError(
+      `Cannot parse RESP reply: a line is longer than ${maxLineBytes} bytes`,
+    );
   }
   return -1;
 }
@@ -140,11 +185,11 @@ function parseInteger(text: string, what: string): number {
   return Number(text);
 }
 
-function parseLength(text: string, what: string): number {
+function parseLength(text: string, what: string, max: number): number {
   const length = parseInteger(text, `${what} length`);
-  if (length < -1 || length > MAX_LENGTH) {
+  if (length < -1 || length > max) {
     throw new RespProtocolError(
-      `Cannot parse RESP ${what}: length ${length} is out of range -1..${MAX_LENGTH}`,
+      `Cannot parse RESP ${what}: length ${length} is out of range -1..${max}`,
     );
   }
   return length;

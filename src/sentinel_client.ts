@@ -1,44 +1,50 @@
 /**
- * Talks to Redis Sentinels the way Redis's guidelines for Sentinel clients say:
- * ask them in order under short deadlines, move the one that answered to the
- * front, treat a null reply or `-IDONTKNOW` as "ask the next one", and learn of
- * further Sentinels with `SENTINEL sentinels <name>`. It also keeps one
- * `+switch-master` subscription per known Sentinel.
+ * Talks to Redis Sentinels. Each known Sentinel gets one persistent control
+ * connection (AUTH once), shared by every database, and one pub/sub
+ * subscription to the events the tunnel acts on.
+ *
+ * Which Sentinels count for a master: the configured ones, and the ones they
+ * list for that master (`SENTINEL sentinels <name>`) without flagging them
+ * `s_down`, `o_down` or `disconnected`, at most `maxSentinels` in all. A
+ * discovered Sentinel that keeps failing is dropped until it is listed healthy
+ * again. What a Sentinel says is only a view: {@linkcode agreeOnMaster}
+ * decides what the views agree on.
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { type Address, formatAddress, sameAddress } from "./address.ts";
+import { type Address, formatAddress } from "./address.ts";
+import { ControlConnection } from "./control_connection.ts";
+import type { MasterAnswer, SentinelOrigin, SentinelView } from "./master_agreement.ts";
 import { type AuthOptions, RedisCallError, RedisConnection } from "./redis_connection.ts";
 import { RespErrorReply, type RespValue } from "./resp.ts";
+import {
+  parseReportedAddress,
+  parseSentinelEvent,
+  SENTINEL_CHANNELS,
+  type SentinelEvent,
+} from "./sentinel_events.ts";
+import { sleep } from "./sleep.ts";
+
+export { sleep } from "./sleep.ts";
 
 const log = getLogger(["sentinel-tunnel", "sentinel"]);
 
 /** A Sentinel the client knows, and what it last heard from it. */
 export interface KnownSentinel {
   readonly address: Address;
-  /** Listed in the config, or learned from another Sentinel. */
-  readonly origin: "configured" | "discovered";
-  /** The last call's outcome: `undefined` before the first call. */
+  /** Listed in the config, or learned from a configured Sentinel. */
+  origin: SentinelOrigin;
+  /** The last call's outcome: `undefined` before the first call, `null` after a reply. */
   lastError: string | null | undefined;
   lastReplyAt: number | undefined;
   /** How many calls to it failed. */
   errors: number;
-  /** Whether its `+switch-master` subscription is established. */
+  /** Calls that failed in a row: a discovered Sentinel that keeps failing is dropped. */
+  failuresInRow: number;
+  /** Whether its event subscription is established. */
   subscribed: boolean;
 }
-
-/** The outcome of asking the Sentinels for a master's address. */
-export type MasterLookup =
-  | {
-    readonly kind: "found";
-    readonly address: Address;
-    readonly sentinel: Address;
-  }
-  /** Some Sentinels answered, and none of them knows the master name. */
-  | { readonly kind: "unknown"; readonly detail: string }
-  /** No Sentinel answered. */
-  | { readonly kind: "unreachable"; readonly detail: string };
 
 /** A replica as a Sentinel reports it. */
 export interface ReplicaInfo {
@@ -50,14 +56,6 @@ export interface ReplicaInfo {
   readonly reportedBy: string;
 }
 
-/** What most Sentinels say the master is. */
-export interface MajorityVerdict {
-  /** Named by more than half of the known Sentinels; absent when no address is. */
-  readonly address: Address | undefined;
-  /** Such as `2 of 3 Sentinels`, or the tally when there is no majority. */
-  readonly detail: string;
-}
-
 /** Options for {@linkcode SentinelClient}. */
 export interface SentinelClientOptions {
   /** Deadline to connect to one Sentinel. */
@@ -66,176 +64,103 @@ export interface SentinelClientOptions {
   replyTimeoutMs: number;
   /** Sent with AUTH to every Sentinel. */
   auth?: AuthOptions | undefined;
+  /** The most Sentinels that count for one master, configured ones included. @default {16} */
+  maxSentinels?: number;
 }
-
-/** Called for each `+switch-master` message. */
-export type SwitchMasterHandler = (
-  masterName: string,
-  address: Address,
-  sentinel: Address,
-) => void;
 
 /** Handlers for {@linkcode SentinelClient.subscribe}. */
 export interface SubscribeHandlers {
-  onSwitchMaster: SwitchMasterHandler;
+  /** A parsed, well-formed event from `sentinel`. It must not throw. */
+  onEvent: (event: SentinelEvent, sentinel: Readonly<KnownSentinel>) => void;
   /** A subscription was established or re-established: events may have been missed. */
   onSubscribed: (sentinel: Address) => void;
 }
 
-/** Waits `ms`, or less if `signal` aborts. Never rejects. */
-export function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
-}
+/** The default of {@linkcode SentinelClientOptions.maxSentinels}. */
+export const DEFAULT_MAX_SENTINELS = 16;
 
-/** A pool of Sentinels, asked in order. */
+/** A discovered Sentinel is dropped after this many failed calls in a row. */
+const DROP_AFTER_FAILURES = 5;
+
+/** Events consumed per second per subscription, at most, after a burst: a flood is read no faster. */
+const EVENTS_PER_SECOND = 100;
+const EVENT_BURST = 200;
+
+/** A pool of Sentinels. */
 export class SentinelClient {
   #options: SentinelClientOptions;
-  /** In asking order: the last one that answered comes first. */
-  readonly #sentinels: KnownSentinel[];
+  /** Every known Sentinel, configured first, by `host:port` in lower case. */
+  readonly #known = new Map<string, KnownSentinel>();
+  readonly #connections = new Map<string, ControlConnection>();
+  #configured: KnownSentinel[] = [];
+  /** Discovered Sentinels adopted for each master name. */
+  readonly #adopted = new Map<string, KnownSentinel[]>();
   #subscriptions: SubscribeHandlers | undefined;
   #subscriptionSignal: AbortSignal | undefined;
-  /** One controller per running subscription, by `host:port`. */
+  /** One controller per running subscription, by key. */
   readonly #subscribed = new Map<string, AbortController>();
   readonly #subscriptionLoops = new Set<Promise<void>>();
+  #malformedLoggedAt = 0;
 
   constructor(sentinels: readonly Address[], options: SentinelClientOptions) {
     this.#options = options;
-    this.#sentinels = sentinels.map((address) => ({
-      address,
-      origin: "configured",
-      lastError: undefined,
-      lastReplyAt: undefined,
-      errors: 0,
-      subscribed: false,
-    }));
+    this.#configured = sentinels.map((address) => this.#remember(address, "configured"));
   }
 
-  /** The known Sentinels in asking order. */
+  /** Every known Sentinel: the configured ones in asking order, then the discovered ones. */
   get sentinels(): readonly Readonly<KnownSentinel>[] {
-    return this.#sentinels;
+    return [...new Set([...this.#configured, ...[...this.#adopted.values()].flat()])];
+  }
+
+  /** The Sentinels that count for `masterName`: the configured ones and those adopted for it. */
+  watching(masterName: string): readonly Readonly<KnownSentinel>[] {
+    return [...this.#configured, ...(this.#adopted.get(masterName) ?? [])];
+  }
+
+  /** How many control connections have been opened, in all: stays flat while Sentinels stay healthy. */
+  get connectionsOpened(): number {
+    let opened = 0;
+    for (const connection of this.#connections.values()) opened += connection.opened;
+    return opened;
   }
 
   /**
-   * Asks the Sentinels in order for the master's address. A Sentinel that
-   * answers with an address moves to the front.
+   * Asks every Sentinel that watches `masterName` for its view, at once. The
+   * round waits for every Sentinel that answered last time; one that failed
+   * last time (hung, say) is included only if it answers by then, so that a
+   * hung Sentinel does not slow down every check.
    */
-  async getMasterAddress(
+  async masterViews(masterName: string, signal: AbortSignal): Promise<SentinelView[]> {
+    const calls = this.watching(masterName).map((sentinel) => ({
+      sentinel,
+      suspect: typeof sentinel.lastError === "string",
+      view: this.#view(sentinel, masterName, signal),
+    }));
+    const healthy = calls.filter((c) => !c.suspect);
+    if (healthy.length === 0) return await Promise.all(calls.map((c) => c.view));
+    await Promise.all(healthy.map((c) => c.view));
+    return await Promise.all(calls.map((c) =>
+      c.suspect
+        ? Promise.race([
+          c.view,
+          Promise.resolve(failedView(c.sentinel, "no answer yet (it failed the last call)")),
+        ])
+        : c.view
+    ));
+  }
+
+  async #view(
+    sentinel: KnownSentinel,
     masterName: string,
     signal: AbortSignal,
-  ): Promise<MasterLookup> {
-    const failures: string[] = [];
-    const unknown: string[] = [];
-    let answered = false;
-    let notYetKnown = false;
-    for (const sentinel of [...this.#sentinels]) {
-      if (signal.aborted) break;
-      let reply: RespValue;
-      try {
-        reply = await this.#call(sentinel, [
-          "SENTINEL",
-          "get-master-addr-by-name",
-          masterName,
-        ], signal);
-      } catch (error) {
-        if (signal.aborted) break;
-        failures.push((error as Error).message);
-        answered ||= error instanceof RedisCallError && error.kind === "error-reply";
-        continue;
-      }
-      notYetKnown ||= reply instanceof RespErrorReply;
-      if (
-        reply === null ||
-        (reply instanceof RespErrorReply && reply.code === "IDONTKNOW")
-      ) {
-        unknown.push(
-          `${formatAddress(sentinel.address)}: ${
-            reply === null ? "unknown master name" : reply.message
-          }`,
-        );
-        continue;
-      }
-      const address = parseAddressReply(reply);
-      if (address === undefined) {
-        failures.push(
-          `${formatAddress(sentinel.address)}: unexpected reply ${
-            JSON.stringify(replyText(reply))
-          }`,
-        );
-        continue;
-      }
-      this.#moveToFront(sentinel);
-      return { kind: "found", address, sentinel: sentinel.address };
+  ): Promise<SentinelView> {
+    let reply: RespValue;
+    try {
+      reply = await this.#call(sentinel, ["SENTINEL", "MASTER", masterName], signal);
+    } catch (error) {
+      return failedView(sentinel, (error as Error).message);
     }
-    // "Unknown" is final only when every Sentinel answered that it does not know the name.
-    if (unknown.length > 0 && failures.length === 0 && !notYetKnown) {
-      return {
-        kind: "unknown",
-        detail: `no Sentinel knows master "${masterName}" (${unknown.join("; ")})`,
-      };
-    }
-    const what = unknown.length > 0 || answered
-      ? "no Sentinel named a master"
-      : "no Sentinel reachable";
-    return {
-      kind: "unreachable",
-      detail: `${what} (${[...unknown, ...failures].join("; ") || "none configured"})`,
-    };
-  }
-
-  /**
-   * Asks every known Sentinel at once, and returns the master that more than
-   * half of them name. The first of those moves to the front of the asking
-   * order, so that polls stop going to a Sentinel that lags.
-   */
-  async majorityMaster(masterName: string, signal: AbortSignal): Promise<MajorityVerdict> {
-    const sentinels = [...this.#sentinels];
-    const needed = Math.floor(sentinels.length / 2) + 1;
-    const answers = await Promise.all(sentinels.map(async (sentinel) => {
-      try {
-        const reply = await this.#call(sentinel, [
-          "SENTINEL",
-          "get-master-addr-by-name",
-          masterName,
-        ], signal);
-        return { sentinel, address: parseAddressReply(reply) };
-      } catch {
-        return { sentinel, address: undefined };
-      }
-    }));
-    const votes = new Map<string, { address: Address; sentinels: KnownSentinel[] }>();
-    for (const { sentinel, address } of answers) {
-      if (!address) continue;
-      const key = formatAddress(address).toLowerCase();
-      const entry = votes.get(key) ?? { address, sentinels: [] };
-      entry.sentinels.push(sentinel);
-      votes.set(key, entry);
-    }
-    const tally = [...votes.values()].map((v) =>
-      `${formatAddress(v.address)}: ${v.sentinels.length}`
-    ).join(", ");
-    const winner = [...votes.values()].find((v) => v.sentinels.length >= needed);
-    if (!winner) {
-      return {
-        address: undefined,
-        detail: `no address named by ${needed} of ${sentinels.length} Sentinels (${
-          tally || "no answers"
-        })`,
-      };
-    }
-    this.#moveToFront(winner.sentinels[0]!);
-    return {
-      address: winner.address,
-      detail: `${winner.sentinels.length} of ${sentinels.length} Sentinels`,
-    };
+    return { sentinel: sentinel.address, origin: sentinel.origin, answer: parseMasterReply(reply) };
   }
 
   /**
@@ -243,11 +168,11 @@ export class SentinelClient {
    * them (`SENTINEL replicas`), or `undefined` when none answers.
    */
   async replicas(masterName: string, signal: AbortSignal): Promise<ReplicaInfo[] | undefined> {
-    for (const sentinel of [...this.#sentinels]) {
+    for (const sentinel of this.watching(masterName)) {
       if (signal.aborted) return undefined;
       let reply: RespValue;
       try {
-        reply = await this.#call(sentinel, ["SENTINEL", "replicas", masterName], signal, true);
+        reply = await this.#call(sentinel, ["SENTINEL", "replicas", masterName], signal);
       } catch {
         continue;
       }
@@ -257,11 +182,10 @@ export class SentinelClient {
       return reply.flatMap((entry) => {
         if (!Array.isArray(entry)) return [];
         const fields = fieldMap(entry);
-        const ip = fields.get("ip");
-        const port = fields.get("port");
-        if (ip === undefined || port === undefined) return [];
+        const address = parseReportedAddress(fields.get("ip"), fields.get("port"));
+        if (!address) return [];
         return [{
-          address: formatAddress({ hostname: ip, port: Number(port) }),
+          address: formatAddress(address),
           flags: (fields.get("flags") ?? "").split(",").filter((f) => f !== ""),
           masterLinkStatus: fields.get("master-link-status") ?? null,
           replicationOffset: fields.has("slave-repl-offset")
@@ -275,74 +199,116 @@ export class SentinelClient {
   }
 
   /**
-   * Learns further Sentinels of `masterName` from the first Sentinel that
-   * answers, and subscribes to them. Returns the addresses that were new.
+   * Asks the configured Sentinels which other Sentinels watch `masterName`, and
+   * adopts those listed without a down or disconnected flag, up to the cap.
+   * Adopted Sentinels no longer listed, or flagged, are dropped; so is one
+   * that keeps failing. Returns the Sentinels newly adopted.
    */
-  async discoverSentinels(
-    masterName: string,
-    signal: AbortSignal,
-  ): Promise<Address[]> {
-    for (const sentinel of [...this.#sentinels]) {
-      if (signal.aborted) return [];
-      let reply: RespValue;
+  async discoverSentinels(masterName: string, signal: AbortSignal): Promise<Address[]> {
+    const listings = await Promise.all(this.#configured.map(async (sentinel) => {
       try {
-        reply = await this.#call(sentinel, [
-          "SENTINEL",
-          "sentinels",
-          masterName,
-        ], signal);
+        const reply = await this.#call(sentinel, ["SENTINEL", "sentinels", masterName], signal);
+        return Array.isArray(reply) ? { sentinel, entries: reply } : undefined;
       } catch {
+        return undefined;
+      }
+    }));
+    const current = this.#adopted.get(masterName) ?? [];
+    const answered = listings.filter((l) => l !== undefined);
+    if (answered.length === 0 || signal.aborted) {
+      // Nobody to vouch for them: keep the adopted ones, less those that keep failing.
+      this.#setAdopted(masterName, current.filter((s) => s.failuresInRow < DROP_AFTER_FAILURES));
+      return [];
+    }
+    const healthy = new Map<string, { address: Address; via: Address }>();
+    const flagged = new Set<string>();
+    for (const { sentinel, entries } of answered) {
+      for (const entry of entries) {
+        if (!Array.isArray(entry)) continue;
+        const fields = fieldMap(entry);
+        const address = parseReportedAddress(fields.get("ip"), fields.get("port"));
+        if (!address) continue;
+        const key = keyOf(address);
+        const flags = (fields.get("flags") ?? "").split(",");
+        if (flags.some((f) => f === "s_down" || f === "o_down" || f === "disconnected")) {
+          flagged.add(key);
+        } else if (!healthy.has(key)) {
+          healthy.set(key, { address, via: sentinel.address });
+        }
+      }
+    }
+    const configuredKeys = new Set(this.#configured.map((s) => keyOf(s.address)));
+    const room = Math.max(
+      0,
+      (this.#options.maxSentinels ?? DEFAULT_MAX_SENTINELS) - this.#configured.length,
+    );
+    const keep = current.filter((s) => {
+      const key = keyOf(s.address);
+      return healthy.has(key) && !flagged.has(key) && !configuredKeys.has(key) &&
+        s.failuresInRow < DROP_AFTER_FAILURES;
+    }).slice(0, room);
+    const added: Address[] = [];
+    let skipped = 0;
+    for (const [key, { address, via }] of healthy) {
+      if (
+        flagged.has(key) || configuredKeys.has(key) || keep.some((s) => keyOf(s.address) === key)
+      ) {
         continue;
       }
-      if (!Array.isArray(reply)) continue;
-      const added: Address[] = [];
-      for (const entry of reply) {
-        const fields = Array.isArray(entry) ? fieldMap(entry) : undefined;
-        const ip = fields?.get("ip");
-        const port = Number(fields?.get("port"));
-        if (
-          ip === undefined || !Number.isInteger(port) || port < 1 ||
-          port > 65535
-        ) continue;
-        const address = { hostname: ip, port };
-        if (this.#sentinels.some((s) => sameAddress(s.address, address))) {
-          continue;
-        }
-        this.#sentinels.push({
-          address,
-          origin: "discovered",
-          lastError: undefined,
-          lastReplyAt: undefined,
-          errors: 0,
-          subscribed: false,
-        });
-        added.push(address);
-        log.info(
-          "Discovered Sentinel {sentinel} through {via} for master {masterName}",
-          {
-            sentinel: formatAddress(address),
-            via: formatAddress(sentinel.address),
-            masterName,
-          },
-        );
-        this.#startSubscription(address);
+      const known = this.#known.get(key);
+      // One that kept failing waits for the next round, so that a dead entry is not retried on every check.
+      if (known && known.failuresInRow >= DROP_AFTER_FAILURES && !current.includes(known)) {
+        known.failuresInRow = 0;
+        continue;
       }
-      return added;
+      if (keep.length >= room) {
+        skipped++;
+        continue;
+      }
+      const sentinel = known ?? this.#remember(address, "discovered");
+      keep.push(sentinel);
+      added.push(address);
+      log.info("Discovered Sentinel {sentinel} through {via} for master {masterName}", {
+        sentinel: formatAddress(address),
+        via: formatAddress(via),
+        masterName,
+      });
     }
-    return [];
+    if (skipped > 0) {
+      log.warn(
+        "Master {masterName}: {skipped} more Sentinels are listed than maxSentinels ({max}) allows; they are not counted",
+        { masterName, skipped, max: this.#options.maxSentinels ?? DEFAULT_MAX_SENTINELS },
+      );
+    }
+    for (const sentinel of current) {
+      if (!keep.includes(sentinel)) {
+        log.info("Master {masterName}: no longer counting Sentinel {sentinel}: {reason}", {
+          masterName,
+          sentinel: formatAddress(sentinel.address),
+          reason: flagged.has(keyOf(sentinel.address))
+            ? "the configured Sentinels flag it down or disconnected"
+            : sentinel.failuresInRow >= DROP_AFTER_FAILURES
+            ? `${sentinel.failuresInRow} calls in a row failed`
+            : "the configured Sentinels no longer list it",
+        });
+      }
+    }
+    this.#setAdopted(masterName, keep);
+    return added;
   }
 
   /**
-   * Subscribes to `+switch-master` on every known Sentinel, and on every one
-   * discovered later, until `signal` aborts. Each subscription reconnects with
+   * Subscribes to Sentinel's events on every known Sentinel, and on every one
+   * adopted later, until `signal` aborts. Each subscription reconnects with
    * backoff; {@linkcode SentinelClient.closed} settles when every one has stopped.
    */
   subscribe(handlers: SubscribeHandlers, signal: AbortSignal): void {
     this.#subscriptions = handlers;
     this.#subscriptionSignal = signal;
-    for (const sentinel of this.#sentinels) {
-      this.#startSubscription(sentinel.address);
-    }
+    for (const sentinel of this.sentinels) this.#startSubscription(sentinel.address);
+    signal.addEventListener("abort", () => {
+      for (const connection of this.#connections.values()) connection.close();
+    }, { once: true });
   }
 
   /** Settles when every subscription loop has ended (after the subscribe signal aborts). */
@@ -354,43 +320,99 @@ export class SentinelClient {
 
   /**
    * Takes a new Sentinel list and new options (a reload). Sentinels that stay
-   * keep what is known of them; subscriptions follow the new list, and all of
-   * them restart when the credentials or deadlines changed.
+   * keep what is known of them; subscriptions follow the new list, and every
+   * connection restarts when the credentials or deadlines changed.
    */
   update(sentinels: readonly Address[], options: SentinelClientOptions): void {
     const optionsChanged = JSON.stringify(options) !== JSON.stringify(this.#options);
     this.#options = options;
-    const next = sentinels.map((address) =>
-      this.#find(address) ?? {
+    for (const sentinel of this.#configured) sentinel.origin = "discovered";
+    this.#configured = sentinels.map((address) => {
+      const sentinel = this.#remember(address, "configured");
+      sentinel.origin = "configured";
+      return sentinel;
+    });
+    const configuredKeys = new Set(this.#configured.map((s) => keyOf(s.address)));
+    for (const [name, adopted] of this.#adopted) {
+      this.#adopted.set(name, adopted.filter((s) => !configuredKeys.has(keyOf(s.address))));
+    }
+    if (optionsChanged) {
+      for (const connection of this.#connections.values()) connection.reset();
+      for (const controller of this.#subscribed.values()) controller.abort();
+      this.#subscribed.clear();
+    }
+    this.#forgetUnused();
+    for (const sentinel of this.sentinels) this.#startSubscription(sentinel.address);
+  }
+
+  #remember(address: Address, origin: SentinelOrigin): KnownSentinel {
+    const key = keyOf(address);
+    let sentinel = this.#known.get(key);
+    if (!sentinel) {
+      sentinel = {
         address,
-        origin: "configured" as const,
+        origin,
         lastError: undefined,
         lastReplyAt: undefined,
         errors: 0,
+        failuresInRow: 0,
         subscribed: false,
-      }
-    );
-    for (const [key, controller] of this.#subscribed) {
-      if (optionsChanged || !next.some((s) => formatAddress(s.address) === key)) {
-        controller.abort();
-        this.#subscribed.delete(key);
-      }
+      };
+      this.#known.set(key, sentinel);
     }
-    this.#sentinels.splice(0, this.#sentinels.length, ...next);
-    for (const sentinel of next) this.#startSubscription(sentinel.address);
+    return sentinel;
+  }
+
+  #setAdopted(masterName: string, adopted: KnownSentinel[]): void {
+    const before = this.#adopted.get(masterName) ?? [];
+    if (adopted.length === 0) this.#adopted.delete(masterName);
+    else this.#adopted.set(masterName, adopted);
+    for (const sentinel of adopted) {
+      if (!before.includes(sentinel)) this.#startSubscription(sentinel.address);
+    }
+    this.#forgetUnused();
+  }
+
+  /** Stops the subscription and closes the connection of every Sentinel that no longer counts. */
+  #forgetUnused(): void {
+    const used = new Set(this.sentinels.map((s) => keyOf(s.address)));
+    for (const [key, controller] of this.#subscribed) {
+      if (used.has(key)) continue;
+      controller.abort();
+      this.#subscribed.delete(key);
+    }
+    for (const [key, connection] of this.#connections) {
+      if (used.has(key)) continue;
+      connection.close();
+      this.#connections.delete(key);
+    }
+    for (const [key, sentinel] of this.#known) {
+      // A dropped Sentinel is remembered only while it keeps failing, so that it is not re-adopted at once.
+      if (!used.has(key) && sentinel.failuresInRow < DROP_AFTER_FAILURES) this.#known.delete(key);
+    }
+    if (this.#known.size > 4 * (this.#options.maxSentinels ?? DEFAULT_MAX_SENTINELS) + 64) {
+      for (const key of this.#known.keys()) if (!used.has(key)) this.#known.delete(key);
+    }
   }
 
   #startSubscription(address: Address): void {
     const handlers = this.#subscriptions;
     const parent = this.#subscriptionSignal;
-    const key = formatAddress(address);
+    const key = keyOf(address);
     if (!handlers || !parent || parent.aborted || this.#subscribed.has(key)) return;
     const controller = new AbortController();
     this.#subscribed.set(key, controller);
     const signal = AbortSignal.any([parent, controller.signal]);
-    const loop = this.#subscriptionLoop(address, handlers, signal).finally(() => {
+    const loop = this.#subscriptionLoop(address, handlers, signal).catch((error) => {
+      log.error("Subscription to Sentinel {sentinel} ended unexpectedly: {error}", {
+        sentinel: formatAddress(address),
+        error: String(error),
+      });
+    }).finally(() => {
       this.#subscriptionLoops.delete(loop);
       if (this.#subscribed.get(key) === controller) this.#subscribed.delete(key);
+      const sentinel = this.#known.get(key);
+      if (sentinel) sentinel.subscribed = false;
     });
     this.#subscriptionLoops.add(loop);
   }
@@ -408,7 +430,7 @@ export class SentinelClient {
       } catch (error) {
         if (signal.aborted) break;
         failures++;
-        const sentinel = this.#find(address);
+        const sentinel = this.#known.get(keyOf(address));
         if (sentinel) {
           sentinel.lastError = (error as Error).message;
           sentinel.errors++;
@@ -417,10 +439,7 @@ export class SentinelClient {
         if (failures === 1) {
           log.warn(
             "Subscription to Sentinel {sentinel} failed: {error}; retrying with backoff",
-            {
-              sentinel: formatAddress(address),
-              error: (error as Error).message,
-            },
+            { sentinel: formatAddress(address), error: (error as Error).message },
           );
         }
       }
@@ -440,19 +459,25 @@ export class SentinelClient {
       auth: this.#options.auth,
       signal,
     });
-    const confirmation = await connection.call(
-      ["SUBSCRIBE", "+switch-master"],
-      signal,
-    );
-    if (!Array.isArray(confirmation) || confirmation[0] !== "subscribe") {
-      throw new RedisCallError(
-        address,
-        "protocol",
-        `SUBSCRIBE answered ${JSON.stringify(replyText(confirmation))}`,
-      );
+    await connection.send(["SUBSCRIBE", ...SENTINEL_CHANNELS]);
+    for (const channel of SENTINEL_CHANNELS) {
+      const confirmation = await connection.read({
+        timeoutMs: this.#options.replyTimeoutMs,
+        signal,
+      });
+      if (
+        !Array.isArray(confirmation) || confirmation[0] !== "subscribe" ||
+        confirmation[1] !== channel
+      ) {
+        throw new RedisCallError(
+          address,
+          "protocol",
+          `SUBSCRIBE ${channel} answered ${JSON.stringify(replyText(confirmation)).slice(0, 200)}`,
+        );
+      }
     }
+    const known = this.#known.get(keyOf(address));
     this.#recordReply(address);
-    const known = this.#find(address);
     if (known) known.subscribed = true;
     handlers.onSubscribed(address);
     // A silent Sentinel may be hung: ping it, and give up when no pong comes.
@@ -460,6 +485,8 @@ export class SentinelClient {
     const heartbeat = setInterval(() => {
       connection.send(["PING"]).catch(() => connection.close());
     }, pingEveryMs);
+    let tokens = EVENT_BURST;
+    let refilledAt = performance.now();
     try {
       for (;;) {
         const message = await connection.read({
@@ -469,40 +496,67 @@ export class SentinelClient {
         this.#recordReply(address);
         if (
           !Array.isArray(message) || message[0] !== "message" ||
-          typeof message[2] !== "string"
+          typeof message[1] !== "string" || typeof message[2] !== "string"
         ) continue;
-        const [name, , , newHost, newPort] = message[2].split(" ");
-        const port = Number(newPort);
-        if (
-          name === undefined || newHost === undefined || !Number.isInteger(port)
-        ) continue;
-        handlers.onSwitchMaster(name, { hostname: newHost, port }, address);
+        const parsed = parseSentinelEvent(message[1], message[2]);
+        if (parsed.ok) {
+          const sentinel = this.#known.get(keyOf(address));
+          if (sentinel) handlers.onEvent(parsed.event, sentinel);
+        } else {
+          this.#logMalformed(address, message[1], message[2], parsed.reason);
+        }
+        // A flood is consumed no faster than the rate: the rest waits in the socket, not in memory.
+        const now = performance.now();
+        tokens = Math.min(EVENT_BURST, tokens + (now - refilledAt) * EVENTS_PER_SECOND / 1000);
+        refilledAt = now;
+        if (--tokens < 0) {
+          await sleep(-tokens * 1000 / EVENTS_PER_SECOND, signal);
+        }
       }
     } finally {
       clearInterval(heartbeat);
     }
   }
 
+  #logMalformed(address: Address, channel: string, payload: string, reason: string): void {
+    const now = Date.now();
+    if (now - this.#malformedLoggedAt < 1000) return;
+    this.#malformedLoggedAt = now;
+    log.warn(
+      "Ignored a malformed {channel} message from Sentinel {sentinel}: {reason}: {payload}",
+      {
+        channel: channel.slice(0, 64),
+        sentinel: formatAddress(address),
+        reason,
+        payload: JSON.stringify(payload.slice(0, 200)),
+      },
+    );
+  }
+
   /**
-   * One command to one Sentinel. An error reply throws, except `-IDONTKNOW`
-   * and, with `acceptErrorReply`, any error reply: those answers still show
-   * that the Sentinel is reachable and working.
+   * One command to one Sentinel on its persistent connection. An error reply is
+   * returned, except for the ones that show the Sentinel is not working.
    */
   async #call(
     sentinel: KnownSentinel,
     args: string[],
     signal: AbortSignal,
-    acceptErrorReply = false,
   ): Promise<RespValue> {
-    try {
-      using connection = await RedisConnection.open(sentinel.address, {
+    const key = keyOf(sentinel.address);
+    let connection = this.#connections.get(key);
+    if (!connection) {
+      connection = new ControlConnection(sentinel.address, () => ({
         connectTimeoutMs: this.#options.connectTimeoutMs,
         replyTimeoutMs: this.#options.replyTimeoutMs,
         auth: this.#options.auth,
-        signal,
-      });
+      }));
+      this.#connections.set(key, connection);
+    }
+    try {
       const reply = await connection.call(args, signal);
-      if (reply instanceof RespErrorReply && reply.code !== "IDONTKNOW" && !acceptErrorReply) {
+      if (
+        reply instanceof RespErrorReply && /^(NOAUTH|NOPERM|WRONGPASS|LOADING)$/.test(reply.code)
+      ) {
         throw new RedisCallError(
           sentinel.address,
           "error-reply",
@@ -511,49 +565,67 @@ export class SentinelClient {
       }
       sentinel.lastError = null;
       sentinel.lastReplyAt = Date.now();
+      sentinel.failuresInRow = 0;
       return reply;
     } catch (error) {
       // A call cut short by shutdown, reload or a caller's deadline says nothing about the Sentinel.
       if (!signal.aborted) {
         sentinel.lastError = (error as Error).message;
         sentinel.errors++;
+        sentinel.failuresInRow++;
       }
       throw error;
     }
   }
 
   #recordReply(address: Address): void {
-    const sentinel = this.#find(address);
+    const sentinel = this.#known.get(keyOf(address));
     if (sentinel) {
       sentinel.lastError = null;
       sentinel.lastReplyAt = Date.now();
-    }
-  }
-
-  #find(address: Address): KnownSentinel | undefined {
-    return this.#sentinels.find((s) => sameAddress(s.address, address));
-  }
-
-  #moveToFront(sentinel: KnownSentinel): void {
-    const index = this.#sentinels.indexOf(sentinel);
-    if (index > 0) {
-      this.#sentinels.splice(index, 1);
-      this.#sentinels.unshift(sentinel);
+      sentinel.failuresInRow = 0;
     }
   }
 }
 
-function parseAddressReply(reply: RespValue): Address | undefined {
-  if (!Array.isArray(reply) || reply.length !== 2) return undefined;
-  const [host, port] = reply;
-  const portNumber = Number(port);
-  if (
-    typeof host !== "string" || host === "" || !Number.isInteger(portNumber) ||
-    portNumber < 1 || portNumber > 65535
-  ) {
-    return undefined;
+/** Parses a `SENTINEL MASTER <name>` reply strictly. */
+export function parseMasterReply(reply: RespValue): MasterAnswer {
+  if (reply instanceof RespErrorReply) {
+    return /no such master/i.test(reply.message)
+      ? { kind: "unknown", detail: "unknown master name" }
+      : { kind: "failed", detail: `SENTINEL MASTER failed: ${reply.message.slice(0, 200)}` };
   }
-  return { hostname: host, port: portNumber };
+  if (!Array.isArray(reply)) {
+    return {
+      kind: "failed",
+      detail: `SENTINEL MASTER answered ${JSON.stringify(replyText(reply)).slice(0, 200)}`,
+    };
+  }
+  const fields = fieldMap(reply);
+  const address = parseReportedAddress(fields.get("ip"), fields.get("port"));
+  const epochText = fields.get("config-epoch");
+  const timeoutText = fields.get("failover-timeout");
+  if (!address) return { kind: "failed", detail: "SENTINEL MASTER named no valid address" };
+  if (epochText === undefined || !/^[0-9]{1,15}$/.test(epochText)) {
+    return { kind: "failed", detail: "SENTINEL MASTER gave no valid config-epoch" };
+  }
+  const flags = (fields.get("flags") ?? "").split(",").filter((f) => f !== "");
+  const failoverTimeoutMs = timeoutText !== undefined && /^[0-9]{1,12}$/.test(timeoutText)
+    ? Number(timeoutText)
+    : 180_000;
+  return { kind: "master", address, epoch: Number(epochText), flags, failoverTimeoutMs };
+}
+
+function failedView(sentinel: Readonly<KnownSentinel>, detail: string): SentinelView {
+  return {
+    sentinel: sentinel.address,
+    origin: sentinel.origin,
+    answer: { kind: "failed", detail },
+  };
+}
+
+function keyOf(address: Address): string {
+  return formatAddress(address).toLowerCase();
 }
 
 function fieldMap(entry: RespValue[]): Map<string, string> {

@@ -24,7 +24,8 @@ import { DatabaseListener } from "./database_listener.ts";
 import { HookQueue } from "./hooks.ts";
 import { MasterWatcher } from "./master_watcher.ts";
 import { type BufferSizes, type Tunnel, TunnelBuffers } from "./pipe.ts";
-import { SentinelClient, type SentinelClientOptions, sleep } from "./sentinel_client.ts";
+import { SentinelClient, type SentinelClientOptions } from "./sentinel_client.ts";
+import { sleep } from "./sleep.ts";
 
 const log = getLogger(["sentinel-tunnel", "server"]);
 
@@ -91,8 +92,8 @@ export class TunnelServer {
     const server = new TunnelServer(config, options);
     const listeners = server.#openListeners(config.databases);
     server.sentinels.subscribe({
-      onSwitchMaster: (name, address, sentinel) =>
-        server.#databases.get(name)?.watcher.onSwitchMaster(address, sentinel),
+      onEvent: (event, sentinel) =>
+        server.#databases.get(event.master)?.watcher.onEvent(event, sentinel.address),
       // Messages may have been missed while unsubscribed: resync with a fresh query.
       onSubscribed: () => server.#databases.forEach((d) => d.watcher.wake()),
     }, options.signal);
@@ -274,6 +275,7 @@ function sentinelOptions(config: TunnelConfig): SentinelClientOptions {
     connectTimeoutMs: config.timeouts.sentinelConnectMs,
     replyTimeoutMs: config.timeouts.sentinelReplyMs,
     auth: config.sentinelAuth,
+    maxSentinels: config.maxSentinels,
   };
 }
 

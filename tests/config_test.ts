@@ -63,6 +63,7 @@ Deno.test("parseConfig() resolves a minimal config with the defaults", () => {
       port: 6380,
       timeouts: DEFAULT_TIMEOUTS,
     }],
+    maxSentinels: 16,
   });
   assert.equal(DEFAULT_BIND, "127.0.0.1");
   assert.deepEqual(DEFAULT_TIMEOUTS, {
@@ -110,6 +111,7 @@ Deno.test("parseConfig() resolves the original sentinel_tunnel format", () => {
       port: 12345,
       timeouts: DEFAULT_TIMEOUTS,
     }],
+    maxSentinels: 16,
   });
 });
 
@@ -376,7 +378,7 @@ Deno.test("parseConfig() suggests a top-level key for a misspelt one", () => {
   }));
   assert.ok(
     error.problems.includes(
-      `${SOURCE}: top level: unknown key "databses": did you mean "databases"? (known keys: sentinels, bind, admin, sentinelAuth, masterAuth, timeouts, onMasterChange, databases)`,
+      `${SOURCE}: top level: unknown key "databses": did you mean "databases"? (known keys: sentinels, bind, admin, sentinelAuth, masterAuth, timeouts, maxSentinels, onMasterChange, databases)`,
     ),
     error.message,
   );
@@ -468,6 +470,7 @@ Deno.test("redactConfig() hides passwords from the config and from the environme
         },
       },
     ],
+    maxSentinels: 16,
   });
 });
 
@@ -652,4 +655,15 @@ Deno.test("parseConfig() resolves hooks and the admin address", () => {
       ),
     /admin: "nowhere" is not valid: the admin address is "host:port", ":port" or a port/,
   );
+});
+
+Deno.test("parseConfig() takes maxSentinels from 1 to 256", () => {
+  const config = parse(documented({ maxSentinels: 5 }));
+  assert.equal(config.maxSentinels, 5);
+  for (const bad of [0, 257, 1.5, "16"]) {
+    assert.throws(() => parse(documented({ maxSentinels: bad })), {
+      name: "ConfigError",
+      message: /maxSentinels is a whole number from 1 to 256/,
+    });
+  }
 });

@@ -1,23 +1,30 @@
 /**
  * MasterWatcher's decisions, with fake Sentinels and fake ROLE answers, so
  * that races which real processes hit only by chance can be set up exactly.
- * The integration tests cover the same code against real Redis.
+ * Every wait is on an event (a check round ending, a ROLE call, a tunnel
+ * closing), never on sampled state. The integration tests cover the same code
+ * against real Redis.
  */
 import assert from "node:assert/strict";
 import { type Address, formatAddress } from "../src/address.ts";
 import { type DatabaseConfig, DEFAULT_TIMEOUTS } from "../src/config.ts";
 import { ConnectionRegistry, type RegisteredTunnel } from "../src/connection_registry.ts";
+import type { SentinelOrigin, SentinelView } from "../src/master_agreement.ts";
 import {
-  type CheckRoleOptions,
+  type MasterChange,
   MasterWatcher,
   type RoleCheck,
   type SentinelSource,
 } from "../src/master_watcher.ts";
-import type { MajorityVerdict, MasterLookup } from "../src/sentinel_client.ts";
+import type { SentinelEvent } from "../src/sentinel_events.ts";
 
 const A: Address = { hostname: "10.0.0.1", port: 6379 };
 const B: Address = { hostname: "10.0.0.2", port: 6379 };
-const SENTINEL: Address = { hostname: "10.0.0.9", port: 26379 };
+const F: Address = { hostname: "10.6.6.6", port: 6379 };
+const S1: Address = { hostname: "10.0.0.9", port: 26379 };
+const S2: Address = { hostname: "10.0.0.10", port: 26379 };
+const S3: Address = { hostname: "10.0.0.11", port: 26379 };
+const LIAR: Address = { hostname: "10.6.6.7", port: 26379 };
 
 const DATABASE: DatabaseConfig = {
   name: "mymaster",
@@ -26,19 +33,42 @@ const DATABASE: DatabaseConfig = {
   timeouts: { ...DEFAULT_TIMEOUTS, pollIntervalMs: 20 },
 };
 
-/** Sentinels whose answers the test sets, optionally held until released. */
-class FakeSentinels implements SentinelSource {
-  /** What a poll's first Sentinel says. */
-  poll: Address = A;
-  /** What most Sentinels say. */
-  majority: Address | undefined = A;
-  /** While set, polls wait for it. */
-  gate: PromiseWithResolvers<void> | undefined;
-  polls = 0;
+/** One Sentinel's scripted answer. */
+type Script =
+  | { address: Address; epoch: number; flags?: string[] }
+  | { failed: string };
 
-  async getMasterAddress(_name: string, signal: AbortSignal): Promise<MasterLookup> {
-    this.polls++;
-    const answer = this.poll;
+/** Sentinels whose answers the test sets; a round can be held until released. */
+class FakeSentinels implements SentinelSource {
+  readonly #scripts = new Map<string, { sentinel: Address; origin: SentinelOrigin; s: Script }>();
+  /** While set, rounds wait for it (with the answers they had when they started). */
+  gate: PromiseWithResolvers<void> | undefined;
+  rounds = 0;
+  #roundWaiters: { at: number; resolve: () => void }[] = [];
+  #startWaiters: (() => void)[] = [];
+
+  say(sentinel: Address, script: Script, origin: SentinelOrigin = "configured"): void {
+    this.#scripts.set(formatAddress(sentinel), { sentinel, origin, s: script });
+  }
+
+  /** Every configured Sentinel S1..S3 names `address` at `epoch`. */
+  allSay(address: Address, epoch: number, flags: string[] = ["master"]): void {
+    for (const s of [S1, S2, S3]) this.say(s, { address, epoch, flags });
+  }
+
+  async masterViews(_name: string, signal: AbortSignal): Promise<SentinelView[]> {
+    const views = [...this.#scripts.values()].map(({ sentinel, origin, s }): SentinelView => ({
+      sentinel,
+      origin,
+      answer: "failed" in s ? { kind: "failed", detail: s.failed } : {
+        kind: "master",
+        address: s.address,
+        epoch: s.epoch,
+        flags: s.flags ?? ["master"],
+        failoverTimeoutMs: 60_000,
+      },
+    }));
+    for (const resolve of this.#startWaiters.splice(0)) resolve();
     if (this.gate) {
       const gate = this.gate.promise;
       await Promise.race([
@@ -46,66 +76,124 @@ class FakeSentinels implements SentinelSource {
         new Promise((resolve) => signal.addEventListener("abort", resolve)),
       ]);
     }
-    return { kind: "found", address: answer, sentinel: SENTINEL };
+    this.rounds++;
+    this.#roundWaiters = this.#roundWaiters.filter((w) => {
+      if (this.rounds < w.at) return true;
+      w.resolve();
+      return false;
+    });
+    return views;
   }
 
-  majorityMaster(): Promise<MajorityVerdict> {
-    return Promise.resolve(
-      this.majority
-        ? { address: this.majority, detail: "2 of 3 Sentinels" }
-        : { address: undefined, detail: "no majority" },
-    );
+  /** Resolves when `count` more rounds have returned their views. */
+  moreRounds(count: number): Promise<void> {
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#roundWaiters.push({ at: this.rounds + count, resolve });
+    return timeout(promise, `${count} more check rounds`);
+  }
+
+  /** Resolves when the next round starts. */
+  nextRoundStarts(): Promise<void> {
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#startWaiters.push(resolve);
+    return timeout(promise, "a check round to start");
   }
 
   discoverSentinels(): Promise<Address[]> {
     return Promise.resolve([]);
   }
+
+  replicas(): Promise<[]> {
+    return Promise.resolve([]);
+  }
 }
 
-/** ROLE answers by address; an address not listed is unreachable. */
-function roles(answers: Map<string, string>) {
-  return (address: Address, _options: CheckRoleOptions): Promise<RoleCheck> => {
-    const role = answers.get(formatAddress(address));
+/** ROLE answers by address, and every call in order. An address not listed is unreachable. */
+class FakeNodes {
+  readonly answers = new Map<string, RoleCheck>();
+  readonly asked: string[] = [];
+  set(address: Address, answer: RoleCheck | string): void {
+    this.answers.set(
+      formatAddress(address),
+      typeof answer === "string" ? { kind: "role", role: answer } : answer,
+    );
+  }
+  readonly check = (address: Address): Promise<RoleCheck> => {
+    this.asked.push(formatAddress(address));
     return Promise.resolve(
-      role ? { kind: "role", role } : { kind: "unreachable", detail: "refused" },
+      this.answers.get(formatAddress(address)) ?? { kind: "unreachable", detail: "refused" },
     );
   };
 }
 
 class FakeTunnel implements RegisteredTunnel {
   readonly master: Address;
+  readonly closed = Promise.withResolvers<void>();
   closes = 0;
   constructor(master: Address) {
     this.master = master;
   }
   close(): void {
     this.closes++;
+    this.closed.resolve();
   }
 }
 
-function wait(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+function timeout<T>(promise: Promise<T>, what: string, ms = 3000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout>;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
 }
 
-async function until(what: string, condition: () => boolean, timeoutMs = 2000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await wait(5);
-  }
+interface Harness {
+  watcher: MasterWatcher;
+  registry: ConnectionRegistry<FakeTunnel>;
+  sentinels: FakeSentinels;
+  nodes: FakeNodes;
+  changes: MasterChange[];
+  /** Resolves with the next confirmed master (now, if one is confirmed and `fresh` is false). */
+  master(fresh?: boolean): Promise<Address>;
+  event(event: SentinelEvent, from: Address): void;
 }
 
 async function withWatcher(
-  sentinels: FakeSentinels,
-  answers: Map<string, string>,
-  body: (watcher: MasterWatcher, registry: ConnectionRegistry<FakeTunnel>) => Promise<void>,
+  setup: (sentinels: FakeSentinels, nodes: FakeNodes) => void,
+  body: (h: Harness) => Promise<void>,
 ): Promise<void> {
+  const sentinels = new FakeSentinels();
+  const nodes = new FakeNodes();
+  setup(sentinels, nodes);
   const registry = new ConnectionRegistry<FakeTunnel>();
-  const watcher = new MasterWatcher(DATABASE, { sentinels, registry, checkRole: roles(answers) });
+  const changes: MasterChange[] = [];
+  const watcher = new MasterWatcher(DATABASE, {
+    sentinels,
+    registry,
+    checkRole: nodes.check,
+    onMasterChange: (change) => changes.push(change),
+    holdCheckIntervalMs: 20,
+  });
   const controller = new AbortController();
   const running = watcher.run(controller.signal);
+  const harness: Harness = {
+    watcher,
+    registry,
+    sentinels,
+    nodes,
+    changes,
+    async master(fresh = false) {
+      if (fresh) await sentinels.moreRounds(1);
+      const master = await watcher.waitForMaster(3000, controller.signal);
+      if (!master) throw new Error(`no master confirmed: ${watcher.problem?.detail}`);
+      return master.address;
+    },
+    event: (event, from) => watcher.onEvent(event, from),
+  };
   try {
-    await body(watcher, registry);
+    await body(harness);
   } finally {
     controller.abort();
     sentinels.gate?.resolve();
@@ -113,97 +201,264 @@ async function withWatcher(
   }
 }
 
-Deno.test("MasterWatcher drops what a poll learned before +switch-master arrived", async () => {
-  const sentinels = new FakeSentinels();
-  // After a Sentinel failover the old master still says "master" until it is reconfigured.
-  const answers = new Map([[formatAddress(A), "master"], [formatAddress(B), "master"]]);
-  await withWatcher(sentinels, answers, async (watcher) => {
-    await until("A confirmed", () => watcher.master !== undefined);
-    // A poll is under way and will answer A, the old master.
-    sentinels.gate = Promise.withResolvers();
-    const polls = sentinels.polls;
-    await until("a poll in flight", () => sentinels.polls > polls);
-    watcher.onSwitchMaster(B, SENTINEL);
-    sentinels.poll = B;
-    sentinels.majority = B;
-    sentinels.gate.resolve();
-    sentinels.gate = undefined;
-    const seen: string[] = [];
-    for (let i = 0; i < 40; i++) {
-      if (watcher.master) seen.push(formatAddress(watcher.master.address));
-      await wait(5);
-    }
-    assert.ok(
-      !seen.includes(formatAddress(A)),
-      `A was confirmed again after the switch: ${seen.join(", ")}`,
+function attach(h: Harness, address: Address): FakeTunnel {
+  const tunnel = new FakeTunnel(address);
+  h.registry.add(tunnel);
+  return tunnel;
+}
+
+const switchTo = (to: Address): SentinelEvent => ({
+  kind: "switch-master",
+  master: DATABASE.name,
+  from: A,
+  to,
+});
+const promotion = (master: Address): SentinelEvent => ({
+  kind: "promotion",
+  channel: "+selected-slave",
+  master: DATABASE.name,
+  masterAddress: master,
+});
+const failoverEnd = (master: Address): SentinelEvent => ({
+  kind: "failover-end",
+  channel: "-failover-abort-slave-timeout",
+  master: DATABASE.name,
+  masterAddress: master,
+});
+
+Deno.test("MasterWatcher drops a check's views that were gathered before +switch-master", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 0);
+    // After a failover the old master still says "master" until Sentinel reconfigures it.
+    nodes.set(A, "master");
+    nodes.set(B, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    const tunnel = attach(h, A);
+    // A round starts while the Sentinels still name A, and answers only after the switch.
+    h.sentinels.gate = Promise.withResolvers();
+    await h.sentinels.nextRoundStarts();
+    h.event(switchTo(B), S1);
+    await timeout(tunnel.closed.promise, "the switch to cut A's tunnel");
+    const askedBefore = h.nodes.asked.length;
+    h.sentinels.allSay(B, 1);
+    h.sentinels.gate.resolve();
+    h.sentinels.gate = undefined;
+    assert.deepEqual(await h.master(), B);
+    await h.sentinels.moreRounds(3);
+    assert.deepEqual(
+      h.nodes.asked.slice(askedBefore).filter((a) => a === formatAddress(A)),
+      [],
+      "A was asked ROLE (with credentials) on the strength of views older than the switch",
     );
-    assert.equal(formatAddress(watcher.master!.address), formatAddress(B));
+    assert.deepEqual(h.changes.map((c) => formatAddress(c.to)), [A, B].map(formatAddress));
   });
 });
 
-Deno.test("MasterWatcher ignores a lagging Sentinel that names the old master", async () => {
-  const sentinels = new FakeSentinels();
-  const answers = new Map([[formatAddress(A), "master"], [formatAddress(B), "master"]]);
-  sentinels.poll = B;
-  sentinels.majority = B;
-  await withWatcher(sentinels, answers, async (watcher, registry) => {
-    await until(
-      "B confirmed",
-      () =>
-        watcher.master !== undefined && formatAddress(watcher.master.address) === formatAddress(B),
-    );
-    const tunnel = new FakeTunnel(watcher.master!.address);
-    registry.add(tunnel);
-    // The first Sentinel asked lags and still names A; most Sentinels name B.
-    sentinels.poll = A;
-    const polls = sentinels.polls;
-    await until("several polls", () => sentinels.polls >= polls + 3);
-    assert.equal(formatAddress(watcher.master!.address), formatAddress(B));
+Deno.test("MasterWatcher ignores a lagging Sentinel that names the old master at an older epoch", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(B, 2);
+    nodes.set(A, "master");
+    nodes.set(B, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), B);
+    const tunnel = attach(h, B);
+    // The Sentinels at epoch 2 become unreachable; the one left lags at epoch 1 and names A.
+    h.sentinels.say(S1, { failed: "refused" });
+    h.sentinels.say(S2, { failed: "refused" });
+    h.sentinels.say(S3, { address: A, epoch: 1 });
+    await h.sentinels.moreRounds(5);
     assert.equal(tunnel.closes, 0, "a tunnel to the real master was closed");
+    assert.ok(!h.nodes.asked.includes(formatAddress(A)), "the old master was asked ROLE");
+    assert.deepEqual(h.watcher.master?.address, B);
   });
 });
 
-Deno.test("MasterWatcher closes tunnels to an unconfirmed old master when most Sentinels name another", async () => {
-  const sentinels = new FakeSentinels();
-  const answers = new Map([[formatAddress(A), "master"]]);
-  await withWatcher(sentinels, answers, async (watcher, registry) => {
-    await until("A confirmed", () => watcher.master !== undefined);
-    const tunnel = new FakeTunnel(watcher.master!.address);
-    registry.add(tunnel);
-    // A stops answering (SIGSTOP): unconfirmed, but its tunnels are kept.
-    answers.delete(formatAddress(A));
-    await until("A unconfirmed", () => watcher.master === undefined);
-    assert.equal(tunnel.closes, 0);
-    // +switch-master was missed; a poll names B, which cannot be reached yet either.
-    sentinels.poll = B;
-    sentinels.majority = B;
-    await until("tunnels to A closed", () => tunnel.closes > 0);
-    assert.equal(watcher.master, undefined);
+Deno.test("MasterWatcher follows the newest epoch of the configured Sentinels over a lagging majority", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 0);
+    nodes.set(A, "master");
+    nodes.set(B, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    const tunnel = attach(h, A);
+    // The +switch-master was missed; one Sentinel has the new config, two still lag.
+    h.sentinels.say(S1, { address: B, epoch: 1 });
+    await timeout(tunnel.closed.promise, "A's tunnels to be closed");
+    assert.deepEqual(await h.master(), B);
   });
 });
 
-Deno.test("MasterWatcher closes tunnels to a node that says it is a replica", async () => {
-  const sentinels = new FakeSentinels();
-  const answers = new Map([[formatAddress(A), "master"]]);
-  await withWatcher(sentinels, answers, async (watcher, registry) => {
-    await until("A confirmed", () => watcher.master !== undefined);
-    const tunnel = new FakeTunnel(watcher.master!.address);
-    registry.add(tunnel);
-    answers.set(formatAddress(A), "slave");
-    await until("tunnels to A closed", () => tunnel.closes > 0);
-    assert.equal(watcher.master, undefined);
-    assert.equal(watcher.problem?.kind, "not-master");
+Deno.test("MasterWatcher closes tunnels to a master that says it is a replica, whatever the Sentinels say", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 0);
+    nodes.set(A, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    const tunnel = attach(h, A);
+    // The Sentinels agree on nothing (stale entries, a missed switch), and A has been demoted.
+    h.sentinels.say(S1, { failed: "refused" });
+    h.sentinels.say(S2, { failed: "refused" });
+    h.sentinels.say(S3, { failed: "refused" });
+    h.nodes.set(A, "slave");
+    await timeout(tunnel.closed.promise, "A's tunnels to be closed");
+    await h.sentinels.moreRounds(1);
+    assert.equal(h.watcher.master, undefined);
+    assert.equal(h.watcher.problem?.kind, "not-master");
+  });
+});
+
+Deno.test("MasterWatcher keeps a busy master confirmed and its tunnels open", async () => {
+  for (
+    const busy of [
+      { kind: "busy", detail: "ROLE on 10.0.0.1:6379 answered BUSY Redis is busy" },
+      { kind: "busy", detail: "ROLE check failed: no reply within 1000 ms" },
+    ] as const
+  ) {
+    await withWatcher((sentinels, nodes) => {
+      sentinels.allSay(A, 0);
+      nodes.set(A, "master");
+    }, async (h) => {
+      assert.deepEqual(await h.master(), A);
+      const tunnel = attach(h, A);
+      h.nodes.set(A, busy);
+      const asked = h.nodes.asked.length;
+      await h.sentinels.moreRounds(4);
+      assert.ok(h.nodes.asked.length > asked, "ROLE was not asked while busy");
+      assert.equal(tunnel.closes, 0);
+      assert.deepEqual(h.watcher.master?.address, A, `a ${busy.detail} master was dropped`);
+      assert.equal(h.watcher.problem?.kind, "busy");
+    });
+  }
+});
+
+Deno.test("MasterWatcher never uses, nor sends credentials to, a node that one +switch-master names", async () => {
+  for (const from of [LIAR, S1]) {
+    await withWatcher((sentinels, nodes) => {
+      sentinels.allSay(A, 0);
+      sentinels.say(LIAR, { address: F, epoch: 99 }, "discovered");
+      nodes.set(A, "master");
+      nodes.set(F, "master");
+    }, async (h) => {
+      assert.deepEqual(await h.master(), A);
+      const tunnel = attach(h, A);
+      h.event(switchTo(F), from);
+      // Cutting is always safe: the old master's clients go at once, then come back to A.
+      await timeout(tunnel.closed.promise, "the switch to cut A's tunnel");
+      assert.deepEqual(await h.master(), A);
+      await h.sentinels.moreRounds(3);
+      assert.ok(
+        !h.nodes.asked.includes(formatAddress(F)),
+        `F was asked ROLE (from ${from.hostname})`,
+      );
+      assert.deepEqual(h.changes.map((c) => formatAddress(c.to)), [formatAddress(A)]);
+      // Its next word only triggers a check: nobody is cut.
+      const second = attach(h, A);
+      h.event(switchTo(F), from);
+      await h.sentinels.moreRounds(2);
+      assert.equal(second.closes, 0, "a refused Sentinel cut clients again");
+    });
+  }
+});
+
+Deno.test("MasterWatcher never lets discovered Sentinels alone name a master", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 0);
+    nodes.set(A, "master");
+    nodes.set(F, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    // The configured Sentinels are down; one of four discovered ones names F at a huge epoch.
+    for (const s of [S1, S2, S3]) h.sentinels.say(s, { failed: "refused" });
+    h.sentinels.say(LIAR, { address: F, epoch: 1e9 }, "discovered");
+    for (let i = 0; i < 3; i++) {
+      h.sentinels.say(
+        { hostname: "10.0.1.1", port: 26379 + i },
+        { address: A, epoch: 0 },
+        "discovered",
+      );
+    }
+    await h.sentinels.moreRounds(4);
+    assert.ok(!h.nodes.asked.includes(formatAddress(F)));
+    assert.deepEqual(h.watcher.master?.address, A);
+  });
+});
+
+Deno.test("MasterWatcher holds clients from a promotion until the switch, then serves the new master", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 0);
+    nodes.set(A, "master");
+    nodes.set(B, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    const tunnel = attach(h, A);
+    h.sentinels.say(S1, { address: A, epoch: 1, flags: ["master", "failover_in_progress"] });
+    h.event(promotion(A), S1);
+    await timeout(tunnel.closed.promise, "the promotion to cut A's tunnel");
+    assert.equal(h.watcher.master, undefined);
+    // Held while the failover is under way: a client waiting now gets no master.
+    const waiting = h.watcher.waitForMaster(5000, new AbortController().signal);
+    await h.sentinels.moreRounds(5);
+    assert.equal(
+      h.watcher.master,
+      undefined,
+      "a client reached the old master during the promotion",
+    );
+    // The others already follow the leader's hello; the leader itself still names A, mid-failover.
+    h.sentinels.say(S2, { address: B, epoch: 1 });
+    h.sentinels.say(S3, { address: B, epoch: 1 });
+    h.event(switchTo(B), S2);
+    assert.deepEqual((await timeout(waiting, "the new master"))?.address, B);
+  });
+});
+
+Deno.test("MasterWatcher resumes on the old master when the failover is aborted", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 0);
+    nodes.set(A, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    const tunnel = attach(h, A);
+    h.sentinels.say(S1, { address: A, epoch: 1, flags: ["master", "failover_in_progress"] });
+    h.event(promotion(A), S1);
+    await timeout(tunnel.closed.promise, "the promotion to cut A's tunnel");
+    await h.sentinels.moreRounds(3);
+    assert.equal(h.watcher.master, undefined);
+    const askedDuringHold = h.nodes.asked.length;
+    h.sentinels.say(S1, { address: A, epoch: 1 });
+    h.event(failoverEnd(A), S1);
+    assert.deepEqual(await h.master(), A);
+    assert.ok(h.nodes.asked.length > askedDuringHold, "A was not confirmed by ROLE again");
+  });
+});
+
+Deno.test("MasterWatcher ends a hold no Sentinel bears out at the next check, and distrusts its source", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 0);
+    sentinels.say(LIAR, { address: A, epoch: 0 }, "discovered");
+    nodes.set(A, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    const first = attach(h, A);
+    h.event(promotion(A), LIAR);
+    await timeout(first.closed.promise, "the promotion to cut A's tunnel");
+    assert.deepEqual(await h.master(), A);
+    const second = attach(h, A);
+    h.event(promotion(A), LIAR);
+    await h.sentinels.moreRounds(2);
+    assert.equal(second.closes, 0, "a refused Sentinel cut clients again");
   });
 });
 
 Deno.test("MasterWatcher.nextResolution() settles when the next check has run", async () => {
-  const sentinels = new FakeSentinels();
-  const answers = new Map([[formatAddress(A), "master"]]);
-  await withWatcher(sentinels, answers, async (watcher) => {
-    await until("A confirmed", () => watcher.master !== undefined);
-    const polls = sentinels.polls;
-    watcher.reportUnreachable(A);
-    await watcher.nextResolution(1000, new AbortController().signal);
-    assert.ok(sentinels.polls > polls);
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 0);
+    nodes.set(A, "master");
+  }, async (h) => {
+    await h.master();
+    const rounds = h.sentinels.rounds;
+    h.watcher.reportUnreachable(A);
+    await h.watcher.nextResolution(1000, new AbortController().signal);
+    assert.ok(h.sentinels.rounds > rounds);
   });
 });

@@ -93,7 +93,10 @@ Deno.test(
     };
     assert.equal(master.address, deployment.nodes[0]!.address);
     assert.equal(master.confirmedBy, "ROLE");
-    assert.match(master.learnedVia, /^sentinel 127\.0\.0\.1:\d+$/);
+    assert.match(
+      master.learnedVia,
+      /^configured Sentinels? 127\.0\.0\.1:\d+.* at config-epoch \d+$/,
+    );
     assert.ok(!Number.isNaN(Date.parse(master.confirmedAt)));
     const replicas = (observed.replicas as { address: string }[]).map((r) => r.address).sort();
     assert.deepEqual(replicas, deployment.nodes.slice(1).map((n) => n.address).sort());

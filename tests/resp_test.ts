@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  CONTROL_LIMITS,
   encodeCommand,
   encodeError,
   parseReply,
@@ -232,7 +233,38 @@ Deno.test("parseReply() returns undefined for every prefix of one nested reply",
 });
 
 Deno.test("parseReply() accepts the largest bulk length and waits for its bytes", () => {
-  assert.equal(parseText("$67108864\r\nabc"), undefined);
+  assert.equal(parseText(`$${CONTROL_LIMITS.maxBulkBytes}\r\nabc`), undefined);
+});
+
+Deno.test("parseReply() refuses a bulk string, array or nesting over its limits", () => {
+  assert.throws(() => parseText(`$${CONTROL_LIMITS.maxBulkBytes + 1}\r\n`), {
+    name: "RespProtocolError",
+    message: `Cannot parse RESP bulk string: length ${
+      CONTROL_LIMITS.maxBulkBytes + 1
+    } is out of range -1..${CONTROL_LIMITS.maxBulkBytes}`,
+  });
+  assert.throws(() => parseText(`*${CONTROL_LIMITS.maxElements + 1}\r\n`), RespProtocolError);
+  const nested = "*1\r\n".repeat(CONTROL_LIMITS.maxDepth + 1) + ":1\r\n";
+  assert.throws(() => parseText(nested), {
+    name: "RespProtocolError",
+    message: `Cannot parse RESP array: nested deeper than ${CONTROL_LIMITS.maxDepth} levels`,
+  });
+  const deepest = "*1\r\n".repeat(CONTROL_LIMITS.maxDepth) + ":1\r\n";
+  assert.ok(parseText(deepest) !== undefined);
+  const small = { maxLineBytes: 8, maxBulkBytes: 4, maxElements: 2, maxDepth: 1 };
+  assert.throws(() => parseReply(new TextEncoder().encode("*3\r\n"), 0, small), RespProtocolError);
+  assert.throws(() => parseReply(new TextEncoder().encode("$5\r\n"), 0, small), RespProtocolError);
+});
+
+Deno.test("parseReply() refuses a line with no end once it passes the line limit", () => {
+  const limit = CONTROL_LIMITS.maxLineBytes;
+  // Up to the limit it may still end: wait for more bytes.
+  assert.equal(parseText("+" + "a".repeat(limit)), undefined);
+  assert.throws(() => parseText("+" + "a".repeat(limit + 3)), {
+    name: "RespProtocolError",
+    message: `Cannot parse RESP reply: a line is longer than ${limit} bytes`,
+  });
+  assert.deepEqual(parseText("+" + "a".repeat(limit) + "\r\n")?.value, "a".repeat(limit));
 });
 
 Deno.test("parseReply() throws RespProtocolError on an unknown type byte", () => {
@@ -255,10 +287,11 @@ Deno.test("parseReply() throws RespProtocolError on CR without LF", () => {
 Deno.test("parseReply() throws RespProtocolError on a length out of range", () => {
   assert.throws(() => parseText("$-2\r\n"), {
     name: "RespProtocolError",
-    message: "Cannot parse RESP bulk string: length -2 is out of range -1..67108864",
+    message:
+      `Cannot parse RESP bulk string: length -2 is out of range -1..${CONTROL_LIMITS.maxBulkBytes}`,
   });
   assert.throws(() => parseText("*-5\r\n"), {
-    message: "Cannot parse RESP array: length -5 is out of range -1..67108864",
+    message: `Cannot parse RESP array: length -5 is out of range -1..${CONTROL_LIMITS.maxElements}`,
   });
   assert.throws(() => parseText("$67108865\r\n"), RespProtocolError);
   assert.throws(() => parseText("*99999999999\r\n"), RespProtocolError);

@@ -37,6 +37,7 @@ Deno.test("config/schema.json lists every key the validator accepts, and only th
     timeouts: Object.fromEntries(
       Object.keys(schema.properties.timeouts.properties).map((k) => [k, 100]),
     ),
+    maxSentinels: 8,
     onMasterChange: { command: ["/bin/true"], timeoutMs: 100 },
     databases: [{
       name: "m",

@@ -265,7 +265,7 @@ Deno.test(
     await tunnel.waitForLog((r) => /master is/.test(String(r.message)));
     const logs = JSON.stringify(tunnel.logs);
     assert.match(logs, /listening on \[::1\]:\d+/);
-    assert.match(logs, /learned via sentinel \[::1\]:\d+/);
+    assert.match(logs, /learned via configured Sentinel \[::1\]:\d+ \(1 of 1\) at config-epoch 0/);
     using client = await RedisConnection.open({ hostname: "::1", port }, {
       connectTimeoutMs: 2000,
       replyTimeoutMs: 5000,

@@ -1,0 +1,105 @@
+/**
+ * Asks Redis nodes for their ROLE, each on a persistent control connection
+ * (AUTH once per connection), and sorts the answer into what the master
+ * watcher acts on: a role, busy (no answer yet, which is not a lost master),
+ * unreachable, or an error.
+ *
+ * @module
+ */
+import { type Address, formatAddress } from "./address.ts";
+import { type ConnectSettings, ControlConnection } from "./control_connection.ts";
+import { RedisCallError } from "./redis_connection.ts";
+import { RespErrorReply } from "./resp.ts";
+
+/** What a node said it is when asked with ROLE. */
+export type RoleCheck =
+  | { readonly kind: "role"; readonly role: string }
+  /** It is there but gave no answer: `-BUSY`, `-LOADING`, or the reply deadline passed. */
+  | { readonly kind: "busy"; readonly detail: string }
+  /** It could not be reached: refused, reset, closed. */
+  | { readonly kind: "unreachable"; readonly detail: string }
+  /** Anything else: AUTH refused, a malformed reply. */
+  | { readonly kind: "error"; readonly detail: string };
+
+/** Asks one node for its role; the master watcher takes any function of this shape. */
+export type RoleChecker = (address: Address, signal: AbortSignal) => Promise<RoleCheck>;
+
+/** Error codes of a node that is alive but cannot answer yet. */
+const BUSY_CODES = new Set(["BUSY", "LOADING", "MASTERDOWN"]);
+
+/** Persistent ROLE connections, one per node asked. */
+export class RoleProbe implements Disposable {
+  readonly #settings: () => ConnectSettings;
+  readonly #connections = new Map<string, ControlConnection>();
+
+  /** `settings` is read for every new connection, so new credentials apply after a reload. */
+  constructor(settings: () => ConnectSettings) {
+    this.#settings = settings;
+  }
+
+  /** Asks `address` for its role. Never rejects. */
+  readonly check: RoleChecker = async (address, signal) => {
+    const key = formatAddress(address).toLowerCase();
+    let connection = this.#connections.get(key);
+    if (!connection) {
+      connection = new ControlConnection(address, this.#settings);
+      this.#connections.set(key, connection);
+    }
+    const where = formatAddress(address);
+    const hasAuth = this.#settings().auth !== undefined;
+    try {
+      const reply = await connection.call(["ROLE"], signal);
+      if (reply instanceof RespErrorReply) {
+        const detail = `ROLE on ${where} answered ${reply.message.slice(0, 200)}`;
+        if (BUSY_CODES.has(reply.code)) return { kind: "busy", detail };
+        return { kind: "error", detail: `${detail}${noAuthHint(reply.code, hasAuth)}` };
+      }
+      if (Array.isArray(reply) && typeof reply[0] === "string") {
+        return { kind: "role", role: reply[0] };
+      }
+      return {
+        kind: "error",
+        detail: `ROLE on ${where} answered ${JSON.stringify(reply).slice(0, 200)}`,
+      };
+    } catch (error) {
+      const detail = `ROLE check failed: ${(error as Error).message}`;
+      if (!(error instanceof RedisCallError)) return { kind: "unreachable", detail };
+      if (error.kind === "timeout" && /no reply/.test(error.message)) {
+        return { kind: "busy", detail };
+      }
+      return error.kind === "unreachable" || error.kind === "timeout"
+        ? { kind: "unreachable", detail }
+        : { kind: "error", detail: `${detail}${noAuthHint(authCode(error.message), hasAuth)}` };
+    }
+  };
+
+  /** Closes the connections to every node but `keep`. */
+  keepOnly(keep: readonly Address[]): void {
+    const wanted = new Set(keep.map((a) => formatAddress(a).toLowerCase()));
+    for (const [key, connection] of this.#connections) {
+      if (wanted.has(key)) continue;
+      connection.close();
+      this.#connections.delete(key);
+    }
+  }
+
+  /** Closes every connection; the next check opens a new one (new credentials, say). */
+  reset(): void {
+    this.keepOnly([]);
+  }
+
+  [Symbol.dispose](): void {
+    this.reset();
+  }
+}
+
+function authCode(message: string): string {
+  return /AUTH failed: (\S+)/.exec(message)?.[1] ?? "";
+}
+
+function noAuthHint(code: string, hasAuth: boolean): string {
+  if (code !== "NOAUTH" && code !== "NOPERM" && code !== "WRONGPASS") return "";
+  return hasAuth
+    ? "; check the masterAuth credentials and the ACL user's permissions"
+    : "; set masterAuth in the config so the tunnel can check ROLE";
+}
