@@ -16,7 +16,6 @@ import {
   parseAdminAddress,
   parsePort,
 } from "./address.ts";
-import { DEFAULT_MAX_SENTINELS } from "./sentinel_client.ts";
 
 /** Credentials for AUTH. The password is resolved; {@linkcode redactConfig} hides it. */
 export interface Credentials {
@@ -91,6 +90,9 @@ export class ConfigError extends Error {
     this.problems = lines;
   }
 }
+
+/** The default of {@linkcode TunnelConfig.maxSentinels}. */
+export const DEFAULT_MAX_SENTINELS = 16;
 
 /** The defaults for {@linkcode Timeouts}. */
 export const DEFAULT_TIMEOUTS: Timeouts = Object.freeze({

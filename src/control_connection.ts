@@ -49,8 +49,18 @@ export class ControlConnection implements Disposable {
     // The next call waits for this one and the one before it, even if this one gives up early.
     this.#turn = previous.then(() => mine.promise);
     try {
-      await untilOrAborted(previous, signal);
+      // Waiting for the calls before it is bounded too: a hung peer cannot pile calls up.
+      const { connectTimeoutMs, replyTimeoutMs } = this.#settings();
+      const turnDeadline = AbortSignal.timeout(2 * (connectTimeoutMs + replyTimeoutMs));
+      await untilOrAborted(previous, AbortSignal.any([signal, turnDeadline]));
       if (signal.aborted) throw signal.reason;
+      if (turnDeadline.aborted) {
+        throw new RedisCallError(
+          this.address,
+          "timeout",
+          "no turn: earlier calls are still waiting",
+        );
+      }
       const connection = this.#connection ?? await this.#open(signal);
       try {
         return await connection.call(args, signal);

@@ -51,12 +51,15 @@ export type Agreement =
     readonly kind: "agreed";
     readonly address: Address;
     readonly epoch: number;
-    /** Such as `2 of 3 configured Sentinels at config-epoch 4`. */
+    /** Such as `configured Sentinels 10.0.0.1:26379, 10.0.0.2:26379 (2 of 3) at config-epoch 4`. */
     readonly via: string;
-    /** Whether a Sentinel that names this master reports a failover of it under way. */
+    /** Who decided: the configured Sentinels, or a majority when none of them answered. */
+    readonly origin: "configured" | "majority";
+    /** Whether a deciding Sentinel that names this master reports a failover of it under way. */
     readonly failoverInProgress: boolean;
     /** Whether a configured Sentinel is among those that report it. */
     readonly failoverReportedByConfigured: boolean;
+    /** The deciding Sentinels' `failover-timeout` for this master: how long a failover may hold. */
     readonly failoverTimeoutMs: number;
   }
   /** Every configured Sentinel answered, and none monitors the name. */
@@ -90,7 +93,8 @@ export function agreeOnMaster(masterName: string, views: readonly SentinelView[]
       };
     }
     return agreed(
-      named,
+      "configured",
+      configuredNamed,
       address,
       newest,
       `${
@@ -108,9 +112,11 @@ export function agreeOnMaster(masterName: string, views: readonly SentinelView[]
     }
     const winner = [...groups.values()].find((group) => group.length >= needed);
     if (winner) {
-      const epoch = Math.max(...winner.map((v) => v.answer.epoch));
+      // The lowest epoch of the majority: one member cannot raise it by itself.
+      const epoch = Math.min(...winner.map((v) => v.answer.epoch));
       return agreed(
-        named,
+        "majority",
+        winner,
         winner[0]!.answer.address,
         epoch,
         `${
@@ -141,19 +147,19 @@ export function agreeOnMaster(masterName: string, views: readonly SentinelView[]
 }
 
 function agreed(
-  named: readonly (SentinelView & { answer: Extract<MasterAnswer, { kind: "master" }> })[],
+  origin: "configured" | "majority",
+  deciding: readonly (SentinelView & { answer: Extract<MasterAnswer, { kind: "master" }> })[],
   address: Address,
   epoch: number,
   via: string,
 ): Agreement {
-  const same = named.filter((v) => sameAddress(v.answer.address, address));
-  // A failover is under way when any Sentinel that names this master says so: holding is always safe.
+  // Only the Sentinels that decided speak of a failover, so that nobody else can hold clients.
+  const same = deciding.filter((v) => sameAddress(v.answer.address, address));
   const reporting = same.filter((v) => v.answer.flags.includes("failover_in_progress"));
-  const timeouts = same.filter((v) => v.answer.epoch === epoch).map((v) =>
-    v.answer.failoverTimeoutMs
-  );
+  const timeouts = same.map((v) => v.answer.failoverTimeoutMs);
   return {
     kind: "agreed",
+    origin,
     address,
     epoch,
     via,

@@ -27,7 +27,12 @@ import { getLogger } from "@logtape/logtape";
 import { type Address, formatAddress, sameAddress } from "./address.ts";
 import type { DatabaseConfig } from "./config.ts";
 import type { ConnectionRegistry } from "./connection_registry.ts";
-import { type Agreement, agreeOnMaster } from "./master_agreement.ts";
+import {
+  type Agreement,
+  agreeOnMaster,
+  type SentinelOrigin,
+  type SentinelView,
+} from "./master_agreement.ts";
 import { DatabaseStats } from "./metrics.ts";
 import { type RoleCheck, type RoleChecker, RoleProbe } from "./role_probe.ts";
 import type { ReplicaInfo, SentinelClient } from "./sentinel_client.ts";
@@ -77,8 +82,10 @@ interface FailoverHold {
   readonly reason: string;
   readonly since: number;
   readonly until: number;
-  /** The Sentinel whose event started it, until a check confirms a failover is under way. */
-  unconfirmedFrom: string | undefined;
+  /** The Sentinel whose event started it (`host:port`); none when a check found the failover. */
+  readonly from: string | undefined;
+  /** Whether a check has seen a Sentinel report the failover under way. */
+  confirmed: boolean;
 }
 
 /** A `+switch-master` waiting for the check that corroborates it. */
@@ -124,8 +131,19 @@ const DEFAULT_FAILOVER_TIMEOUT_MS = 180_000;
 const DISCOVERY_FOLLOW_UPS = 3;
 const DISCOVERY_FOLLOW_UP_MS = 1500;
 
-/** A Sentinel whose word a check refused may trigger checks, but cuts nobody, for this many polls. */
+/** A Sentinel whose word a check refused may trigger checks, but cuts nobody, for this many polls... */
 const DISTRUST_POLLS = 5;
+/** ...and at least this long. */
+const MIN_DISTRUST_MS = 10_000;
+
+/** Checks that no event made urgent run at least this far apart, so that a flood of wakes costs little. */
+const MIN_CHECK_GAP_MS = 100;
+
+/** Who sent an event. */
+export interface EventSource {
+  readonly address: Address;
+  readonly origin: SentinelOrigin;
+}
 
 /** Watches one database's master. */
 export class MasterWatcher {
@@ -159,6 +177,9 @@ export class MasterWatcher {
   #resolved = Promise.withResolvers<void>();
   #wake: (() => void) | undefined;
   #wakePending = false;
+  /** Set by an event that cut clients: the next check runs at once, whatever the gap. */
+  #urgent = false;
+  #lastCheckAt = -Infinity;
   /** The last problem logged, so that one repeated every poll is logged every 30 s with a count. */
   #lastFailureLog = { kind: "", detail: "", since: 0, at: 0, suppressed: 0 };
 
@@ -198,8 +219,26 @@ export class MasterWatcher {
       database.timeouts.masterConnectMs !== this.#database.timeouts.masterConnectMs ||
       database.timeouts.masterReplyMs !== this.#database.timeouts.masterReplyMs;
     this.#database = database;
-    if (credentialsChanged) this.#probe?.reset();
+    if (credentialsChanged) {
+      // A check under way would see its ROLE connection closed under it: drop what it learns.
+      this.#generation++;
+      this.#probe?.reset();
+    }
     this.wake();
+  }
+
+  /**
+   * The Sentinel list changed (a reload): what the old Sentinels said no longer
+   * counts. Their epoch and the Sentinels distrusted are forgotten, and the
+   * Sentinels watching the master are discovered again at once.
+   */
+  sentinelsChanged(): void {
+    this.#generation++;
+    this.#epoch = undefined;
+    this.#distrusted.clear();
+    this.#pendingSwitch = undefined;
+    this.#discoveryDueAt = 0;
+    this.wake(true);
   }
 
   /** What this database's control plane has counted. */
@@ -284,24 +323,24 @@ export class MasterWatcher {
   }
 
   /**
-   * A Sentinel event for this database. A switch or a promotion cuts the old
-   * master's clients at once; nothing here routes a client anywhere new.
+   * A Sentinel event for this database, from a Sentinel that watches its
+   * master. A switch or a promotion cuts the old master's clients at once;
+   * nothing here routes a client anywhere new.
    */
-  onEvent(event: SentinelEvent, sentinel: Address): void {
-    const from = formatAddress(sentinel);
+  onEvent(event: SentinelEvent, source: EventSource): void {
+    const from = formatAddress(source.address);
     switch (event.kind) {
       case "switch-master":
         return this.#onSwitch(event.to, from);
       case "promotion":
         return this.#onPromotion(event.masterAddress, `${event.channel} from ${from}`, from);
       case "failover-end":
-        if (this.#hold) {
-          // The check under way may have started before the end: run a fresh one.
-          this.#generation++;
-          this.wake();
-        }
+        // A check under way may still see the failover: the next one, soon after, will not.
+        if (this.#hold) this.wake();
         return;
       case "sentinel-added":
+        // Only a configured Sentinel's word starts a discovery round; the others wait for the timer.
+        if (source.origin !== "configured") return;
         // A Sentinel just added is listed as disconnected until its peers reach it: look again soon.
         this.#discoveryDueAt = 0;
         this.#discoveryFollowUps = DISCOVERY_FOLLOW_UPS;
@@ -323,15 +362,34 @@ export class MasterWatcher {
     await Promise.race([this.#resolved.promise, promise]);
   }
 
-  /** Runs the next check now. */
-  wake(): void {
+  /**
+   * Runs the next check soon: at once when `urgent` (clients were cut), else
+   * no sooner than {@linkcode MIN_CHECK_GAP_MS} after the last one.
+   */
+  wake(urgent = false): void {
+    if (urgent) this.#urgent = true;
     if (this.#wake) this.#wake();
     else this.#wakePending = true;
   }
 
   #onSwitch(to: Address, sentinel: string): void {
     if (this.#master && sameAddress(this.#master.address, to)) return;
-    if (this.#pendingSwitch && sameAddress(this.#pendingSwitch.to, to)) return;
+    const pending = this.#pendingSwitch;
+    if (pending && sameAddress(pending.to, to)) return;
+    if (pending?.sentinel === sentinel) {
+      // A Sentinel that names two new masters before one check could settle the first is not to be believed.
+      this.#distrust(sentinel);
+      log.warn(
+        "Database {database}: ignored +switch-master from {sentinel} to {to}: it named {earlier} moments ago",
+        {
+          database: this.database.name,
+          sentinel,
+          to: formatAddress(to),
+          earlier: formatAddress(pending.to),
+        },
+      );
+      return;
+    }
     if (this.#isDistrusted(sentinel)) {
       log.debug(
         "Database {database}: +switch-master from {sentinel} to {to} only triggers a check: its last word was refused",
@@ -343,7 +401,7 @@ export class MasterWatcher {
     this.#generation++;
     this.#pendingSwitch = { to, sentinel };
     this.#cutOff(to, `+switch-master from ${sentinel}`);
-    this.wake();
+    this.wake(true);
   }
 
   #onPromotion(masterAddress: Address, reason: string, sentinel: string): void {
@@ -355,8 +413,8 @@ export class MasterWatcher {
     if (this.#hold) return;
     if (this.#isDistrusted(sentinel)) return this.wake();
     this.#generation++;
-    this.#startHold(current, `${reason}`, sentinel);
-    this.wake();
+    this.#startHold(current, reason, sentinel);
+    this.wake(true);
   }
 
   #isDistrusted(sentinel: string): boolean {
@@ -368,18 +426,20 @@ export class MasterWatcher {
   }
 
   #distrust(sentinel: string): void {
-    this.#distrusted.set(
-      sentinel,
-      performance.now() + DISTRUST_POLLS * this.database.timeouts.pollIntervalMs,
-    );
+    const now = performance.now();
+    for (const [key, until] of this.#distrusted) if (until <= now) this.#distrusted.delete(key);
+    const ms = Math.max(MIN_DISTRUST_MS, DISTRUST_POLLS * this.database.timeouts.pollIntervalMs);
+    this.#distrusted.set(sentinel, now + ms);
   }
 
   async #checkOnce(signal: AbortSignal): Promise<void> {
     const generation = this.#generation;
     const started = performance.now();
+    this.#urgent = false;
     try {
       await this.#check(generation, signal);
     } finally {
+      this.#lastCheckAt = performance.now();
       if (!signal.aborted) {
         this.#stats.resolutionSeconds.observe((performance.now() - started) / 1000);
       }
@@ -397,15 +457,30 @@ export class MasterWatcher {
       return true;
     };
     const name = this.database.name;
-    const agreement = agreeOnMaster(name, await this.#sentinels.masterViews(name, signal));
+    const views = await this.#sentinels.masterViews(name, signal);
     if (stale()) return;
+    const agreement = agreeOnMaster(name, views);
     if (agreement.kind === "agreed") this.#failoverTimeoutMs = agreement.failoverTimeoutMs;
-    this.#settlePendingSwitch(agreement);
+    this.#settlePendingSwitch(views, agreement);
+
+    if (this.#hold) {
+      if (!this.#holdEnds(this.#hold, views, agreement)) return;
+      this.#hold = undefined;
+    } else if (
+      agreement.kind === "agreed" && agreement.failoverInProgress && this.#lastConfirmed &&
+      sameAddress(agreement.address, this.#lastConfirmed)
+    ) {
+      // A failover is under way that no event announced here (a missed message): hold now.
+      this.#startHold(this.#lastConfirmed, `a failover reported by ${agreement.via}`, undefined);
+      return;
+    }
 
     const known = this.#master?.address ?? this.#lastConfirmed;
     let candidate: Address;
     let via: string;
     let epoch: number | undefined;
+    /** Whether the Sentinels' view names the candidate (or named it at a newer epoch). */
+    let named = true;
     if (agreement.kind === "agreed") {
       if (
         known && !sameAddress(agreement.address, known) && this.#epoch !== undefined &&
@@ -420,60 +495,17 @@ export class MasterWatcher {
       } else {
         candidate = agreement.address;
         via = agreement.via;
-        epoch = agreement.epoch;
+        epoch = agreement.origin === "configured" ? agreement.epoch : undefined;
       }
-    } else if (known && !this.#hold) {
-      // With no agreement (every Sentinel down, say), the master there is keeps serving while ROLE confirms it.
-      candidate = known;
+    } else if (this.#master) {
+      // No agreement (every Sentinel down, say): a master still confirmed, and never cut since a
+      // view named it, keeps serving while it says it is master. One that was cut waits for a view.
+      candidate = this.#master.address;
       via = `the master confirmed before (${agreement.detail})`;
       epoch = this.#epoch;
-    } else if (!this.#hold) {
-      this.#fail(agreement.kind === "unknown" ? "unknown" : "unreachable", agreement.detail);
-      return;
+      named = false;
     } else {
-      candidate = this.#hold.master;
-      via = "";
-      epoch = this.#epoch;
-    }
-
-    if (this.#hold) {
-      const hold = this.#hold;
-      const moved = agreement.kind === "agreed" && !sameAddress(candidate, hold.master);
-      const underWay = agreement.kind === "agreed" && agreement.failoverInProgress;
-      // A configured Sentinel's word holds for as long as it says; the time limit bounds the rest.
-      const expired = performance.now() >= hold.until &&
-        !(agreement.kind === "agreed" && agreement.failoverReportedByConfigured);
-      if (!moved && !expired && (underWay || agreement.kind !== "agreed")) {
-        if (underWay) hold.unconfirmedFrom = undefined;
-        return;
-      }
-      if (!moved) {
-        const why = expired
-          ? `it outlived the failover-timeout with no switch`
-          : "no Sentinel reports a failover under way";
-        if (hold.unconfirmedFrom) {
-          this.#distrust(hold.unconfirmedFrom);
-          log.warn(
-            "Database {database}: ignored {reason}: {why}; checking {master} again",
-            { database: name, reason: hold.reason, why, master: formatAddress(hold.master) },
-          );
-        } else {
-          log.warn(
-            "Database {database}: the failover of {master} ended without a switch ({why}); checking it again",
-            { database: name, master: formatAddress(hold.master), why },
-          );
-        }
-        if (agreement.kind !== "agreed") {
-          via = `the master before the failover (${agreement.detail})`;
-        }
-      }
-      this.#hold = undefined;
-    } else if (
-      agreement.kind === "agreed" && agreement.failoverInProgress && known &&
-      sameAddress(agreement.address, known)
-    ) {
-      // A failover is under way that no event announced here (a missed message): hold now.
-      this.#startHold(known, `a failover under way, reported by ${agreement.via}`, undefined);
+      this.#fail(agreement.kind === "unknown" ? "unknown" : "unreachable", agreement.detail);
       return;
     }
 
@@ -484,20 +516,68 @@ export class MasterWatcher {
     const role = await this.#checkRole(candidate, signal);
     if (stale()) return;
     this.#probe?.keepOnly([candidate]);
-    this.#actOnRole(candidate, via, epoch, role);
+    this.#actOnRole(candidate, via, epoch, named, role);
     if (this.#master && agreement.kind !== "agreed") {
       // Serving, but say why the Sentinels did not agree (readiness and the log show it).
       this.#fail(agreement.kind === "unknown" ? "unknown" : "unreachable", agreement.detail);
     }
   }
 
-  /** A +switch-master that the views do not bear out is refused, and its Sentinel distrusted for a while. */
-  #settlePendingSwitch(agreement: Agreement): void {
+  /**
+   * Whether a hold ends with this check: when the Sentinels name another master
+   * (the switch), or when the failover is over without one. The Sentinel that
+   * announced it is asked in its own words: a round without its answer ends
+   * nothing, and a hold only ends with a view that names a master.
+   */
+  #holdEnds(hold: FailoverHold, views: readonly SentinelView[], agreement: Agreement): boolean {
+    if (agreement.kind !== "agreed") return false;
+    if (!sameAddress(agreement.address, hold.master)) return true;
+    const own = hold.from === undefined
+      ? undefined
+      : views.find((v) => formatAddress(v.sentinel) === hold.from)?.answer;
+    const ownNamesHeld = own?.kind === "master" && sameAddress(own.address, hold.master);
+    const ownUnderWay = ownNamesHeld && own.flags.includes("failover_in_progress");
+    const expired = performance.now() >= hold.until;
+    if (agreement.failoverInProgress || ownUnderWay) {
+      hold.confirmed = true;
+      // A configured Sentinel's word holds for as long as it says; the time limit bounds the rest.
+      if (!expired || agreement.failoverReportedByConfigured) return false;
+    } else if (hold.from !== undefined && !ownNamesHeld && !expired) {
+      // The announcing Sentinel's own view did not come (or names another node): wait for it.
+      return false;
+    }
+    const why = expired
+      ? "it outlived the failover-timeout with no switch"
+      : "no Sentinel reports a failover under way";
+    if (!hold.confirmed && hold.from !== undefined) {
+      this.#distrust(hold.from);
+      log.warn("Database {database}: ignored {reason}: {why}; checking {master} again", {
+        database: this.database.name,
+        reason: hold.reason,
+        why,
+        master: formatAddress(hold.master),
+      });
+    } else {
+      log.warn(
+        "Database {database}: the failover of {master} ended without a switch ({why}); checking it again",
+        { database: this.database.name, master: formatAddress(hold.master), why },
+      );
+    }
+    return true;
+  }
+
+  /**
+   * A +switch-master that the views do not bear out is refused. Its Sentinel
+   * is distrusted for a while only when its own view came, so that a reply
+   * lost in one round costs an honest Sentinel nothing.
+   */
+  #settlePendingSwitch(views: readonly SentinelView[], agreement: Agreement): void {
     const pending = this.#pendingSwitch;
     if (!pending) return;
     this.#pendingSwitch = undefined;
     if (agreement.kind === "agreed" && sameAddress(agreement.address, pending.to)) return;
-    this.#distrust(pending.sentinel);
+    const own = views.find((v) => formatAddress(v.sentinel) === pending.sentinel)?.answer;
+    if (own?.kind === "master") this.#distrust(pending.sentinel);
     log.warn(
       "Database {database}: ignored +switch-master from {sentinel} to {to}: no configured Sentinel or majority names it ({detail})",
       {
@@ -511,16 +591,26 @@ export class MasterWatcher {
     );
   }
 
-  #actOnRole(candidate: Address, via: string, epoch: number | undefined, role: RoleCheck): void {
+  #actOnRole(
+    candidate: Address,
+    via: string,
+    epoch: number | undefined,
+    named: boolean,
+    role: RoleCheck,
+  ): void {
     const where = formatAddress(candidate);
     if (role.kind === "role" && role.role === "master") {
       this.#confirm(candidate, via, epoch);
     } else if (role.kind === "role") {
       // It says it is not master: nobody may keep writing to it through the tunnel.
       this.#demote(candidate, `it says it is ${role.role}`);
+      // If it was kept against an older view, that view may be right after all (Sentinels redeployed).
+      if (this.#lastConfirmed && sameAddress(this.#lastConfirmed, candidate)) {
+        this.#epoch = undefined;
+      }
       this.#fail("not-master", `${via} names ${where}, but it says it is ${role.role}`);
     } else if (
-      role.kind === "busy" && this.#master && sameAddress(this.#master.address, candidate)
+      role.kind === "busy" && named && this.#master && sameAddress(this.#master.address, candidate)
     ) {
       // Alive but slow or busy, and still the master Sentinel names: clients get Redis's own answer.
       this.#fail("busy", `master ${where} is busy: ${role.detail}`);
@@ -541,7 +631,8 @@ export class MasterWatcher {
       reason,
       since: Date.now(),
       until: now + this.#failoverTimeoutMs,
-      unconfirmedFrom: sentinel,
+      from: sentinel,
+      confirmed: sentinel === undefined,
     };
     this.#master = undefined;
     const closed = this.#registry.closeTo(master);
@@ -559,7 +650,7 @@ export class MasterWatcher {
     this.#master = undefined;
     const closed = this.#registry.closeAllExcept(address);
     log.warn(
-      "Database {database}: {reason} names {to} (was {from}); closed {closed} client connections to other nodes",
+      "Database {database}: {to} is named by {reason} (was {from}); closed {closed} client connections to other nodes",
       {
         database: this.database.name,
         reason,
@@ -583,7 +674,10 @@ export class MasterWatcher {
       this.#lastFailureLog.kind = "";
     }
     if (epoch !== undefined) this.#epoch = Math.max(epoch, this.#epoch ?? 0);
-    if (previous && sameAddress(previous.address, address)) return;
+    if (previous && sameAddress(previous.address, address)) {
+      if (epoch !== undefined && epoch !== previous.epoch) this.#master = { ...previous, epoch };
+      return;
+    }
     this.#master = { address, confirmedAt: Date.now(), via, epoch };
     const closed = this.#registry.closeAllExcept(address);
     const from = this.#lastConfirmed;
@@ -671,17 +765,23 @@ export class MasterWatcher {
     this.#changed = Promise.withResolvers<void>();
   }
 
+  /** Sleeps `ms`, or until woken; a wake that is not urgent still keeps the gap between checks. */
   async #sleepUnlessWoken(ms: number, signal: AbortSignal): Promise<void> {
-    if (this.#wakePending) {
-      this.#wakePending = false;
-      return;
+    const until = performance.now() + ms;
+    while (!signal.aborted) {
+      const gapLeft = this.#lastCheckAt + MIN_CHECK_GAP_MS - performance.now();
+      if (this.#wakePending && (this.#urgent || gapLeft <= 0)) break;
+      const left = this.#wakePending ? gapLeft : until - performance.now();
+      if (left <= 0) break;
+      const woken = new AbortController();
+      this.#wake = () => woken.abort();
+      try {
+        await sleep(left, AbortSignal.any([signal, woken.signal]));
+      } finally {
+        this.#wake = undefined;
+      }
+      if (woken.signal.aborted) this.#wakePending = true;
     }
-    const woken = new AbortController();
-    this.#wake = () => woken.abort();
-    try {
-      await sleep(ms, AbortSignal.any([signal, woken.signal]));
-    } finally {
-      this.#wake = undefined;
-    }
+    this.#wakePending = false;
   }
 }

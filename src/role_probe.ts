@@ -25,7 +25,7 @@ export type RoleCheck =
 export type RoleChecker = (address: Address, signal: AbortSignal) => Promise<RoleCheck>;
 
 /** Error codes of a node that is alive but cannot answer yet. */
-const BUSY_CODES = new Set(["BUSY", "LOADING", "MASTERDOWN"]);
+const BUSY_CODES = new Set(["BUSY", "LOADING"]);
 
 /** Persistent ROLE connections, one per node asked. */
 export class RoleProbe implements Disposable {

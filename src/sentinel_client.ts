@@ -26,8 +26,6 @@ import {
 } from "./sentinel_events.ts";
 import { sleep } from "./sleep.ts";
 
-export { sleep } from "./sleep.ts";
-
 const log = getLogger(["sentinel-tunnel", "sentinel"]);
 
 /** A Sentinel the client knows, and what it last heard from it. */
@@ -64,8 +62,8 @@ export interface SentinelClientOptions {
   replyTimeoutMs: number;
   /** Sent with AUTH to every Sentinel. */
   auth?: AuthOptions | undefined;
-  /** The most Sentinels that count for one master, configured ones included. @default {16} */
-  maxSentinels?: number;
+  /** The most Sentinels that count for one master, configured ones included. */
+  maxSentinels: number;
 }
 
 /** Handlers for {@linkcode SentinelClient.subscribe}. */
@@ -75,9 +73,6 @@ export interface SubscribeHandlers {
   /** A subscription was established or re-established: events may have been missed. */
   onSubscribed: (sentinel: Address) => void;
 }
-
-/** The default of {@linkcode SentinelClientOptions.maxSentinels}. */
-export const DEFAULT_MAX_SENTINELS = 16;
 
 /** A discovered Sentinel is dropped after this many failed calls in a row. */
 const DROP_AFTER_FAILURES = 5;
@@ -92,6 +87,8 @@ export class SentinelClient {
   /** Every known Sentinel, configured first, by `host:port` in lower case. */
   readonly #known = new Map<string, KnownSentinel>();
   readonly #connections = new Map<string, ControlConnection>();
+  /** `SENTINEL MASTER` calls under way, by Sentinel and master name. */
+  readonly #inflight = new Map<string, Promise<SentinelView>>();
   #configured: KnownSentinel[] = [];
   /** Discovered Sentinels adopted for each master name. */
   readonly #adopted = new Map<string, KnownSentinel[]>();
@@ -131,11 +128,16 @@ export class SentinelClient {
    * hung Sentinel does not slow down every check.
    */
   async masterViews(masterName: string, signal: AbortSignal): Promise<SentinelView[]> {
-    const calls = this.watching(masterName).map((sentinel) => ({
-      sentinel,
-      suspect: typeof sentinel.lastError === "string",
-      view: this.#view(sentinel, masterName, signal),
-    }));
+    const calls = this.watching(masterName).map((sentinel) => {
+      // A call still under way from an earlier round (to a hung Sentinel) is shared, not repeated.
+      const key = `${keyOf(sentinel.address)} ${masterName}`;
+      let view = this.#inflight.get(key);
+      if (!view) {
+        view = this.#view(sentinel, masterName, signal).finally(() => this.#inflight.delete(key));
+        this.#inflight.set(key, view);
+      }
+      return { sentinel, suspect: typeof sentinel.lastError === "string", view };
+    });
     const healthy = calls.filter((c) => !c.suspect);
     if (healthy.length === 0) return await Promise.all(calls.map((c) => c.view));
     await Promise.all(healthy.map((c) => c.view));
@@ -238,10 +240,7 @@ export class SentinelClient {
       }
     }
     const configuredKeys = new Set(this.#configured.map((s) => keyOf(s.address)));
-    const room = Math.max(
-      0,
-      (this.#options.maxSentinels ?? DEFAULT_MAX_SENTINELS) - this.#configured.length,
-    );
+    const room = Math.max(0, this.#options.maxSentinels - this.#configured.length);
     const keep = current.filter((s) => {
       const key = keyOf(s.address);
       return healthy.has(key) && !flagged.has(key) && !configuredKeys.has(key) &&
@@ -277,7 +276,7 @@ export class SentinelClient {
     if (skipped > 0) {
       log.warn(
         "Master {masterName}: {skipped} more Sentinels are listed than maxSentinels ({max}) allows; they are not counted",
-        { masterName, skipped, max: this.#options.maxSentinels ?? DEFAULT_MAX_SENTINELS },
+        { masterName, skipped, max: this.#options.maxSentinels },
       );
     }
     for (const sentinel of current) {
@@ -325,7 +324,11 @@ export class SentinelClient {
    */
   update(sentinels: readonly Address[], options: SentinelClientOptions): void {
     const optionsChanged = JSON.stringify(options) !== JSON.stringify(this.#options);
+    const listChanged = JSON.stringify(sentinels.map(keyOf)) !==
+      JSON.stringify(this.#configured.map((s) => keyOf(s.address)));
     this.#options = options;
+    // Sentinels vouched for by the old list count no more: the watchers discover again at once.
+    if (listChanged) this.#adopted.clear();
     for (const sentinel of this.#configured) sentinel.origin = "discovered";
     this.#configured = sentinels.map((address) => {
       const sentinel = this.#remember(address, "configured");
@@ -343,6 +346,12 @@ export class SentinelClient {
     }
     this.#forgetUnused();
     for (const sentinel of this.sentinels) this.#startSubscription(sentinel.address);
+  }
+
+  /** A database stopped: the Sentinels adopted for its master no longer count. */
+  forget(masterName: string): void {
+    this.#adopted.delete(masterName);
+    this.#forgetUnused();
   }
 
   #remember(address: Address, origin: SentinelOrigin): KnownSentinel {
@@ -390,7 +399,7 @@ export class SentinelClient {
       // A dropped Sentinel is remembered only while it keeps failing, so that it is not re-adopted at once.
       if (!used.has(key) && sentinel.failuresInRow < DROP_AFTER_FAILURES) this.#known.delete(key);
     }
-    if (this.#known.size > 4 * (this.#options.maxSentinels ?? DEFAULT_MAX_SENTINELS) + 64) {
+    if (this.#known.size > 4 * this.#options.maxSentinels + 64) {
       for (const key of this.#known.keys()) if (!used.has(key)) this.#known.delete(key);
     }
   }
@@ -410,7 +419,8 @@ export class SentinelClient {
       });
     }).finally(() => {
       this.#subscriptionLoops.delete(loop);
-      if (this.#subscribed.get(key) === controller) this.#subscribed.delete(key);
+      if (this.#subscribed.get(key) !== controller) return;
+      this.#subscribed.delete(key);
       const sentinel = this.#known.get(key);
       if (sentinel) sentinel.subscribed = false;
     });
@@ -425,8 +435,7 @@ export class SentinelClient {
     let failures = 0;
     while (!signal.aborted) {
       try {
-        await this.#subscribeOnce(address, handlers, signal);
-        failures = 0;
+        await this.#subscribeOnce(address, handlers, signal, () => failures = 0);
       } catch (error) {
         if (signal.aborted) break;
         failures++;
@@ -452,6 +461,7 @@ export class SentinelClient {
     address: Address,
     handlers: SubscribeHandlers,
     signal: AbortSignal,
+    onEstablished: () => void,
   ): Promise<void> {
     using connection = await RedisConnection.open(address, {
       connectTimeoutMs: this.#options.connectTimeoutMs,
@@ -479,6 +489,7 @@ export class SentinelClient {
     const known = this.#known.get(keyOf(address));
     this.#recordReply(address);
     if (known) known.subscribed = true;
+    onEstablished();
     handlers.onSubscribed(address);
     // A silent Sentinel may be hung: ping it, and give up when no pong comes.
     const pingEveryMs = Math.max(1000, this.#options.replyTimeoutMs * 2);
@@ -501,7 +512,16 @@ export class SentinelClient {
         const parsed = parseSentinelEvent(message[1], message[2]);
         if (parsed.ok) {
           const sentinel = this.#known.get(keyOf(address));
-          if (sentinel) handlers.onEvent(parsed.event, sentinel);
+          try {
+            if (sentinel) handlers.onEvent(parsed.event, sentinel);
+          } catch (error) {
+            // A handler's bug must not end the subscription, nor count against the Sentinel.
+            log.error("Handling {channel} from Sentinel {sentinel} failed: {error}", {
+              channel: message[1],
+              sentinel: formatAddress(address),
+              error: error instanceof Error ? (error.stack ?? error.message) : String(error),
+            });
+          }
         } else {
           this.#logMalformed(address, message[1], message[2], parsed.reason);
         }

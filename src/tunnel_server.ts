@@ -92,8 +92,11 @@ export class TunnelServer {
     const server = new TunnelServer(config, options);
     const listeners = server.#openListeners(config.databases);
     server.sentinels.subscribe({
-      onEvent: (event, sentinel) =>
-        server.#databases.get(event.master)?.watcher.onEvent(event, sentinel.address),
+      onEvent: (event, sentinel) => {
+        // Only a Sentinel that counts for this master may speak of it.
+        const counts = server.sentinels.watching(event.master).some((s) => s === sentinel);
+        if (counts) server.#databases.get(event.master)?.watcher.onEvent(event, sentinel);
+      },
       // Messages may have been missed while unsubscribed: resync with a fresh query.
       onSubscribed: () => server.#databases.forEach((d) => d.watcher.wake()),
     }, options.signal);
@@ -170,9 +173,8 @@ export class TunnelServer {
       if (summary.updated.includes(database.name)) {
         running.watcher.update(database);
         running.hooks.hook = database.onMasterChange;
-      } else if (summary.sentinelsChanged) {
-        running.watcher.wake();
       }
+      if (summary.sentinelsChanged) running.watcher.sentinelsChanged();
     }
     // Ports the old config held are free once their accept loops have ended.
     await Promise.all(leaving.map((r) => r.listener.acceptEnded));
@@ -258,6 +260,8 @@ export class TunnelServer {
     if (!running) return;
     this.#databases.delete(name);
     running.controller.abort();
+    // Unless the database comes back under the same name, its Sentinels need not be watched.
+    if (!this.#config.databases.some((d) => d.name === name)) this.sentinels.forget(name);
   }
 
   async #untilStopped(): Promise<void> {

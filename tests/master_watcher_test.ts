@@ -6,7 +6,7 @@
  * against real Redis.
  */
 import assert from "node:assert/strict";
-import { type Address, formatAddress } from "../src/address.ts";
+import { type Address, formatAddress, sameAddress } from "../src/address.ts";
 import { type DatabaseConfig, DEFAULT_TIMEOUTS } from "../src/config.ts";
 import { ConnectionRegistry, type RegisteredTunnel } from "../src/connection_registry.ts";
 import type { SentinelOrigin, SentinelView } from "../src/master_agreement.ts";
@@ -43,6 +43,8 @@ class FakeSentinels implements SentinelSource {
   readonly #scripts = new Map<string, { sentinel: Address; origin: SentinelOrigin; s: Script }>();
   /** While set, rounds wait for it (with the answers they had when they started). */
   gate: PromiseWithResolvers<void> | undefined;
+  /** How long each round takes to answer. */
+  delayMs = 0;
   rounds = 0;
   #roundWaiters: { at: number; resolve: () => void }[] = [];
   #startWaiters: (() => void)[] = [];
@@ -69,6 +71,7 @@ class FakeSentinels implements SentinelSource {
       },
     }));
     for (const resolve of this.#startWaiters.splice(0)) resolve();
+    if (this.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.delayMs));
     if (this.gate) {
       const gate = this.gate.promise;
       await Promise.race([
@@ -190,7 +193,11 @@ async function withWatcher(
       if (!master) throw new Error(`no master confirmed: ${watcher.problem?.detail}`);
       return master.address;
     },
-    event: (event, from) => watcher.onEvent(event, from),
+    event: (event, from) =>
+      watcher.onEvent(event, {
+        address: from,
+        origin: sameAddress(from, LIAR) ? "discovered" : "configured",
+      }),
   };
   try {
     await body(harness);
@@ -302,9 +309,13 @@ Deno.test("MasterWatcher closes tunnels to a master that says it is a replica, w
     h.sentinels.say(S3, { failed: "refused" });
     h.nodes.set(A, "slave");
     await timeout(tunnel.closed.promise, "A's tunnels to be closed");
-    await h.sentinels.moreRounds(1);
-    assert.equal(h.watcher.master, undefined);
     assert.equal(h.watcher.problem?.kind, "not-master");
+    // With no view naming a master, nothing is confirmed again, however long it waits.
+    await h.sentinels.moreRounds(3);
+    assert.equal(h.watcher.master, undefined);
+    h.nodes.set(A, "master");
+    await h.sentinels.moreRounds(3);
+    assert.equal(h.watcher.master, undefined, "a demoted master came back with no view naming it");
   });
 });
 
@@ -460,5 +471,135 @@ Deno.test("MasterWatcher.nextResolution() settles when the next check has run", 
     h.watcher.reportUnreachable(A);
     await h.watcher.nextResolution(1000, new AbortController().signal);
     assert.ok(h.sentinels.rounds > rounds);
+  });
+});
+
+function pause(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+Deno.test("MasterWatcher distrusts a Sentinel that floods +switch-master, and its checks keep completing", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    sentinels.say(LIAR, { address: A, epoch: 1 }, "discovered");
+    nodes.set(A, "master");
+    nodes.set(B, "master");
+    nodes.set(F, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    h.sentinels.delayMs = 30;
+    const rounds = h.sentinels.rounds;
+    let cuts = 0;
+    for (let i = 0; i < 60; i++) {
+      const tunnel = attach(h, A);
+      h.event(switchTo(i % 2 ? B : F), LIAR);
+      if (tunnel.closes > 0) cuts++;
+      await pause(10);
+    }
+    assert.ok(cuts <= 2, `the flood cut clients ${cuts} times`);
+    assert.ok(h.sentinels.rounds - rounds >= 5, "checks stopped completing under the flood");
+    assert.ok(!h.nodes.asked.includes(formatAddress(F)));
+    assert.deepEqual(await h.master(), A);
+  });
+});
+
+Deno.test("MasterWatcher lets no discovered Sentinel hold clients with a failover flag", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    sentinels.say(
+      LIAR,
+      { address: A, epoch: 1, flags: ["master", "failover_in_progress"] },
+      "discovered",
+    );
+    nodes.set(A, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    const tunnel = attach(h, A);
+    await h.sentinels.moreRounds(5);
+    assert.equal(h.watcher.failover, undefined);
+    assert.equal(tunnel.closes, 0);
+  });
+});
+
+Deno.test("MasterWatcher takes no epoch from one discovered Sentinel, so the configured ones still decide", async () => {
+  const discovered = [1, 2, 3, 4].map((i) => ({ hostname: `10.1.0.${i}`, port: 26379 }));
+  await withWatcher((sentinels, nodes) => {
+    for (const s of [S1, S2, S3]) sentinels.say(s, { failed: "down" });
+    discovered.forEach((d, i) =>
+      sentinels.say(d, { address: A, epoch: i === 3 ? 99_999_999_999_999 : 1 }, "discovered")
+    );
+    nodes.set(A, "master");
+    nodes.set(B, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    const tunnel = attach(h, A);
+    h.sentinels.allSay(B, 2);
+    await timeout(tunnel.closed.promise, "A's tunnels to be closed");
+    assert.deepEqual(await h.master(), B);
+  });
+});
+
+Deno.test("MasterWatcher does not confirm a master cut by +switch-master again while no Sentinel answers", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    nodes.set(A, "master");
+    nodes.set(B, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    for (const s of [S1, S2, S3]) h.sentinels.say(s, { failed: "timed out" });
+    const tunnel = attach(h, A);
+    h.event(switchTo(B), S1);
+    await timeout(tunnel.closed.promise, "the switch to cut A's tunnel");
+    await h.sentinels.moreRounds(4);
+    assert.equal(h.watcher.master, undefined, "A was confirmed again with no view naming it");
+    // Its own view did not come: the Sentinel that sent the switch is not distrusted.
+    h.sentinels.allSay(B, 2);
+    assert.deepEqual(await h.master(), B);
+  });
+});
+
+Deno.test("MasterWatcher keeps a hold through a round without the announcing Sentinel's view", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    nodes.set(A, "master");
+    nodes.set(B, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    // The leader's reply is missing (it failed its last call); the others know of no failover yet.
+    h.sentinels.say(S1, { failed: "no answer yet (it failed the last call)" });
+    const tunnel = attach(h, A);
+    h.event(promotion(A), S1);
+    await timeout(tunnel.closed.promise, "the promotion to cut A's tunnel");
+    await h.sentinels.moreRounds(3);
+    assert.equal(h.watcher.master, undefined, "the hold ended without the leader's word");
+    assert.ok(h.watcher.failover);
+    // The leader is still trusted: its switch cuts and routes.
+    h.sentinels.say(S1, { address: B, epoch: 2 });
+    h.event(switchTo(B), S1);
+    assert.deepEqual(await h.master(), B);
+  });
+});
+
+Deno.test("MasterWatcher ends a hold after an abort even while failover-end messages keep coming", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    sentinels.say(LIAR, { address: A, epoch: 1 }, "discovered");
+    nodes.set(A, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    h.sentinels.say(S1, { address: A, epoch: 2, flags: ["master", "failover_in_progress"] });
+    h.event(promotion(A), S1);
+    await h.sentinels.moreRounds(2);
+    assert.ok(h.watcher.failover);
+    h.sentinels.say(S1, { address: A, epoch: 2 });
+    h.sentinels.delayMs = 30;
+    const flood = (async () => {
+      for (let i = 0; i < 50; i++) {
+        h.event(failoverEnd(A), LIAR);
+        await pause(10);
+      }
+    })();
+    assert.deepEqual(await h.master(), A);
+    await flood;
   });
 });
