@@ -35,7 +35,7 @@ const DATABASE: DatabaseConfig = {
 
 /** One Sentinel's scripted answer. */
 type Script =
-  | { address: Address; epoch: number; flags?: string[] }
+  | { address: Address; epoch: number; flags?: string[]; failoverTimeoutMs?: number }
   | { failed: string };
 
 /** Sentinels whose answers the test sets; a round can be held until released. */
@@ -67,7 +67,7 @@ class FakeSentinels implements SentinelSource {
         address: s.address,
         epoch: s.epoch,
         flags: s.flags ?? ["master"],
-        failoverTimeoutMs: 60_000,
+        failoverTimeoutMs: s.failoverTimeoutMs ?? 60_000,
       },
     }));
     for (const resolve of this.#startWaiters.splice(0)) resolve();
@@ -601,5 +601,38 @@ Deno.test("MasterWatcher ends a hold after an abort even while failover-end mess
     })();
     assert.deepEqual(await h.master(), A);
     await flood;
+  });
+});
+
+Deno.test("MasterWatcher keeps holding past the failover-timeout while a configured Sentinel reports the failover", async () => {
+  const failoverTimeoutMs = 100;
+  await withWatcher((sentinels, nodes) => {
+    for (const s of [S1, S2, S3]) sentinels.say(s, { address: A, epoch: 0, failoverTimeoutMs });
+    nodes.set(A, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    const tunnel = attach(h, A);
+    h.sentinels.say(S1, {
+      address: A,
+      epoch: 1,
+      flags: ["master", "failover_in_progress"],
+      failoverTimeoutMs,
+    });
+    h.event(promotion(A), S1);
+    await timeout(tunnel.closed.promise, "the promotion to cut A's tunnel");
+    // A client waiting well past the failover-timeout gets no master: S1 still reports it.
+    const served = await h.watcher.waitForMaster(
+      5 * failoverTimeoutMs,
+      new AbortController().signal,
+    );
+    assert.equal(
+      served,
+      undefined,
+      "the hold ended at the failover-timeout while a configured Sentinel reported the failover",
+    );
+    assert.equal(h.watcher.problem?.kind, "failover");
+    h.sentinels.say(S1, { address: A, epoch: 1, failoverTimeoutMs });
+    h.event(failoverEnd(A), S1);
+    assert.deepEqual(await h.master(), A);
   });
 });

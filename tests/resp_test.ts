@@ -330,3 +330,9 @@ Deno.test("parseReply() throws RespProtocolError on an integer that is not an in
     );
   }
 });
+
+Deno.test("parseReply() refuses a complete line longer than the line limit", () => {
+  const limit = CONTROL_LIMITS.maxLineBytes;
+  assert.throws(() => parseText("+" + "a".repeat(limit + 1) + "\r\n"), RespProtocolError);
+  assert.throws(() => parseText("-" + "E".repeat(2 * limit) + "\r\n"), RespProtocolError);
+});

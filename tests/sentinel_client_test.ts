@@ -4,7 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { SentinelClient } from "../src/sentinel_client.ts";
-import { NO_REPLY, startFakeSentinel } from "./_fake_redis.ts";
+import { formatAddress } from "../src/address.ts";
+import { NO_REPLY, startFakeRedis, startFakeSentinel } from "./_fake_redis.ts";
 
 const OPTIONS = { connectTimeoutMs: 200, replyTimeoutMs: 200, maxSentinels: 16 };
 const sockets = { sanitizeOps: false, sanitizeResources: false };
@@ -95,6 +96,73 @@ Deno.test(
       controller.abort();
       client.update([], OPTIONS);
       await pause(OPTIONS.replyTimeoutMs + 100);
+    }
+  },
+);
+
+/** One entry of a `SENTINEL sentinels` reply. */
+function listed(port: number, flags: string): string[] {
+  const runId = String(port).padStart(40, "0");
+  return ["name", runId, "ip", "127.0.0.1", "port", String(port), "runid", runId, "flags", flags];
+}
+
+Deno.test(
+  "SentinelClient.discoverSentinels() adopts only Sentinels listed without a down or disconnected flag",
+  sockets,
+  async () => {
+    let listing = [
+      listed(40001, "sentinel"),
+      listed(40002, "s_down,sentinel"),
+      listed(40003, "o_down,s_down,sentinel"),
+      listed(40004, "sentinel,disconnected"),
+    ];
+    await using configured = await startFakeRedis({
+      handle: (command) =>
+        command[0]?.toUpperCase() === "SENTINEL" && command[1]?.toLowerCase() === "sentinels"
+          ? listing
+          : undefined,
+    });
+    const client = new SentinelClient([{ hostname: "127.0.0.1", port: configured.port }], OPTIONS);
+    try {
+      const signal = new AbortController().signal;
+      const added = await client.discoverSentinels("mymaster", signal);
+      assert.deepEqual(added.map(formatAddress), ["127.0.0.1:40001"]);
+      assert.deepEqual(
+        client.watching("mymaster").map((s) => `${formatAddress(s.address)} ${s.origin}`),
+        [`${configured.address} configured`, "127.0.0.1:40001 discovered"],
+      );
+      // An adopted Sentinel that its peers now flag down is no longer counted.
+      listing = [listed(40001, "s_down,sentinel")];
+      await client.discoverSentinels("mymaster", signal);
+      assert.deepEqual(client.watching("mymaster").map((s) => formatAddress(s.address)), [
+        configured.address,
+      ]);
+    } finally {
+      client.update([], OPTIONS);
+    }
+  },
+);
+
+Deno.test(
+  "SentinelClient.discoverSentinels() adopts no more than maxSentinels, configured ones included",
+  sockets,
+  async () => {
+    const listing = Array.from({ length: 5000 }, (_, i) => listed(20000 + i, "sentinel"));
+    await using configured = await startFakeRedis({
+      handle: (command) =>
+        command[0]?.toUpperCase() === "SENTINEL" && command[1]?.toLowerCase() === "sentinels"
+          ? listing.slice(0, 1000)
+          : undefined,
+    });
+    const client = new SentinelClient([{ hostname: "127.0.0.1", port: configured.port }], {
+      ...OPTIONS,
+      maxSentinels: 4,
+    });
+    try {
+      await client.discoverSentinels("mymaster", new AbortController().signal);
+      assert.equal(client.watching("mymaster").length, 4);
+    } finally {
+      client.update([], OPTIONS);
     }
   },
 );
