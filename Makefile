@@ -34,7 +34,7 @@ endef
 setup:
 	@bash .ci/setup.sh
 
-$(BUNDLE): setup deno.json deno.lock main.ts $(wildcard src/*.ts)
+$(BUNDLE): setup deno.json deno.lock main.ts $(wildcard src/*/*.ts)
 	@mkdir -p dist
 	@$(DENO) bundle --quiet --frozen --platform=deno --output=$(BUNDLE) main.ts
 
@@ -87,7 +87,7 @@ release: bundle
 
 # config/schema.json is generated from the validator; tests/schema_test.ts keeps it in step.
 schema: setup
-	@$(DENO) eval --quiet 'import { configJsonSchema } from "./src/config.ts"; Deno.writeTextFileSync("config/schema.json", JSON.stringify(configJsonSchema(), null, 2) + "\n");'
+	@$(DENO) eval --quiet 'import { configJsonSchema } from "./src/ops/config.ts"; Deno.writeTextFileSync("config/schema.json", JSON.stringify(configJsonSchema(), null, 2) + "\n");'
 	@$(DENO) fmt --quiet config/schema.json
 	@echo "make schema: wrote config/schema.json"
 

@@ -9,20 +9,20 @@
 import { parseArgs } from "node:util";
 import { getLogger, type LogLevel } from "@logtape/logtape";
 import denoJson from "./deno.json" with { type: "json" };
-import { type Address, parseAdminAddress } from "./src/address.ts";
-import { startAdminServer } from "./src/admin_server.ts";
+import { type Address, parseAdminAddress } from "./src/shared/address.ts";
+import { startAdminServer } from "./src/ops/admin_server.ts";
 import {
   ConfigError,
   configFromEnvironment,
   ENVIRONMENT_KEYS,
   loadConfig,
   redactConfig,
-  type TunnelConfig,
-} from "./src/config.ts";
-import { ListenError } from "./src/database_listener.ts";
-import { LOG_LEVELS, setupLogging } from "./src/log.ts";
-import { type BufferSizes, DEFAULT_BUFFER_SIZES } from "./src/pipe.ts";
-import { TunnelServer } from "./src/tunnel_server.ts";
+} from "./src/ops/config.ts";
+import type { TunnelConfig } from "./src/shared/settings.ts";
+import { ListenError } from "./src/shared/io.ts";
+import { LOG_LEVELS, setupLogging } from "./src/ops/log.ts";
+import { type BufferSizes, DEFAULT_BUFFER_SIZES } from "./src/data/tunnel.ts";
+import { TunnelServer } from "./src/ops/tunnel_server.ts";
 
 const USAGE = `Usage: sentinel-tunnel [options] <config> [log-file]
        sentinel-tunnel [options]      (configured by SENTINEL_TUNNEL_* variables)

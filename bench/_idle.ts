@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { closeQuietly } from "../src/pipe.ts";
+import { closeQuietly } from "../src/shared/io.ts";
 import { sleep } from "./_wait.ts";
 
 /** What {@linkcode measureIdleConnections} found. */

@@ -6,8 +6,8 @@
  *
  * @module
  */
-import { RedisConnection } from "../src/redis_connection.ts";
-import { RespErrorReply, type RespValue } from "../src/resp.ts";
+import { RedisConnection } from "../src/control/redis_connection.ts";
+import { RespErrorReply, type RespValue } from "../src/control/resp.ts";
 
 /** One acknowledged write. */
 export interface Ack {

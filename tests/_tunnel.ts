@@ -6,8 +6,8 @@
  * @module
  */
 import { fileURLToPath } from "node:url";
-import { RedisConnection } from "../src/redis_connection.ts";
-import type { RespValue } from "../src/resp.ts";
+import { RedisConnection } from "../src/control/redis_connection.ts";
+import type { RespValue } from "../src/control/resp.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 

@@ -5,7 +5,7 @@ import {
   parseAddress,
   parsePort,
   sameAddress,
-} from "../src/address.ts";
+} from "../src/shared/address.ts";
 
 const PORT_RULE = "a port is a whole number from 1 to 65535";
 

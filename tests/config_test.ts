@@ -2,13 +2,11 @@ import assert from "node:assert/strict";
 import {
   ConfigError,
   configFromEnvironment,
-  DEFAULT_BIND,
-  DEFAULT_TIMEOUTS,
   loadConfig,
   parseConfig,
   redactConfig,
-  type TunnelConfig,
-} from "../src/config.ts";
+} from "../src/ops/config.ts";
+import { DEFAULT_BIND, DEFAULT_TIMEOUTS, type TunnelConfig } from "../src/shared/settings.ts";
 
 const SOURCE = "test.jsonc";
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { type Address, parseAddress } from "../src/address.ts";
-import { ConnectionRegistry, type RegisteredTunnel } from "../src/connection_registry.ts";
+import { type Address, parseAddress } from "../src/shared/address.ts";
+import { ConnectionRegistry, type RegisteredTunnel } from "../src/data/connection_registry.ts";
 
 const A = parseAddress("10.0.0.1:6379");
 const B = parseAddress("10.0.0.2:6379");

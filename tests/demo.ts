@@ -15,9 +15,9 @@
  */
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
-import { formatAddress } from "../src/address.ts";
-import { loadConfig } from "../src/config.ts";
-import { RedisConnection } from "../src/redis_connection.ts";
+import { formatAddress } from "../src/shared/address.ts";
+import { loadConfig } from "../src/ops/config.ts";
+import { RedisConnection } from "../src/control/redis_connection.ts";
 import { startDeployment } from "./_deployment.ts";
 import { type Ack, missingKeys, runWriters } from "./_traffic.ts";
 

@@ -18,7 +18,7 @@ import {
 } from "./_fake_redis.ts";
 import { type Ack, missingKeys, runWriters, type WriterReport } from "./_traffic.ts";
 import { startTunnel, type TunnelProcess } from "./_tunnel.ts";
-import { RedisConnection } from "../src/redis_connection.ts";
+import { RedisConnection } from "../src/control/redis_connection.ts";
 
 const processes = { sanitizeOps: false, sanitizeResources: false };
 const PASSWORD = "hostile-test-secret";

@@ -1,6 +1,10 @@
 import assert from "node:assert/strict";
-import type { Address } from "../src/address.ts";
-import { agreeOnMaster, type SentinelOrigin, type SentinelView } from "../src/master_agreement.ts";
+import type { Address } from "../src/shared/address.ts";
+import {
+  agreeOnMaster,
+  type SentinelOrigin,
+  type SentinelView,
+} from "../src/control/master_agreement.ts";
 
 const A: Address = { hostname: "10.0.0.1", port: 6379 };
 const B: Address = { hostname: "10.0.0.2", port: 6379 };

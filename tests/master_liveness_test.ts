@@ -10,8 +10,8 @@
  *   outvote the live Sentinels after a failover that the tunnel missed.
  */
 import assert from "node:assert/strict";
-import { RedisConnection } from "../src/redis_connection.ts";
-import { RespErrorReply, type RespValue } from "../src/resp.ts";
+import { RedisConnection } from "../src/control/redis_connection.ts";
+import { RespErrorReply, type RespValue } from "../src/control/resp.ts";
 import { type Deployment, freePort, startDeployment } from "./_deployment.ts";
 import { type Ack, runWriters } from "./_traffic.ts";
 import { connectClient, type LogRecord, startTunnel } from "./_tunnel.ts";

@@ -6,17 +6,17 @@
  * against real Redis.
  */
 import assert from "node:assert/strict";
-import { type Address, formatAddress, sameAddress } from "../src/address.ts";
-import { type DatabaseConfig, DEFAULT_TIMEOUTS } from "../src/config.ts";
-import { ConnectionRegistry, type RegisteredTunnel } from "../src/connection_registry.ts";
-import type { SentinelOrigin, SentinelView } from "../src/master_agreement.ts";
+import { type Address, formatAddress, sameAddress } from "../src/shared/address.ts";
+import { type DatabaseConfig, DEFAULT_TIMEOUTS } from "../src/shared/settings.ts";
+import { ConnectionRegistry, type RegisteredTunnel } from "../src/data/connection_registry.ts";
+import type { SentinelOrigin, SentinelView } from "../src/control/master_agreement.ts";
 import {
   type MasterChange,
   MasterWatcher,
-  type RoleCheck,
   type SentinelSource,
-} from "../src/master_watcher.ts";
-import type { SentinelEvent } from "../src/sentinel_events.ts";
+} from "../src/control/master_watcher.ts";
+import type { RoleCheck } from "../src/control/role_probe.ts";
+import type { SentinelEvent } from "../src/control/sentinel_events.ts";
 
 const A: Address = { hostname: "10.0.0.1", port: 6379 };
 const B: Address = { hostname: "10.0.0.2", port: 6379 };

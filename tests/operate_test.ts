@@ -3,7 +3,7 @@
  * API and its metrics, failover hooks, and live reload with SIGHUP.
  */
 import assert from "node:assert/strict";
-import { RespErrorReply } from "../src/resp.ts";
+import { RespErrorReply } from "../src/control/resp.ts";
 import { freePort, startDeployment } from "./_deployment.ts";
 import { connectClient, oneCommand, startTunnel } from "./_tunnel.ts";
 

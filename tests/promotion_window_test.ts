@@ -12,8 +12,8 @@ import assert from "node:assert/strict";
 import { type Deployment, freePort, type RedisProcess, startDeployment } from "./_deployment.ts";
 import { type Ack, missingKeys, runWriters, type WriterReport } from "./_traffic.ts";
 import { connectClient, startTunnel } from "./_tunnel.ts";
-import { RedisConnection } from "../src/redis_connection.ts";
-import type { RespValue } from "../src/resp.ts";
+import { RedisConnection } from "../src/control/redis_connection.ts";
+import type { RespValue } from "../src/control/resp.ts";
 
 const processes = { sanitizeOps: false, sanitizeResources: false };
 

@@ -2,12 +2,12 @@ import assert from "node:assert/strict";
 import {
   CONTROL_LIMITS,
   encodeCommand,
-  encodeError,
   parseReply,
   RespErrorReply,
   RespProtocolError,
   type RespValue,
-} from "../src/resp.ts";
+} from "../src/control/resp.ts";
+import { encodeError } from "../src/data/resp_error.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

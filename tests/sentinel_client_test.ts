@@ -3,8 +3,8 @@
  * and what a hung Sentinel costs.
  */
 import assert from "node:assert/strict";
-import { SentinelClient } from "../src/sentinel_client.ts";
-import { formatAddress } from "../src/address.ts";
+import { SentinelClient } from "../src/control/sentinel_client.ts";
+import { formatAddress } from "../src/shared/address.ts";
 import { NO_REPLY, startFakeRedis, startFakeSentinel } from "./_fake_redis.ts";
 
 const OPTIONS = { connectTimeoutMs: 200, replyTimeoutMs: 200, maxSentinels: 16 };

@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
-import { parseSentinelEvent, parseStrictPort, SENTINEL_CHANNELS } from "../src/sentinel_events.ts";
+import {
+  parseSentinelEvent,
+  parseStrictPort,
+  SENTINEL_CHANNELS,
+} from "../src/control/sentinel_events.ts";
 
 Deno.test("parseSentinelEvent() reads +switch-master", () => {
   assert.deepEqual(

@@ -4,8 +4,8 @@
  * are all down.
  */
 import assert from "node:assert/strict";
-import { RedisConnection } from "../src/redis_connection.ts";
-import { RespErrorReply } from "../src/resp.ts";
+import { RedisConnection } from "../src/control/redis_connection.ts";
+import { RespErrorReply } from "../src/control/resp.ts";
 import { freePort, startDeployment } from "./_deployment.ts";
 import { connectClient, oneCommand, startTunnel } from "./_tunnel.ts";
 

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { type Address, isValidHost } from "./address.ts";
+import { type Address, isValidHost } from "../shared/address.ts";
 
 /** Events that mean a replica is being promoted: writes to the old master may be discarded from now on. */
 export const PROMOTION_EVENTS = [

@@ -6,25 +6,21 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { type Address, formatAddress, sameAddress } from "./address.ts";
-import type { DatabaseConfig } from "./config.ts";
+import { type Address, formatAddress, sameAddress } from "../shared/address.ts";
+import type { DatabaseConfig } from "../shared/settings.ts";
 import type { ConnectionRegistry } from "./connection_registry.ts";
-import type { MasterWatcher } from "./master_watcher.ts";
-import { closeQuietly, Tunnel, type TunnelBuffers } from "./pipe.ts";
-import { describeNetworkError } from "./redis_connection.ts";
-import { encodeError } from "./resp.ts";
-import { sleep } from "./sleep.ts";
+import type { MasterSource } from "./master_source.ts";
+import { closeQuietly, ListenError } from "../shared/io.ts";
+import { Tunnel, type TunnelBuffers } from "./tunnel.ts";
+import { describeNetworkError } from "../shared/io.ts";
+import { encodeError } from "./resp_error.ts";
+import { sleep } from "../shared/io.ts";
 
 const log = getLogger(["sentinel-tunnel", "listener"]);
 
-/** A database's port could not be opened. */
-export class ListenError extends Error {
-  override name = "ListenError";
-}
-
 /** Options for {@linkcode DatabaseListener.serve}. */
 export interface DatabaseListenerOptions {
-  watcher: MasterWatcher;
+  watcher: MasterSource;
   registry: ConnectionRegistry<Tunnel>;
   /** Where tunnels take their buffers. */
   buffers: TunnelBuffers;
@@ -224,7 +220,7 @@ export class DatabaseListener {
 
   async #reject(
     client: Deno.TcpConn,
-    watcher: MasterWatcher,
+    watcher: MasterSource,
     signal: AbortSignal,
     dialError: string | undefined,
   ): Promise<void> {

@@ -16,11 +16,11 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { type Address, formatAddress } from "./address.ts";
+import { type Address, formatAddress } from "../shared/address.ts";
 import { redactConfig } from "./config.ts";
-import { ListenError } from "./database_listener.ts";
+import { ListenError } from "../shared/io.ts";
 import { renderPrometheus } from "./metrics.ts";
-import { describeNetworkError } from "./redis_connection.ts";
+import { describeNetworkError } from "../shared/io.ts";
 import type { TunnelServer } from "./tunnel_server.ts";
 
 const log = getLogger(["sentinel-tunnel", "admin"]);

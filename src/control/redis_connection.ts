@@ -5,8 +5,9 @@
  *
  * @module
  */
-import { type Address, formatAddress } from "./address.ts";
+import { type Address, formatAddress } from "../shared/address.ts";
 import { encodeCommand, parseReply, RespErrorReply, type RespValue } from "./resp.ts";
+import { describeNetworkError } from "../shared/io.ts";
 
 /** Credentials sent with AUTH. */
 export interface AuthOptions {
@@ -46,30 +47,6 @@ export class RedisCallError extends Error {
     this.address = address;
     this.kind = kind;
   }
-}
-
-/** A short human description of a network error: "connection refused", "timed out after 500 ms". */
-export function describeNetworkError(error: unknown): string {
-  if (error instanceof Deno.errors.ConnectionRefused) {
-    return "connection refused";
-  }
-  if (error instanceof Deno.errors.ConnectionReset) return "connection reset";
-  if (error instanceof Deno.errors.ConnectionAborted) {
-    return "connection aborted";
-  }
-  if (error instanceof Deno.errors.BrokenPipe) return "broken pipe";
-  if (error instanceof Deno.errors.TimedOut) return "timed out";
-  if (error instanceof Deno.errors.AddrNotAvailable) {
-    return "address not available";
-  }
-  if (error instanceof Deno.errors.NotFound) return "host not found";
-  if (
-    error instanceof Deno.errors.NotCapable ||
-    error instanceof Deno.errors.PermissionDenied
-  ) {
-    return `not permitted: ${(error as Error).message}`;
-  }
-  return error instanceof Error ? error.message : String(error);
 }
 
 const READ_CHUNK = 4096;

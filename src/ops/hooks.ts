@@ -7,9 +7,9 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { formatAddress } from "./address.ts";
-import type { HookConfig } from "./config.ts";
-import type { MasterChange } from "./master_watcher.ts";
+import { formatAddress } from "../shared/address.ts";
+import type { HookConfig } from "../shared/settings.ts";
+import type { MasterChange } from "../control/master_watcher.ts";
 
 const log = getLogger(["sentinel-tunnel", "hook"]);
 

@@ -24,20 +24,19 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { type Address, formatAddress, sameAddress } from "./address.ts";
-import type { DatabaseConfig } from "./config.ts";
-import type { ConnectionRegistry } from "./connection_registry.ts";
+import { type Address, formatAddress, sameAddress } from "../shared/address.ts";
+import type { DatabaseConfig } from "../shared/settings.ts";
 import {
   type Agreement,
   agreeOnMaster,
   type SentinelOrigin,
   type SentinelView,
 } from "./master_agreement.ts";
-import { DatabaseStats } from "./metrics.ts";
+import { DatabaseStats } from "../shared/stats.ts";
 import { type RoleCheck, type RoleChecker, RoleProbe } from "./role_probe.ts";
 import type { ReplicaInfo, SentinelClient } from "./sentinel_client.ts";
 import type { SentinelEvent } from "./sentinel_events.ts";
-import { sleep } from "./sleep.ts";
+import { sleep } from "../shared/io.ts";
 
 export type { RoleCheck, RoleChecker } from "./role_probe.ts";
 
@@ -100,6 +99,14 @@ export interface CachedReplicas {
   readonly at: number;
 }
 
+/** How the watcher cuts clients off; the data plane's connection registry in production. */
+export interface ClientCutter {
+  /** Closes every tunnel to `address`; returns how many. */
+  closeTo(address: Address): number;
+  /** Closes every tunnel that goes anywhere but `address`; returns how many. */
+  closeAllExcept(address: Address): number;
+}
+
 /** What the watcher asks of the Sentinels; a {@linkcode SentinelClient} in production. */
 export type SentinelSource = Pick<
   SentinelClient,
@@ -111,7 +118,7 @@ export interface MasterWatcherOptions {
   sentinels: SentinelSource;
   /** How a node is asked for its role. @default a {@linkcode RoleProbe} with persistent connections */
   checkRole?: RoleChecker;
-  registry: ConnectionRegistry;
+  registry: ClientCutter;
   /** Where resolution latency and master changes are counted. */
   stats?: DatabaseStats;
   /** Called after each confirmed master that differs from the one before; it must not throw. */
@@ -151,7 +158,7 @@ export class MasterWatcher {
   readonly #sentinels: SentinelSource;
   readonly #probe: RoleProbe | undefined;
   readonly #checkRole: RoleChecker;
-  readonly #registry: ConnectionRegistry;
+  readonly #registry: ClientCutter;
   readonly #retryDelayMs: number;
   readonly #discoveryIntervalMs: number;
   readonly #holdCheckIntervalMs: number;

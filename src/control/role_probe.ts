@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { type Address, formatAddress } from "./address.ts";
+import { type Address, formatAddress } from "../shared/address.ts";
 import { type ConnectSettings, ControlConnection } from "./control_connection.ts";
 import { RedisCallError } from "./redis_connection.ts";
 import { RespErrorReply } from "./resp.ts";

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { type Address, formatAddress } from "./address.ts";
+import { type Address, formatAddress } from "../shared/address.ts";
 
 /** What the registry needs of a tunnel. */
 export interface RegisteredTunnel {

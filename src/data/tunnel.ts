@@ -14,7 +14,8 @@
  *
  * @module
  */
-import type { Address } from "./address.ts";
+import type { Address } from "../shared/address.ts";
+import { closeQuietly } from "../shared/io.ts";
 
 /** Buffer sizes for each direction of a tunnel. */
 export interface BufferSizes {
@@ -171,13 +172,4 @@ function nextBuffer(
 async function writeAll(to: Deno.Conn, buffer: Uint8Array, n: number): Promise<void> {
   let written = await to.write(n === buffer.length ? buffer : buffer.subarray(0, n));
   while (written < n) written += await to.write(buffer.subarray(written, n));
-}
-
-/** Closes a connection that may already be closed. */
-export function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch (error) {
-    if (!(error instanceof Deno.errors.BadResource)) throw error;
-  }
 }

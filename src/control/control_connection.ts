@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { Address } from "./address.ts";
+import type { Address } from "../shared/address.ts";
 import { type OpenOptions, RedisCallError, RedisConnection } from "./redis_connection.ts";
 import type { RespValue } from "./resp.ts";
 

@@ -81,11 +81,6 @@ export function encodeCommand(args: readonly string[]): Uint8Array {
   return encoder.encode(text);
 }
 
-/** Encodes an error reply; line breaks in the message are replaced with spaces. */
-export function encodeError(message: string): Uint8Array {
-  return encoder.encode(`-${message.replace(/[\r\n]+/g, " ")}\r\n`);
-}
-
 /**
  * Parses one reply from `buf` starting at `start`.
  *

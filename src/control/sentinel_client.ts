@@ -13,7 +13,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { type Address, formatAddress } from "./address.ts";
+import { type Address, formatAddress } from "../shared/address.ts";
 import { ControlConnection } from "./control_connection.ts";
 import type { MasterAnswer, SentinelOrigin, SentinelView } from "./master_agreement.ts";
 import { type AuthOptions, RedisCallError, RedisConnection } from "./redis_connection.ts";
@@ -24,7 +24,7 @@ import {
   SENTINEL_CHANNELS,
   type SentinelEvent,
 } from "./sentinel_events.ts";
-import { sleep } from "./sleep.ts";
+import { sleep } from "../shared/io.ts";
 
 const log = getLogger(["sentinel-tunnel", "sentinel"]);
 

@@ -17,7 +17,7 @@
  *
  * @module
  */
-import { type Address, formatAddress, sameAddress } from "./address.ts";
+import { type Address, formatAddress, sameAddress } from "../shared/address.ts";
 
 /** Where the client learned of a Sentinel. */
 export type SentinelOrigin = "configured" | "discovered";

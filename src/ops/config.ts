@@ -9,69 +9,22 @@
 import { parse as parseJsonc, type ParseError, printParseErrorCode } from "jsonc-parser";
 import { z } from "zod";
 import {
-  type Address,
   formatAddress,
   isValidHost,
   parseAddress,
   parseAdminAddress,
   parsePort,
-} from "./address.ts";
-
-/** Credentials for AUTH. The password is resolved; {@linkcode redactConfig} hides it. */
-export interface Credentials {
-  readonly username?: string;
-  readonly password: string;
-  /** Where the password came from: `"config"` or `"env NAME"`. */
-  readonly passwordSource: string;
-}
-
-/** Deadlines and intervals, in milliseconds. */
-export interface Timeouts {
-  /** Deadline to connect to a Sentinel. @default {500} */
-  readonly sentinelConnectMs: number;
-  /** Deadline for a Sentinel's reply. @default {500} */
-  readonly sentinelReplyMs: number;
-  /** Deadline to connect to a master, for clients and for ROLE checks. @default {1000} */
-  readonly masterConnectMs: number;
-  /** Deadline for a master's reply to AUTH and ROLE. @default {1000} */
-  readonly masterReplyMs: number;
-  /** How often Sentinels are polled, as a fallback to pub/sub. @default {1000} */
-  readonly pollIntervalMs: number;
-  /** How long a new client waits for a confirmed master before it gets an error. @default {5000} */
-  readonly clientWaitMs: number;
-}
-
-/** A command run on every confirmed master change. */
-export interface HookConfig {
-  /** The program and its arguments; no shell is involved. */
-  readonly command: readonly string[];
-  /** How long it may run before it is killed. @default {10000} */
-  readonly timeoutMs: number;
-}
-
-/** One database: a Sentinel master name served on a local port. */
-export interface DatabaseConfig {
-  readonly name: string;
-  readonly bind: string;
-  readonly port: number;
-  readonly masterAuth?: Credentials;
-  readonly timeouts: Timeouts;
-  readonly onMasterChange?: HookConfig;
-}
-
-/** The resolved configuration. */
-export interface TunnelConfig {
-  /** Which format the config was written in. */
-  readonly format: "documented" | "original" | "environment";
-  readonly sentinels: readonly Address[];
-  readonly sentinelAuth?: Credentials;
-  readonly timeouts: Timeouts;
-  readonly databases: readonly DatabaseConfig[];
-  /** Where the admin HTTP API listens; off when absent. */
-  readonly admin?: Address;
-  /** The most Sentinels that count for one master, configured ones included. @default {16} */
-  readonly maxSentinels: number;
-}
+} from "../shared/address.ts";
+import {
+  type Credentials,
+  type DatabaseConfig,
+  DEFAULT_BIND,
+  DEFAULT_HOOK_TIMEOUT_MS,
+  DEFAULT_MAX_SENTINELS,
+  DEFAULT_TIMEOUTS,
+  type Timeouts,
+  type TunnelConfig,
+} from "../shared/settings.ts";
 
 /**
  * The configuration cannot be used. Each problem is one line that starts with
@@ -90,25 +43,6 @@ export class ConfigError extends Error {
     this.problems = lines;
   }
 }
-
-/** The default of {@linkcode TunnelConfig.maxSentinels}. */
-export const DEFAULT_MAX_SENTINELS = 16;
-
-/** The defaults for {@linkcode Timeouts}. */
-export const DEFAULT_TIMEOUTS: Timeouts = Object.freeze({
-  sentinelConnectMs: 500,
-  sentinelReplyMs: 500,
-  masterConnectMs: 1000,
-  masterReplyMs: 1000,
-  pollIntervalMs: 1000,
-  clientWaitMs: 5000,
-});
-
-/** How long a hook may run when the config does not say. */
-export const DEFAULT_HOOK_TIMEOUT_MS = 10_000;
-
-/** The listen address when none is given: loopback only, unlike the original. */
-export const DEFAULT_BIND = "127.0.0.1";
 
 const PORT_RULE = "a port is a whole number from 1 to 65535";
 const MAX_SENTINELS_RULE = "maxSentinels is a whole number from 1 to 256";

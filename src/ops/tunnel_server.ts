@@ -17,15 +17,15 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { formatAddress } from "./address.ts";
-import type { DatabaseConfig, TunnelConfig } from "./config.ts";
-import { ConnectionRegistry } from "./connection_registry.ts";
-import { DatabaseListener } from "./database_listener.ts";
+import { formatAddress } from "../shared/address.ts";
+import type { DatabaseConfig, TunnelConfig } from "../shared/settings.ts";
+import { ConnectionRegistry } from "../data/connection_registry.ts";
+import { DatabaseListener } from "../data/database_listener.ts";
 import { HookQueue } from "./hooks.ts";
-import { MasterWatcher } from "./master_watcher.ts";
-import { type BufferSizes, type Tunnel, TunnelBuffers } from "./pipe.ts";
-import { SentinelClient, type SentinelClientOptions } from "./sentinel_client.ts";
-import { sleep } from "./sleep.ts";
+import { MasterWatcher } from "../control/master_watcher.ts";
+import { type BufferSizes, type Tunnel, TunnelBuffers } from "../data/tunnel.ts";
+import { SentinelClient, type SentinelClientOptions } from "../control/sentinel_client.ts";
+import { sleep } from "../shared/io.ts";
 
 const log = getLogger(["sentinel-tunnel", "server"]);
 

@@ -1,0 +1,54 @@
+/**
+ * What the tunnel counts, per database: the data plane adds to plain number
+ * fields (no allocation, no lookup per chunk), the control plane observes
+ * resolution latency, and the admin API renders it (`ops/metrics.ts`).
+ *
+ * @module
+ */
+
+/** Upper bounds of the resolution latency histogram, in seconds. */
+export const RESOLUTION_BUCKETS = [
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  5,
+] as const;
+
+/** A cumulative histogram with fixed buckets. */
+export class Histogram {
+  readonly bounds: readonly number[];
+  readonly counts: number[];
+  sum = 0;
+  count = 0;
+
+  constructor(bounds: readonly number[]) {
+    this.bounds = bounds;
+    this.counts = bounds.map(() => 0);
+  }
+
+  observe(value: number): void {
+    this.sum += value;
+    this.count++;
+    for (let i = 0; i < this.bounds.length; i++) {
+      if (value <= this.bounds[i]!) this.counts[i]!++;
+    }
+  }
+}
+
+/** What one database's tunnels and watcher have done. */
+export class DatabaseStats {
+  connectionsTotal = 0;
+  connectionsRejected = 0;
+  bytesClientToMaster = 0;
+  bytesMasterToClient = 0;
+  masterChanges = 0;
+  readonly resolutionSeconds = new Histogram(RESOLUTION_BUCKETS);
+}
