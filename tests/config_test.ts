@@ -60,8 +60,11 @@ Deno.test("parseConfig() resolves a minimal config with the defaults", () => {
       bind: "127.0.0.1",
       port: 6380,
       timeouts: DEFAULT_TIMEOUTS,
+      maxClients: 10_000,
+      tcpKeepAlive: true,
     }],
     maxSentinels: 16,
+    maxClients: 10_000,
   });
   assert.equal(DEFAULT_BIND, "127.0.0.1");
   assert.deepEqual(DEFAULT_TIMEOUTS, {
@@ -71,6 +74,7 @@ Deno.test("parseConfig() resolves a minimal config with the defaults", () => {
     masterReplyMs: 1000,
     pollIntervalMs: 1000,
     clientWaitMs: 5000,
+    clientIdleMs: 0,
   });
 });
 
@@ -108,8 +112,11 @@ Deno.test("parseConfig() resolves the original sentinel_tunnel format", () => {
       bind: "127.0.0.1",
       port: 12345,
       timeouts: DEFAULT_TIMEOUTS,
+      maxClients: 10_000,
+      tcpKeepAlive: true,
     }],
     maxSentinels: 16,
+    maxClients: 10_000,
   });
 });
 
@@ -150,6 +157,8 @@ Deno.test("parseConfig() applies global settings and per-database overrides", ()
     port: 6380,
     masterAuth: { password: "global-pw", passwordSource: "config" },
     timeouts,
+    maxClients: 10_000,
+    tcpKeepAlive: true,
   });
   assert.deepEqual(b, {
     name: "b",
@@ -161,6 +170,8 @@ Deno.test("parseConfig() applies global settings and per-database overrides", ()
       passwordSource: "config",
     },
     timeouts: { ...timeouts, masterConnectMs: 300, clientWaitMs: 100 },
+    maxClients: 10_000,
+    tcpKeepAlive: true,
   });
 });
 
@@ -363,7 +374,7 @@ Deno.test("parseConfig() suggests the known key closest to an unknown one", () =
   }));
   assert.ok(
     error.problems.includes(
-      `${SOURCE}: databases[0]: unknown key "prot": did you mean "port"? (known keys: name, port, bind, masterAuth, timeouts, onMasterChange)`,
+      `${SOURCE}: databases[0]: unknown key "prot": did you mean "port"? (known keys: name, port, bind, masterAuth, timeouts, onMasterChange, maxClients)`,
     ),
     error.message,
   );
@@ -376,7 +387,7 @@ Deno.test("parseConfig() suggests a top-level key for a misspelt one", () => {
   }));
   assert.ok(
     error.problems.includes(
-      `${SOURCE}: top level: unknown key "databses": did you mean "databases"? (known keys: sentinels, bind, admin, sentinelAuth, masterAuth, timeouts, maxSentinels, onMasterChange, databases)`,
+      `${SOURCE}: top level: unknown key "databses": did you mean "databases"? (known keys: sentinels, bind, admin, sentinelAuth, masterAuth, timeouts, maxSentinels, maxClients, tcpKeepAlive, onMasterChange, databases)`,
     ),
     error.message,
   );
@@ -455,7 +466,10 @@ Deno.test("redactConfig() hides passwords from the config and from the environme
           masterConnectMs: 1000,
           masterReplyMs: 1000,
           clientWaitMs: 5000,
+          clientIdleMs: 0,
         },
+        maxClients: 10_000,
+        tcpKeepAlive: true,
       },
       {
         name: "b",
@@ -465,10 +479,14 @@ Deno.test("redactConfig() hides passwords from the config and from the environme
           masterConnectMs: 1000,
           masterReplyMs: 1000,
           clientWaitMs: 5000,
+          clientIdleMs: 0,
         },
+        maxClients: 10_000,
+        tcpKeepAlive: true,
       },
     ],
     maxSentinels: 16,
+    maxClients: 10_000,
   });
 });
 
@@ -664,4 +682,26 @@ Deno.test("parseConfig() takes maxSentinels from 1 to 256", () => {
       message: /maxSentinels is a whole number from 1 to 256/,
     });
   }
+});
+
+Deno.test("parseConfig() takes maxClients in total and per database, and tcpKeepAlive", () => {
+  const config = parse(documented({ maxClients: 50, tcpKeepAlive: false }));
+  assert.equal(config.maxClients, 50);
+  assert.equal(config.databases[0]?.maxClients, 50);
+  assert.equal(config.databases[0]?.tcpKeepAlive, false);
+  const own = parse(JSON.stringify({
+    sentinels: ["127.0.0.1:26379"],
+    databases: [{ name: "a", port: 6380, maxClients: 7, timeouts: { clientIdleMs: 60_000 } }],
+  }));
+  assert.equal(own.databases[0]?.maxClients, 7);
+  assert.equal(own.maxClients, 10_000);
+  assert.equal(own.databases[0]?.timeouts.clientIdleMs, 60_000);
+  for (const bad of [0, 1_000_001, 2.5]) {
+    assert.throws(() => parse(documented({ maxClients: bad })), {
+      message: /maxClients is a whole number from 1 to 1000000/,
+    });
+  }
+  assert.throws(() => parse(documented({ timeouts: { clientIdleMs: -1 } })), {
+    message: /an idle limit is a whole number of milliseconds from 0 \(off\) to 86400000/,
+  });
 });

@@ -31,6 +31,8 @@ const DATABASE: DatabaseConfig = {
   bind: "127.0.0.1",
   port: 6380,
   timeouts: { ...DEFAULT_TIMEOUTS, pollIntervalMs: 20 },
+  maxClients: 100,
+  tcpKeepAlive: true,
 };
 
 /** One Sentinel's scripted answer. */

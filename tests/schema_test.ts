@@ -21,6 +21,7 @@ Deno.test("config/schema.json lists every key the validator accepts, and only th
   assert.deepEqual(database.slice().sort(), [
     "bind",
     "masterAuth",
+    "maxClients",
     "name",
     "onMasterChange",
     "port",
@@ -38,12 +39,15 @@ Deno.test("config/schema.json lists every key the validator accepts, and only th
       Object.keys(schema.properties.timeouts.properties).map((k) => [k, 100]),
     ),
     maxSentinels: 8,
+    maxClients: 100,
+    tcpKeepAlive: true,
     onMasterChange: { command: ["/bin/true"], timeoutMs: 100 },
     databases: [{
       name: "m",
       port: 6380,
       bind: "::1",
       masterAuth: { password: "y" },
+      maxClients: 10,
       timeouts: Object.fromEntries(
         Object.keys(schema.properties.databases.items.properties.timeouts.properties).map((
           k,

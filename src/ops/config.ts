@@ -20,6 +20,7 @@ import {
   type DatabaseConfig,
   DEFAULT_BIND,
   DEFAULT_HOOK_TIMEOUT_MS,
+  DEFAULT_MAX_CLIENTS,
   DEFAULT_MAX_SENTINELS,
   DEFAULT_TIMEOUTS,
   type Timeouts,
@@ -49,6 +50,12 @@ const MAX_SENTINELS_RULE = "maxSentinels is a whole number from 1 to 256";
 const MS_RULE = "a duration is a whole number of milliseconds from 1 to 600000";
 const ADDRESS_RULE = 'an address is "host:port", such as "127.0.0.1:26379" or "[::1]:26379"';
 
+const IDLE_RULE = "an idle limit is a whole number of milliseconds from 0 (off) to 86400000";
+const idleMillis = z.number({ error: IDLE_RULE }).int({ error: IDLE_RULE })
+  .min(0, { error: IDLE_RULE }).max(86_400_000, { error: IDLE_RULE });
+const MAX_CLIENTS_RULE = "maxClients is a whole number from 1 to 1000000";
+const maxClients = z.number({ error: MAX_CLIENTS_RULE }).int({ error: MAX_CLIENTS_RULE })
+  .min(1, { error: MAX_CLIENTS_RULE }).max(1_000_000, { error: MAX_CLIENTS_RULE });
 const port = z.number({ error: PORT_RULE }).int({ error: PORT_RULE })
   .min(1, { error: PORT_RULE }).max(65535, { error: PORT_RULE });
 const millis = z.number({ error: MS_RULE }).int({ error: MS_RULE })
@@ -114,11 +121,15 @@ const timeoutFields = {
   masterReplyMs: ms("Deadline for the master's reply to AUTH and ROLE. Default 1000"),
   pollIntervalMs: ms("How often Sentinels are polled, as a fallback to pub/sub. Default 1000"),
   clientWaitMs: ms("How long a new client waits for a confirmed master. Default 5000"),
+  clientIdleMs: idleMillis.optional().describe(
+    "Close a tunnel that carries no byte either way for this long; 0 is off (pub/sub and blocking clients idle legitimately). Default 0",
+  ),
 };
 const databaseTimeoutFields = {
   masterConnectMs: timeoutFields.masterConnectMs,
   masterReplyMs: timeoutFields.masterReplyMs,
   clientWaitMs: timeoutFields.clientWaitMs,
+  clientIdleMs: timeoutFields.clientIdleMs,
 };
 const authDescription =
   'Credentials: "password" or "passwordEnv" (the name of an environment variable), and an optional ACL "username"';
@@ -146,6 +157,12 @@ export const documentedSchema = z.strictObject({
     .describe(
       "The most Sentinels that count for one master, configured ones included; Sentinels discovered beyond it are ignored. Default 16",
     ),
+  maxClients: maxClients.optional().describe(
+    "The most live clients of every database together; the one over gets a RESP error. Default 10000",
+  ),
+  tcpKeepAlive: z.boolean({ error: "tcpKeepAlive is true or false" }).optional().describe(
+    "TCP keepalive on both sockets of every tunnel, with the system's timers. Default true",
+  ),
   onMasterChange: hook.optional().describe(`${hookDescription}; for every database`),
   databases: z.array(
     z.strictObject({
@@ -159,6 +176,9 @@ export const documentedSchema = z.strictObject({
         "This database's master deadlines",
       ),
       onMasterChange: hook.optional().describe(hookDescription),
+      maxClients: maxClients.optional().describe(
+        "The most live clients of this database. Default: the top-level maxClients",
+      ),
     }),
     { error: "databases is a list of objects" },
   ).min(1, {
@@ -447,6 +467,8 @@ function resolve(
       port: db.port,
       ...(masterAuth === undefined ? {} : { masterAuth }),
       timeouts: withOverrides(timeouts, db.timeouts),
+      maxClients: db.maxClients ?? input.maxClients ?? DEFAULT_MAX_CLIENTS,
+      tcpKeepAlive: input.tcpKeepAlive ?? true,
       ...(hookInput === undefined ? {} : {
         onMasterChange: {
           command: hookInput.command,
@@ -464,6 +486,7 @@ function resolve(
     databases,
     ...(input.admin === undefined ? {} : { admin: input.admin }),
     maxSentinels: input.maxSentinels ?? DEFAULT_MAX_SENTINELS,
+    maxClients: input.maxClients ?? DEFAULT_MAX_CLIENTS,
   };
 }
 
@@ -501,11 +524,15 @@ export function redactConfig(config: TunnelConfig): unknown {
         masterConnectMs: db.timeouts.masterConnectMs,
         masterReplyMs: db.timeouts.masterReplyMs,
         clientWaitMs: db.timeouts.clientWaitMs,
+        clientIdleMs: db.timeouts.clientIdleMs,
       },
+      maxClients: db.maxClients,
+      tcpKeepAlive: db.tcpKeepAlive,
       onMasterChange: db.onMasterChange,
     })),
     admin: config.admin === undefined ? undefined : formatAddress(config.admin),
     maxSentinels: config.maxSentinels,
+    maxClients: config.maxClients,
   };
 }
 

@@ -30,6 +30,11 @@ export interface Timeouts {
   readonly pollIntervalMs: number;
   /** How long a new client waits for a confirmed master before it gets an error. @default {5000} */
   readonly clientWaitMs: number;
+  /**
+   * How long a tunnel may carry no byte either way before it is closed; 0 is off (pub/sub and
+   * blocking clients idle legitimately). @default {0}
+   */
+  readonly clientIdleMs: number;
 }
 
 /** A command run on every confirmed master change. */
@@ -48,6 +53,10 @@ export interface DatabaseConfig {
   readonly masterAuth?: Credentials;
   readonly timeouts: Timeouts;
   readonly onMasterChange?: HookConfig;
+  /** The most live clients of this database; the one over gets a RESP error. */
+  readonly maxClients: number;
+  /** Whether both sockets of every tunnel have TCP keepalive on (the system's timers). */
+  readonly tcpKeepAlive: boolean;
 }
 
 /** The resolved configuration. */
@@ -62,7 +71,12 @@ export interface TunnelConfig {
   readonly admin?: Address;
   /** The most Sentinels that count for one master, configured ones included. @default {16} */
   readonly maxSentinels: number;
+  /** The most live clients of every database together. @default {10000} */
+  readonly maxClients: number;
 }
+
+/** The default of {@linkcode TunnelConfig.maxClients}, and of each database's own cap. */
+export const DEFAULT_MAX_CLIENTS = 10_000;
 
 /** The default of {@linkcode TunnelConfig.maxSentinels}. */
 export const DEFAULT_MAX_SENTINELS = 16;
@@ -75,6 +89,7 @@ export const DEFAULT_TIMEOUTS: Timeouts = Object.freeze({
   masterReplyMs: 1000,
   pollIntervalMs: 1000,
   clientWaitMs: 5000,
+  clientIdleMs: 0,
 });
 
 /** How long a hook may run when the config does not say. */
