@@ -18,9 +18,8 @@
 import { getLogger } from "@logtape/logtape";
 import { type Address, formatAddress } from "../shared/address.ts";
 import { redactConfig } from "./config.ts";
-import { ListenError } from "../shared/io.ts";
 import { renderPrometheus } from "./metrics.ts";
-import { describeNetworkError } from "../shared/io.ts";
+import { serveHttp } from "./http_server.ts";
 import type { TunnelServer } from "./tunnel_server.ts";
 
 const log = getLogger(["sentinel-tunnel", "admin"]);
@@ -42,32 +41,11 @@ export function startAdminServer(
   tunnel: TunnelServer,
   signal: AbortSignal,
 ): AdminServer {
-  let server: Deno.HttpServer<Deno.NetAddr>;
-  try {
-    server = Deno.serve({
-      hostname: address.hostname,
-      port: address.port,
-      signal,
-      onListen: () => {},
-      onError: (error) => {
-        log.error("Admin API request failed: {error}", { error: String(error) });
-        return json(500, { error: "internal error; see the tunnel's log" });
-      },
-    }, (request) => handle(request, tunnel));
-  } catch (error) {
-    const cause = error instanceof Deno.errors.AddrInUse
-      ? `port ${address.port} is already in use; choose another admin port`
-      : describeNetworkError(error);
-    throw new ListenError(
-      `Cannot listen on ${formatAddress(address)} for the admin API: ${cause}`,
-      {
-        cause: error,
-      },
-    );
-  }
-  const bound = { hostname: server.addr.hostname, port: server.addr.port };
-  log.info("Admin API listening on {admin}", { admin: `http://${formatAddress(bound)}` });
-  return { address: bound, finished: server.finished };
+  const server = serveHttp({ address, signal, handler: (request) => handle(request, tunnel) });
+  log.info("Admin API listening on {admin}", {
+    admin: `http://${formatAddress(server.address)}`,
+  });
+  return { address: server.address, finished: server.finished };
 }
 
 function handle(request: Request, tunnel: TunnelServer): Response {

@@ -67,6 +67,8 @@ export async function runHook(
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
+      // Its own process group, so that a timeout kills whatever the hook started too.
+      detached: true,
     }).spawn();
   } catch (error) {
     const cause = error instanceof Deno.errors.NotFound
@@ -82,9 +84,7 @@ export async function runHook(
   let timedOut = false;
   const kill = (reason: "timeout" | "shutdown") => {
     timedOut ||= reason === "timeout";
-    try {
-      child.kill("SIGKILL");
-    } catch { /* already exited */ }
+    killGroup(child);
   };
   const timer = setTimeout(() => kill("timeout"), hook.timeoutMs);
   const onAbort = () => kill("shutdown");
@@ -123,6 +123,17 @@ export async function runHook(
     timedOut,
     durationMs: result.durationMs,
   };
+}
+
+/** Kills the hook's process group (its pid, as it leads its own group), or the hook alone. */
+function killGroup(child: Deno.ChildProcess): void {
+  try {
+    Deno.kill(-child.pid, "SIGKILL");
+  } catch {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already exited */ }
+  }
 }
 
 /** How long to wait for a finished hook's output streams to close. */
@@ -186,7 +197,13 @@ export class HookQueue {
     if (!hook) return;
     this.#tail = this.#tail.then(() =>
       this.#signal.aborted ? undefined : runHook(hook, change, this.#signal)
-    );
+    ).catch((error) => {
+      // runHook never throws; if it ever did, the next change's hook must still run.
+      log.error("Database {database}: hook run failed unexpectedly: {error}", {
+        database: change.database,
+        error: error instanceof Error ? (error.stack ?? error.message) : String(error),
+      });
+    });
   }
 
   /** Settles when every queued run has ended. */

@@ -44,7 +44,7 @@ export function describeNetworkError(error: unknown): string {
 }
 
 /** Closes a connection that may already be closed. */
-export function closeQuietly(conn: Deno.Conn): void {
+export function closeQuietly(conn: { close(): void }): void {
   try {
     conn.close();
   } catch (error) {
@@ -55,4 +55,31 @@ export function closeQuietly(conn: Deno.Conn): void {
 /** A database's port could not be opened. */
 export class ListenError extends Error {
   override name = "ListenError";
+}
+
+/**
+ * What an accept error means: `connection` for one that belongs to a single
+ * client (it reset or aborted before it was accepted: skip it at once),
+ * `exhaustion` for running out of descriptors, buffers or memory (back off),
+ * `closed` for a listener that was closed.
+ */
+export type AcceptErrorKind = "connection" | "exhaustion" | "closed";
+
+/** Sorts an accept error; see {@linkcode AcceptErrorKind}. Unknown errors count as exhaustion. */
+export function acceptErrorKind(error: unknown): AcceptErrorKind {
+  if (error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted) {
+    return "closed";
+  }
+  if (
+    error instanceof Deno.errors.ConnectionAborted ||
+    error instanceof Deno.errors.ConnectionReset ||
+    error instanceof Deno.errors.NotConnected
+  ) return "connection";
+  const code = /\(os error (\d+)\)/.exec(error instanceof Error ? error.message : "")?.[1];
+  // ECONNABORTED 103, ECONNRESET 104, ENOTCONN 107, EPROTO 71, EHOSTUNREACH 113, ENETUNREACH 101,
+  // ETIMEDOUT 110, EPERM 1 (a firewall refused it): one connection's trouble on Linux.
+  if (code !== undefined && ["103", "104", "107", "71", "113", "101", "110", "1"].includes(code)) {
+    return "connection";
+  }
+  return "exhaustion";
 }
