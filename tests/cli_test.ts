@@ -4,7 +4,7 @@
  * opens. No Redis is needed.
  */
 import assert from "node:assert/strict";
-import { runCli, writeConfig } from "./_tunnel.ts";
+import { type LogRecord, runCli, startTunnel, writeConfig } from "./_tunnel.ts";
 
 function assertNoStackTrace(stderr: string): void {
   assert.doesNotMatch(
@@ -256,4 +256,123 @@ Deno.test("sentinel-tunnel names the environment variable that is wrong", async 
   assert.equal(code, 1);
   assert.match(stderr, /environment: SENTINEL_TUNNEL_DATABASES\[0\]\.port: 99999 is not valid/);
   assertNoStackTrace(stderr);
+});
+
+// Issue #8: no config file can crash, hang or flood the tunnel, at start or on SIGHUP.
+
+/** A port free a moment ago. */
+function freePort(): number {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  return listener.addr.port;
+}
+
+/** Makes a FIFO at `path` (no Deno API makes one). */
+async function mkfifo(path: string): Promise<void> {
+  const made = await new Deno.Command("sh", { args: ["-c", 'mkfifo "$0"', path] }).output();
+  assert.equal(made.code, 0, new TextDecoder().decode(made.stderr));
+}
+
+/** `{ "a": { "a": ... } }` nested `depth` deep: 5,000 overflowed the parser's stack. */
+function deeplyNested(depth: number): string {
+  return `${'{"a":'.repeat(depth)}1${"}".repeat(depth)}`;
+}
+
+Deno.test("sentinel-tunnel refuses a config nested 5,000 deep with one line and exit 1", async () => {
+  const stderr = await assertConfigRejected(
+    deeplyNested(5000),
+    /st-config-[^:]+\.jsonc:1:\d+: nested deeper than 32 levels of objects and arrays/,
+  );
+  assert.equal(stderr.trim().split("\n").length, 1, stderr);
+});
+
+Deno.test("sentinel-tunnel refuses a FIFO or a device as its config at once, with one line", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await mkfifo(`${dir}/tunnel.jsonc`);
+    // runCli gives up after 30 s: a FIFO that blocked the read would fail here, not hang.
+    for (
+      const [path, kind] of [[`${dir}/tunnel.jsonc`, "a FIFO"], ["/dev/zero", "a character device"]]
+    ) {
+      const { code, stderr } = await runCli([path!]);
+      assert.equal(code, 1, stderr);
+      assert.equal(
+        stderr,
+        `sentinel-tunnel: ${path}: cannot read the config file: it is ${kind}${
+          kind === "a FIFO" ? " (named pipe)" : ""
+        }, not a regular file; give the path of a JSONC config file\n`,
+      );
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("sentinel-tunnel lists 10 of a config's thousands of problems and counts the rest", async () => {
+  const databases = Array.from({ length: 20_000 }, () => ({ name: "same", port: 16380 }));
+  const stderr = await assertConfigRejected(
+    JSON.stringify({ ...GOOD, databases }),
+    "databases[1].port: 16380 is used twice",
+    /: and 39988 more problems not shown: fix the ones above, then check again with --check\n$/,
+  );
+  assert.equal(stderr.trim().split("\n").length, 11, stderr);
+});
+
+Deno.test("sentinel-tunnel names an unknown SENTINEL_TUNNEL_* variable when configured by environment", async () => {
+  const { code, stderr } = await runCli(["--check"], {
+    SENTINEL_TUNNEL_SENTINELS: "127.0.0.1:26379",
+    SENTINEL_TUNNEL_DATABASES: "mymaster:16380",
+    SENTINEL_TUNNEL_BND: "0.0.0.0",
+  });
+  assert.equal(code, 1, stderr);
+  assert.match(
+    stderr,
+    /^sentinel-tunnel: environment: SENTINEL_TUNNEL_BND: unknown variable: did you mean SENTINEL_TUNNEL_BIND\? \(known: /,
+  );
+  assertNoStackTrace(stderr);
+});
+
+Deno.test("a running sentinel-tunnel refuses hostile configs on SIGHUP, stays up, and reloads a valid one after", async () => {
+  const [port, addedPort] = [freePort(), freePort()];
+  // No Sentinel answers there; the tunnel listens and reloads all the same.
+  const sentinels = [`127.0.0.1:${freePort()}`];
+  await using tunnel = await startTunnel({ sentinels, databases: [{ name: "first", port }] }, {
+    ports: [port],
+  });
+  const path = tunnel.configPath;
+  const refusals = () => tunnel.logs.filter((r) => /^Reload refused/.test(String(r.message)));
+  /** Sends SIGHUP and returns the refusal it causes. */
+  const refused = async (): Promise<LogRecord> => {
+    const before = refusals().length;
+    tunnel.kill("SIGHUP");
+    await tunnel.waitForLog(() => refusals().length > before);
+    return refusals()[before]!;
+  };
+  await Deno.writeTextFile(path, deeplyNested(5000));
+  assert.match(String((await refused()).error), /:1:\d+: nested deeper than 32 levels/);
+
+  await Deno.remove(path);
+  await mkfifo(path);
+  assert.match(String((await refused()).error), /it is a FIFO \(named pipe\), not a regular file/);
+
+  await Deno.remove(path);
+  await Deno.symlink("/dev/zero", path);
+  assert.match(String((await refused()).error), /it is a character device, not a regular file/);
+
+  await Deno.remove(path);
+  await Deno.writeTextFile(path, " ".repeat(10 * 1024 * 1024));
+  assert.match(String((await refused()).error), /it is 10485760 bytes, over the limit of 1048576/);
+
+  await Deno.writeTextFile(
+    path,
+    JSON.stringify({
+      sentinels,
+      databases: [{ name: "first", port }, { name: "second", port: addedPort }],
+    }),
+  );
+  tunnel.kill("SIGHUP");
+  const reloaded = await tunnel.waitForLog((r) => /^Reloaded/.test(String(r.message)));
+  assert.deepEqual(reloaded.added, ["second"]);
+  assert.equal(tunnel.logs.filter((r) => r.level === "RAW").length, 0, "a line that is not a log");
+  const status = await tunnel.stop();
+  assert.equal(status.code, 0);
 });

@@ -2,7 +2,11 @@ import assert from "node:assert/strict";
 import {
   ConfigError,
   configFromEnvironment,
+  ConfigReloadQueue,
   loadConfig,
+  MAX_CONFIG_BYTES,
+  MAX_CONFIG_DEPTH,
+  MAX_REPORTED_PROBLEMS,
   parseConfig,
   redactConfig,
 } from "../src/ops/config.ts";
@@ -213,14 +217,14 @@ Deno.test("parseConfig() names the environment variable that is not set", () => 
   assert.deepEqual(error.problems, [error.message]);
 });
 
-Deno.test("parseConfig() treats an empty environment variable as not set", () => {
+Deno.test("parseConfig() says that a passwordEnv variable is empty, not that it is not set", () => {
   const error = configError(
     documented({ sentinelAuth: { passwordEnv: "EMPTY_PW" } }),
     { EMPTY_PW: "" },
   );
-  assert.match(
+  assert.equal(
     error.message,
-    /sentinelAuth\.passwordEnv: environment variable "EMPTY_PW" is not set/,
+    `${SOURCE}: sentinelAuth.passwordEnv: environment variable "EMPTY_PW" is set but empty: put the password in it, or remove sentinelAuth if no password is needed`,
   );
 });
 
@@ -588,7 +592,7 @@ Deno.test("configFromEnvironment() builds a config from SENTINEL_TUNNEL_* variab
     SENTINEL_TUNNEL_ADMIN: ":9121",
     SENTINEL_TUNNEL_MASTER_PASSWORD: "env-master-secret",
   };
-  const config = configFromEnvironment((name) => env[name]);
+  const config = configFromEnvironment(env);
   assert.ok(config);
   assert.equal(config.format, "environment");
   assert.deepEqual(config.sentinels, [{ hostname: "127.0.0.1", port: 26379 }, {
@@ -605,7 +609,7 @@ Deno.test("configFromEnvironment() builds a config from SENTINEL_TUNNEL_* variab
     config.databases[0]?.masterAuth?.passwordSource,
     "env SENTINEL_TUNNEL_MASTER_PASSWORD",
   );
-  assert.equal(configFromEnvironment(() => undefined), undefined);
+  assert.equal(configFromEnvironment({}), undefined);
 });
 
 Deno.test("configFromEnvironment() validates like a file and names the variable", () => {
@@ -613,7 +617,7 @@ Deno.test("configFromEnvironment() validates like a file and names the variable"
     SENTINEL_TUNNEL_SENTINELS: "127.0.0.1:26379,nohostport",
     SENTINEL_TUNNEL_DATABASES: "mymaster:70000,cache",
   };
-  assert.throws(() => configFromEnvironment((name) => env[name]), (error) => {
+  assert.throws(() => configFromEnvironment(env), (error) => {
     assert.ok(error instanceof ConfigError);
     const text = error.message;
     assert.match(text, /environment: SENTINEL_TUNNEL_SENTINELS\[1\]: "nohostport" is not valid/);
@@ -625,8 +629,7 @@ Deno.test("configFromEnvironment() validates like a file and names the variable"
     return true;
   });
   assert.throws(
-    () =>
-      configFromEnvironment((name) => name === "SENTINEL_TUNNEL_DATABASES" ? "m:6380" : undefined),
+    () => configFromEnvironment({ SENTINEL_TUNNEL_DATABASES: "m:6380" }),
     /SENTINEL_TUNNEL_SENTINELS: \[\] is not valid: list at least one Sentinel/,
   );
 });
@@ -704,4 +707,320 @@ Deno.test("parseConfig() takes maxClients in total and per database, and tcpKeep
   assert.throws(() => parse(documented({ timeouts: { clientIdleMs: -1 } })), {
     message: /an idle limit is a whole number of milliseconds from 0 \(off\) to 86400000/,
   });
+});
+
+// Issue #8: every input is bounded, and every mistake is refused with its line, not crashed on.
+
+/** A config nested `depth` deep in all: `[[[...]]]` as the value of "sentinels". */
+function nested(depth: number): string {
+  // The outer object is the first level.
+  return `{ "sentinels": ${"[".repeat(depth - 1)}${"]".repeat(depth - 1)}, "databases": [] }`;
+}
+
+Deno.test("parseConfig() refuses a config nested 5,000 deep with one line, not a RangeError", () => {
+  // 5,000 objects deep overflowed the parser's stack.
+  const error = configError(`${'{"a":'.repeat(5000)}1${"}".repeat(5000)}`);
+  // The 33rd "{", at column 1 + 5 * 32, opens level 33.
+  assert.equal(
+    error.message,
+    `${SOURCE}:1:161: nested deeper than 32 levels of objects and arrays: a config nests 5 at most; remove the extra brackets`,
+  );
+  assert.match(configError(nested(100_000)).message, /^test\.jsonc:1:47: nested deeper than 32/);
+  // Brackets in strings and comments are not nesting.
+  const quoted = `// ${"[".repeat(100)}\n${documented({ bind: "[".repeat(100) })}`;
+  assert.match(configError(quoted).message, /bind: "\[\[\[/);
+  // At the limit the text is parsed, and refused by the schema instead.
+  assert.match(
+    configError(nested(MAX_CONFIG_DEPTH)).message,
+    /sentinels\[0\]: \[\[.* is not valid/,
+  );
+});
+
+Deno.test("parseConfig() accepts a UTF-8 byte order mark", () => {
+  const config = parse(`\uFEFF${documented()}`);
+  assert.equal(config.databases[0]?.name, "mymaster");
+  // Columns on the first line count from after the mark.
+  assert.match(configError("\uFEFF{ x").message, /^test\.jsonc:1:3: syntax error: /);
+});
+
+Deno.test("parseConfig() refuses a number too large to hold, at its line and column", () => {
+  const error = configError(
+    '{\n  "sentinels": ["127.0.0.1:26379"],\n  "maxClients": 1e400,\n  "databases": [{ "name": "m", "port": -1e999 }]\n}',
+  );
+  assert.deepEqual(error.problems, [
+    `${SOURCE}:3:17: maxClients: 1e400 is not valid: the number is too large to hold; write one below 1e308, such as 6380`,
+    `${SOURCE}:4:40: databases[0].port: -1e999 is not valid: the number is too large to hold; write one below 1e308, such as 6380`,
+  ]);
+  assert.doesNotMatch(error.message, /null/);
+});
+
+Deno.test("parseConfig() refuses a key given twice, with line, column and the key's path", () => {
+  const error = configError(`{
+  "sentinels": ["127.0.0.1:26379"],
+  "databases": [
+    { "name": "a", "port": 6380 },
+    { "name": "b", "port": 6381, "port": 6382 }
+  ],
+  "sentinels": ["127.0.0.1:26380"]
+}`);
+  assert.deepEqual(error.problems, [
+    `${SOURCE}:5:34: databases[1].port: the key "port" is given twice, also at 5:20: keep one of them`,
+    `${SOURCE}:7:3: sentinels: the key "sentinels" is given twice, also at 2:3: keep one of them`,
+  ]);
+  // The same key in two different objects is fine.
+  assert.equal(
+    parse(documented({ masterAuth: { password: "x" }, sentinelAuth: { password: "y" } })).format,
+    "documented",
+  );
+});
+
+Deno.test("parseConfig() refuses a __proto__ key as unknown, never as a prototype", () => {
+  const error = configError(documented().replace("{", '{ "__proto__": { "bind": "0.0.0.0" },'));
+  assert.match(error.message, /^test\.jsonc: top level: unknown key "__proto__" \(known keys: /);
+});
+
+Deno.test("parseConfig() allows one port on different addresses, refuses the same address twice", () => {
+  const config = parse(JSON.stringify({
+    sentinels: ["127.0.0.1:26379"],
+    databases: [
+      { name: "a", port: 6380 },
+      { name: "b", port: 6380, bind: "::1" },
+      { name: "c", port: 6380, bind: "127.0.0.2" },
+    ],
+  }));
+  assert.deepEqual(config.databases.map((d) => `${d.bind} ${d.port}`), [
+    "127.0.0.1 6380",
+    "::1 6380",
+    "127.0.0.2 6380",
+  ]);
+  const twice = (binds: [string, string]) =>
+    configError(JSON.stringify({
+      sentinels: ["127.0.0.1:26379"],
+      databases: binds.map((bind, i) => ({ name: `d${i}`, port: 6380, bind })),
+    })).message;
+  assert.equal(
+    twice(["::1", "0:0:0:0:0:0:0:1"]),
+    `${SOURCE}: databases[1].port: 6380 is used twice: it is also databases[0].port; give each database its own port`,
+  );
+  assert.equal(
+    twice(["0.0.0.0", "127.0.0.1"]),
+    `${SOURCE}: databases[1].port: 6380 on "127.0.0.1" overlaps databases[0].port, 6380 on "0.0.0.0", which takes every address; give each database its own port`,
+  );
+  assert.match(
+    twice(["::1", "::"]),
+    /databases\[1\]\.port: 6380 on "::" overlaps databases\[0\]\.port/,
+  );
+  assert.match(twice(["10.0.0.1", "::"]), /6380 on "::" overlaps/);
+  assert.match(
+    twice(["10.0.0.1", "0.0.0.0"]),
+    /6380 on "0\.0\.0\.0" overlaps databases\[0\]\.port/,
+  );
+  // 0.0.0.0 takes IPv4 addresses only.
+  assert.equal(
+    parse(JSON.stringify({
+      sentinels: ["127.0.0.1:26379"],
+      databases: [{ name: "a", port: 6380, bind: "0.0.0.0" }, {
+        name: "b",
+        port: 6380,
+        bind: "::1",
+      }],
+    })).databases.length,
+    2,
+  );
+});
+
+Deno.test("parseConfig() lists the first 10 problems and counts the rest", () => {
+  const databases = Array.from({ length: 30_000 }, () => ({ name: "same", port: 6380 }));
+  const error = configError(JSON.stringify({ sentinels: ["127.0.0.1:26379"], databases }));
+  assert.equal(error.count, 2 * (databases.length - 1));
+  assert.equal(error.problems.length, MAX_REPORTED_PROBLEMS + 1);
+  assert.equal(error.message.split("\n").length, MAX_REPORTED_PROBLEMS + 1);
+  assert.equal(
+    error.problems.at(-1),
+    `${SOURCE}: and ${
+      error.count - MAX_REPORTED_PROBLEMS
+    } more problems not shown: fix the ones above, then check again with --check`,
+  );
+});
+
+Deno.test("parseConfig() refuses text over the size limit before parsing it", () => {
+  const error = configError(" ".repeat(MAX_CONFIG_BYTES) + documented());
+  assert.match(
+    error.message,
+    /^test\.jsonc: the config is \d+ characters long, over the limit of 1048576: /,
+  );
+});
+
+Deno.test("configFromEnvironment() refuses an unknown SENTINEL_TUNNEL_* variable, suggesting the nearest", () => {
+  const env = {
+    SENTINEL_TUNNEL_SENTINELS: "127.0.0.1:26379",
+    SENTINEL_TUNNEL_DATABASES: "mymaster:6380",
+    SENTINEL_TUNNEL_MASTER_PASWORD: "secret-in-a-typo",
+    SENTINEL_TUNNEL_BUFFER_BYTES: "1024,65536",
+    OTHER_VARIABLE: "ignored",
+  };
+  assert.throws(() => configFromEnvironment(env), (error) => {
+    assert.ok(error instanceof ConfigError);
+    assert.match(
+      error.message,
+      /^environment: SENTINEL_TUNNEL_MASTER_PASWORD: unknown variable: did you mean SENTINEL_TUNNEL_MASTER_PASSWORD\? \(known: SENTINEL_TUNNEL_SENTINELS, SENTINEL_TUNNEL_DATABASES, .*\); rename or unset it$/,
+    );
+    assert.ok(!error.message.includes("secret-in-a-typo"));
+    return true;
+  });
+  // A misspelt required variable alone is a mistake too, not "no config given".
+  assert.throws(
+    () => configFromEnvironment({ SENTINEL_TUNNEL_SENTINEL: "127.0.0.1:26379" }),
+    /SENTINEL_TUNNEL_SENTINEL: unknown variable: did you mean SENTINEL_TUNNEL_SENTINELS\?/,
+  );
+  assert.equal(configFromEnvironment({ SENTINEL_TUNNEL_BUFFER_BYTES: "1024,65536" }), undefined);
+});
+
+Deno.test("configFromEnvironment() says that an empty password variable is empty", () => {
+  assert.throws(
+    () =>
+      configFromEnvironment({
+        SENTINEL_TUNNEL_SENTINELS: "127.0.0.1:26379",
+        SENTINEL_TUNNEL_DATABASES: "mymaster:6380",
+        SENTINEL_TUNNEL_MASTER_PASSWORD: "",
+      }),
+    {
+      message:
+        "environment: SENTINEL_TUNNEL_MASTER_PASSWORD: is set but empty: put the password in it, or unset it if no password is needed",
+    },
+  );
+});
+
+/** `promise`, or a failure after `ms`: a read that blocks fails the test instead of hanging it. */
+async function within<T>(ms: number, promise: Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no result within ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The one-line ConfigError that loading `path` rejects with. */
+async function loadError(path: string, options = {}): Promise<string> {
+  try {
+    await within(10_000, loadConfig(path, { getEnv: noEnv, ...options }));
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, `not a ConfigError: ${error}`);
+    assert.equal(error.problems.length, 1, error.message);
+    return error.message;
+  }
+  assert.fail(`loadConfig(${path}) did not throw`);
+}
+
+Deno.test({
+  name: "loadConfig() refuses a FIFO, a device and a directory at once, without reading them",
+  permissions: { read: true, write: true, run: ["sh"] },
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    try {
+      const fifo = `${dir}/config.jsonc`;
+      const made = await new Deno.Command("sh", { args: ["-c", 'mkfifo "$0"', fifo] }).output();
+      assert.equal(made.code, 0, new TextDecoder().decode(made.stderr));
+      assert.equal(
+        await loadError(fifo),
+        `${fifo}: cannot read the config file: it is a FIFO (named pipe), not a regular file; give the path of a JSONC config file`,
+      );
+      assert.equal(
+        await loadError("/dev/zero"),
+        "/dev/zero: cannot read the config file: it is a character device, not a regular file; give the path of a JSONC config file",
+      );
+      // Through a symbolic link too.
+      await Deno.symlink("/dev/zero", `${dir}/zero.jsonc`);
+      assert.match(await loadError(`${dir}/zero.jsonc`), /it is a character device/);
+      assert.equal(
+        await loadError(dir),
+        `${dir}: cannot read the config file: it is a directory, not a regular file; give the path of a JSONC config file`,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "loadConfig() refuses a file over 1 MiB and reads one at the limit, BOM and all",
+  permissions: { read: true, write: true },
+  async fn() {
+    const path = await Deno.makeTempFile({ suffix: ".jsonc" });
+    try {
+      const bytes = new TextEncoder().encode(`\uFEFF${documented()}`);
+      const padded = new Uint8Array(MAX_CONFIG_BYTES).fill(0x20);
+      padded.set(bytes);
+      await Deno.writeFile(path, padded);
+      assert.equal((await loadConfig(path, { getEnv: noEnv })).databases[0]?.name, "mymaster");
+      await Deno.writeFile(path, new Uint8Array(MAX_CONFIG_BYTES + 1).fill(0x20));
+      assert.equal(
+        await loadError(path),
+        `${path}: cannot read the config file: it is 1048577 bytes, over the limit of 1048576 bytes (1 MiB): a config is a few kilobytes; check that this is the config`,
+      );
+    } finally {
+      await Deno.remove(path);
+    }
+  },
+});
+
+Deno.test({
+  name: "loadConfig() gives up reading when its signal aborts",
+  permissions: { read: true },
+  async fn() {
+    assert.equal(
+      await loadError("config/example.jsonc", {
+        signal: AbortSignal.abort(new Error("test deadline")),
+      }),
+      "config/example.jsonc: cannot read the config file: gave up reading it: test deadline; check the file system it is on",
+    );
+  },
+});
+
+Deno.test("ConfigReloadQueue runs one reload at a time and folds requests during one into one more", async () => {
+  const events: string[] = [];
+  const gates: PromiseWithResolvers<void>[] = [];
+  const queue = new ConfigReloadQueue(async () => {
+    const gate = Promise.withResolvers<void>();
+    gates.push(gate);
+    events.push(`start ${gates.length}`);
+    await gate.promise;
+    events.push(`end ${gates.length}`);
+  });
+  queue.request();
+  for (let i = 0; i < 5; i++) queue.request();
+  assert.deepEqual(events, ["start 1"]);
+  gates[0]!.resolve();
+  // The five requests during the first reload make one more.
+  await within(
+    5_000,
+    (async () => {
+      while (gates.length < 2) await new Promise((resolve) => setTimeout(resolve, 1));
+    })(),
+  );
+  gates[1]!.resolve();
+  await within(5_000, queue.idle);
+  assert.deepEqual(events, ["start 1", "end 1", "start 2", "end 2"]);
+});
+
+Deno.test("ConfigReloadQueue reports a reload that throws and goes on with the next", async () => {
+  const errors: unknown[] = [];
+  let runs = 0;
+  const queue = new ConfigReloadQueue(() => {
+    runs++;
+    return runs === 1 ? Promise.reject(new RangeError("boom")) : Promise.resolve();
+  }, { onError: (error) => errors.push(error) });
+  queue.request();
+  await within(5_000, queue.idle);
+  queue.request();
+  await within(5_000, queue.idle);
+  assert.equal(runs, 2);
+  assert.equal(errors.length, 1);
+  assert.ok(errors[0] instanceof RangeError);
 });

@@ -1,0 +1,253 @@
+/**
+ * From a parsed config value to {@linkcode TunnelConfig}: validated against its
+ * format's schema, then resolved: defaults and overrides applied, passwords read
+ * from the environment, and every Sentinel, name and listen address checked to
+ * be used once.
+ *
+ * @module
+ */
+import { formatAddress } from "../shared/address.ts";
+import {
+  type Credentials,
+  type DatabaseConfig,
+  DEFAULT_BIND,
+  DEFAULT_HOOK_TIMEOUT_MS,
+  DEFAULT_MAX_CLIENTS,
+  DEFAULT_MAX_SENTINELS,
+  DEFAULT_TIMEOUTS,
+  type Timeouts,
+  type TunnelConfig,
+} from "../shared/settings.ts";
+import { describeIssue, type DescribePath, formatPath } from "./config_messages.ts";
+import {
+  type AuthInput,
+  type DocumentedInput,
+  documentedSchema,
+  type OriginalInput,
+  originalSchema,
+} from "./config_schema.ts";
+
+/** Options for {@linkcode validateConfig}. */
+export interface ValidateConfigOptions {
+  /** Reads the environment variables named by `passwordEnv`. */
+  getEnv: (name: string) => string | undefined;
+  /** How messages write a field path. @default {formatPath} */
+  describePath?: DescribePath;
+}
+
+/** A valid config, or the problems that make it invalid (one line each, without the source). */
+export type Validated = { config: TunnelConfig } | { problems: string[] };
+
+/** Validates a parsed config value in `format` and resolves it. */
+export function validateConfig(
+  raw: object,
+  format: TunnelConfig["format"],
+  options: ValidateConfigOptions,
+): Validated {
+  const schema = format === "original" ? originalSchema : documentedSchema;
+  const result = schema.safeParse(raw);
+  if (!result.success) {
+    return {
+      problems: result.error.issues.flatMap((issue) =>
+        describeIssue(issue, raw, schema, options.describePath ?? formatPath)
+      ),
+    };
+  }
+  const input: DocumentedInput = format === "original"
+    ? fromOriginal(result.data as OriginalInput)
+    : result.data as DocumentedInput;
+  return resolve(input, format, options.getEnv);
+}
+
+function fromOriginal(original: OriginalInput): DocumentedInput {
+  return {
+    sentinels: original.Sentinels_addresses_list,
+    databases: original.Databases.map((db) => ({
+      name: db.Name,
+      port: db.Local_port,
+    })),
+  };
+}
+
+function resolve(
+  input: DocumentedInput,
+  format: TunnelConfig["format"],
+  getEnv: (name: string) => string | undefined,
+): Validated {
+  const problems: string[] = [];
+  const credentials = (
+    a: AuthInput | undefined,
+    path: string,
+  ): Credentials | undefined => {
+    if (a === undefined) return undefined;
+    let password = a.password;
+    let passwordSource = "config";
+    if (a.passwordEnv !== undefined) {
+      const name = JSON.stringify(a.passwordEnv);
+      password = getEnv(a.passwordEnv);
+      passwordSource = `env ${a.passwordEnv}`;
+      if (password === undefined) {
+        problems.push(
+          `${path}.passwordEnv: environment variable ${name} is not set: export it before starting, or write the password in "password"`,
+        );
+        return undefined;
+      }
+      if (password === "") {
+        problems.push(
+          format === "environment"
+            ? `${a.passwordEnv}: is set but empty: put the password in it, or unset it if no password is needed`
+            : `${path}.passwordEnv: environment variable ${name} is set but empty: put the password in it, or remove ${path} if no password is needed`,
+        );
+        return undefined;
+      }
+    }
+    return {
+      ...(a.username === undefined ? {} : { username: a.username }),
+      password: password!,
+      passwordSource,
+    };
+  };
+
+  const sentinelKey = format === "original" ? "Sentinels_addresses_list" : "sentinels";
+  const seenSentinels = new Map<string, number>();
+  input.sentinels.forEach((s, i) => {
+    const key = formatAddress(s).toLowerCase();
+    const first = seenSentinels.get(key);
+    if (first !== undefined) {
+      problems.push(
+        `${sentinelKey}[${i}]: ${
+          JSON.stringify(formatAddress(s))
+        } is listed twice: it is also ${sentinelKey}[${first}]; list each Sentinel once`,
+      );
+    } else seenSentinels.set(key, i);
+  });
+
+  const timeouts = withOverrides(DEFAULT_TIMEOUTS, input.timeouts);
+  const sentinelAuth = credentials(input.sentinelAuth, "sentinelAuth");
+  const globalMasterAuth = credentials(input.masterAuth, "masterAuth");
+  const databasesKey = format === "original" ? "Databases" : "databases";
+  const nameKey = format === "original" ? "Name" : "name";
+  const portKey = format === "original" ? "Local_port" : "port";
+  const seenNames = new Map<string, number>();
+  const listens = new ListenAddresses();
+  const databases = input.databases.map((db, i): DatabaseConfig => {
+    const firstName = seenNames.get(db.name);
+    if (firstName !== undefined) {
+      problems.push(
+        `${databasesKey}[${i}].${nameKey}: ${
+          JSON.stringify(db.name)
+        } is used twice: it is also ${databasesKey}[${firstName}].${nameKey}; each database is listed once`,
+      );
+    } else seenNames.set(db.name, i);
+    const bind = db.bind ?? input.bind ?? DEFAULT_BIND;
+    const clash = listens.add(bind, db.port, i);
+    if (clash !== undefined) {
+      const here = `${databasesKey}[${i}].${portKey}`;
+      const there = `${databasesKey}[${clash.index}].${portKey}`;
+      problems.push(
+        clash.exact
+          ? `${here}: ${db.port} is used twice: it is also ${there}; give each database its own port`
+          : `${here}: ${db.port} on ${JSON.stringify(bind)} overlaps ${there}, ${db.port} on ${
+            JSON.stringify(clash.bind)
+          }, which takes every address; give each database its own port`,
+      );
+    }
+    const masterAuth = db.masterAuth === undefined
+      ? globalMasterAuth
+      : credentials(db.masterAuth, `databases[${i}].masterAuth`);
+    const hookInput = db.onMasterChange ?? input.onMasterChange;
+    return {
+      name: db.name,
+      bind,
+      port: db.port,
+      ...(masterAuth === undefined ? {} : { masterAuth }),
+      timeouts: withOverrides(timeouts, db.timeouts),
+      maxClients: db.maxClients ?? input.maxClients ?? DEFAULT_MAX_CLIENTS,
+      tcpKeepAlive: input.tcpKeepAlive ?? true,
+      ...(hookInput === undefined ? {} : {
+        onMasterChange: {
+          command: hookInput.command,
+          timeoutMs: hookInput.timeoutMs ?? DEFAULT_HOOK_TIMEOUT_MS,
+        },
+      }),
+    };
+  });
+  if (problems.length > 0) return { problems };
+  return {
+    config: {
+      format,
+      sentinels: input.sentinels,
+      ...(sentinelAuth === undefined ? {} : { sentinelAuth }),
+      timeouts,
+      databases,
+      ...(input.admin === undefined ? {} : { admin: input.admin }),
+      maxSentinels: input.maxSentinels ?? DEFAULT_MAX_SENTINELS,
+      maxClients: input.maxClients ?? DEFAULT_MAX_CLIENTS,
+    },
+  };
+}
+
+/**
+ * The listen addresses taken so far, to find two databases that cannot both listen: the same
+ * address and port, or a port on a wildcard address (`0.0.0.0` takes every IPv4 address, `::`
+ * every address, IPv4 included on a dual-stack system) and the same port on another address.
+ * The same port on two specific addresses is fine. Each check is a few map lookups.
+ */
+class ListenAddresses {
+  #exact = new Map<string, { bind: string; index: number }>();
+  /** Per port: the first database on `::`, on `0.0.0.0`, on any address, on an IPv4 one. */
+  #ports = new Map<
+    number,
+    Partial<Record<"v6Any" | "v4Any" | "first" | "firstV4", { bind: string; index: number }>>
+  >();
+
+  /** Records `bind:port` for database `index`; returns the earlier database it clashes with. */
+  add(
+    bind: string,
+    port: number,
+    index: number,
+  ): { bind: string; index: number; exact: boolean } | undefined {
+    const host = normalizeHost(bind);
+    const key = `${host} ${port}`;
+    const same = this.#exact.get(key);
+    if (same !== undefined) return { ...same, exact: true };
+    const entry = { bind, index };
+    this.#exact.set(key, entry);
+    let seen = this.#ports.get(port);
+    if (seen === undefined) this.#ports.set(port, seen = {});
+    const v6 = host.includes(":");
+    const clash = host === "::"
+      ? seen.first
+      : host === "0.0.0.0"
+      ? seen.v6Any ?? seen.firstV4
+      : seen.v6Any ?? (v6 ? undefined : seen.v4Any);
+    seen.first ??= entry;
+    if (!v6) seen.firstV4 ??= entry;
+    if (host === "::") seen.v6Any ??= entry;
+    if (host === "0.0.0.0") seen.v4Any ??= entry;
+    return clash && { ...clash, exact: false };
+  }
+}
+
+/** A host in one spelling: lower case, an IPv6 address compressed as URLs write it. */
+function normalizeHost(host: string): string {
+  const lower = host.toLowerCase();
+  if (!lower.includes(":") || lower.includes("%")) return lower;
+  try {
+    return new URL(`http://[${lower}]/`).hostname.slice(1, -1);
+  } catch {
+    return lower;
+  }
+}
+
+/** `base` with every value that `overrides` sets; an `undefined` value keeps the base. */
+function withOverrides(
+  base: Timeouts,
+  overrides: Partial<Record<keyof Timeouts, number | undefined>> | undefined,
+): Timeouts {
+  const result = { ...base };
+  for (const [key, value] of Object.entries(overrides ?? {})) {
+    if (value !== undefined) result[key as keyof Timeouts] = value;
+  }
+  return result;
+}

@@ -1,0 +1,275 @@
+/**
+ * Properties of the config parser over generated input (fast-check): a valid
+ * config reads back as written, and no text at all, however broken, deep or
+ * large, makes it throw anything but a short ConfigError.
+ */
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import {
+  ConfigError,
+  MAX_CONFIG_DEPTH,
+  MAX_REPORTED_PROBLEMS,
+  parseConfig,
+} from "../src/ops/config.ts";
+import { DEFAULT_TIMEOUTS } from "../src/shared/settings.ts";
+
+/** Runs per property: enough to find the classes of bugs above, few enough for 2 shared cores. */
+const RUNS = { numRuns: 300 };
+
+function parse(text: string) {
+  return parseConfig(text, "p.jsonc", { getEnv: (name) => `env-${name}` });
+}
+
+/** Parses `text`; returns the ConfigError it throws, and fails on any other throw. */
+function outcome(text: string): ConfigError | undefined {
+  try {
+    parse(text);
+    return undefined;
+  } catch (error) {
+    if (!(error instanceof ConfigError)) {
+      throw new Error(`not a ConfigError: ${error}`, { cause: error });
+    }
+    const lines = error.message.split("\n");
+    assert.ok(lines.length <= MAX_REPORTED_PROBLEMS + 1, `${lines.length} lines`);
+    assert.deepEqual(lines, error.problems);
+    for (const line of lines) assert.ok(line.startsWith("p.jsonc"), line);
+    return error;
+  }
+}
+
+const port = fc.integer({ min: 1, max: 65535 });
+const host = fc.oneof(fc.ipV4(), fc.ipV6(), fc.domain());
+const sentinelAddress = fc.tuple(host, port).map(([h, p]) =>
+  h.includes(":") ? `[${h}]:${p}` : `${h}:${p}`
+);
+const millis = fc.integer({ min: 1, max: 600_000 });
+const timeouts = fc.record({
+  sentinelConnectMs: millis,
+  sentinelReplyMs: millis,
+  masterConnectMs: millis,
+  pollIntervalMs: millis,
+  clientWaitMs: millis,
+  clientIdleMs: fc.integer({ min: 0, max: 86_400_000 }),
+}, { requiredKeys: [] });
+const databaseTimeouts = fc.record({
+  masterConnectMs: millis,
+  masterReplyMs: millis,
+  clientWaitMs: millis,
+}, { requiredKeys: [] });
+const bind = fc.constantFrom("127.0.0.1", "::1", "0.0.0.0", "10.1.2.3", "localhost");
+
+/** A valid documented config: Sentinels, names and ports each used once. */
+const documentedConfig = fc.record({
+  sentinels: fc.uniqueArray(sentinelAddress, {
+    minLength: 1,
+    maxLength: 5,
+    selector: (a) => a.toLowerCase(),
+  }),
+  databases: fc.uniqueArray(
+    fc.record({
+      name: fc.string({ minLength: 1, maxLength: 20, unit: "grapheme" }),
+      port,
+      timeouts: databaseTimeouts,
+      maxClients: fc.integer({ min: 1, max: 1_000_000 }),
+    }, { requiredKeys: ["name", "port"] }),
+    { minLength: 1, maxLength: 5, selector: (d) => d.port },
+  ).filter((dbs) => new Set(dbs.map((d) => d.name)).size === dbs.length),
+  bind,
+  timeouts,
+  maxSentinels: fc.integer({ min: 1, max: 256 }),
+  maxClients: fc.integer({ min: 1, max: 1_000_000 }),
+  tcpKeepAlive: fc.boolean(),
+  masterAuth: fc.record({ username: fc.string({ minLength: 1 }), passwordEnv: fc.constant("PW") }, {
+    requiredKeys: ["passwordEnv"],
+  }),
+}, { requiredKeys: ["sentinels", "databases"] });
+
+Deno.test("parseConfig() reads back every valid config as written, in any layout", () => {
+  fc.assert(
+    fc.property(
+      documentedConfig,
+      fc.constantFrom("compact", "indented", "bom", "comments"),
+      (input, layout) => {
+        const json = JSON.stringify(input, null, layout === "compact" ? undefined : 2);
+        const text = layout === "bom"
+          ? `\uFEFF${json}`
+          : layout === "comments"
+          ? `// generated\n${json.replace(/\n/g, " /* x */\n")}`
+          : json;
+        const config = parse(text);
+        assert.equal(config.format, "documented");
+        assert.deepEqual(
+          config.sentinels.map((s) =>
+            s.hostname.includes(":") ? `[${s.hostname}]:${s.port}` : `${s.hostname}:${s.port}`
+          ),
+          input.sentinels,
+        );
+        const global = { ...DEFAULT_TIMEOUTS, ...input.timeouts };
+        assert.deepEqual(config.timeouts, global);
+        assert.equal(config.maxSentinels, input.maxSentinels ?? 16);
+        assert.equal(config.maxClients, input.maxClients ?? 10_000);
+        assert.deepEqual(
+          config.databases.map((d) => ({
+            name: d.name,
+            port: d.port,
+            bind: d.bind,
+            timeouts: d.timeouts,
+            maxClients: d.maxClients,
+            tcpKeepAlive: d.tcpKeepAlive,
+            username: d.masterAuth?.username,
+          })),
+          input.databases.map((d) => ({
+            name: d.name,
+            port: d.port,
+            bind: input.bind ?? "127.0.0.1",
+            timeouts: { ...global, ...d.timeouts },
+            maxClients: d.maxClients ?? input.maxClients ?? 10_000,
+            tcpKeepAlive: input.tcpKeepAlive ?? true,
+            username: input.masterAuth?.username,
+          })),
+        );
+      },
+    ),
+    RUNS,
+  );
+});
+
+Deno.test("parseConfig() reads back the original sentinel_tunnel format", () => {
+  fc.assert(
+    fc.property(
+      fc.uniqueArray(sentinelAddress, {
+        minLength: 1,
+        maxLength: 3,
+        selector: (a) => a.toLowerCase(),
+      }),
+      fc.uniqueArray(fc.tuple(fc.stringMatching(/^[a-z][a-z0-9]{0,9}$/), port, fc.boolean()), {
+        minLength: 1,
+        maxLength: 4,
+        selector: ([name, p]) => `${name}` + "\0" + p,
+      }).filter((dbs) =>
+        new Set(dbs.map(([n]) => n)).size === dbs.length &&
+        new Set(dbs.map(([, p]) => p)).size === dbs.length
+      ),
+      (sentinels, databases) => {
+        const config = parse(JSON.stringify({
+          Sentinels_addresses_list: sentinels,
+          Databases: databases.map(([Name, p, asText]) => ({
+            Name,
+            Local_port: asText ? String(p) : p,
+          })),
+        }));
+        assert.equal(config.format, "original");
+        assert.deepEqual(
+          config.databases.map((d) => [d.name, d.port]),
+          databases.map(([n, p]) => [n, p]),
+        );
+      },
+    ),
+    RUNS,
+  );
+});
+
+Deno.test("parseConfig() throws only a short ConfigError for any text", () => {
+  const jsonish = fc.array(
+    fc.constantFrom(
+      "{",
+      "}",
+      "[",
+      "]",
+      ",",
+      ":",
+      '"',
+      '"a"',
+      '"sentinels"',
+      '"databases"',
+      '"__proto__"',
+      "1e400",
+      "-1e999",
+      "0",
+      "true",
+      "null",
+      "// c\n",
+      "/*",
+      "*/",
+      "\\",
+      "\uFEFF",
+      " ",
+      "\n",
+    ),
+    { maxLength: 200 },
+  ).map((parts) => parts.join(""));
+  fc.assert(
+    fc.property(fc.oneof(fc.string({ unit: "binary" }), fc.json(), jsonish), (text) => {
+      outcome(text);
+    }),
+    { numRuns: 1000 },
+  );
+});
+
+Deno.test("parseConfig() throws only a short ConfigError for any JSON value in any known key", () => {
+  const keys = [
+    "sentinels",
+    "databases",
+    "bind",
+    "admin",
+    "sentinelAuth",
+    "masterAuth",
+    "timeouts",
+    "maxSentinels",
+    "maxClients",
+    "tcpKeepAlive",
+    "onMasterChange",
+    "__proto__",
+    "Databases",
+  ];
+  fc.assert(
+    fc.property(
+      fc.dictionary(fc.constantFrom(...keys), fc.jsonValue({ maxDepth: 6 })),
+      fc.array(fc.jsonValue({ maxDepth: 4 }), { maxLength: 3 }),
+      (top, entries) => {
+        const text = JSON.stringify({
+          sentinels: ["127.0.0.1:26379"],
+          databases: [{ name: "m", port: 6380 }, ...entries],
+          ...top,
+        });
+        outcome(text);
+      },
+    ),
+    RUNS,
+  );
+});
+
+Deno.test("parseConfig() refuses any nesting past the limit with one line, however deep", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: MAX_CONFIG_DEPTH + 1, max: 100_000 }),
+      fc.constantFrom("[", '{"a":'),
+      (depth, opener) => {
+        const close = opener === "[" ? "]" : "}";
+        const error = outcome(`${opener.repeat(depth - 1)}[]${close.repeat(depth - 1)}`);
+        assert.ok(error);
+        assert.match(error.message, /^p\.jsonc:1:\d+: nested deeper than 32 levels/);
+        assert.equal(error.problems.length, 1);
+      },
+    ),
+    { numRuns: 50 },
+  );
+});
+
+Deno.test("parseConfig() refuses a key given twice anywhere, naming it", () => {
+  fc.assert(
+    fc.property(documentedConfig, fc.nat(), (input, pick) => {
+      const json = JSON.stringify(input);
+      // Repeat one key of the text right after itself: `"port":6380` becomes `"port":6380,"port":6380`.
+      const pairs = [...json.matchAll(/"([a-zA-Z]+)":(\d+|true|false|"[^"\\]*")(?=[,}])/g)];
+      fc.pre(pairs.length > 0);
+      const pair = pairs[pick % pairs.length]!;
+      const end = pair.index + pair[0].length;
+      const text = `${json.slice(0, end)},${pair[0]}${json.slice(end)}`;
+      const error = outcome(text);
+      assert.ok(error, text);
+      assert.match(error.message, new RegExp(`the key "${pair[1]}" is given twice`));
+    }),
+    RUNS,
+  );
+});
