@@ -14,13 +14,14 @@ import { startAdminServer } from "./src/ops/admin_server.ts";
 import {
   ConfigError,
   configFromEnvironment,
+  ConfigReloadQueue,
   ENVIRONMENT_KEYS,
   loadConfig,
   redactConfig,
 } from "./src/ops/config.ts";
 import type { TunnelConfig } from "./src/shared/settings.ts";
 import { ListenError } from "./src/shared/io.ts";
-import { LOG_LEVELS, setupLogging } from "./src/ops/log.ts";
+import { flushLogs, LOG_LEVELS, setupLogging } from "./src/ops/log.ts";
 import { type BufferSizes, DEFAULT_BUFFER_SIZES } from "./src/data/tunnel.ts";
 import { TunnelServer } from "./src/ops/tunnel_server.ts";
 
@@ -128,7 +129,7 @@ function parseCli(args: string[]): Cli | "help" | "version" {
 /** Reads the config from the file, or from the environment when there is none. */
 async function readConfig(cli: Cli): Promise<TunnelConfig> {
   if (cli.configPath !== undefined) return await loadConfig(cli.configPath);
-  const config = configFromEnvironment();
+  const config = configFromEnvironment(Deno.env.toObject());
   if (config === undefined) {
     throw new UsageError(
       `Missing the config file argument; or configure by environment with ${ENVIRONMENT_KEYS.sentinels} and ${ENVIRONMENT_KEYS.databases}`,
@@ -184,7 +185,7 @@ async function main(args: string[]): Promise<number> {
     return 0;
   }
   try {
-    setupLogging({ level: cli.logLevel, format: cli.logFormat, file: cli.logFile });
+    await setupLogging({ level: cli.logLevel, format: cli.logFormat, file: cli.logFile });
   } catch (error) {
     throw new UsageError(
       `Cannot open log file ${JSON.stringify(cli.logFile)}: ${(error as Error).message}`,
@@ -216,6 +217,7 @@ async function main(args: string[]): Promise<number> {
     controller.abort();
   };
   const reload = async () => {
+    if (controller.signal.aborted) return;
     if (cli.configPath === undefined) {
       log.warning(
         "Received SIGHUP: the config comes from the environment, which cannot change; nothing to reload",
@@ -225,6 +227,7 @@ async function main(args: string[]): Promise<number> {
     log.info("Received SIGHUP: reloading {config}", { config: cli.configPath });
     try {
       const next = withAdmin(await loadConfig(cli.configPath), cli);
+      if (controller.signal.aborted) return;
       if (JSON.stringify(next.admin) !== JSON.stringify(server.config.admin)) {
         log.warning(
           "Reload: the admin address changed; restart sentinel-tunnel to move the admin API",
@@ -246,11 +249,16 @@ async function main(args: string[]): Promise<number> {
   };
   const onInt = stop("SIGINT");
   const onTerm = stop("SIGTERM");
-  // One reload at a time, in the order the signals came.
-  let reloading = Promise.resolve();
-  const onHup = () => {
-    reloading = reloading.then(reload);
-  };
+  // One reload at a time; SIGHUPs during one fold into one more after it. Reading the file has a
+  // deadline, so a reload always ends and never holds up the next.
+  const reloads = new ConfigReloadQueue(reload, {
+    onError(error) {
+      log.error("Reload failed: {error}", {
+        error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
+      });
+    },
+  });
+  const onHup = () => reloads.request();
   Deno.addSignalListener("SIGINT", onInt);
   Deno.addSignalListener("SIGTERM", onTerm);
   Deno.addSignalListener("SIGHUP", onHup);
@@ -275,6 +283,8 @@ if (import.meta.main) {
   try {
     code = await main(Deno.args);
   } catch (error) {
+    // The log lines before the failure come before its message.
+    await flushLogs();
     if (error instanceof UsageError) {
       console.error(`sentinel-tunnel: ${error.message}\nRun 'sentinel-tunnel --help' for usage.`);
       code = 2;
@@ -290,5 +300,7 @@ if (import.meta.main) {
       code = 1;
     }
   }
+  // Lines still queued for a slow reader, for a second at most.
+  await flushLogs();
   Deno.exit(code);
 }

@@ -81,6 +81,10 @@ export interface TunnelProcess extends AsyncDisposable {
   ): Promise<LogRecord>;
   /** Sends SIGTERM and waits for the exit. */
   stop(): Promise<Deno.CommandStatus>;
+  /** Starts reading stderr, for a tunnel started with `readLogs: false`. */
+  resumeLogs(): void;
+  /** Settles when the process exits, whoever stopped it. */
+  readonly status: Promise<Deno.CommandStatus>;
 }
 
 /** Options for {@linkcode startTunnel}. */
@@ -92,6 +96,11 @@ export interface StartTunnelOptions {
   fdLimit?: number;
   /** Local ports to wait for before returning. */
   ports?: number[];
+  /**
+   * When false, stderr is a pipe nobody reads, a stuck log reader, until
+   * `resumeLogs()`. @default {true}
+   */
+  readLogs?: boolean;
 }
 
 /** Starts the tunnel on a config object and waits until its ports accept connections. */
@@ -129,7 +138,10 @@ export async function startTunnel(
   }).spawn();
   const logs: LogRecord[] = [];
   let changed = Promise.withResolvers<void>();
+  const readingAllowed = Promise.withResolvers<void>();
+  if (options.readLogs ?? true) readingAllowed.resolve();
   const reading = (async () => {
+    await readingAllowed.promise;
     let pending = "";
     for await (
       const chunk of child.stderr.pipeThrough(new TextDecoderStream())
@@ -180,6 +192,7 @@ export async function startTunnel(
     }
   };
   const stop = async () => {
+    readingAllowed.resolve();
     if (status === undefined) {
       try {
         child.kill("SIGTERM");
@@ -202,6 +215,8 @@ export async function startTunnel(
     logs,
     waitForLog,
     stop,
+    resumeLogs: () => readingAllowed.resolve(),
+    status: child.status,
     async [Symbol.asyncDispose]() {
       await stop();
       await Deno.remove(configPath).catch(() => {});
