@@ -8,13 +8,19 @@
 import { getLogger } from "@logtape/logtape";
 import { type Address, formatAddress, sameAddress } from "../shared/address.ts";
 import type { DatabaseConfig } from "../shared/settings.ts";
+import type { ClientSlots } from "./client_slots.ts";
 import type { ConnectionRegistry } from "./connection_registry.ts";
 import type { MasterSource } from "./master_source.ts";
-import { closeQuietly, ListenError } from "../shared/io.ts";
+import {
+  acceptErrorKind,
+  closeQuietly,
+  describeNetworkError,
+  ListenError,
+  sleep,
+} from "../shared/io.ts";
+import { RejectionLog } from "./rejection_log.ts";
 import { Tunnel, type TunnelBuffers } from "./tunnel.ts";
-import { describeNetworkError } from "../shared/io.ts";
 import { encodeError } from "./resp_error.ts";
-import { sleep } from "../shared/io.ts";
 
 const log = getLogger(["sentinel-tunnel", "listener"]);
 
@@ -24,10 +30,22 @@ export interface DatabaseListenerOptions {
   registry: ConnectionRegistry<Tunnel>;
   /** Where tunnels take their buffers. */
   buffers: TunnelBuffers;
+  /**
+   * The live clients of every database together (the top-level `maxClients`).
+   * @default {undefined} no cap over all databases
+   */
+  slots?: ClientSlots;
 }
 
 /** How long a rejected client gets to read its error before the connection closes. */
 const REJECT_LINGER_MS = 1000;
+
+/**
+ * Accept failures for lack of descriptors, buffers or memory closer together
+ * than this are one episode, logged once: longer than the longest backoff,
+ * so that accepts which flap between failing and succeeding log no more.
+ */
+const EXHAUSTION_EPISODE_MS = 5000;
 
 /** Listens on one database's port and tunnels each client to its master. */
 export class DatabaseListener {
@@ -37,11 +55,15 @@ export class DatabaseListener {
   #handlers = 0;
   readonly #acceptEnded = Promise.withResolvers<void>();
   #handlersEnded: PromiseWithResolvers<void> | undefined;
+  /** Clients counted against the database's `maxClients`: tunnelled or waiting for a master. */
+  #clients = 0;
+  readonly #rejections: RejectionLog;
   #closed = false;
 
   private constructor(database: DatabaseConfig, listener: Deno.TcpListener) {
     this.database = database;
     this.#listener = listener;
+    this.#rejections = new RejectionLog(database.name);
   }
 
   /**
@@ -87,13 +109,18 @@ export class DatabaseListener {
 
   /**
    * Accepts clients until `signal` aborts, then waits for every client handler
-   * to end. Accept errors (such as running out of file descriptors) are logged
-   * and retried with backoff from 5 ms up to 1 s.
+   * to end. An accept error that belongs to one connection (it reset or
+   * aborted before it was accepted) is skipped at once; running out of file
+   * descriptors, buffers or memory is logged once and retried with backoff
+   * from 5 ms up to 1 s. Only closing the listener ends the loop.
    */
   async serve(options: DatabaseListenerOptions, signal: AbortSignal): Promise<void> {
     const onAbort = () => this.close();
     signal.addEventListener("abort", onAbort, { once: true });
+    const { stats } = options.watcher;
     let backoff = 0;
+    let exhaustedAccepts = 0;
+    let lastExhausted = -Infinity;
     try {
       while (!signal.aborted) {
         let conn: Deno.TcpConn;
@@ -101,20 +128,47 @@ export class DatabaseListener {
           conn = await this.#listener.accept();
         } catch (error) {
           if (this.#closed || signal.aborted) break;
-          backoff = backoff === 0 ? 5 : Math.min(backoff * 2, 1000);
-          log.error(
-            "Database {database}: accept failed on port {port}: {error}; retrying in {backoff} ms",
-            {
+          const kind = acceptErrorKind(error);
+          if (kind === "closed" && error instanceof Deno.errors.Interrupted) continue;
+          if (kind === "closed") {
+            log.error("Database {database}: stopped accepting on port {port}: {error}", {
               database: this.database.name,
               port: this.database.port,
               error: describeNetworkError(error),
-              backoff,
-            },
-          );
+            });
+            break;
+          }
+          // A backoff here would stall the port for everyone behind a client that reset.
+          if (kind === "connection") {
+            stats.connectionsAbortedBeforeAccept++;
+            continue;
+          }
+          backoff = backoff === 0 ? 5 : Math.min(backoff * 2, 1000);
+          const now = performance.now();
+          if (now - lastExhausted > EXHAUSTION_EPISODE_MS) {
+            exhaustedAccepts = 0;
+            log.error(
+              "Database {database}: accept failed on port {port}: {error}; backing off up to 1 s until it recovers; raise the file descriptor limit (ulimit -n) or lower maxClients",
+              {
+                database: this.database.name,
+                port: this.database.port,
+                error: describeNetworkError(error),
+              },
+            );
+          }
+          exhaustedAccepts++;
+          lastExhausted = now;
           await sleep(backoff, signal);
           continue;
         }
         backoff = 0;
+        if (exhaustedAccepts > 0 && performance.now() - lastExhausted > EXHAUSTION_EPISODE_MS) {
+          log.info(
+            "Database {database}: accepting again on port {port}, after {failures} failed accepts",
+            { database: this.database.name, port: this.database.port, failures: exhaustedAccepts },
+          );
+          exhaustedAccepts = 0;
+        }
         this.#handlers++;
         void this.#handleClient(conn, options, signal);
       }
@@ -127,6 +181,7 @@ export class DatabaseListener {
       this.#handlersEnded = Promise.withResolvers();
       await this.#handlersEnded.promise;
     }
+    this.#rejections.flush();
   }
 
   /** Stops accepting. Live tunnels are left to the registry. */
@@ -159,15 +214,50 @@ export class DatabaseListener {
     }
   }
 
+  /** Admits a client under both caps, or refuses it; counts it out when it ends. */
   async #serveClient(
+    client: Deno.TcpConn,
+    options: DatabaseListenerOptions,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const { watcher, slots } = options;
+    watcher.stats.connectionsTotal++;
+    // The watcher holds the current settings: a reload may have changed them.
+    const { maxClients } = watcher.database;
+    if (this.#clients >= maxClients) {
+      watcher.stats.connectionsOverDatabaseLimit++;
+      return await this.#refuse(
+        client,
+        `too many clients (${maxClients}): this database's maxClients is reached; retry later, or raise the database's maxClients`,
+        signal,
+      );
+    }
+    if (slots !== undefined && !slots.tryTake()) {
+      watcher.stats.connectionsOverTotalLimit++;
+      return await this.#refuse(
+        client,
+        `too many clients (${slots.limit}): maxClients of all databases together is reached; retry later, or raise the top-level maxClients`,
+        signal,
+      );
+    }
+    this.#clients++;
+    try {
+      await this.#tunnelClient(client, options, signal);
+    } finally {
+      this.#clients--;
+      slots?.give();
+    }
+  }
+
+  /** Joins a client to the confirmed master, waiting up to `clientWaitMs` for one, or refuses it. */
+  async #tunnelClient(
     client: Deno.TcpConn,
     { watcher, registry, buffers }: DatabaseListenerOptions,
     signal: AbortSignal,
   ): Promise<void> {
+    const { timeouts, tcpKeepAlive } = watcher.database;
     client.setNoDelay(true);
-    watcher.stats.connectionsTotal++;
-    // The watcher holds the current settings: a reload may have changed them.
-    const { timeouts } = watcher.database;
+    if (tcpKeepAlive) client.setKeepAlive(true);
     const waitUntil = performance.now() + timeouts.clientWaitMs;
     let dialError: string | undefined;
     let retryDelay = 0;
@@ -175,11 +265,12 @@ export class DatabaseListener {
       const remaining = waitUntil - performance.now();
       const master = watcher.master ??
         (remaining > 0 ? await watcher.waitForMaster(remaining, signal) : undefined);
-      if (!master) break;
+      if (!master || signal.aborted) break;
       let upstream: Deno.TcpConn;
       try {
-        upstream = await dial(master.address, timeouts.masterConnectMs);
+        upstream = await dial(master.address, timeouts.masterConnectMs, signal);
       } catch (error) {
+        if (signal.aborted) break;
         dialError = `cannot connect to master ${formatAddress(master.address)}: ${
           error instanceof DialTimeout
             ? `no connection within ${timeouts.masterConnectMs} ms`
@@ -206,10 +297,11 @@ export class DatabaseListener {
         continue;
       }
       upstream.setNoDelay(true);
+      if (tcpKeepAlive) upstream.setKeepAlive(true);
       const tunnel = new Tunnel(client, upstream, master.address, watcher.stats);
       registry.add(tunnel);
       try {
-        await tunnel.run(buffers);
+        await tunnel.run(buffers, { idleMs: timeouts.clientIdleMs });
       } finally {
         registry.delete(tunnel);
       }
@@ -218,13 +310,14 @@ export class DatabaseListener {
     await this.#reject(client, watcher, signal, dialError);
   }
 
+  /** Refuses a client that no master could be found for, saying why. */
   async #reject(
     client: Deno.TcpConn,
     watcher: MasterSource,
     signal: AbortSignal,
     dialError: string | undefined,
   ): Promise<void> {
-    const { name, timeouts } = watcher.database;
+    const { timeouts } = watcher.database;
     const problem = watcher.problem;
     const reason = signal.aborted
       ? "sentinel-tunnel is shutting down"
@@ -233,17 +326,20 @@ export class DatabaseListener {
       : `no confirmed master after waiting ${timeouts.clientWaitMs} ms: ${
         problem?.detail ?? dialError ?? "still resolving"
       }`;
-    const peer = client.remoteAddr;
     watcher.stats.connectionsRejected++;
-    log.warn("Database {database}: rejected client {client}: {reason}", {
-      database: name,
-      client: formatAddress(peer),
-      reason,
-    });
+    await this.#refuse(client, reason, signal);
+  }
+
+  /** Answers a client with a RESP error naming the database and `reason`, then closes it. */
+  async #refuse(client: Deno.TcpConn, reason: string, signal: AbortSignal): Promise<void> {
+    const name = this.database.name;
+    this.#rejections.rejected(formatAddress(client.remoteAddr), reason);
     try {
       await client.write(
         encodeError(`ERR sentinel-tunnel: database "${name}": ${reason}`),
       );
+      // Shutting down waits for no client.
+      if (signal.aborted) return;
       // Let the client read the error: a close with its command unread would reset the connection.
       await client.closeWrite();
       const drain = new Uint8Array(512);
@@ -271,25 +367,33 @@ class DialTimeout extends Error {
 }
 
 /**
- * Connects under a deadline. One timer per dial, where `AbortSignal.any` and
- * `AbortSignal.timeout` would cost more on every new client; a connection that
- * completes after the deadline is closed.
+ * Connects under a deadline, and aborts the connect itself when the deadline
+ * passes or `signal` aborts: a connect merely no longer waited for would hold
+ * a socket in SYN_SENT for minutes, and shutdown would wait for it. One timer
+ * and one controller per dial, where `AbortSignal.any` and
+ * `AbortSignal.timeout` would cost more on every new client.
  */
-function dial(address: Address, timeoutMs: number): Promise<Deno.TcpConn> {
-  return new Promise((resolve, reject) => {
-    let late = false;
-    const timer = setTimeout(() => {
-      late = true;
-      reject(new DialTimeout(`no connection within ${timeoutMs} ms`));
-    }, timeoutMs);
-    Deno.connect({ hostname: address.hostname, port: address.port }).then((conn) => {
-      if (late) return closeQuietly(conn);
-      clearTimeout(timer);
-      resolve(conn);
-    }, (error) => {
-      if (late) return;
-      clearTimeout(timer);
-      reject(error);
+async function dial(
+  address: Address,
+  timeoutMs: number,
+  signal: AbortSignal,
+): Promise<Deno.TcpConn> {
+  signal.throwIfAborted();
+  const controller = new AbortController();
+  const timer = setTimeout(
+    () => controller.abort(new DialTimeout(`no connection within ${timeoutMs} ms`)),
+    timeoutMs,
+  );
+  const onAbort = () => controller.abort(signal.reason);
+  signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    return await Deno.connect({
+      hostname: address.hostname,
+      port: address.port,
+      signal: controller.signal,
     });
-  });
+  } finally {
+    clearTimeout(timer);
+    signal.removeEventListener("abort", onAbort);
+  }
 }

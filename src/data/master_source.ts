@@ -16,8 +16,15 @@ export interface AdmittedMaster {
 
 /** The control plane of one database, as the listener sees it. */
 export interface MasterSource {
-  /** The database's name and deadlines; a reload may change them. */
-  readonly database: { readonly name: string; readonly timeouts: Timeouts };
+  /** The database's name, deadlines and client bounds; a reload may change them. */
+  readonly database: {
+    readonly name: string;
+    readonly timeouts: Timeouts;
+    /** The most live clients of this database. */
+    readonly maxClients: number;
+    /** Whether both sockets of every tunnel have TCP keepalive on. */
+    readonly tcpKeepAlive: boolean;
+  };
   /** Where the database's clients and bytes are counted. */
   readonly stats: DatabaseStats;
   /** The confirmed master, if any: the only node a new client may be joined to. */

@@ -1,16 +1,19 @@
 /**
- * The data path: bytes copied both ways between a client and its master until
- * either side ends, then both sides closed. One small function per direction,
- * so that each shows up by name in a stack dump. No logging and no allocation
- * per chunk.
+ * The data path: bytes copied both ways between a client and its master. A
+ * side that half-closes (sends FIN) has its half-close forwarded to the other
+ * side with `closeWrite()`, as `cat commands | nc` and bulk loads need: the
+ * tunnel ends when both directions have ended, or at once when either fails.
+ * One small function per direction, so that each shows up by name in a stack
+ * dump. No logging and no allocation per chunk.
  *
  * Buffers adapt: each direction reads into a small buffer of its own, takes a
  * large one from a shared pool when a read fills the small one, and gives it
  * back when reads get small again. An idle connection therefore holds two
  * small buffers, while a large value still moves in large reads.
  *
- * Deno closes the whole connection when `readable` ends (denoland/deno#22258),
- * so there is no half-close here: when either direction ends, both close.
+ * The loops use `read()`/`write()`, not streams: Deno closes the whole
+ * connection when `readable` ends (denoland/deno#22258), which would lose the
+ * half-close.
  *
  * @module
  */
@@ -28,11 +31,21 @@ export interface BufferSizes {
 /** The default {@linkcode BufferSizes}. */
 export const DEFAULT_BUFFER_SIZES: BufferSizes = Object.freeze({ small: 1024, large: 64 * 1024 });
 
-/** Where a tunnel counts the bytes it copies. */
+/** Where a tunnel counts the bytes it copies, and an idle close. */
 export interface TrafficCounters {
   bytesClientToMaster: number;
   bytesMasterToClient: number;
+  connectionsIdleClosed: number;
 }
+
+/** Options for {@linkcode Tunnel.run}. */
+export interface TunnelRunOptions {
+  /** Closes the tunnel once it has carried no byte either way for this long; 0 is off. @default {0} */
+  idleMs?: number;
+}
+
+/** Idle checks per `idleMs`: an idle tunnel closes between `idleMs` and 1.25 times it. */
+const IDLE_CHECKS = 4;
 
 /** Free buffers of one size; a few are kept for reuse, the rest left to the GC. */
 class BufferPool {
@@ -75,7 +88,12 @@ export class Tunnel {
   readonly upstream: Deno.TcpConn;
   readonly master: Address;
   readonly counters: TrafficCounters;
+  /** Set by the copy loops on every read, cleared by the idle check: one store per chunk. */
+  moved = false;
   #closed = false;
+  /** Directions that ended with a forwarded half-close. */
+  #halfClosed = 0;
+  #idleTimer: ReturnType<typeof setInterval> | undefined;
 
   constructor(
     client: Deno.TcpConn,
@@ -94,58 +112,95 @@ export class Tunnel {
     return this.#closed;
   }
 
-  /** Copies both ways until either side ends or fails, then closes both sides. */
-  run(buffers: TunnelBuffers): Promise<unknown> {
+  /**
+   * Copies both ways, forwarding a half-close, until both directions have
+   * ended or either fails (or the tunnel is closed, or idle too long); then
+   * both sides are closed.
+   */
+  run(buffers: TunnelBuffers, options: TunnelRunOptions = {}): Promise<unknown> {
+    const idleMs = options.idleMs ?? 0;
+    if (idleMs > 0) this.#closeWhenIdle(idleMs);
     return Promise.all([copyClientToMaster(this, buffers), copyMasterToClient(this, buffers)]);
+  }
+
+  /**
+   * One direction has ended: `halfClosed` when its sender half-closed and that
+   * was forwarded; otherwise it failed, which ends the tunnel.
+   */
+  directionEnded(halfClosed: boolean): void {
+    if (!halfClosed || ++this.#halfClosed === 2) this.close();
   }
 
   /** Closes both sides, once. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearInterval(this.#idleTimer);
     closeQuietly(this.client);
     closeQuietly(this.upstream);
+  }
+
+  /** A timer per tunnel, not a check per chunk: the copy loops only set `moved`. */
+  #closeWhenIdle(idleMs: number): void {
+    let quietChecks = 0;
+    this.#idleTimer = setInterval(() => {
+      if (this.moved) {
+        this.moved = false;
+        quietChecks = 0;
+      } else if (++quietChecks === IDLE_CHECKS) {
+        this.counters.connectionsIdleClosed++;
+        this.close();
+      }
+    }, Math.max(1, Math.ceil(idleMs / IDLE_CHECKS)));
   }
 }
 
 // A failure in either loop (reset, broken pipe, or a close from the other
 // direction or a master change) is how a tunnel ends, not an error.
 
-/** Copies what the client sends to the master, until either side ends. */
+/** Copies what the client sends to the master, then forwards the client's half-close. */
 async function copyClientToMaster(tunnel: Tunnel, buffers: TunnelBuffers): Promise<void> {
   const { client, upstream, counters } = tunnel;
   const own = buffers.small.take();
   let buffer = own;
+  let halfClosed = false;
   try {
     for (let n = await client.read(buffer); n !== null; n = await client.read(buffer)) {
+      tunnel.moved = true;
       await writeAll(upstream, buffer, n);
       counters.bytesClientToMaster += n;
       buffer = nextBuffer(buffer, n, own, buffers);
     }
+    await upstream.closeWrite();
+    halfClosed = true;
   } catch {
     /* the tunnel ends */
   } finally {
-    tunnel.close();
+    tunnel.directionEnded(halfClosed);
     if (buffer !== own) buffers.large.give(buffer);
     buffers.small.give(own);
   }
 }
 
-/** Copies what the master sends to the client, until either side ends. */
+/** Copies what the master sends to the client, then forwards the master's half-close. */
 async function copyMasterToClient(tunnel: Tunnel, buffers: TunnelBuffers): Promise<void> {
   const { client, upstream, counters } = tunnel;
   const own = buffers.small.take();
   let buffer = own;
+  let halfClosed = false;
   try {
     for (let n = await upstream.read(buffer); n !== null; n = await upstream.read(buffer)) {
+      tunnel.moved = true;
       await writeAll(client, buffer, n);
       counters.bytesMasterToClient += n;
       buffer = nextBuffer(buffer, n, own, buffers);
     }
+    await client.closeWrite();
+    halfClosed = true;
   } catch {
     /* the tunnel ends */
   } finally {
-    tunnel.close();
+    tunnel.directionEnded(halfClosed);
     if (buffer !== own) buffers.large.give(buffer);
     buffers.small.give(own);
   }

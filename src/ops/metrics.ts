@@ -5,6 +5,7 @@
  */
 
 import type { DatabaseStats } from "../shared/stats.ts";
+import { logLinesDropped } from "./log.ts";
 
 /** One database as the metrics see it. */
 export interface DatabaseSample {
@@ -57,6 +58,32 @@ export function renderPrometheus(
     "Client connections answered with an error because no master was confirmed.",
     perDatabase("connections_rejected_total", (d) => d.stats.connectionsRejected),
   );
+  family(
+    "connections_over_limit_total",
+    "counter",
+    "Client connections answered with an error because maxClients was reached, of the database or of all databases together.",
+    [
+      ...perDatabase("connections_over_limit_total", (d) => d.stats.connectionsOverDatabaseLimit)
+        .map((s) => s.replace("{", '{limit="database",')),
+      ...perDatabase("connections_over_limit_total", (d) => d.stats.connectionsOverTotalLimit)
+        .map((s) => s.replace("{", '{limit="total",')),
+    ],
+  );
+  family(
+    "connections_idle_closed_total",
+    "counter",
+    "Tunnels closed after carrying no byte either way for clientIdleMs.",
+    perDatabase("connections_idle_closed_total", (d) => d.stats.connectionsIdleClosed),
+  );
+  family(
+    "connections_aborted_before_accept_total",
+    "counter",
+    "Client connections that reset or aborted before they were accepted, skipped.",
+    perDatabase(
+      "connections_aborted_before_accept_total",
+      (d) => d.stats.connectionsAbortedBeforeAccept,
+    ),
+  );
   family("bytes_total", "counter", "Bytes copied through tunnels, by direction.", [
     ...perDatabase("bytes_total", (d) => d.stats.bytesClientToMaster).map((s) =>
       s.replace("{", '{direction="client_to_master",')
@@ -107,6 +134,12 @@ export function renderPrometheus(
     sentinels.map((s) =>
       `sentinel_reachable{sentinel="${escapeLabel(s.address)}"} ${s.reachable ? 1 : 0}`
     ),
+  );
+  family(
+    "log_lines_dropped_total",
+    "counter",
+    "Log lines lost because the log reader was stuck or writing failed.",
+    [`log_lines_dropped_total ${logLinesDropped()}`],
   );
   return lines.join("\n") + "\n";
 }

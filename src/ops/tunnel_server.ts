@@ -19,6 +19,7 @@
 import { getLogger } from "@logtape/logtape";
 import { formatAddress } from "../shared/address.ts";
 import type { DatabaseConfig, TunnelConfig } from "../shared/settings.ts";
+import { ClientSlots } from "../data/client_slots.ts";
 import { ConnectionRegistry } from "../data/connection_registry.ts";
 import { DatabaseListener } from "../data/database_listener.ts";
 import { HookQueue } from "./hooks.ts";
@@ -70,6 +71,8 @@ export class TunnelServer {
   readonly done: Promise<void>;
   readonly #signal: AbortSignal;
   readonly #buffers: TunnelBuffers;
+  /** The top-level maxClients, shared by every database's listener. */
+  readonly #slots: ClientSlots;
   readonly #databases = new Map<string, RunningDatabase>();
   readonly #running = new Set<Promise<void>>();
   #config: TunnelConfig;
@@ -78,6 +81,7 @@ export class TunnelServer {
     this.#config = config;
     this.#signal = options.signal;
     this.#buffers = new TunnelBuffers(options.buffers);
+    this.#slots = new ClientSlots(config.maxClients);
     this.sentinels = new SentinelClient(config.sentinels, sentinelOptions(config));
     this.done = this.#untilStopped();
   }
@@ -165,6 +169,7 @@ export class TunnelServer {
     const listeners = new Map(opened.map((listener, i) => [openNow[i]!.name, listener]));
 
     this.#config = next;
+    this.#slots.limit = next.maxClients;
     if (summary.sentinelsChanged) this.sentinels.update(next.sentinels, sentinelOptions(next));
     for (const running of leaving) this.#stop(running.watcher.database.name);
     for (const database of next.databases) {
@@ -249,6 +254,7 @@ export class TunnelServer {
         watcher: running.watcher,
         registry,
         buffers: this.#buffers,
+        slots: this.#slots,
       }, signal),
       closeTunnelsOnAbort(database.name, registry, signal),
     ]).then(() => running.hooks.idle()).finally(() => this.#running.delete(done));

@@ -47,6 +47,14 @@ export class Histogram {
 export class DatabaseStats {
   connectionsTotal = 0;
   connectionsRejected = 0;
+  /** Refused because the database's own `maxClients` was reached. */
+  connectionsOverDatabaseLimit = 0;
+  /** Refused because the `maxClients` of every database together was reached. */
+  connectionsOverTotalLimit = 0;
+  /** Tunnels closed after carrying no byte either way for `clientIdleMs`. */
+  connectionsIdleClosed = 0;
+  /** Connections that reset or aborted before the listener accepted them, and were skipped. */
+  connectionsAbortedBeforeAccept = 0;
   bytesClientToMaster = 0;
   bytesMasterToClient = 0;
   masterChanges = 0;
