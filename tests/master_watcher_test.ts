@@ -638,3 +638,19 @@ Deno.test("MasterWatcher keeps holding past the failover-timeout while a configu
     assert.deepEqual(await h.master(), A);
   });
 });
+
+Deno.test("MasterWatcher survives an unexpected error in a check and goes on checking", async () => {
+  let thrown = 0;
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 0);
+    nodes.set(A, "master");
+    const masterViews = sentinels.masterViews.bind(sentinels);
+    sentinels.masterViews = (name, signal) => {
+      if (thrown++ === 0) throw new TypeError("a bug in a check");
+      return masterViews(name, signal);
+    };
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    assert.ok(thrown > 1);
+  });
+});

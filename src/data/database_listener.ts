@@ -184,6 +184,11 @@ export class DatabaseListener {
     this.#rejections.flush();
   }
 
+  /** Whether it stopped accepting: closed, or its accept loop ended. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
   /** Stops accepting. Live tunnels are left to the registry. */
   close(): void {
     if (this.#closed) return;

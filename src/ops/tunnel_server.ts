@@ -26,7 +26,7 @@ import { HookQueue } from "./hooks.ts";
 import { MasterWatcher } from "../control/master_watcher.ts";
 import { type BufferSizes, type Tunnel, TunnelBuffers } from "../data/tunnel.ts";
 import { SentinelClient, type SentinelClientOptions } from "../control/sentinel_client.ts";
-import { sleep } from "../shared/io.ts";
+import { sleep, supervise } from "../shared/io.ts";
 
 const log = getLogger(["sentinel-tunnel", "server"]);
 
@@ -46,6 +46,8 @@ export interface DatabaseRuntime {
 }
 
 interface RunningDatabase extends DatabaseRuntime {
+  /** Replaced when a failed accept loop reopens the port. */
+  listener: DatabaseListener;
   readonly hooks: HookQueue;
   readonly controller: AbortController;
 }
@@ -248,14 +250,37 @@ export class TunnelServer {
       database: database.name,
       listen: formatAddress({ hostname: listener.address.hostname, port: listener.address.port }),
     });
+    const restartLogger = (what: string) => (error: unknown, restartInMs: number) =>
+      log.error("Database {database}: {what} failed unexpectedly: {error}; restarting in {ms} ms", {
+        database: database.name,
+        what,
+        error: error instanceof Error ? (error.stack ?? error.message) : String(error),
+        ms: restartInMs,
+      });
+    const serveOptions = {
+      watcher: running.watcher,
+      registry,
+      buffers: this.#buffers,
+      slots: this.#slots,
+    };
+    // One database's bug restarts that database's loop; the others and the admin API go on.
     const done = Promise.all([
-      running.watcher.run(signal),
-      listener.serve({
-        watcher: running.watcher,
-        registry,
-        buffers: this.#buffers,
-        slots: this.#slots,
-      }, signal),
+      supervise((s) => running.watcher.run(s), signal, {
+        onFailure: restartLogger("the master check loop"),
+      }),
+      supervise(
+        async (s) => {
+          if (running.listener.closed && !s.aborted) {
+            // The failed loop closed its port: open it again.
+            const reopened = await this.#openWithRetry(running.watcher.database);
+            if (!reopened) throw new Error("its port could not be opened again");
+            running.listener = reopened;
+          }
+          await running.listener.serve(serveOptions, s);
+        },
+        signal,
+        { onFailure: restartLogger("the accept loop") },
+      ),
       closeTunnelsOnAbort(database.name, registry, signal),
     ]).then(() => running.hooks.idle()).finally(() => this.#running.delete(done));
     this.#running.add(done);

@@ -83,3 +83,44 @@ export function acceptErrorKind(error: unknown): AcceptErrorKind {
   }
   return "exhaustion";
 }
+
+/** Options for {@linkcode supervise}. */
+export interface SuperviseOptions {
+  /** Told of each unexpected failure and the wait before the restart. */
+  onFailure: (error: unknown, restartInMs: number) => void;
+  /** The first wait before a restart; it doubles up to `maxBackoffMs`. @default {100} */
+  backoffMs?: number;
+  /** @default {5000} */
+  maxBackoffMs?: number;
+}
+
+/**
+ * Runs `loop` until it returns or `signal` aborts; when it throws, reports the
+ * error and runs it again after a backoff, so that one part's bug never ends
+ * the process. Never rejects. The backoff starts again after a run that
+ * lasted longer than the longest backoff.
+ */
+export async function supervise(
+  loop: (signal: AbortSignal) => Promise<void>,
+  signal: AbortSignal,
+  options: SuperviseOptions,
+): Promise<void> {
+  const first = options.backoffMs ?? 100;
+  const max = options.maxBackoffMs ?? 5000;
+  let backoff = first;
+  while (!signal.aborted) {
+    const started = performance.now();
+    try {
+      await loop(signal);
+      return;
+    } catch (error) {
+      if (signal.aborted) return;
+      if (performance.now() - started > max) backoff = first;
+      try {
+        options.onFailure(error, backoff);
+      } catch { /* a report that fails must not stop the restarts */ }
+      await sleep(backoff, signal);
+      backoff = Math.min(backoff * 2, max);
+    }
+  }
+}
