@@ -704,9 +704,11 @@ Deno.test("parseConfig() takes maxClients in total and per database, and tcpKeep
       message: /maxClients is a whole number from 1 to 1000000/,
     });
   }
-  assert.throws(() => parse(documented({ timeouts: { clientIdleMs: -1 } })), {
-    message: /an idle limit is a whole number of milliseconds from 0 \(off\) to 86400000/,
-  });
+  for (const bad of [-1, 1, 999, 86_400_001]) {
+    assert.throws(() => parse(documented({ timeouts: { clientIdleMs: bad } })), {
+      message: /an idle limit is 0 \(off\) or a whole number of milliseconds from 1000 to 86400000/,
+    });
+  }
 });
 
 // Issue #8: every input is bounded, and every mistake is refused with its line, not crashed on.
@@ -1023,4 +1025,18 @@ Deno.test("ConfigReloadQueue reports a reload that throws and goes on with the n
   assert.equal(runs, 2);
   assert.equal(errors.length, 1);
   assert.ok(errors[0] instanceof RangeError);
+});
+
+Deno.test("parseConfig() never echoes a password from a misplaced object", () => {
+  for (
+    const config of [
+      { sentinels: ["127.0.0.1:26379"], databases: { masterAuth: { password: "hunter2" } } },
+      { sentinels: ["127.0.0.1:26379", { password: "hunter2" }], databases: [] },
+      { sentinels: ["127.0.0.1:26379"], databases: [[{ password: "hunter2" }]] },
+    ]
+  ) {
+    const error = configError(JSON.stringify(config));
+    assert.ok(!error.message.includes("hunter2"), error.message);
+    assert.match(error.message, /(an object with keys|a list of \d+ item)/);
+  }
 });

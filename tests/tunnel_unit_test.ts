@@ -388,3 +388,83 @@ Deno.test("DatabaseListener refuses the client over maxClients, of the database 
   next.close();
   nextUpstream.close();
 });
+
+Deno.test("A master's close ends an idle client's tunnel and frees its slot after a grace", async () => {
+  using master = Deno.listen({ hostname: HOST, port: 0 });
+  const slots = new ClientSlots(1);
+  const source = new FakeMasterSource(master.addr, { maxClients: 1 });
+  await using s = serve(source, slots);
+  const client = await Deno.connect({ hostname: HOST, port: s.port });
+  const upstream = await master.accept();
+  // A full close, as Redis does at its timeout or on CLIENT KILL; the pooled client does not notice.
+  upstream.close();
+  assert.equal(await within(readToEnd(client), 5000, "the tunnel to close"), "");
+  await until(() => slots.taken === 0, 5000, "the slot to come back");
+  client.close();
+});
+
+Deno.test("A client that leaves while waiting for a master gives back its slot at once", async () => {
+  const slots = new ClientSlots(1);
+  const source = new FakeMasterSource(undefined, {
+    maxClients: 5,
+    timeouts: { clientWaitMs: 30_000 },
+  });
+  await using s = serve(source, slots);
+  const client = await Deno.connect({ hostname: HOST, port: s.port });
+  await until(() => slots.taken === 1, 5000, "the client to wait");
+  client.close();
+  // Well before clientWaitMs (30 s): the wait ends when the client goes.
+  await until(() => slots.taken === 0, 5000, "the slot to come back");
+});
+
+Deno.test("What a client sends while it waits for a master reaches the master first", async () => {
+  using master = Deno.listen({ hostname: HOST, port: 0 });
+  const source = new FakeMasterSource(undefined, { timeouts: { clientWaitMs: 300 } });
+  await using s = serve(source, new ClientSlots(5));
+  const client = await Deno.connect({ hostname: HOST, port: s.port });
+  await client.write(encoder.encode("PING\r\n"));
+  // The master appears while the client waits; the fake answers at the end of the wait.
+  source.master = { address: master.addr };
+  const upstream = await within(master.accept(), 5000, "the dial to the master");
+  await client.write(encoder.encode("ECHO x\r\n"));
+  await client.closeWrite();
+  assert.equal(await within(readToEnd(upstream), 5000, "the client's bytes"), "PING\r\nECHO x\r\n");
+  upstream.close();
+  client.close();
+});
+
+Deno.test("Refused clients that linger are capped, so a flood over maxClients holds few sockets", async () => {
+  using master = Deno.listen({ hostname: HOST, port: 0 });
+  const source = new FakeMasterSource(master.addr, { maxClients: 1 });
+  await using s = serve(source, new ClientSlots(10));
+  const first = await Deno.connect({ hostname: HOST, port: s.port });
+  const upstream = await master.accept();
+  const before = await openDescriptors();
+  const flood: Deno.TcpConn[] = [];
+  const refused: Promise<string>[] = [];
+  for (let i = 0; i < 600; i++) {
+    const conn = await Deno.connect({ hostname: HOST, port: s.port });
+    flood.push(conn);
+    // Each reads its error; none closes, so a refusal without a cap would linger for 1 s.
+    const buffer = new Uint8Array(256);
+    refused.push(conn.read(buffer).then((n) => decoder.decode(buffer.subarray(0, n ?? 0))));
+  }
+  for (const reply of await within(Promise.all(refused), 10_000, "every refusal")) {
+    assert.match(reply, /too many clients \(1\)/);
+  }
+  // This process holds the 600 client ends; the listener may hold at most 256 lingering ones.
+  const added = await openDescriptors() - before;
+  assert.ok(added < 600 + 256 + 20, `${added} descriptors for 600 refused clients`);
+  for (const conn of flood) conn.close();
+  upstream.close();
+  first.close();
+});
+
+/** Open descriptors of this process, counted by ls (the tests may not read /proc). */
+async function openDescriptors(): Promise<number> {
+  const { stdout } = await new Deno.Command("sh", {
+    args: ["-c", `ls /proc/${Deno.pid}/fd | wc -l`],
+    stdout: "piped",
+  }).output();
+  return Number(decoder.decode(stdout).trim());
+}

@@ -8,9 +8,9 @@
 import { getLogger } from "@logtape/logtape";
 import { type Address, formatAddress, sameAddress } from "../shared/address.ts";
 import type { DatabaseConfig } from "../shared/settings.ts";
-import type { ClientSlots } from "./client_slots.ts";
+import { ClientSlots } from "./client_slots.ts";
 import type { ConnectionRegistry } from "./connection_registry.ts";
-import type { MasterSource } from "./master_source.ts";
+import type { AdmittedMaster, MasterSource } from "./master_source.ts";
 import {
   acceptErrorKind,
   closeQuietly,
@@ -35,10 +35,26 @@ export interface DatabaseListenerOptions {
    * @default {undefined} no cap over all databases
    */
   slots?: ClientSlots;
+  /**
+   * The live clients of this database (its `maxClients`), kept by the caller so
+   * that the count outlives a listener reopened after a failure.
+   * @default {undefined} the listener's own count
+   */
+  databaseSlots?: ClientSlots;
 }
 
 /** How long a rejected client gets to read its error before the connection closes. */
 const REJECT_LINGER_MS = 1000;
+
+/**
+ * Rejected clients allowed to linger at once; past that a rejected client is
+ * closed right after its error is written, so that a flood of clients over a
+ * cap holds no more descriptors than this.
+ */
+const MAX_LINGERING = 256;
+
+/** The first bytes read from a client that waits for a master, to see it leave. */
+const EARLY_READ_BYTES = 4096;
 
 /**
  * Accept failures for lack of descriptors, buffers or memory closer together
@@ -55,8 +71,10 @@ export class DatabaseListener {
   #handlers = 0;
   readonly #acceptEnded = Promise.withResolvers<void>();
   #handlersEnded: PromiseWithResolvers<void> | undefined;
-  /** Clients counted against the database's `maxClients`: tunnelled or waiting for a master. */
-  #clients = 0;
+  /** Clients counted against the database's `maxClients` when no `databaseSlots` is given. */
+  readonly #ownSlots: ClientSlots;
+  /** Rejected clients lingering to read their error. */
+  #lingering = 0;
   readonly #rejections: RejectionLog;
   #closed = false;
 
@@ -64,6 +82,7 @@ export class DatabaseListener {
     this.database = database;
     this.#listener = listener;
     this.#rejections = new RejectionLog(database.name);
+    this.#ownSlots = new ClientSlots(database.maxClients);
   }
 
   /**
@@ -131,12 +150,11 @@ export class DatabaseListener {
           const kind = acceptErrorKind(error);
           if (kind === "closed" && error instanceof Deno.errors.Interrupted) continue;
           if (kind === "closed") {
-            log.error("Database {database}: stopped accepting on port {port}: {error}", {
-              database: this.database.name,
-              port: this.database.port,
-              error: describeNetworkError(error),
-            });
-            break;
+            // The listener failed although nobody closed it: the caller reopens the port.
+            throw new Error(
+              `the listener on port ${this.database.port} failed: ${describeNetworkError(error)}`,
+              { cause: error },
+            );
           }
           // A backoff here would stall the port for everyone behind a client that reset.
           if (kind === "connection") {
@@ -147,12 +165,16 @@ export class DatabaseListener {
           const now = performance.now();
           if (now - lastExhausted > EXHAUSTION_EPISODE_MS) {
             exhaustedAccepts = 0;
+            const descriptors = /\(os error (24|23)\)/.test(String(error));
             log.error(
-              "Database {database}: accept failed on port {port}: {error}; backing off up to 1 s until it recovers; raise the file descriptor limit (ulimit -n) or lower maxClients",
+              "Database {database}: accept failed on port {port}: {error}; backing off up to 1 s until it recovers{advice}",
               {
                 database: this.database.name,
                 port: this.database.port,
                 error: describeNetworkError(error),
+                advice: descriptors
+                  ? "; raise the file descriptor limit (ulimit -n, LimitNOFILE) above twice maxClients, or lower maxClients"
+                  : "",
               },
             );
           }
@@ -209,10 +231,14 @@ export class DatabaseListener {
     try {
       await this.#serveClient(client, options, signal);
     } catch (error) {
-      log.error("Database {database}: client handler failed: {error}", {
-        database: this.database.name,
-        error: String(error),
-      });
+      log.error(
+        "Database {database}: serving client {client} failed unexpectedly, and it was closed: {error}; this is a bug: please report it with this line",
+        {
+          database: this.database.name,
+          client: formatAddress(client.remoteAddr),
+          error: error instanceof Error ? (error.stack ?? error.message) : String(error),
+        },
+      );
       closeQuietly(client);
     } finally {
       if (--this.#handlers === 0) this.#handlersEnded?.resolve();
@@ -226,10 +252,12 @@ export class DatabaseListener {
     signal: AbortSignal,
   ): Promise<void> {
     const { watcher, slots } = options;
+    const databaseSlots = options.databaseSlots ?? this.#ownSlots;
     watcher.stats.connectionsTotal++;
     // The watcher holds the current settings: a reload may have changed them.
     const { maxClients } = watcher.database;
-    if (this.#clients >= maxClients) {
+    databaseSlots.limit = maxClients;
+    if (!databaseSlots.tryTake()) {
       watcher.stats.connectionsOverDatabaseLimit++;
       return await this.#refuse(
         client,
@@ -238,6 +266,7 @@ export class DatabaseListener {
       );
     }
     if (slots !== undefined && !slots.tryTake()) {
+      databaseSlots.give();
       watcher.stats.connectionsOverTotalLimit++;
       return await this.#refuse(
         client,
@@ -245,11 +274,10 @@ export class DatabaseListener {
         signal,
       );
     }
-    this.#clients++;
     try {
       await this.#tunnelClient(client, options, signal);
     } finally {
-      this.#clients--;
+      databaseSlots.give();
       slots?.give();
     }
   }
@@ -266,10 +294,17 @@ export class DatabaseListener {
     const waitUntil = performance.now() + timeouts.clientWaitMs;
     let dialError: string | undefined;
     let retryDelay = 0;
+    /** While it waits, the client's first bytes are read, so that a client that leaves is seen. */
+    let early: EarlyRead | undefined;
     while (!signal.aborted) {
       const remaining = waitUntil - performance.now();
-      const master = watcher.master ??
-        (remaining > 0 ? await watcher.waitForMaster(remaining, signal) : undefined);
+      let master = watcher.master;
+      if (!master && remaining > 0) {
+        early ??= new EarlyRead(client);
+        const outcome = await early.orMaster(watcher, remaining, signal);
+        if (outcome === "left") return closeQuietly(client);
+        master = outcome;
+      }
       if (!master || signal.aborted) break;
       let upstream: Deno.TcpConn;
       try {
@@ -306,13 +341,16 @@ export class DatabaseListener {
       const tunnel = new Tunnel(client, upstream, master.address, watcher.stats);
       registry.add(tunnel);
       try {
-        await tunnel.run(buffers, { idleMs: timeouts.clientIdleMs });
+        await tunnel.run(buffers, {
+          idleMs: timeouts.clientIdleMs,
+          ...(early ? { firstRead: early.result() } : {}),
+        });
       } finally {
         registry.delete(tunnel);
       }
       return;
     }
-    await this.#reject(client, watcher, signal, dialError);
+    await this.#reject(client, watcher, signal, dialError, early?.result().read);
   }
 
   /** Refuses a client that no master could be found for, saying why. */
@@ -321,6 +359,7 @@ export class DatabaseListener {
     watcher: MasterSource,
     signal: AbortSignal,
     dialError: string | undefined,
+    pendingRead: Promise<unknown> | undefined,
   ): Promise<void> {
     const { timeouts } = watcher.database;
     const problem = watcher.problem;
@@ -332,19 +371,25 @@ export class DatabaseListener {
         problem?.detail ?? dialError ?? "still resolving"
       }`;
     watcher.stats.connectionsRejected++;
-    await this.#refuse(client, reason, signal);
+    await this.#refuse(client, reason, signal, pendingRead);
   }
 
   /** Answers a client with a RESP error naming the database and `reason`, then closes it. */
-  async #refuse(client: Deno.TcpConn, reason: string, signal: AbortSignal): Promise<void> {
+  async #refuse(
+    client: Deno.TcpConn,
+    reason: string,
+    signal: AbortSignal,
+    pendingRead?: Promise<unknown>,
+  ): Promise<void> {
     const name = this.database.name;
     this.#rejections.rejected(formatAddress(client.remoteAddr), reason);
     try {
       await client.write(
         encodeError(`ERR sentinel-tunnel: database "${name}": ${reason}`),
       );
-      // Shutting down waits for no client.
-      if (signal.aborted) return;
+      // Shutting down waits for no client; past the cap, nobody lingers.
+      if (signal.aborted || this.#lingering >= MAX_LINGERING) return;
+      this.#lingering++;
       // Let the client read the error: a close with its command unread would reset the connection.
       await client.closeWrite();
       const drain = new Uint8Array(512);
@@ -353,8 +398,12 @@ export class DatabaseListener {
       linger.addEventListener("abort", onLinger, { once: true });
       signal.addEventListener("abort", onLinger, { once: true });
       try {
-        while (await client.read(drain) !== null) { /* discard */ }
+        // A read already under way (a waiting client's first bytes) goes first: one read at a time.
+        if (await pendingRead?.catch(() => null) !== null) {
+          while (await client.read(drain) !== null) { /* discard */ }
+        }
       } finally {
+        this.#lingering--;
         linger.removeEventListener("abort", onLinger);
         signal.removeEventListener("abort", onLinger);
       }
@@ -363,6 +412,52 @@ export class DatabaseListener {
     } finally {
       closeQuietly(client);
     }
+  }
+}
+
+/**
+ * One read of a waiting client's first bytes: Redis clients speak first, so a
+ * client that waits for a master either sends its command, which is kept and
+ * sent to the master first, or leaves, which ends its wait and gives back its
+ * slot at once. Only one read: the rest waits in the socket.
+ */
+class EarlyRead {
+  readonly #buffer = new Uint8Array(EARLY_READ_BYTES);
+  readonly #read: Promise<number | null>;
+  #outcome: number | null | "failed" | undefined;
+
+  constructor(client: Deno.TcpConn) {
+    this.#read = client.read(this.#buffer);
+    this.#read.then((n) => this.#outcome = n, () => this.#outcome = "failed");
+  }
+
+  /** Waits for a master, or for the client to leave (`"left"`), whichever comes first. */
+  async orMaster(
+    watcher: MasterSource,
+    timeoutMs: number,
+    signal: AbortSignal,
+  ): Promise<AdmittedMaster | undefined | "left"> {
+    if (this.#gone()) return "left";
+    const left = new AbortController();
+    const waiting = watcher.waitForMaster(timeoutMs, AbortSignal.any([signal, left.signal]));
+    if (this.#outcome !== undefined) return await waiting;
+    type Outcome = AdmittedMaster | undefined | "left";
+    const leaving = this.#read.then<Outcome, Outcome>(
+      () => this.#gone() ? "left" : waiting,
+      () => "left",
+    );
+    const first = await Promise.race<Outcome>([waiting, leaving]);
+    if (first === "left") left.abort();
+    return first;
+  }
+
+  /** What the tunnel must send first: the read under way, or done. */
+  result(): { read: Promise<number | null>; bytes: Uint8Array } {
+    return { read: this.#read, bytes: this.#buffer };
+  }
+
+  #gone(): boolean {
+    return this.#outcome === null || this.#outcome === "failed";
   }
 }
 

@@ -42,7 +42,20 @@ export interface TrafficCounters {
 export interface TunnelRunOptions {
   /** Closes the tunnel once it has carried no byte either way for this long; 0 is off. @default {0} */
   idleMs?: number;
+  /**
+   * A read of the client already under way (or done) into `bytes`, made while
+   * the client waited for a master: its bytes go to the master first.
+   */
+  firstRead?: { read: Promise<number | null>; bytes: Uint8Array };
 }
+
+/**
+ * After the master's end has reached the client, how long the client may go on
+ * before the tunnel closes. Redis never half-closes: it closes (its `timeout`,
+ * `CLIENT KILL`, a restart), and a pooled client that does not notice until its
+ * next use must not hold the tunnel and its slot meanwhile.
+ */
+export const MASTER_END_GRACE_MS = 1000;
 
 /** Idle checks per `idleMs`: an idle tunnel closes between `idleMs` and 1.25 times it. */
 const IDLE_CHECKS = 4;
@@ -94,6 +107,7 @@ export class Tunnel {
   /** Directions that ended with a forwarded half-close. */
   #halfClosed = 0;
   #idleTimer: ReturnType<typeof setInterval> | undefined;
+  #graceTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     client: Deno.TcpConn,
@@ -120,15 +134,19 @@ export class Tunnel {
   run(buffers: TunnelBuffers, options: TunnelRunOptions = {}): Promise<unknown> {
     const idleMs = options.idleMs ?? 0;
     if (idleMs > 0) this.#closeWhenIdle(idleMs);
-    return Promise.all([copyClientToMaster(this, buffers), copyMasterToClient(this, buffers)]);
+    return Promise.all([
+      copyClientToMaster(this, buffers, options.firstRead),
+      copyMasterToClient(this, buffers),
+    ]);
   }
 
   /**
    * One direction has ended: `halfClosed` when its sender half-closed and that
    * was forwarded; otherwise it failed, which ends the tunnel.
    */
-  directionEnded(halfClosed: boolean): void {
-    if (!halfClosed || ++this.#halfClosed === 2) this.close();
+  directionEnded(halfClosed: boolean, fromMaster: boolean): void {
+    if (!halfClosed || ++this.#halfClosed === 2) return this.close();
+    if (fromMaster) this.#graceTimer = setTimeout(() => this.close(), MASTER_END_GRACE_MS);
   }
 
   /** Closes both sides, once. */
@@ -136,6 +154,7 @@ export class Tunnel {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#idleTimer);
+    clearTimeout(this.#graceTimer);
     closeQuietly(this.client);
     closeQuietly(this.upstream);
   }
@@ -159,13 +178,24 @@ export class Tunnel {
 // direction or a master change) is how a tunnel ends, not an error.
 
 /** Copies what the client sends to the master, then forwards the client's half-close. */
-async function copyClientToMaster(tunnel: Tunnel, buffers: TunnelBuffers): Promise<void> {
+async function copyClientToMaster(
+  tunnel: Tunnel,
+  buffers: TunnelBuffers,
+  firstRead: TunnelRunOptions["firstRead"],
+): Promise<void> {
   const { client, upstream, counters } = tunnel;
   const own = buffers.small.take();
   let buffer = own;
   let halfClosed = false;
   try {
-    for (let n = await client.read(buffer); n !== null; n = await client.read(buffer)) {
+    let n = firstRead ? await firstRead.read : await client.read(buffer);
+    if (firstRead && n !== null) {
+      tunnel.moved = true;
+      await writeAll(upstream, firstRead.bytes, n);
+      counters.bytesClientToMaster += n;
+      n = await client.read(buffer);
+    }
+    for (; n !== null; n = await client.read(buffer)) {
       tunnel.moved = true;
       await writeAll(upstream, buffer, n);
       counters.bytesClientToMaster += n;
@@ -176,7 +206,7 @@ async function copyClientToMaster(tunnel: Tunnel, buffers: TunnelBuffers): Promi
   } catch {
     /* the tunnel ends */
   } finally {
-    tunnel.directionEnded(halfClosed);
+    tunnel.directionEnded(halfClosed, false);
     if (buffer !== own) buffers.large.give(buffer);
     buffers.small.give(own);
   }
@@ -200,7 +230,7 @@ async function copyMasterToClient(tunnel: Tunnel, buffers: TunnelBuffers): Promi
   } catch {
     /* the tunnel ends */
   } finally {
-    tunnel.directionEnded(halfClosed);
+    tunnel.directionEnded(halfClosed, true);
     if (buffer !== own) buffers.large.give(buffer);
     buffers.small.give(own);
   }

@@ -84,7 +84,7 @@ async function readRegularFile(
     file = await abortable(opening, signal);
   } catch (error) {
     // Close it if the open completes after all.
-    opening.then((late) => late.close(), () => {});
+    opening.then((late) => late.close().catch(() => {}), () => {});
     throw error;
   }
   try {

@@ -46,8 +46,31 @@ export function describeIssue(
   // Credentials may hold a password, even when misplaced: never echo them.
   const secret = issue.path.some((part) => typeof part === "string" && /auth$/i.test(part));
   return [
-    `${where}: ${secret ? "<redacted>" : describeValue(value)} is not valid: ${issue.message}`,
+    `${where}: ${secret ? "<redacted>" : describeShape(value)} is not valid: ${issue.message}`,
   ];
+}
+
+/**
+ * A scalar as JSON; an object or a list by its shape only, since one may hold a
+ * password at any depth (`{"masterAuth":{"password":...}}` where a list was due).
+ */
+function describeShape(value: unknown): string {
+  if (!holdsObject(value)) return describeValue(value);
+  if (Array.isArray(value)) return `a list of ${value.length} item${value.length === 1 ? "" : "s"}`;
+  if (typeof value === "object" && value !== null) {
+    const keys = Object.keys(value);
+    const shown = keys.slice(0, 5).map((key) => describeValue(key)).join(", ");
+    return keys.length === 0
+      ? "an empty object"
+      : `an object with keys ${shown}${keys.length > 5 ? ` and ${keys.length - 5} more` : ""}`;
+  }
+  return describeValue(value);
+}
+
+/** Whether an object is `value` or anywhere in it (a list of lists of scalars holds none). */
+function holdsObject(value: unknown, depth = 0): boolean {
+  if (Array.isArray(value)) return depth > 32 || value.some((item) => holdsObject(item, depth + 1));
+  return typeof value === "object" && value !== null;
 }
 
 /** A value as JSON, cut to 60 characters so that one line stays one line. */

@@ -13,9 +13,12 @@ const MAX_SENTINELS_RULE = "maxSentinels is a whole number from 1 to 256";
 const MS_RULE = "a duration is a whole number of milliseconds from 1 to 600000";
 const ADDRESS_RULE = 'an address is "host:port", such as "127.0.0.1:26379" or "[::1]:26379"';
 
-const IDLE_RULE = "an idle limit is a whole number of milliseconds from 0 (off) to 86400000";
+const IDLE_RULE =
+  "an idle limit is 0 (off) or a whole number of milliseconds from 1000 to 86400000";
+// Each idle tunnel checks a timer a quarter of the limit apart: below a second that costs too much.
 const idleMillis = z.number({ error: IDLE_RULE }).int({ error: IDLE_RULE })
-  .min(0, { error: IDLE_RULE }).max(86_400_000, { error: IDLE_RULE });
+  .max(86_400_000, { error: IDLE_RULE })
+  .refine((ms) => ms === 0 || ms >= 1000, { error: IDLE_RULE });
 const MAX_CLIENTS_RULE = "maxClients is a whole number from 1 to 1000000";
 const maxClients = z.number({ error: MAX_CLIENTS_RULE }).int({ error: MAX_CLIENTS_RULE })
   .min(1, { error: MAX_CLIENTS_RULE }).max(1_000_000, { error: MAX_CLIENTS_RULE });

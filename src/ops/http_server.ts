@@ -186,8 +186,11 @@ interface RequestHead {
 async function readHead(conn: Deno.TcpConn): Promise<RequestHead | undefined> {
   const buffer = new Uint8Array(MAX_HEAD_BYTES);
   let length = 0;
+  let scanned = 0;
   for (;;) {
-    const end = findHeadEnd(buffer, length);
+    // Only the new bytes (and the three before them) can complete the blank line.
+    const end = findHeadEnd(buffer, Math.max(0, scanned - 3), length);
+    scanned = length;
     if (end !== -1) return parseHead(new TextDecoder().decode(buffer.subarray(0, end)));
     if (length === buffer.length) {
       return {
@@ -204,8 +207,8 @@ async function readHead(conn: Deno.TcpConn): Promise<RequestHead | undefined> {
   }
 }
 
-function findHeadEnd(buffer: Uint8Array, length: number): number {
-  for (let i = 3; i < length; i++) {
+function findHeadEnd(buffer: Uint8Array, from: number, length: number): number {
+  for (let i = Math.max(3, from); i < length; i++) {
     if (buffer[i] === 10 && buffer[i - 1] === 13 && buffer[i - 2] === 10 && buffer[i - 3] === 13) {
       return i - 3;
     }

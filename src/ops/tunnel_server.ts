@@ -187,7 +187,8 @@ export class TunnelServer {
     await Promise.all(leaving.map((r) => r.listener.acceptEnded));
     for (const database of next.databases) {
       if (this.#databases.has(database.name) || !moved.includes(database)) continue;
-      const listener = listeners.get(database.name) ?? await this.#openWithRetry(database);
+      const listener = listeners.get(database.name) ??
+        await this.#openWithRetry(database, "reload");
       if (listener) this.#run(database, listener);
       else summary.failed.push(database.name);
     }
@@ -199,20 +200,29 @@ export class TunnelServer {
     return summary;
   }
 
-  /** Opens a port the old config just let go of, retrying briefly; logs and returns nothing on failure. */
-  async #openWithRetry(database: DatabaseConfig): Promise<DatabaseListener | undefined> {
+  /**
+   * Opens a port that was just let go of (by the old config, or by a failed
+   * accept loop), retrying briefly; logs and returns nothing on failure.
+   */
+  async #openWithRetry(
+    database: DatabaseConfig,
+    why: "reload" | "restart",
+    signal: AbortSignal = this.#signal,
+  ): Promise<DatabaseListener | undefined> {
     for (let attempt = 1;; attempt++) {
+      if (signal.aborted) return undefined;
       try {
         return this.#openListeners([database])[0];
       } catch (error) {
-        if (attempt === 5 || this.#signal.aborted) {
-          log.error("Reload: database {database} is not served: {error}", {
+        if (attempt === 5 || signal.aborted) {
+          log.error("{why}: database {database} is not served: {error}", {
+            why: why === "reload" ? "Reload" : "Restarting its accept loop",
             database: database.name,
             error: (error as Error).message,
           });
           return undefined;
         }
-        await sleep(50 * attempt, this.#signal);
+        await sleep(50 * attempt, signal);
       }
     }
   }
@@ -262,6 +272,8 @@ export class TunnelServer {
       registry,
       buffers: this.#buffers,
       slots: this.#slots,
+      // The database's count outlives a listener reopened after a failure.
+      databaseSlots: new ClientSlots(database.maxClients),
     };
     // One database's bug restarts that database's loop; the others and the admin API go on.
     const done = Promise.all([
@@ -272,8 +284,18 @@ export class TunnelServer {
         async (s) => {
           if (running.listener.closed && !s.aborted) {
             // The failed loop closed its port: open it again.
-            const reopened = await this.#openWithRetry(running.watcher.database);
-            if (!reopened) throw new Error("its port could not be opened again");
+            const reopened = await this.#openWithRetry(running.watcher.database, "restart", s);
+            if (!reopened) {
+              const { bind, port } = running.watcher.database;
+              throw new Error(
+                `${formatAddress({ hostname: bind, port })} could not be opened again; retrying`,
+              );
+            }
+            if (s.aborted) {
+              // Stopped (a reload) while the port was opening: let it go for whoever takes it next.
+              reopened.close();
+              return;
+            }
             running.listener = reopened;
           }
           await running.listener.serve(serveOptions, s);
