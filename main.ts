@@ -201,23 +201,16 @@ async function main(args: string[]): Promise<number> {
   }
 
   const controller = new AbortController();
-  const server = TunnelServer.start(config, { buffers: bufferSizes(), signal: controller.signal });
-  let admin;
-  try {
-    admin = config.admin ? startAdminServer(config.admin, server, controller.signal) : undefined;
-  } catch (error) {
-    controller.abort();
-    await server.done;
-    throw error;
-  }
-
+  // Signals are handled before any port opens: a SIGHUP's default action ends the process, and a
+  // reload may come as soon as the port answers. Until the tunnel runs there is nothing to reload.
+  let server: TunnelServer | undefined;
   const stop = (signal: Deno.Signal) => () => {
     if (controller.signal.aborted) return;
     log.info("Received {signal}: stopping", { signal });
     controller.abort();
   };
   const reload = async () => {
-    if (controller.signal.aborted) return;
+    if (controller.signal.aborted || server === undefined) return;
     if (cli.configPath === undefined) {
       log.warning(
         "Received SIGHUP: the config comes from the environment, which cannot change; nothing to reload",
@@ -227,7 +220,7 @@ async function main(args: string[]): Promise<number> {
     log.info("Received SIGHUP: reloading {config}", { config: cli.configPath });
     try {
       const next = withAdmin(await loadConfig(cli.configPath), cli);
-      if (controller.signal.aborted) return;
+      if (controller.signal.aborted || server === undefined) return;
       if (JSON.stringify(next.admin) !== JSON.stringify(server.config.admin)) {
         log.warning(
           "Reload: the admin address changed; restart sentinel-tunnel to move the admin API",
@@ -262,6 +255,21 @@ async function main(args: string[]): Promise<number> {
   Deno.addSignalListener("SIGINT", onInt);
   Deno.addSignalListener("SIGTERM", onTerm);
   Deno.addSignalListener("SIGHUP", onHup);
+  const removeSignalListeners = () => {
+    Deno.removeSignalListener("SIGINT", onInt);
+    Deno.removeSignalListener("SIGTERM", onTerm);
+    Deno.removeSignalListener("SIGHUP", onHup);
+  };
+  let admin;
+  try {
+    server = TunnelServer.start(config, { buffers: bufferSizes(), signal: controller.signal });
+    admin = config.admin ? startAdminServer(config.admin, server, controller.signal) : undefined;
+  } catch (error) {
+    controller.abort();
+    await server?.done;
+    removeSignalListeners();
+    throw error;
+  }
   log.info(
     "sentinel-tunnel {version} started with {databases} database(s) and {sentinels} Sentinel(s)",
     {
@@ -271,9 +279,7 @@ async function main(args: string[]): Promise<number> {
     },
   );
   await Promise.all([server.done, admin?.finished]);
-  Deno.removeSignalListener("SIGINT", onInt);
-  Deno.removeSignalListener("SIGTERM", onTerm);
-  Deno.removeSignalListener("SIGHUP", onHup);
+  removeSignalListeners();
   log.info("Stopped");
   return 0;
 }

@@ -49,7 +49,7 @@ const timeouts = fc.record({
   masterConnectMs: millis,
   pollIntervalMs: millis,
   clientWaitMs: millis,
-  clientIdleMs: fc.integer({ min: 0, max: 86_400_000 }),
+  clientIdleMs: fc.oneof(fc.constant(0), fc.integer({ min: 1000, max: 86_400_000 })),
 }, { requiredKeys: [] });
 const databaseTimeouts = fc.record({
   masterConnectMs: millis,

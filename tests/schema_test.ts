@@ -36,7 +36,8 @@ Deno.test("config/schema.json lists every key the validator accepts, and only th
     sentinelAuth: { password: "x" },
     masterAuth: { username: "u", passwordEnv: "PW" },
     timeouts: Object.fromEntries(
-      Object.keys(schema.properties.timeouts.properties).map((k) => [k, 100]),
+      // 1000: a value every duration takes (clientIdleMs starts there).
+      Object.keys(schema.properties.timeouts.properties).map((k) => [k, 1000]),
     ),
     maxSentinels: 8,
     maxClients: 100,
@@ -51,14 +52,14 @@ Deno.test("config/schema.json lists every key the validator accepts, and only th
       timeouts: Object.fromEntries(
         Object.keys(schema.properties.databases.items.properties.timeouts.properties).map((
           k,
-        ) => [k, 100]),
+        ) => [k, 1000]),
       ),
       onMasterChange: { command: ["/bin/true"] },
     }],
   };
   assert.deepEqual(Object.keys(full).sort(), topLevel);
   const config = parseConfig(JSON.stringify(full), "full.jsonc", { getEnv: () => "secret" });
-  assert.equal(config.databases[0]?.timeouts.clientWaitMs, 100);
+  assert.equal(config.databases[0]?.timeouts.clientWaitMs, 1000);
   // Each shipped example names the schema.
   for (const example of ["example.jsonc", "demo.jsonc"]) {
     const text = await Deno.readTextFile(new URL(`../config/${example}`, import.meta.url));
