@@ -7,7 +7,7 @@
  */
 import { type Address, formatAddress } from "../shared/address.ts";
 import { encodeCommand, parseReply, RespErrorReply, type RespValue } from "./resp.ts";
-import { describeNetworkError } from "../shared/io.ts";
+import { closeQuietly, describeNetworkError } from "../shared/io.ts";
 
 /** Credentials sent with AUTH. */
 export interface AuthOptions {
@@ -280,11 +280,7 @@ export class RedisConnection implements Disposable {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    try {
-      this.#conn.close();
-    } catch (error) {
-      if (!(error instanceof Deno.errors.BadResource)) throw error;
-    }
+    closeQuietly(this.#conn);
   }
 
   [Symbol.dispose](): void {

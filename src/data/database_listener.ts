@@ -215,11 +215,7 @@ export class DatabaseListener {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    try {
-      this.#listener.close();
-    } catch (error) {
-      if (!(error instanceof Deno.errors.BadResource)) throw error;
-    }
+    closeQuietly(this.#listener);
   }
 
   /** Serves one client; never rejects, and counts itself out when it ends. */
