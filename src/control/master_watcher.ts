@@ -200,6 +200,7 @@ export class MasterWatcher {
         connectTimeoutMs: this.#database.timeouts.masterConnectMs,
         replyTimeoutMs: this.#database.timeouts.masterReplyMs,
         auth: this.#database.masterAuth,
+        tls: this.#database.tls,
       }));
       this.#checkRole = this.#probe.check;
     }
@@ -223,6 +224,7 @@ export class MasterWatcher {
   update(database: DatabaseConfig): void {
     const credentialsChanged =
       JSON.stringify(database.masterAuth) !== JSON.stringify(this.#database.masterAuth) ||
+      JSON.stringify(database.tls) !== JSON.stringify(this.#database.tls) ||
       database.timeouts.masterConnectMs !== this.#database.timeouts.masterConnectMs ||
       database.timeouts.masterReplyMs !== this.#database.timeouts.masterReplyMs;
     this.#database = database;

@@ -8,6 +8,8 @@
 import { type Address, formatAddress } from "../shared/address.ts";
 import { encodeCommand, parseReply, RespErrorReply, type RespValue } from "./resp.ts";
 import { closeQuietly, describeNetworkError } from "../shared/io.ts";
+import { type ByteStream, ConnectError, connectTo } from "../shared/connect.ts";
+import type { TlsClientSettings } from "../shared/settings.ts";
 
 /** Credentials sent with AUTH. */
 export interface AuthOptions {
@@ -17,8 +19,10 @@ export interface AuthOptions {
 
 /** Options for {@linkcode RedisConnection.open}. */
 export interface OpenOptions {
-  /** Deadline for the TCP connect. */
+  /** Deadline for the connect, the TLS handshake included. */
   connectTimeoutMs: number;
+  /** TLS settings; plain TCP when absent. */
+  tls?: TlsClientSettings | undefined;
   /** Deadline for each reply, AUTH included. */
   replyTimeoutMs: number;
   /** Sent with AUTH right after connecting. */
@@ -36,7 +40,7 @@ export class RedisCallError extends Error {
   /** The peer that failed. */
   readonly address: Address;
   /** What kind of failure it was. */
-  readonly kind: "unreachable" | "timeout" | "error-reply" | "protocol";
+  readonly kind: "unreachable" | "timeout" | "error-reply" | "protocol" | "tls";
   constructor(
     address: Address,
     kind: RedisCallError["kind"],
@@ -54,10 +58,10 @@ const READ_CHUNK = 4096;
 /** The most a control-plane reply may take in memory, all of it: a peer that sends more is cut off. */
 export const MAX_REPLY_BYTES = 4 * 1024 * 1024;
 
-/** One TCP connection that speaks RESP, for the control plane only. */
+/** One TCP or TLS connection that speaks RESP, for the control plane only. */
 export class RedisConnection implements Disposable {
   readonly address: Address;
-  readonly #conn: Deno.TcpConn;
+  readonly #conn: ByteStream;
   readonly #replyTimeoutMs: number;
   #buffer = new Uint8Array(READ_CHUNK);
   #start = 0;
@@ -66,7 +70,7 @@ export class RedisConnection implements Disposable {
 
   private constructor(
     address: Address,
-    conn: Deno.TcpConn,
+    conn: ByteStream,
     replyTimeoutMs: number,
   ) {
     this.address = address;
@@ -83,32 +87,17 @@ export class RedisConnection implements Disposable {
     address: Address,
     options: OpenOptions,
   ): Promise<RedisConnection> {
-    const deadline = AbortSignal.timeout(options.connectTimeoutMs);
-    const signal = options.signal ? AbortSignal.any([deadline, options.signal]) : deadline;
-    let conn: Deno.TcpConn;
+    let conn: ByteStream;
     try {
-      conn = await Deno.connect({
-        hostname: address.hostname,
-        port: address.port,
-        signal,
+      conn = await connectTo(address, {
+        timeoutMs: options.connectTimeoutMs,
+        signal: options.signal,
+        tls: options.tls,
+        keepAlive: true,
       });
     } catch (error) {
-      if (deadline.aborted) {
-        throw new RedisCallError(
-          address,
-          "timeout",
-          `no connection within ${options.connectTimeoutMs} ms`,
-          {
-            cause: error,
-          },
-        );
-      }
-      throw new RedisCallError(
-        address,
-        "unreachable",
-        describeNetworkError(error),
-        { cause: error },
-      );
+      if (!(error instanceof ConnectError)) throw error;
+      throw new RedisCallError(address, error.kind, error.message, { cause: error });
     }
     const connection = new RedisConnection(
       address,

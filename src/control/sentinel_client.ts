@@ -14,6 +14,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { type Address, formatAddress } from "../shared/address.ts";
+import type { TlsClientSettings } from "../shared/settings.ts";
 import { ControlConnection } from "./control_connection.ts";
 import type { MasterAnswer, SentinelOrigin, SentinelView } from "./master_agreement.ts";
 import { type AuthOptions, RedisCallError, RedisConnection } from "./redis_connection.ts";
@@ -62,6 +63,8 @@ export interface SentinelClientOptions {
   replyTimeoutMs: number;
   /** Sent with AUTH to every Sentinel. */
   auth?: AuthOptions | undefined;
+  /** TLS to every Sentinel; plain TCP when absent. */
+  tls?: TlsClientSettings | undefined;
   /** The most Sentinels that count for one master, configured ones included. */
   maxSentinels: number;
 }
@@ -467,6 +470,7 @@ export class SentinelClient {
       connectTimeoutMs: this.#options.connectTimeoutMs,
       replyTimeoutMs: this.#options.replyTimeoutMs,
       auth: this.#options.auth,
+      tls: this.#options.tls,
       signal,
     });
     await connection.send(["SUBSCRIBE", ...SENTINEL_CHANNELS]);
@@ -569,6 +573,7 @@ export class SentinelClient {
         connectTimeoutMs: this.#options.connectTimeoutMs,
         replyTimeoutMs: this.#options.replyTimeoutMs,
         auth: this.#options.auth,
+        tls: this.#options.tls,
       }));
       this.#connections.set(key, connection);
     }

@@ -6,8 +6,9 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { type Address, formatAddress, sameAddress } from "../shared/address.ts";
+import { formatAddress, sameAddress } from "../shared/address.ts";
 import type { DatabaseConfig } from "../shared/settings.ts";
+import { type ByteStream, ConnectError, connectTo } from "../shared/connect.ts";
 import { ClientSlots } from "./client_slots.ts";
 import type { ConnectionRegistry } from "./connection_registry.ts";
 import type { AdmittedMaster, MasterSource } from "./master_source.ts";
@@ -63,10 +64,17 @@ const EARLY_READ_BYTES = 4096;
  */
 const EXHAUSTION_EPISODE_MS = 5000;
 
+/** A client's connection: TCP, or TLS on a port with `listenTls`. */
+type ClientConn = Deno.TcpConn | Deno.TlsConn;
+
 /** Listens on one database's port and tunnels each client to its master. */
 export class DatabaseListener {
   readonly database: DatabaseConfig;
-  readonly #listener: Deno.TcpListener;
+  #listener: Deno.Listener<ClientConn, Deno.NetAddr>;
+  /** The TLS files served; a reload that changes them reopens the port, keeping the tunnels. */
+  #listenTls: DatabaseConfig["listenTls"];
+  /** Set while the port is closed to be opened again with new TLS files. */
+  #reopenWith: DatabaseConfig | undefined;
   /** Client handlers still running, and who waits for them to end. */
   #handlers = 0;
   readonly #acceptEnded = Promise.withResolvers<void>();
@@ -78,9 +86,10 @@ export class DatabaseListener {
   readonly #rejections: RejectionLog;
   #closed = false;
 
-  private constructor(database: DatabaseConfig, listener: Deno.TcpListener) {
+  private constructor(database: DatabaseConfig, listener: Deno.Listener<ClientConn, Deno.NetAddr>) {
     this.database = database;
     this.#listener = listener;
+    this.#listenTls = database.listenTls;
     this.#rejections = new RejectionLog(database.name);
     this.#ownSlots = new ClientSlots(database.maxClients);
   }
@@ -91,29 +100,40 @@ export class DatabaseListener {
    * @throws {ListenError} naming the port and the cause when it cannot be opened
    */
   static open(database: DatabaseConfig): DatabaseListener {
-    let listener: Deno.TcpListener;
-    const where = formatAddress({
-      hostname: database.bind,
-      port: database.port,
-    });
-    try {
-      listener = Deno.listen({ hostname: database.bind, port: database.port });
-    } catch (error) {
-      const cause = error instanceof Deno.errors.AddrInUse
-        ? `port ${database.port} is already in use; stop the process that holds it or give the database another port`
-        : error instanceof Deno.errors.PermissionDenied
-        ? `permission denied; ports below 1024 need root or CAP_NET_BIND_SERVICE`
-        : error instanceof Deno.errors.AddrNotAvailable
-        ? `${database.bind} is not an address of this machine; use "127.0.0.1", "::1" or "0.0.0.0"`
-        : describeNetworkError(error);
-      throw new ListenError(
-        `Cannot listen on ${where} for database "${database.name}": ${cause}`,
-        {
-          cause: error,
-        },
-      );
+    return new DatabaseListener(database, listen(database));
+  }
+
+  /**
+   * Serves new TLS files (or none) from now on: the port is closed and opened
+   * again at once, and live tunnels are kept. Does nothing when they are the same.
+   */
+  useListenTls(database: DatabaseConfig): void {
+    if (this.#closed || sameListenTls(this.#listenTls, database.listenTls)) return;
+    this.#reopenWith = database;
+    closeQuietly(this.#listener);
+  }
+
+  async #reopen(signal: AbortSignal): Promise<void> {
+    const database = this.#reopenWith!;
+    for (let attempt = 1;; attempt++) {
+      try {
+        this.#listener = listen(database);
+        this.#listenTls = database.listenTls;
+        this.#reopenWith = undefined;
+        log.info("Database {database}: port {port} opened again, {tls}", {
+          database: this.database.name,
+          port: this.database.port,
+          tls: database.listenTls
+            ? `serving TLS from ${database.listenTls.certFile}`
+            : "without TLS",
+        });
+        return;
+      } catch (error) {
+        // The closed listener lets go of the port once its pending accept has ended.
+        if (attempt === 5 || signal.aborted) throw error;
+        await sleep(50 * attempt, signal);
+      }
     }
-    return new DatabaseListener(database, listener);
   }
 
   /** Settles when the accept loop has ended: only then is the port free to open again. */
@@ -142,11 +162,15 @@ export class DatabaseListener {
     let lastExhausted = -Infinity;
     try {
       while (!signal.aborted) {
-        let conn: Deno.TcpConn;
+        let conn: ClientConn;
         try {
           conn = await this.#listener.accept();
         } catch (error) {
           if (this.#closed || signal.aborted) break;
+          if (this.#reopenWith) {
+            await this.#reopen(signal);
+            continue;
+          }
           const kind = acceptErrorKind(error);
           if (kind === "closed" && error instanceof Deno.errors.Interrupted) continue;
           if (kind === "closed") {
@@ -220,7 +244,7 @@ export class DatabaseListener {
 
   /** Serves one client; never rejects, and counts itself out when it ends. */
   async #handleClient(
-    client: Deno.TcpConn,
+    client: ClientConn,
     options: DatabaseListenerOptions,
     signal: AbortSignal,
   ): Promise<void> {
@@ -243,7 +267,7 @@ export class DatabaseListener {
 
   /** Admits a client under both caps, or refuses it; counts it out when it ends. */
   async #serveClient(
-    client: Deno.TcpConn,
+    client: ClientConn,
     options: DatabaseListenerOptions,
     signal: AbortSignal,
   ): Promise<void> {
@@ -280,13 +304,21 @@ export class DatabaseListener {
 
   /** Joins a client to the confirmed master, waiting up to `clientWaitMs` for one, or refuses it. */
   async #tunnelClient(
-    client: Deno.TcpConn,
+    client: ClientConn,
     { watcher, registry, buffers }: DatabaseListenerOptions,
     signal: AbortSignal,
   ): Promise<void> {
     const { timeouts, tcpKeepAlive } = watcher.database;
-    client.setNoDelay(true);
-    if (tcpKeepAlive) client.setKeepAlive(true);
+    if ("setNoDelay" in client) {
+      client.setNoDelay(true);
+      if (tcpKeepAlive) client.setKeepAlive(true);
+    } else {
+      const failed = await handshakeWithin(client, timeouts.clientWaitMs, signal);
+      if (failed !== undefined) {
+        this.#rejections.rejected(formatAddress(client.remoteAddr), `TLS handshake: ${failed}`);
+        return closeQuietly(client);
+      }
+    }
     const waitUntil = performance.now() + timeouts.clientWaitMs;
     let dialError: string | undefined;
     let retryDelay = 0;
@@ -302,15 +334,18 @@ export class DatabaseListener {
         master = outcome;
       }
       if (!master || signal.aborted) break;
-      let upstream: Deno.TcpConn;
+      let upstream: ByteStream;
       try {
-        upstream = await dial(master.address, timeouts.masterConnectMs, signal);
+        upstream = await connectTo(master.address, {
+          timeoutMs: timeouts.masterConnectMs,
+          signal,
+          tls: watcher.database.tls,
+          keepAlive: tcpKeepAlive,
+        });
       } catch (error) {
         if (signal.aborted) break;
         dialError = `cannot connect to master ${formatAddress(master.address)}: ${
-          error instanceof DialTimeout
-            ? `no connection within ${timeouts.masterConnectMs} ms`
-            : describeNetworkError(error)
+          error instanceof ConnectError ? error.message : describeNetworkError(error)
         }`;
         watcher.reportUnreachable(master.address);
         // Try again once the watcher has checked the master again, backing off a little.
@@ -332,8 +367,6 @@ export class DatabaseListener {
         closeQuietly(upstream);
         continue;
       }
-      upstream.setNoDelay(true);
-      if (tcpKeepAlive) upstream.setKeepAlive(true);
       const tunnel = new Tunnel(client, upstream, master.address, watcher.stats);
       registry.add(tunnel);
       try {
@@ -351,7 +384,7 @@ export class DatabaseListener {
 
   /** Refuses a client that no master could be found for, saying why. */
   async #reject(
-    client: Deno.TcpConn,
+    client: ClientConn,
     watcher: MasterSource,
     signal: AbortSignal,
     dialError: string | undefined,
@@ -372,7 +405,7 @@ export class DatabaseListener {
 
   /** Answers a client with a RESP error naming the database and `reason`, then closes it. */
   async #refuse(
-    client: Deno.TcpConn,
+    client: ClientConn,
     reason: string,
     signal: AbortSignal,
     pendingRead?: Promise<unknown>,
@@ -422,7 +455,7 @@ class EarlyRead {
   readonly #read: Promise<number | null>;
   #outcome: number | null | "failed" | undefined;
 
-  constructor(client: Deno.TcpConn) {
+  constructor(client: ClientConn) {
     this.#read = client.read(this.#buffer);
     this.#read.then((n) => this.#outcome = n, () => this.#outcome = "failed");
   }
@@ -457,37 +490,73 @@ class EarlyRead {
   }
 }
 
-/** A dial that did not connect in time. */
-class DialTimeout extends Error {
-  override name = "DialTimeout";
+/**
+ * Opens a database's port, with TLS when it has `listenTls`.
+ *
+ * @throws {ListenError} naming the port and the cause when it cannot be opened
+ */
+function listen(database: DatabaseConfig): Deno.Listener<ClientConn, Deno.NetAddr> {
+  let listener: Deno.Listener<ClientConn, Deno.NetAddr>;
+  const where = formatAddress({
+    hostname: database.bind,
+    port: database.port,
+  });
+  try {
+    const { listenTls } = database;
+    listener = listenTls
+      ? Deno.listenTls({
+        hostname: database.bind,
+        port: database.port,
+        cert: listenTls.cert,
+        key: listenTls.key,
+      })
+      : Deno.listen({ hostname: database.bind, port: database.port });
+  } catch (error) {
+    const cause = error instanceof Deno.errors.AddrInUse
+      ? `port ${database.port} is already in use; stop the process that holds it or give the database another port`
+      : error instanceof Deno.errors.PermissionDenied
+      ? `permission denied; ports below 1024 need root or CAP_NET_BIND_SERVICE`
+      : error instanceof Deno.errors.AddrNotAvailable
+      ? `${database.bind} is not an address of this machine; use "127.0.0.1", "::1" or "0.0.0.0"`
+      : database.listenTls
+      ? `${
+        describeNetworkError(error)
+      }; check that listenTls certFile ${database.listenTls.certFile} and keyFile ${database.listenTls.keyFile} hold a PEM certificate and its key`
+      : describeNetworkError(error);
+    throw new ListenError(
+      `Cannot listen on ${where} for database "${database.name}": ${cause}`,
+      {
+        cause: error,
+      },
+    );
+  }
+  return listener;
+}
+
+function sameListenTls(a: DatabaseConfig["listenTls"], b: DatabaseConfig["listenTls"]): boolean {
+  return a === b || (a !== undefined && b !== undefined && a.cert === b.cert && a.key === b.key);
 }
 
 /**
- * Connects under a deadline, and aborts the connect itself when the deadline
- * passes or `signal` aborts: a connect merely no longer waited for would hold
- * a socket in SYN_SENT for minutes, and shutdown would wait for it. One timer
- * and one controller per dial, where `AbortSignal.any` and
- * `AbortSignal.timeout` would cost more on every new client.
+ * Finishes a TLS client's handshake within `timeoutMs`, so that a client that
+ * connects and never speaks TLS cannot hold a slot: Deno's TLS connections
+ * offer no TCP keepalive. Returns why it failed, or `undefined`.
  */
-async function dial(
-  address: Address,
+async function handshakeWithin(
+  client: Deno.TlsConn,
   timeoutMs: number,
   signal: AbortSignal,
-): Promise<Deno.TcpConn> {
-  signal.throwIfAborted();
-  const controller = new AbortController();
-  const timer = setTimeout(
-    () => controller.abort(new DialTimeout(`no connection within ${timeoutMs} ms`)),
-    timeoutMs,
-  );
-  const onAbort = () => controller.abort(signal.reason);
+): Promise<string | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const onAbort = () => closeQuietly(client);
   signal.addEventListener("abort", onAbort, { once: true });
   try {
-    return await Deno.connect({
-      hostname: address.hostname,
-      port: address.port,
-      signal: controller.signal,
-    });
+    return await Promise.race([
+      client.handshake().then(() => undefined, (error) => describeNetworkError(error)),
+      new Promise<string>((resolve) => {
+        timer = setTimeout(() => resolve(`no TLS handshake within ${timeoutMs} ms`), timeoutMs);
+      }),
+    ]);
   } finally {
     clearTimeout(timer);
     signal.removeEventListener("abort", onAbort);

@@ -6,7 +6,7 @@
  * @module
  */
 import type { Address } from "../shared/address.ts";
-import type { Timeouts } from "../shared/settings.ts";
+import type { Timeouts, TlsClientSettings } from "../shared/settings.ts";
 import type { DatabaseStats } from "../shared/stats.ts";
 
 /** A confirmed master, as the data plane needs it. */
@@ -24,6 +24,8 @@ export interface MasterSource {
     readonly maxClients: number;
     /** Whether both sockets of every tunnel have TCP keepalive on. */
     readonly tcpKeepAlive: boolean;
+    /** TLS to the master; plain TCP when absent. */
+    readonly tls?: TlsClientSettings | undefined;
   };
   /** Where the database's clients and bytes are counted. */
   readonly stats: DatabaseStats;

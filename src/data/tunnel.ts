@@ -19,6 +19,7 @@
  */
 import type { Address } from "../shared/address.ts";
 import { closeQuietly } from "../shared/io.ts";
+import type { ByteStream } from "../shared/connect.ts";
 
 /** Buffer sizes for each direction of a tunnel. */
 export interface BufferSizes {
@@ -97,8 +98,8 @@ export class TunnelBuffers {
 
 /** A client connection joined to a master connection. */
 export class Tunnel {
-  readonly client: Deno.TcpConn;
-  readonly upstream: Deno.TcpConn;
+  readonly client: ByteStream;
+  readonly upstream: ByteStream;
   readonly master: Address;
   readonly counters: TrafficCounters;
   /** Set by the copy loops on every read, cleared by the idle check: one store per chunk. */
@@ -110,8 +111,8 @@ export class Tunnel {
   #graceTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
-    client: Deno.TcpConn,
-    upstream: Deno.TcpConn,
+    client: ByteStream,
+    upstream: ByteStream,
     master: Address,
     counters: TrafficCounters,
   ) {
@@ -254,7 +255,7 @@ function nextBuffer(
 }
 
 /** Writes the first `n` bytes of `buffer`; a view is made only when they are not the whole buffer. */
-async function writeAll(to: Deno.Conn, buffer: Uint8Array, n: number): Promise<void> {
+async function writeAll(to: ByteStream, buffer: Uint8Array, n: number): Promise<void> {
   let written = await to.write(n === buffer.length ? buffer : buffer.subarray(0, n));
   while (written < n) written += await to.write(buffer.subarray(written, n));
 }

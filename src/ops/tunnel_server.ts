@@ -180,6 +180,7 @@ export class TunnelServer {
       if (summary.updated.includes(database.name)) {
         running.watcher.update(database);
         running.hooks.hook = database.onMasterChange;
+        running.listener.useListenTls(database);
       }
       if (summary.sentinelsChanged) running.watcher.sentinelsChanged();
     }
@@ -332,6 +333,7 @@ function sentinelOptions(config: TunnelConfig): SentinelClientOptions {
     connectTimeoutMs: config.timeouts.sentinelConnectMs,
     replyTimeoutMs: config.timeouts.sentinelReplyMs,
     auth: config.sentinelAuth,
+    tls: config.sentinelTls,
     maxSentinels: config.maxSentinels,
   };
 }

@@ -45,6 +45,39 @@ export interface HookConfig {
   readonly timeoutMs: number;
 }
 
+/**
+ * TLS towards Sentinels or masters, with the certificate files already read: a config reload
+ * reads them again, so rotated files reach new connections without a restart.
+ */
+export interface TlsClientSettings {
+  /** Where the trusted CAs came from (a PEM file), for messages; absent means the default roots. */
+  readonly caFile?: string;
+  /** PEM text of the trusted CAs, added to the roots Deno trusts by default. */
+  readonly ca?: string;
+  /** Where the client certificate came from, for messages. */
+  readonly certFile?: string;
+  /** PEM text of the client certificate chain, sent to servers with `tls-auth-clients yes`. */
+  readonly cert?: string;
+  /** Where the client key came from, for messages. */
+  readonly keyFile?: string;
+  /** PEM text of the client key. Secret: {@linkcode redactConfig} hides it. */
+  readonly key?: string;
+  /** The name every node's certificate is checked against; absent: the host name dialled. */
+  readonly serverName?: string;
+  /** Whether the peer's certificate is verified at all. @default {true} */
+  readonly verify: boolean;
+}
+
+/** TLS on a local port: the certificate it serves, its files already read. */
+export interface TlsServerSettings {
+  readonly certFile: string;
+  /** PEM text of the certificate chain. */
+  readonly cert: string;
+  readonly keyFile: string;
+  /** PEM text of the key. Secret: {@linkcode redactConfig} hides it. */
+  readonly key: string;
+}
+
 /** One database: a Sentinel master name served on a local port. */
 export interface DatabaseConfig {
   readonly name: string;
@@ -57,6 +90,10 @@ export interface DatabaseConfig {
   readonly maxClients: number;
   /** Whether both sockets of every tunnel have TCP keepalive on (the system's timers). */
   readonly tcpKeepAlive: boolean;
+  /** TLS to this database's master, for tunnels and ROLE checks; plaintext when absent. */
+  readonly tls?: TlsClientSettings;
+  /** TLS on the local port; plaintext when absent. */
+  readonly listenTls?: TlsServerSettings;
 }
 
 /** The resolved configuration. */
@@ -65,6 +102,8 @@ export interface TunnelConfig {
   readonly format: "documented" | "original" | "environment";
   readonly sentinels: readonly Address[];
   readonly sentinelAuth?: Credentials;
+  /** TLS to every Sentinel; plaintext when absent. */
+  readonly sentinelTls?: TlsClientSettings;
   readonly timeouts: Timeouts;
   readonly databases: readonly DatabaseConfig[];
   /** Where the admin HTTP API listens; off when absent. */

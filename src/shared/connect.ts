@@ -1,0 +1,331 @@
+/**
+ * Connections to Redis nodes and Sentinels, for both planes: TCP, or TLS over
+ * TCP, under one deadline that covers name resolution, the connect and the TLS
+ * handshake. A node whose certificate fails verification is never returned:
+ * the error names the node, the name checked and the reason.
+ *
+ * TLS goes through `node:tls`, the one TLS client in Deno that can check a
+ * certificate against a name other than the host dialled (`serverName`, for
+ * nodes that Sentinel reports by IP) while sending a client certificate
+ * (`tls-auth-clients yes`); `Deno.connectTls` cannot do the first and
+ * `Deno.startTls` ignores the second.
+ *
+ * @module
+ */
+import { isIP } from "node:net";
+import { checkServerIdentity, connect as connectTls, type TLSSocket } from "node:tls";
+import { lookup } from "node:dns/promises";
+import type { Address } from "./address.ts";
+import { describeNetworkError } from "./io.ts";
+import type { TlsClientSettings } from "./settings.ts";
+
+/** What both planes read and write: a TCP connection, or TLS over one. */
+export type ByteStream = Pick<Deno.Conn, "read" | "write" | "closeWrite" | "close">;
+
+/** Options for {@linkcode connectTo}. */
+export interface ConnectOptions {
+  /** Deadline for all of it: resolving the name, connecting, and the TLS handshake. */
+  readonly timeoutMs: number;
+  /** Aborts the connect. */
+  readonly signal?: AbortSignal | undefined;
+  /** TLS settings; plain TCP when absent. */
+  readonly tls?: TlsClientSettings | undefined;
+  /** TCP keepalive on the socket, with the system's timers. @default {false} */
+  readonly keepAlive?: boolean | undefined;
+}
+
+/** Why a connect failed. */
+export type ConnectFailure = "timeout" | "unreachable" | "tls";
+
+/** A connect that failed; `message` says why, `address` names the node. */
+export class ConnectError extends Error {
+  override name = "ConnectError";
+  readonly address: Address;
+  readonly kind: ConnectFailure;
+  constructor(address: Address, kind: ConnectFailure, detail: string, options?: ErrorOptions) {
+    super(detail, options);
+    this.address = address;
+    this.kind = kind;
+  }
+}
+
+/**
+ * Connects to `address` within `timeoutMs`. A host name is resolved, and each
+ * address it resolves to is tried in turn (Deno's Happy Eyeballs for TCP; in
+ * order, each with its share of the time left, for TLS), so that a name whose
+ * first address is dead still connects.
+ *
+ * @throws {ConnectError} when no connection is made in time, or TLS verification fails
+ * @throws the signal's reason when `signal` aborts
+ */
+export async function connectTo(address: Address, options: ConnectOptions): Promise<ByteStream> {
+  options.signal?.throwIfAborted();
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(TIMED_OUT), options.timeoutMs);
+  const onAbort = () => controller.abort(options.signal!.reason);
+  options.signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    if (!options.tls) {
+      const conn = await Deno.connect({
+        hostname: address.hostname,
+        port: address.port,
+        signal: controller.signal,
+      });
+      conn.setNoDelay(true);
+      if (options.keepAlive) conn.setKeepAlive(true);
+      return conn;
+    }
+    return await connectTlsTo(address, options.tls, {
+      signal: controller.signal,
+      deadline: performance.now() + options.timeoutMs,
+      keepAlive: options.keepAlive ?? false,
+    });
+  } catch (error) {
+    if (controller.signal.reason === TIMED_OUT) {
+      throw new ConnectError(
+        address,
+        "timeout",
+        `no connection within ${options.timeoutMs} ms`,
+        { cause: error },
+      );
+    }
+    if (options.signal?.aborted) throw options.signal.reason;
+    if (error instanceof ConnectError) throw error;
+    throw new ConnectError(address, "unreachable", describeNetworkError(error), { cause: error });
+  } finally {
+    clearTimeout(timer);
+    options.signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+const TIMED_OUT = Symbol("timed out");
+
+async function connectTlsTo(
+  address: Address,
+  tls: TlsClientSettings,
+  { signal, deadline, keepAlive }: { signal: AbortSignal; deadline: number; keepAlive: boolean },
+): Promise<ByteStream> {
+  const ips = isIP(address.hostname) !== 0
+    ? [address.hostname]
+    : (await lookup(address.hostname, { all: true, verbatim: true })).map((a) => a.address);
+  signal.throwIfAborted();
+  let lastError: unknown = new Error(`${address.hostname} resolved to no address`);
+  for (const [i, ip] of ips.entries()) {
+    // Each address gets its share of the time left, so that a silent one leaves time for the next.
+    const share = (deadline - performance.now()) / (ips.length - i);
+    try {
+      return await handshake(
+        address,
+        ip,
+        tls,
+        keepAlive,
+        AbortSignal.any([
+          signal,
+          AbortSignal.timeout(Math.max(1, share)),
+        ]),
+      );
+    } catch (error) {
+      // A certificate that fails is an answer, not an unreachable address: stop there.
+      if (error instanceof ConnectError || signal.aborted) throw error;
+      lastError = error;
+    }
+  }
+  throw lastError;
+}
+
+/** One TLS connect to `ip`, verified against `serverName` or the host name dialled. */
+function handshake(
+  address: Address,
+  ip: string,
+  tls: TlsClientSettings,
+  keepAlive: boolean,
+  signal: AbortSignal,
+): Promise<ByteStream> {
+  const checkedName = tls.serverName ?? address.hostname;
+  return new Promise((resolve, reject) => {
+    const socket = connectTls({
+      host: ip,
+      port: address.port,
+      // SNI carries names only; an IP address is checked against the certificate's IP entries.
+      ...(isIP(checkedName) === 0 ? { servername: checkedName } : {}),
+      ...(tls.ca === undefined ? {} : { ca: tls.ca }),
+      ...(tls.cert === undefined ? {} : { cert: tls.cert }),
+      ...(tls.key === undefined ? {} : { key: tls.key }),
+      // Verification is decided below from the peer's certificate, so that a failure can say why.
+      rejectUnauthorized: false,
+    });
+    const fail = (error: unknown) => {
+      socket.destroy();
+      reject(error);
+    };
+    const onAbort = () => fail(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    socket.once("error", (error) => {
+      signal.removeEventListener("abort", onAbort);
+      fail(tlsHandshakeError(address, checkedName, error));
+    });
+    socket.once("secureConnect", () => {
+      signal.removeEventListener("abort", onAbort);
+      if (tls.verify) {
+        const problem = verificationProblem(socket, checkedName, tls);
+        if (problem !== undefined) {
+          return fail(
+            new ConnectError(
+              address,
+              "tls",
+              `TLS verification failed: ${problem}`,
+            ),
+          );
+        }
+      }
+      socket.setNoDelay(true);
+      if (keepAlive) socket.setKeepAlive(true);
+      resolve(new TlsStream(socket));
+    });
+  });
+}
+
+/** Why the peer's certificate is not to be trusted, or `undefined` when it is. */
+function verificationProblem(
+  socket: TLSSocket,
+  checkedName: string,
+  tls: TlsClientSettings,
+): string | undefined {
+  const certificate = socket.getPeerCertificate();
+  const now = Date.now();
+  if (certificate?.valid_to && Date.parse(certificate.valid_to) < now) {
+    return `certificate expired on ${
+      new Date(certificate.valid_to).toISOString()
+    }; renew the node's certificate`;
+  }
+  if (certificate?.valid_from && Date.parse(certificate.valid_from) > now) {
+    return `certificate not valid before ${
+      new Date(certificate.valid_from).toISOString()
+    }; check the clocks`;
+  }
+  // Checked here as well as by the handshake, so that a mismatch is never let through.
+  const nameError = certificate?.subjectaltname !== undefined || certificate?.subject
+    ? checkServerIdentity(checkedName, certificate)
+    : new Error("no certificate");
+  if (nameError !== undefined) {
+    return `name mismatch: checked ${JSON.stringify(checkedName)}, the certificate is for ${
+      certificate?.subjectaltname || `CN=${certificate?.subject?.CN ?? "?"}`
+    }; set tls.serverName to a name in the certificate`;
+  }
+  if (!socket.authorized) {
+    const code = String(socket.authorizationError ?? "unknown");
+    return `unknown CA: the certificate is not signed by a trusted CA (${code}); ${
+      tls.caFile === undefined
+        ? "give the CA that signed it in tls.caFile"
+        : `check that ${tls.caFile} holds the CA that signed it`
+    }`;
+  }
+  return undefined;
+}
+
+function tlsHandshakeError(address: Address, checkedName: string, error: Error): Error {
+  const code = (error as { code?: string }).code ?? "";
+  if (/CERTIFICATE_REQUIRED/i.test(code) || /CertificateRequired/.test(error.message)) {
+    return new ConnectError(
+      address,
+      "tls",
+      "TLS handshake failed: the server requires a client certificate; set tls.certFile and tls.keyFile",
+      { cause: error },
+    );
+  }
+  if (/alert|certificate|handshake|tls|ssl/i.test(`${code} ${error.message}`)) {
+    return new ConnectError(
+      address,
+      "tls",
+      `TLS handshake failed (name ${JSON.stringify(checkedName)}): ${error.message}`,
+      { cause: error },
+    );
+  }
+  return error;
+}
+
+/**
+ * A `node:tls` socket seen as a {@linkcode ByteStream}. Reads take from the
+ * chunks the socket has delivered, pausing it past a cap so that a fast peer
+ * cannot fill memory; a write resolves once the socket has taken the bytes,
+ * so the caller may reuse its buffer.
+ */
+class TlsStream implements ByteStream {
+  static readonly MAX_QUEUED_BYTES = 256 * 1024;
+  readonly #socket: TLSSocket;
+  readonly #chunks: Uint8Array[] = [];
+  #queued = 0;
+  #ended = false;
+  #error: Error | undefined;
+  #closed = false;
+  #wake: (() => void) | undefined;
+
+  constructor(socket: TLSSocket) {
+    this.#socket = socket;
+    socket.on("data", (chunk: Uint8Array) => {
+      this.#chunks.push(chunk);
+      this.#queued += chunk.length;
+      if (this.#queued > TlsStream.MAX_QUEUED_BYTES) socket.pause();
+      this.#wakeReader();
+    });
+    socket.on("end", () => {
+      this.#ended = true;
+      this.#wakeReader();
+    });
+    socket.on("error", (error: Error) => {
+      this.#error ??= error;
+      this.#wakeReader();
+    });
+    socket.on("close", () => {
+      this.#ended = true;
+      this.#wakeReader();
+    });
+  }
+
+  #wakeReader(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+
+  async read(p: Uint8Array): Promise<number | null> {
+    while (this.#chunks.length === 0) {
+      if (this.#closed) throw new Deno.errors.BadResource("connection closed");
+      if (this.#error) throw this.#error;
+      if (this.#ended) return null;
+      await new Promise<void>((resolve) => this.#wake = resolve);
+    }
+    const head = this.#chunks[0]!;
+    const n = Math.min(head.length, p.length);
+    p.set(n === head.length ? head : head.subarray(0, n));
+    if (n === head.length) this.#chunks.shift();
+    else this.#chunks[0] = head.subarray(n);
+    this.#queued -= n;
+    if (this.#queued <= TlsStream.MAX_QUEUED_BYTES / 2 && this.#socket.isPaused()) {
+      this.#socket.resume();
+    }
+    return n;
+  }
+
+  write(p: Uint8Array): Promise<number> {
+    if (this.#closed) return Promise.reject(new Deno.errors.BadResource("connection closed"));
+    if (this.#error) return Promise.reject(this.#error);
+    return new Promise((resolve, reject) => {
+      this.#socket.write(p, (error) => error ? reject(error) : resolve(p.length));
+    });
+  }
+
+  closeWrite(): Promise<void> {
+    if (this.#closed || this.#socket.destroyed) {
+      return Promise.reject(new Deno.errors.BadResource("connection closed"));
+    }
+    return new Promise((resolve) => this.#socket.end(resolve));
+  }
+
+  close(): void {
+    if (this.#closed) throw new Deno.errors.BadResource("connection closed");
+    this.#closed = true;
+    this.#socket.destroy();
+    this.#wakeReader();
+  }
+}
