@@ -117,6 +117,55 @@ Deno.test("sentinel-tunnel --check prints the resolved config with passwords red
   }
 });
 
+Deno.test("sentinel-tunnel --check shows TLS by file paths, never the files' contents", async () => {
+  const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "st-tls-" }));
+  try {
+    await Deno.writeTextFile(
+      `${dir}/ca.pem`,
+      "-----BEGIN CERTIFICATE-----\nCA-CONTENT\n-----END CERTIFICATE-----\n",
+    );
+    await Deno.writeTextFile(
+      `${dir}/tls.key`,
+      "-----BEGIN PRIVATE KEY-----\nKEY-CONTENT\n-----END PRIVATE KEY-----\n",
+    );
+    await Deno.writeTextFile(
+      `${dir}/tunnel.jsonc`,
+      JSON.stringify({
+        ...GOOD,
+        tls: { caFile: "ca.pem", serverName: "redis.internal" },
+        sentinelTls: false,
+        listenTls: { certFile: "ca.pem", keyFile: "tls.key" },
+      }),
+    );
+    const { code, stdout, stderr } = await runCli(["--check", `${dir}/tunnel.jsonc`]);
+    assert.equal(code, 0, stderr);
+    assert.doesNotMatch(stdout, /CONTENT|BEGIN/, `a file's contents leaked:\n${stdout}`);
+    const resolved = JSON.parse(stdout);
+    assert.equal(resolved.sentinelTls, undefined);
+    assert.deepEqual(resolved.databases[0].tls, {
+      caFile: `${dir}/ca.pem`,
+      serverName: "redis.internal",
+      verify: true,
+    });
+    assert.deepEqual(resolved.databases[0].listenTls, {
+      certFile: `${dir}/ca.pem`,
+      keyFile: `${dir}/tls.key`,
+    });
+
+    // A file that cannot be read fails the check, naming the field and the path.
+    await Deno.remove(`${dir}/ca.pem`);
+    const failed = await runCli(["--check", `${dir}/tunnel.jsonc`]);
+    assert.equal(failed.code, 1);
+    assert.match(
+      failed.stderr,
+      new RegExp(`tls\\.caFile: cannot read "${dir}/ca\\.pem" \\("ca\\.pem" relative to`),
+    );
+    assertNoStackTrace(failed.stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("sentinel-tunnel --check accepts the original sentinel_tunnel config format", async () => {
   const { code, stdout, stderr } = await runCli([
     "--check",

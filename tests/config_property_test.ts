@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { resolve } from "node:path";
 import {
   ConfigError,
   MAX_CONFIG_DEPTH,
@@ -16,8 +17,18 @@ import { DEFAULT_TIMEOUTS } from "../src/shared/settings.ts";
 /** Runs per property: enough to find the classes of bugs above, few enough for 2 shared cores. */
 const RUNS = { numRuns: 300 };
 
+/** What every TLS file holds here: what caFile, certFile and keyFile each need, and its path. */
+function pemText(path: string): string {
+  return `-----BEGIN CERTIFICATE-----\n${path}\n-----BEGIN PRIVATE KEY-----\n`;
+}
+
 function parse(text: string) {
-  return parseConfig(text, "p.jsonc", { getEnv: (name) => `env-${name}` });
+  // The TLS files are never read from disk: any path a generated config names is "there".
+  return parseConfig(text, "p.jsonc", {
+    getEnv: (name) => `env-${name}`,
+    readTextFile: pemText,
+    baseDirectory: "/conf",
+  });
 }
 
 /** Parses `text`; returns the ConfigError it throws, and fails on any other throw. */
@@ -57,6 +68,31 @@ const databaseTimeouts = fc.record({
   clientWaitMs: millis,
 }, { requiredKeys: [] });
 const bind = fc.constantFrom("127.0.0.1", "::1", "0.0.0.0", "10.1.2.3", "localhost");
+const pemPath = fc.constantFrom("ca.pem", "../tls/ca.pem", "/etc/tls/a.pem", "/etc/tls/b.pem");
+const tls = fc.record({
+  caFile: pemPath,
+  serverName: fc.domain(),
+  verify: fc.boolean(),
+  pair: fc.tuple(pemPath, pemPath),
+}, { requiredKeys: [] }).map(({ pair, ...rest }) =>
+  pair === undefined ? rest : { ...rest, certFile: pair[0], keyFile: pair[1] }
+);
+const listenTls = fc.record({ certFile: pemPath, keyFile: pemPath });
+
+/** What `input` (a TLS object) resolves to, its files read by {@linkcode pemText}. */
+function resolvedTls(input: Record<string, unknown>) {
+  const result: Record<string, unknown> = {};
+  const fields = [["caFile", "ca"], ["certFile", "cert"], ["keyFile", "key"]] as const;
+  for (const [field, text] of fields) {
+    if (input[field] === undefined) continue;
+    const path = resolve("/conf", `${input[field]}`);
+    result[field] = path;
+    result[text] = pemText(path);
+  }
+  if (input.serverName !== undefined) result.serverName = input.serverName;
+  result.verify = input.verify ?? true;
+  return result;
+}
 
 /** A valid documented config: Sentinels, names and ports each used once. */
 const documentedConfig = fc.record({
@@ -71,6 +107,8 @@ const documentedConfig = fc.record({
       port,
       timeouts: databaseTimeouts,
       maxClients: fc.integer({ min: 1, max: 1_000_000 }),
+      tls: fc.oneof(fc.constant(false as const), tls),
+      listenTls: fc.oneof(fc.constant(false as const), listenTls),
     }, { requiredKeys: ["name", "port"] }),
     { minLength: 1, maxLength: 5, selector: (d) => d.port },
   ).filter((dbs) => new Set(dbs.map((d) => d.name)).size === dbs.length),
@@ -79,6 +117,9 @@ const documentedConfig = fc.record({
   maxSentinels: fc.integer({ min: 1, max: 256 }),
   maxClients: fc.integer({ min: 1, max: 1_000_000 }),
   tcpKeepAlive: fc.boolean(),
+  tls,
+  sentinelTls: fc.oneof(fc.constant(false as const), tls),
+  listenTls,
   masterAuth: fc.record({ username: fc.string({ minLength: 1 }), passwordEnv: fc.constant("PW") }, {
     requiredKeys: ["passwordEnv"],
   }),
@@ -117,6 +158,8 @@ Deno.test("parseConfig() reads back every valid config as written, in any layout
             maxClients: d.maxClients,
             tcpKeepAlive: d.tcpKeepAlive,
             username: d.masterAuth?.username,
+            tls: d.tls,
+            listenTls: d.listenTls,
           })),
           input.databases.map((d) => ({
             name: d.name,
@@ -126,13 +169,31 @@ Deno.test("parseConfig() reads back every valid config as written, in any layout
             maxClients: d.maxClients ?? input.maxClients ?? 10_000,
             tcpKeepAlive: input.tcpKeepAlive ?? true,
             username: input.masterAuth?.username,
+            // A database's own TLS object replaces the top-level one; false is plaintext.
+            tls: tlsOf(d.tls === undefined ? input.tls : d.tls),
+            listenTls: listenTlsOf(d.listenTls === undefined ? input.listenTls : d.listenTls),
           })),
+        );
+        assert.deepEqual(
+          config.sentinelTls,
+          tlsOf(input.sentinelTls === undefined ? input.tls : input.sentinelTls),
         );
       },
     ),
     RUNS,
   );
 });
+
+function tlsOf(input: Record<string, unknown> | false | undefined) {
+  return input === undefined || input === false ? undefined : resolvedTls(input);
+}
+
+function listenTlsOf(input: { certFile: string; keyFile: string } | false | undefined) {
+  if (input === undefined || input === false) return undefined;
+  const certFile = resolve("/conf", input.certFile);
+  const keyFile = resolve("/conf", input.keyFile);
+  return { certFile, cert: pemText(certFile), keyFile, key: pemText(keyFile) };
+}
 
 Deno.test("parseConfig() reads back the original sentinel_tunnel format", () => {
   fc.assert(
@@ -219,6 +280,9 @@ Deno.test("parseConfig() throws only a short ConfigError for any JSON value in a
     "maxClients",
     "tcpKeepAlive",
     "onMasterChange",
+    "tls",
+    "sentinelTls",
+    "listenTls",
     "__proto__",
     "Databases",
   ];

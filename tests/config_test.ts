@@ -3,6 +3,7 @@ import {
   ConfigError,
   configFromEnvironment,
   ConfigReloadQueue,
+  configWarnings,
   loadConfig,
   MAX_CONFIG_BYTES,
   MAX_CONFIG_DEPTH,
@@ -10,7 +11,12 @@ import {
   parseConfig,
   redactConfig,
 } from "../src/ops/config.ts";
-import { DEFAULT_BIND, DEFAULT_TIMEOUTS, type TunnelConfig } from "../src/shared/settings.ts";
+import {
+  DEFAULT_BIND,
+  DEFAULT_TIMEOUTS,
+  type TlsClientSettings,
+  type TunnelConfig,
+} from "../src/shared/settings.ts";
 
 const SOURCE = "test.jsonc";
 
@@ -378,7 +384,7 @@ Deno.test("parseConfig() suggests the known key closest to an unknown one", () =
   }));
   assert.ok(
     error.problems.includes(
-      `${SOURCE}: databases[0]: unknown key "prot": did you mean "port"? (known keys: name, port, bind, masterAuth, timeouts, onMasterChange, maxClients)`,
+      `${SOURCE}: databases[0]: unknown key "prot": did you mean "port"? (known keys: name, port, bind, masterAuth, timeouts, onMasterChange, maxClients, tls, listenTls)`,
     ),
     error.message,
   );
@@ -391,7 +397,7 @@ Deno.test("parseConfig() suggests a top-level key for a misspelt one", () => {
   }));
   assert.ok(
     error.problems.includes(
-      `${SOURCE}: top level: unknown key "databses": did you mean "databases"? (known keys: sentinels, bind, admin, sentinelAuth, masterAuth, timeouts, maxSentinels, maxClients, tcpKeepAlive, onMasterChange, databases)`,
+      `${SOURCE}: top level: unknown key "databses": did you mean "databases"? (known keys: sentinels, bind, admin, sentinelAuth, masterAuth, timeouts, maxSentinels, maxClients, tcpKeepAlive, onMasterChange, tls, sentinelTls, listenTls, databases)`,
     ),
     error.message,
   );
@@ -1039,4 +1045,645 @@ Deno.test("parseConfig() never echoes a password from a misplaced object", () =>
     assert.ok(!error.message.includes("hunter2"), error.message);
     assert.match(error.message, /(an object with keys|a list of \d+ item)/);
   }
+});
+
+// TLS: files are read when the config is validated. The contents need only look like PEM here.
+
+const CA_PEM = "-----BEGIN CERTIFICATE-----\nQ0EtQ0VSVA==\n-----END CERTIFICATE-----\n";
+const CLIENT_CERT_PEM =
+  "-----BEGIN CERTIFICATE-----\nQ0xJRU5ULUNFUlQ=\n-----END CERTIFICATE-----\n";
+const CLIENT_KEY_PEM =
+  "-----BEGIN PRIVATE KEY-----\nCLIENT-KEY-SECRET\n-----END PRIVATE KEY-----\n";
+const SERVER_CERT_PEM =
+  "-----BEGIN CERTIFICATE-----\nU0VSVkVSLUNFUlQ=\n-----END CERTIFICATE-----\n";
+const SERVER_KEY_PEM =
+  "-----BEGIN EC PRIVATE KEY-----\nSERVER-KEY-SECRET\n-----END EC PRIVATE KEY-----\n";
+
+/** Runs `fn` with a temporary directory that holds PEM-looking files and some that are not PEM. */
+async function withPemDirectory(fn: (dir: string) => Promise<void> | void): Promise<void> {
+  const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "tls-config-" }));
+  try {
+    const files: Record<string, string> = {
+      "ca.pem": CA_PEM,
+      "other-ca.pem": CA_PEM,
+      "client.crt": CLIENT_CERT_PEM,
+      "client.key": CLIENT_KEY_PEM,
+      "server.crt": SERVER_CERT_PEM,
+      "server.key": SERVER_KEY_PEM,
+      "notes.txt": "NOT-PEM-SECRET-TEXT\n",
+      "encrypted.key":
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nENCRYPTED-SECRET\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    };
+    for (const [name, text] of Object.entries(files)) {
+      await Deno.writeTextFile(`${dir}/${name}`, text);
+    }
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Parses `config` (an object) with relative TLS paths taken from `dir`. */
+function parseIn(dir: string, config: Record<string, unknown>, env: Record<string, string> = {}) {
+  return parseConfig(JSON.stringify(config), SOURCE, {
+    getEnv: (name) => env[name],
+    baseDirectory: dir,
+  });
+}
+
+/** The problems (without the source) that parsing `config` in `dir` reports. */
+function problemsIn(dir: string, config: Record<string, unknown>): string[] {
+  try {
+    parseIn(dir, config);
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, `not a ConfigError: ${error}`);
+    return error.problems.map((line) => line.slice(`${SOURCE}: `.length));
+  }
+  assert.fail("parseConfig() did not throw");
+}
+
+const BASE = { sentinels: ["127.0.0.1:26379"] };
+
+Deno.test({
+  name: "loadConfig() reads the TLS files, relative to the config file's directory",
+  permissions: { read: true, write: true },
+  async fn() {
+    await withPemDirectory(async (dir) => {
+      const path = `${dir}/tunnel.jsonc`;
+      await Deno.writeTextFile(
+        path,
+        JSON.stringify({
+          ...BASE,
+          tls: {
+            caFile: "ca.pem",
+            certFile: "./client.crt",
+            keyFile: `${dir}/client.key`,
+            serverName: "redis.internal",
+          },
+          listenTls: { certFile: "server.crt", keyFile: "server.key" },
+          databases: [{ name: "mymaster", port: 6380 }],
+        }),
+      );
+      // The current directory is not `dir`: the paths resolve against the file's directory.
+      assert.notEqual(Deno.cwd(), dir);
+      const config = await loadConfig(path, { getEnv: noEnv });
+      const tls = {
+        caFile: `${dir}/ca.pem`,
+        ca: CA_PEM,
+        certFile: `${dir}/client.crt`,
+        cert: CLIENT_CERT_PEM,
+        keyFile: `${dir}/client.key`,
+        key: CLIENT_KEY_PEM,
+        serverName: "redis.internal",
+        verify: true,
+      };
+      assert.deepEqual(config.sentinelTls, tls);
+      assert.deepEqual(config.databases[0]?.tls, tls);
+      assert.deepEqual(config.databases[0]?.listenTls, {
+        certFile: `${dir}/server.crt`,
+        cert: SERVER_CERT_PEM,
+        keyFile: `${dir}/server.key`,
+        key: SERVER_KEY_PEM,
+      });
+    });
+  },
+});
+
+Deno.test({
+  name: "parseConfig() resolves TLS: {} is the default roots, verified; no tls is plaintext",
+  permissions: { read: true, write: true },
+  async fn() {
+    await withPemDirectory((dir) => {
+      const plain = parseIn(dir, { ...BASE, databases: [{ name: "m", port: 6380 }] });
+      assert.equal(plain.sentinelTls, undefined);
+      assert.equal(plain.databases[0]?.tls, undefined);
+      assert.equal(plain.databases[0]?.listenTls, undefined);
+      assert.ok(!("tls" in plain.databases[0]!) && !("sentinelTls" in plain));
+      const defaults = parseIn(dir, { ...BASE, tls: {}, databases: [{ name: "m", port: 6380 }] });
+      assert.deepEqual(defaults.sentinelTls, { verify: true });
+      assert.deepEqual(defaults.databases[0]?.tls, { verify: true });
+      const unverified = parseIn(dir, {
+        ...BASE,
+        tls: { verify: false, serverName: "10.0.0.5" },
+        databases: [{ name: "m", port: 6380 }],
+      });
+      assert.deepEqual(unverified.sentinelTls, { serverName: "10.0.0.5", verify: false });
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "parseConfig() inherits tls, sentinelTls and listenTls: absent inherits, false is off, an object replaces",
+  permissions: { read: true, write: true },
+  async fn() {
+    await withPemDirectory((dir) => {
+      const top = { caFile: "ca.pem", serverName: "redis.internal" };
+      const topResolved = {
+        caFile: `${dir}/ca.pem`,
+        ca: CA_PEM,
+        serverName: "redis.internal",
+        verify: true,
+      };
+      const listen = { certFile: "server.crt", keyFile: "server.key" };
+      const listenResolved = {
+        certFile: `${dir}/server.crt`,
+        cert: SERVER_CERT_PEM,
+        keyFile: `${dir}/server.key`,
+        key: SERVER_KEY_PEM,
+      };
+      const databases = [
+        { name: "inherits", port: 6380 },
+        { name: "plain", port: 6381, tls: false, listenTls: false },
+        // Replaces the top-level object: no serverName, no caFile from it.
+        {
+          name: "own",
+          port: 6382,
+          tls: { caFile: "other-ca.pem", verify: false },
+          listenTls: { certFile: "client.crt", keyFile: "client.key" },
+        },
+      ];
+      const config = parseIn(dir, { ...BASE, tls: top, listenTls: listen, databases });
+      assert.deepEqual(config.sentinelTls, topResolved);
+      const [inherits, plain, own] = config.databases;
+      assert.deepEqual(inherits?.tls, topResolved);
+      assert.deepEqual(inherits?.listenTls, listenResolved);
+      assert.equal(plain?.tls, undefined);
+      assert.equal(plain?.listenTls, undefined);
+      assert.deepEqual(own?.tls, { caFile: `${dir}/other-ca.pem`, ca: CA_PEM, verify: false });
+      assert.deepEqual(own?.listenTls, {
+        certFile: `${dir}/client.crt`,
+        cert: CLIENT_CERT_PEM,
+        keyFile: `${dir}/client.key`,
+        key: CLIENT_KEY_PEM,
+      });
+
+      // sentinelTls false: plaintext Sentinels, TLS masters.
+      const plainSentinels = parseIn(dir, { ...BASE, tls: top, sentinelTls: false, databases });
+      assert.equal(plainSentinels.sentinelTls, undefined);
+      assert.deepEqual(plainSentinels.databases[0]?.tls, topResolved);
+      // sentinelTls an object: replaces tls for the Sentinels only.
+      const ownSentinels = parseIn(dir, {
+        ...BASE,
+        tls: top,
+        sentinelTls: { certFile: "client.crt", keyFile: "client.key" },
+        databases,
+      });
+      assert.deepEqual(ownSentinels.sentinelTls, {
+        certFile: `${dir}/client.crt`,
+        cert: CLIENT_CERT_PEM,
+        keyFile: `${dir}/client.key`,
+        key: CLIENT_KEY_PEM,
+        verify: true,
+      });
+      assert.deepEqual(ownSentinels.databases[0]?.tls, topResolved);
+      // TLS to the Sentinels and one master only, without a top-level tls.
+      const some = parseIn(dir, {
+        ...BASE,
+        sentinelTls: {},
+        databases: [{ name: "a", port: 6380 }, { name: "b", port: 6381, tls: {} }],
+      });
+      assert.deepEqual(some.sentinelTls, { verify: true });
+      assert.equal(some.databases[0]?.tls, undefined);
+      assert.deepEqual(some.databases[1]?.tls, { verify: true });
+      // A per-database listenTls without a top-level one.
+      const oneListener = parseIn(dir, {
+        ...BASE,
+        databases: [{ name: "a", port: 6380 }, { name: "b", port: 6381, listenTls: listen }],
+      });
+      assert.equal(oneListener.databases[0]?.listenTls, undefined);
+      assert.deepEqual(oneListener.databases[1]?.listenTls, listenResolved);
+    });
+  },
+});
+
+Deno.test({
+  name: "parseConfig() names the field, the path and the fix for each TLS file it cannot use",
+  permissions: { read: true, write: true },
+  async fn() {
+    await withPemDirectory((dir) => {
+      const problems = problemsIn(dir, {
+        ...BASE,
+        tls: { caFile: "missing.pem", certFile: "notes.txt", keyFile: "ca.pem" },
+        sentinelTls: { caFile: `${dir}/client.key` },
+        listenTls: { certFile: dir, keyFile: "encrypted.key" },
+        databases: [{ name: "m", port: 6380, tls: { caFile: `${dir}/gone/ca.pem` } }],
+      });
+      const rel = (given: string) => `"${dir}/${given}" ("${given}" relative to "${dir}")`;
+      assert.deepEqual(problems, [
+        `tls.caFile: cannot read ${
+          rel("missing.pem")
+        }: No such file or directory; fix the path or the file's permissions`,
+        `tls.certFile: ${
+          rel("notes.txt")
+        } is not a PEM certificate: it holds no "-----BEGIN CERTIFICATE-----" block; give the certificate chain in PEM (openssl x509 -inform der -in cert.der -out cert.pem converts DER)`,
+        `tls.keyFile: ${
+          rel("ca.pem")
+        } is not a PEM private key: it holds no "-----BEGIN ... PRIVATE KEY-----" block; give the unencrypted key in PEM`,
+        `sentinelTls.caFile: "${dir}/client.key" is not a PEM certificate: it holds no "-----BEGIN CERTIFICATE-----" block; give the CA certificates in PEM (openssl x509 -inform der -in cert.der -out cert.pem converts DER)`,
+        `listenTls.certFile: cannot read "${dir}": it is a directory, not a file; fix the path or the file's permissions`,
+        `listenTls.keyFile: ${
+          rel("encrypted.key")
+        } is an encrypted private key, which needs a passphrase the tunnel cannot take; decrypt it (openssl pkey -in key.pem -out plain-key.pem) and keep that file readable by this user only`,
+        `databases[0].tls.caFile: cannot read "${dir}/gone/ca.pem": No such file or directory; fix the path or the file's permissions`,
+      ]);
+      // No file's contents reach a message.
+      for (const secret of ["NOT-PEM-SECRET-TEXT", "CLIENT-KEY-SECRET", "ENCRYPTED-SECRET"]) {
+        assert.ok(!problems.join("\n").includes(secret), secret);
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "parseConfig() refuses a relative TLS path that is not in the config's directory",
+  permissions: { read: true, write: true },
+  async fn() {
+    await withPemDirectory(async (dir) => {
+      await Deno.mkdir(`${dir}/conf`);
+      await Deno.writeTextFile(
+        `${dir}/conf/tunnel.jsonc`,
+        JSON.stringify({ ...BASE, tls: { caFile: "ca.pem" }, databases: [{ name: "m", port: 1 }] }),
+      );
+      // ca.pem is next to conf/, not in it.
+      assert.equal(
+        await loadError(`${dir}/conf/tunnel.jsonc`),
+        `${dir}/conf/tunnel.jsonc: tls.caFile: cannot read "${dir}/conf/ca.pem" ("ca.pem" relative to "${dir}/conf"): No such file or directory; fix the path or the file's permissions`,
+      );
+      await Deno.writeTextFile(
+        `${dir}/conf/tunnel.jsonc`,
+        JSON.stringify({
+          ...BASE,
+          tls: { caFile: "../ca.pem" },
+          databases: [{ name: "m", port: 1 }],
+        }),
+      );
+      const config = await loadConfig(`${dir}/conf/tunnel.jsonc`, { getEnv: noEnv });
+      assert.equal(config.sentinelTls?.caFile, `${dir}/ca.pem`);
+    });
+  },
+});
+
+Deno.test("parseConfig() refuses certFile without keyFile, a bad serverName and malformed TLS objects", () => {
+  const problems = (config: Record<string, unknown>) =>
+    configError(JSON.stringify({ ...BASE, databases: [{ name: "m", port: 6380 }], ...config }))
+      .problems;
+  const pair =
+    '"certFile" and "keyFile" go together: give both (the client certificate and its private key) or neither';
+  assert.deepEqual(problems({ tls: { certFile: "/etc/c.crt" } }), [
+    `${SOURCE}: tls.keyFile: missing: ${pair}`,
+  ]);
+  assert.deepEqual(problems({ sentinelTls: { keyFile: "/etc/c.key" } }), [
+    `${SOURCE}: sentinelTls.certFile: missing: ${pair}`,
+  ]);
+  assert.deepEqual(problems({ tls: { serverName: "not a host!" } }), [
+    `${SOURCE}: tls.serverName: "not a host!" is not valid: serverName is a host name or IP address that the certificates name, such as "redis.internal"`,
+  ]);
+  assert.deepEqual(problems({ tls: false }), [
+    `${SOURCE}: tls: false is not valid: tls is an object, such as { "caFile": "/etc/redis/tls/ca.crt" }; {} is TLS with the default roots`,
+  ]);
+  assert.deepEqual(problems({ tls: { caFile: "", verify: "no" } }), [
+    `${SOURCE}: tls.caFile: "" is not valid: a file path is a non-empty string, such as "/etc/redis/tls/ca.crt"`,
+    `${SOURCE}: tls.verify: "no" is not valid: verify is true or false`,
+  ]);
+  assert.deepEqual(problems({ sentinelTls: true }), [
+    `${SOURCE}: sentinelTls: true is not valid: sentinelTls is false (plaintext) or an object, such as { "caFile": "/etc/redis/tls/ca.crt" }`,
+  ]);
+  // Inside `false or an object`, an object's own problems are named, not the union's rule.
+  assert.deepEqual(
+    problems({
+      databases: [{ name: "m", port: 6380, tls: { cafile: "/x", serverName: "a b" } }],
+    }),
+    [
+      `${SOURCE}: databases[0].tls.serverName: "a b" is not valid: serverName is a host name or IP address that the certificates name, such as "redis.internal"`,
+      `${SOURCE}: databases[0].tls: unknown key "cafile": did you mean "caFile"? (known keys: caFile, certFile, keyFile, serverName, verify)`,
+    ],
+  );
+  assert.deepEqual(
+    problems({ databases: [{ name: "m", port: 6380, tls: { serverName: "a b" } }] }),
+    [
+      `${SOURCE}: databases[0].tls.serverName: "a b" is not valid: serverName is a host name or IP address that the certificates name, such as "redis.internal"`,
+    ],
+  );
+  assert.deepEqual(problems({ listenTls: { certFile: "/etc/s.crt" } }), [
+    `${SOURCE}: listenTls.keyFile: missing: listenTls needs "keyFile": the private key of "certFile" (PEM)`,
+  ]);
+  assert.deepEqual(problems({ databases: [{ name: "m", port: 6380, listenTls: {} }] }), [
+    `${SOURCE}: databases[0].listenTls.certFile: missing: listenTls needs "certFile": the certificate chain the port serves (PEM)`,
+    `${SOURCE}: databases[0].listenTls.keyFile: missing: listenTls needs "keyFile": the private key of "certFile" (PEM)`,
+  ]);
+  assert.deepEqual(problems({ databases: [{ name: "m", port: 6380, listenTls: "on" }] }), [
+    `${SOURCE}: databases[0].listenTls: "on" is not valid: listenTls is false (plaintext) or an object with "certFile" and "keyFile", such as { "certFile": "/etc/sentinel-tunnel/tls.crt", "keyFile": "/etc/sentinel-tunnel/tls.key" }`,
+  ]);
+  // The original format has no TLS.
+  assert.match(
+    configError(JSON.stringify({
+      Sentinels_addresses_list: ["127.0.0.1:26379"],
+      Databases: [{ Name: "db1", Local_port: "12345" }],
+      tls: {},
+    })).message,
+    /^test\.jsonc: top level: unknown key "tls"/,
+  );
+});
+
+Deno.test("parseConfig() reads each TLS file once per validation, and again on the next", () => {
+  const reads: string[] = [];
+  const readTextFile = (path: string) => {
+    reads.push(path);
+    return path.endsWith(".key") ? CLIENT_KEY_PEM : CA_PEM;
+  };
+  const text = JSON.stringify({
+    ...BASE,
+    tls: { caFile: "/tls/ca.pem", certFile: "/tls/c.crt", keyFile: "/tls/c.key" },
+    sentinelTls: { caFile: "/tls/ca.pem" },
+    listenTls: { certFile: "/tls/c.crt", keyFile: "/tls/c.key" },
+    databases: [
+      { name: "a", port: 6380 },
+      { name: "b", port: 6381, tls: { caFile: "/tls/../tls/ca.pem" } },
+    ],
+  });
+  const options = { getEnv: noEnv, readTextFile };
+  const first = parseConfig(text, SOURCE, options);
+  assert.deepEqual(reads, ["/tls/ca.pem", "/tls/c.crt", "/tls/c.key"]);
+  assert.equal(first.databases[1]?.tls?.caFile, "/tls/ca.pem");
+  // A reload validates again, and so reads the (possibly rotated) files again.
+  parseConfig(text, SOURCE, options);
+  assert.equal(reads.length, 6);
+});
+
+Deno.test("redactConfig() shows TLS file paths, serverName and verify, never PEM text", () => {
+  const secrets = ["CA-TEXT-SECRET", "CERT-TEXT-SECRET", "KEY-TEXT-SECRET", "LISTEN-KEY-SECRET"];
+  const readTextFile = (path: string) =>
+    path.includes("listen")
+      ? `-----BEGIN PRIVATE KEY-----\nLISTEN-KEY-SECRET\n-----END PRIVATE KEY-----\n-----BEGIN CERTIFICATE-----\n`
+      : path.endsWith(".key")
+      ? `-----BEGIN RSA PRIVATE KEY-----\nKEY-TEXT-SECRET\n-----END RSA PRIVATE KEY-----\n`
+      : path.endsWith("ca.pem")
+      ? `-----BEGIN CERTIFICATE-----\nCA-TEXT-SECRET\n-----END CERTIFICATE-----\n`
+      : `-----BEGIN CERTIFICATE-----\nCERT-TEXT-SECRET\n-----END CERTIFICATE-----\n`;
+  const config = parseConfig(
+    JSON.stringify({
+      ...BASE,
+      tls: {
+        caFile: "/tls/ca.pem",
+        certFile: "/tls/c.crt",
+        keyFile: "/tls/c.key",
+        serverName: "redis.internal",
+      },
+      sentinelTls: { verify: false },
+      listenTls: { certFile: "/tls/listen.pem", keyFile: "/tls/listen.pem" },
+      databases: [{ name: "a", port: 6380 }, { name: "b", port: 6381, tls: false }],
+    }),
+    SOURCE,
+    { getEnv: noEnv, readTextFile },
+  );
+  // The secrets are in the resolved config, so that they can be handed to TLS.
+  assert.ok(config.databases[0]?.tls?.key?.includes("KEY-TEXT-SECRET"));
+  assert.ok(config.databases[0]?.listenTls?.key.includes("LISTEN-KEY-SECRET"));
+  const text = JSON.stringify(redactConfig(config));
+  for (const secret of [...secrets, "-----BEGIN", "PRIVATE KEY"]) {
+    assert.ok(!text.includes(secret), `${secret} appears in ${text}`);
+  }
+  const redacted = JSON.parse(text);
+  assert.deepEqual(redacted.sentinelTls, { verify: false });
+  assert.deepEqual(redacted.databases[0].tls, {
+    caFile: "/tls/ca.pem",
+    certFile: "/tls/c.crt",
+    keyFile: "/tls/c.key",
+    serverName: "redis.internal",
+    verify: true,
+  });
+  assert.deepEqual(redacted.databases[0].listenTls, {
+    certFile: "/tls/listen.pem",
+    keyFile: "/tls/listen.pem",
+  });
+  assert.equal(redacted.databases[1].tls, undefined);
+  assert.deepEqual(redacted.databases[1].listenTls, redacted.databases[0].listenTls);
+});
+
+Deno.test("redactConfig() shows no TLS text even for a config built by hand with odd fields", () => {
+  // Only named fields are copied: a key text anywhere in the settings cannot leak.
+  const key = "-----BEGIN PRIVATE KEY-----\nHAND-MADE-SECRET\n-----END PRIVATE KEY-----";
+  const base = parse(documented());
+  const config: TunnelConfig = {
+    ...base,
+    sentinelTls: { ca: key, cert: key, key, verify: true, extra: key } as TlsClientSettings,
+    databases: base.databases.map((db) => ({
+      ...db,
+      tls: { key, verify: true },
+      listenTls: { certFile: "/c", cert: key, keyFile: "/k", key, extra: key } as never,
+    })),
+  };
+  const text = JSON.stringify(redactConfig(config));
+  assert.ok(!text.includes("HAND-MADE-SECRET"), text);
+  assert.ok(!text.includes("PRIVATE KEY"), text);
+});
+
+Deno.test("configWarnings() names each place where verify is false", () => {
+  const readTextFile = () => CA_PEM;
+  const config = (extra: Record<string, unknown>) =>
+    parseConfig(
+      JSON.stringify({
+        ...BASE,
+        databases: [{ name: "mymaster", port: 6380 }, { name: "other", port: 6381 }],
+        ...extra,
+      }),
+      SOURCE,
+      { getEnv: noEnv, readTextFile },
+    );
+  const sentinels =
+    'tls.verify is false for the Sentinels: their certificates are not checked, so anyone on the network path can pose as a Sentinel and name any master; set "verify": true and give "caFile"';
+  const database = (name: string) =>
+    `tls.verify is false for database "${name}": the master's certificate is not checked, so anyone on the network path can pose as it; set "verify": true and give "caFile"`;
+  assert.deepEqual(configWarnings(config({})), []);
+  assert.deepEqual(configWarnings(config({ tls: {} })), []);
+  assert.deepEqual(configWarnings(config({ tls: { verify: false } })), [
+    sentinels,
+    database("mymaster"),
+    database("other"),
+  ]);
+  assert.deepEqual(
+    configWarnings(config({
+      tls: { caFile: "/ca.pem" },
+      databases: [
+        { name: "mymaster", port: 6380, tls: { verify: false } },
+        { name: "other", port: 6381, tls: false },
+      ],
+    })),
+    [database("mymaster")],
+  );
+  assert.deepEqual(
+    configWarnings(config({ tls: { verify: false }, sentinelTls: false })),
+    [database("mymaster"), database("other")],
+  );
+  const fromEnvironment = configFromEnvironment({
+    SENTINEL_TUNNEL_SENTINELS: "127.0.0.1:26379",
+    SENTINEL_TUNNEL_DATABASES: "mymaster:6380",
+    SENTINEL_TUNNEL_TLS_VERIFY: "false",
+  })!;
+  assert.deepEqual(configWarnings(fromEnvironment), [
+    "SENTINEL_TUNNEL_TLS_VERIFY is false for the Sentinels: their certificates are not checked, so anyone on the network path can pose as a Sentinel and name any master; unset SENTINEL_TUNNEL_TLS_VERIFY (or set it to true) and set SENTINEL_TUNNEL_TLS_CA_FILE",
+    'SENTINEL_TUNNEL_TLS_VERIFY is false for database "mymaster": the master\'s certificate is not checked, so anyone on the network path can pose as it; unset SENTINEL_TUNNEL_TLS_VERIFY (or set it to true) and set SENTINEL_TUNNEL_TLS_CA_FILE',
+  ]);
+});
+
+const ENV_BASE = {
+  SENTINEL_TUNNEL_SENTINELS: "127.0.0.1:26379",
+  SENTINEL_TUNNEL_DATABASES: "mymaster:6380",
+};
+
+Deno.test({
+  name: "configFromEnvironment() turns TLS on from SENTINEL_TUNNEL_TLS and SENTINEL_TUNNEL_TLS_*",
+  permissions: { read: true, write: true, env: true },
+  async fn() {
+    await withPemDirectory((dir) => {
+      const options = { baseDirectory: dir };
+      const none = configFromEnvironment(ENV_BASE, options)!;
+      assert.equal(none.sentinelTls, undefined);
+      assert.equal(none.databases[0]?.tls, undefined);
+      const on = configFromEnvironment({ ...ENV_BASE, SENTINEL_TUNNEL_TLS: "true" }, options)!;
+      assert.deepEqual(on.sentinelTls, { verify: true });
+      assert.deepEqual(on.databases[0]?.tls, { verify: true });
+      const off = configFromEnvironment({ ...ENV_BASE, SENTINEL_TUNNEL_TLS: "FALSE" }, options)!;
+      assert.equal(off.databases[0]?.tls, undefined);
+      const full = configFromEnvironment({
+        ...ENV_BASE,
+        SENTINEL_TUNNEL_TLS_CA_FILE: "ca.pem",
+        SENTINEL_TUNNEL_TLS_CERT_FILE: `${dir}/client.crt`,
+        SENTINEL_TUNNEL_TLS_KEY_FILE: "client.key",
+        SENTINEL_TUNNEL_TLS_SERVER_NAME: "redis.internal",
+        SENTINEL_TUNNEL_TLS_VERIFY: "true",
+        SENTINEL_TUNNEL_SENTINEL_TLS: "false",
+        SENTINEL_TUNNEL_LISTEN_TLS_CERT_FILE: "server.crt",
+        SENTINEL_TUNNEL_LISTEN_TLS_KEY_FILE: "server.key",
+        // Empty counts as unset.
+        SENTINEL_TUNNEL_TLS: "",
+      }, options)!;
+      assert.equal(full.format, "environment");
+      assert.equal(full.sentinelTls, undefined);
+      assert.deepEqual(full.databases[0]?.tls, {
+        caFile: `${dir}/ca.pem`,
+        ca: CA_PEM,
+        certFile: `${dir}/client.crt`,
+        cert: CLIENT_CERT_PEM,
+        keyFile: `${dir}/client.key`,
+        key: CLIENT_KEY_PEM,
+        serverName: "redis.internal",
+        verify: true,
+      });
+      assert.deepEqual(full.databases[0]?.listenTls, {
+        certFile: `${dir}/server.crt`,
+        cert: SERVER_CERT_PEM,
+        keyFile: `${dir}/server.key`,
+        key: SERVER_KEY_PEM,
+      });
+      // Without a baseDirectory, relative paths are relative to the current directory.
+      const here = configFromEnvironment({
+        ...ENV_BASE,
+        SENTINEL_TUNNEL_TLS_CA_FILE: "ca.pem",
+      }, { readTextFile: () => CA_PEM })!;
+      assert.equal(here.sentinelTls?.caFile, `${Deno.cwd()}/ca.pem`);
+    });
+  },
+});
+
+Deno.test("configFromEnvironment() names the TLS variable of each problem", () => {
+  const problems = (env: Record<string, string>) => {
+    try {
+      configFromEnvironment({ ...ENV_BASE, ...env }, {
+        baseDirectory: "/tls",
+        readTextFile: (path) => {
+          if (path === "/tls/missing.pem") throw new Deno.errors.NotFound("gone");
+          return path.endsWith(".key") ? CLIENT_KEY_PEM : "NOT PEM AT ALL";
+        },
+      });
+    } catch (error) {
+      assert.ok(error instanceof ConfigError, `not a ConfigError: ${error}`);
+      return error.problems;
+    }
+    assert.fail("configFromEnvironment() did not throw");
+  };
+  assert.deepEqual(
+    problems({ SENTINEL_TUNNEL_TLS: "false", SENTINEL_TUNNEL_TLS_CA_FILE: "/tls/ca.pem" }),
+    [
+      "environment: SENTINEL_TUNNEL_TLS: is false, but SENTINEL_TUNNEL_TLS_CA_FILE is set, which turns TLS on: a contradiction; unset SENTINEL_TUNNEL_TLS to use TLS, or unset that for plaintext",
+    ],
+  );
+  assert.deepEqual(
+    problems({ SENTINEL_TUNNEL_TLS: "yes", SENTINEL_TUNNEL_TLS_VERIFY: "0" }),
+    [
+      'environment: SENTINEL_TUNNEL_TLS_VERIFY: "0" is not valid: give true or false',
+      'environment: SENTINEL_TUNNEL_TLS: "yes" is not valid: give true or false',
+    ],
+  );
+  assert.deepEqual(problems({ SENTINEL_TUNNEL_SENTINEL_TLS: "true" }), [
+    "environment: SENTINEL_TUNNEL_SENTINEL_TLS: is true, but TLS is off: set SENTINEL_TUNNEL_TLS=true, or a SENTINEL_TUNNEL_TLS_* variable, to turn it on",
+  ]);
+  assert.deepEqual(problems({ SENTINEL_TUNNEL_TLS_CERT_FILE: "/tls/c.crt" }), [
+    "environment: SENTINEL_TUNNEL_TLS_KEY_FILE: missing: SENTINEL_TUNNEL_TLS_CERT_FILE is set, and a client certificate needs both a certificate and its private key; set both or neither",
+  ]);
+  assert.deepEqual(problems({ SENTINEL_TUNNEL_LISTEN_TLS_KEY_FILE: "/tls/s.key" }), [
+    "environment: SENTINEL_TUNNEL_LISTEN_TLS_CERT_FILE: missing: SENTINEL_TUNNEL_LISTEN_TLS_KEY_FILE is set, and TLS on the local ports needs both a certificate and its private key; set both or neither",
+  ]);
+  assert.deepEqual(
+    problems({
+      SENTINEL_TUNNEL_TLS_CA_FILE: "missing.pem",
+      SENTINEL_TUNNEL_TLS_SERVER_NAME: "not a name",
+    }),
+    [
+      'environment: SENTINEL_TUNNEL_TLS_SERVER_NAME: "not a name" is not valid: serverName is a host name or IP address that the certificates name, such as "redis.internal"',
+    ],
+  );
+  assert.deepEqual(
+    problems({
+      SENTINEL_TUNNEL_TLS_CA_FILE: "missing.pem",
+      SENTINEL_TUNNEL_LISTEN_TLS_CERT_FILE: "/tls/s.crt",
+      SENTINEL_TUNNEL_LISTEN_TLS_KEY_FILE: "/tls/s.key",
+    }),
+    [
+      'environment: SENTINEL_TUNNEL_TLS_CA_FILE: cannot read "/tls/missing.pem" ("missing.pem" relative to "/tls"): No such file or directory; fix the path or the file\'s permissions',
+      'environment: SENTINEL_TUNNEL_LISTEN_TLS_CERT_FILE: "/tls/s.crt" is not a PEM certificate: it holds no "-----BEGIN CERTIFICATE-----" block; give the certificate chain in PEM (openssl x509 -inform der -in cert.der -out cert.pem converts DER)',
+    ],
+  );
+});
+
+Deno.test("config/example.jsonc: its commented TLS settings are valid once uncommented", async () => {
+  const text = await Deno.readTextFile(new URL("../config/example.jsonc", import.meta.url));
+  // Each top-level `// "tls": ...` setting, through the line where its brackets close.
+  const settings: string[] = [];
+  let depth = 0;
+  let current: string[] | undefined;
+  for (const line of text.split("\n")) {
+    const code = /^ {2}\/\/ ?(.*)$/.exec(line)?.[1];
+    if (current === undefined) {
+      if (code === undefined || !/^"(tls|sentinelTls|listenTls)":/.test(code)) continue;
+      current = [];
+      depth = 0;
+    }
+    assert.ok(code !== undefined, `not commented: ${line}`);
+    current.push(code.replace(/\s\/\/.*$/, ""));
+    depth += (code.match(/[{[]/g) ?? []).length - (code.match(/[}\]]/g) ?? []).length;
+    if (depth === 0) {
+      settings.push(current.join("\n").replace(/,\s*$/, ""));
+      current = undefined;
+    }
+  }
+  assert.deepEqual(settings.map((s) => s.slice(0, s.indexOf(":"))), [
+    '"tls"',
+    '"sentinelTls"',
+    '"listenTls"',
+  ]);
+  const config = parseConfig(
+    `{ "sentinels": ["127.0.0.1:26379"], "databases": [{ "name": "m", "port": 6380 }], ${
+      settings.join(",\n")
+    } }`,
+    "example.jsonc",
+    {
+      getEnv: noEnv,
+      readTextFile: (path) => path.endsWith(".key") ? CLIENT_KEY_PEM : CA_PEM,
+    },
+  );
+  assert.equal(config.sentinelTls, undefined);
+  assert.equal(config.databases[0]?.tls?.serverName, "redis.internal");
+  assert.equal(config.databases[0]?.listenTls?.certFile, "/etc/sentinel-tunnel/tls.crt");
 });

@@ -13,6 +13,22 @@ Deno.test("config/schema.json is the schema generated from the validator (run ma
   assert.deepEqual(committed, configJsonSchema());
 });
 
+Deno.test("config/schema.json describes every field", async () => {
+  const schema = JSON.parse(await Deno.readTextFile(SCHEMA_PATH));
+  const undescribed: string[] = [];
+  const walk = (node: Record<string, unknown>, path: string) => {
+    for (const [key, child] of Object.entries(node.properties ?? {})) {
+      if (typeof child.description !== "string") undescribed.push(`${path}.${key}`);
+      walk(child, `${path}.${key}`);
+    }
+    // `false` or an object, as tls and listenTls in a database are.
+    for (const option of (node.anyOf ?? []) as Record<string, unknown>[]) walk(option, path);
+    if (node.items !== undefined) walk(node.items as Record<string, unknown>, `${path}[]`);
+  };
+  walk(schema, "");
+  assert.deepEqual(undescribed, []);
+});
+
 Deno.test("config/schema.json lists every key the validator accepts, and only those", async () => {
   const schema = JSON.parse(await Deno.readTextFile(SCHEMA_PATH));
   const topLevel = Object.keys(schema.properties).sort();
@@ -20,13 +36,23 @@ Deno.test("config/schema.json lists every key the validator accepts, and only th
   assert.equal(schema.additionalProperties, false);
   assert.deepEqual(database.slice().sort(), [
     "bind",
+    "listenTls",
     "masterAuth",
     "maxClients",
     "name",
     "onMasterChange",
     "port",
     "timeouts",
+    "tls",
   ]);
+  const tls = {
+    caFile: "ca.pem",
+    certFile: "/etc/tls/client.crt",
+    keyFile: "/etc/tls/client.key",
+    serverName: "redis.internal",
+    verify: true,
+  };
+  assert.deepEqual(Object.keys(tls).sort(), Object.keys(schema.properties.tls.properties).sort());
   // A config that sets every key the schema names is valid.
   const full = {
     $schema: "./schema.json",
@@ -43,6 +69,9 @@ Deno.test("config/schema.json lists every key the validator accepts, and only th
     maxClients: 100,
     tcpKeepAlive: true,
     onMasterChange: { command: ["/bin/true"], timeoutMs: 100 },
+    tls,
+    sentinelTls: tls,
+    listenTls: { certFile: "/etc/tls/server.crt", keyFile: "/etc/tls/server.key" },
     databases: [{
       name: "m",
       port: 6380,
@@ -55,11 +84,21 @@ Deno.test("config/schema.json lists every key the validator accepts, and only th
         ) => [k, 1000]),
       ),
       onMasterChange: { command: ["/bin/true"] },
+      tls: false,
+      listenTls: { certFile: "/etc/tls/server.crt", keyFile: "/etc/tls/server.key" },
     }],
   };
   assert.deepEqual(Object.keys(full).sort(), topLevel);
-  const config = parseConfig(JSON.stringify(full), "full.jsonc", { getEnv: () => "secret" });
+  const config = parseConfig(JSON.stringify(full), "full.jsonc", {
+    getEnv: () => "secret",
+    baseDirectory: "/etc/tls",
+    // Each file holds what any TLS field needs.
+    readTextFile: () => "-----BEGIN CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\n",
+  });
   assert.equal(config.databases[0]?.timeouts.clientWaitMs, 1000);
+  assert.equal(config.sentinelTls?.caFile, "/etc/tls/ca.pem");
+  assert.equal(config.databases[0]?.tls, undefined);
+  assert.equal(config.databases[0]?.listenTls?.keyFile, "/etc/tls/server.key");
   // Each shipped example names the schema.
   for (const example of ["example.jsonc", "demo.jsonc"]) {
     const text = await Deno.readTextFile(new URL(`../config/${example}`, import.meta.url));

@@ -18,6 +18,7 @@
  * - `config_environment.ts`: {@linkcode configFromEnvironment};
  * - `config_schema.ts`: the formats as zod schemas, and {@linkcode configJsonSchema};
  * - `config_resolve.ts`: validation, defaults, credentials and duplicate checks;
+ * - `config_tls.ts`: TLS files read and checked, and {@linkcode configWarnings};
  * - `config_messages.ts`: paths, values and did-you-mean in messages;
  * - `config_error.ts`: {@linkcode ConfigError};
  * - `config_redact.ts`: {@linkcode redactConfig};
@@ -37,8 +38,10 @@ export {
 export {
   configFromEnvironment,
   ENVIRONMENT_KEYS,
+  type EnvironmentConfigOptions,
   OTHER_ENVIRONMENT_KEYS,
 } from "./config_environment.ts";
 export { configJsonSchema, documentedSchema } from "./config_schema.ts";
 export { redactConfig } from "./config_redact.ts";
+export { configWarnings, MAX_PEM_BYTES, readPemFileSync } from "./config_tls.ts";
 export { ConfigReloadQueue, type ConfigReloadQueueOptions } from "./config_reload_queue.ts";

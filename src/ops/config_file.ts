@@ -8,6 +8,7 @@
  */
 import { constants as fsConstants, type Stats } from "node:fs";
 import { type FileHandle, open } from "node:fs/promises";
+import { dirname, resolve as resolvePath } from "node:path";
 import type { TunnelConfig } from "../shared/settings.ts";
 import { ConfigError } from "./config_error.ts";
 import { MAX_CONFIG_BYTES, parseConfig, type ParseConfigOptions } from "./config_parse.ts";
@@ -24,7 +25,8 @@ export interface LoadConfigOptions extends ParseConfigOptions {
 }
 
 /**
- * Reads and resolves a config file.
+ * Reads and resolves a config file. Relative TLS file paths in it are relative to its
+ * directory, unless `options.baseDirectory` says otherwise.
  *
  * @throws {ConfigError} when the file cannot be read or is not a valid config
  */
@@ -56,7 +58,10 @@ export async function loadConfig(
     clearTimeout(timer);
   }
   // Invalid UTF-8 becomes U+FFFD, which the parser then points at; a leading BOM is dropped.
-  return parseConfig(new TextDecoder().decode(bytes), path, parseOptions);
+  return parseConfig(new TextDecoder().decode(bytes), path, {
+    baseDirectory: dirname(resolvePath(path)),
+    ...parseOptions,
+  });
 }
 
 /**

@@ -41,6 +41,25 @@ export function describeIssue(
       }${known.length > 0 ? ` (known keys: ${known.join(", ")})` : ""}`;
     });
   }
+  if (issue.code === "invalid_union") {
+    // `false` or an object: when the value is an object, its own problems say more than the
+    // union's rule does.
+    const matched = issue.errors.filter((issues) =>
+      issues.some((inner) =>
+        inner.path.length > 0 || (inner.code !== "invalid_type" && inner.code !== "invalid_value")
+      )
+    );
+    if (matched.length === 1) {
+      return matched[0]!.flatMap((inner) =>
+        describeIssue(
+          { ...inner, path: [...issue.path, ...inner.path] } as z.core.$ZodIssue,
+          raw,
+          schema,
+          describePath,
+        )
+      );
+    }
+  }
   const value = valueAt(raw, issue.path);
   if (value === undefined) return [`${where}: missing: ${issue.message}`];
   // Credentials may hold a password, even when misplaced: never echo them.
@@ -97,7 +116,12 @@ function knownKeys(schema: z.ZodType, path: readonly PropertyKey[]): string[] {
       if (node instanceof z.ZodOptional || node instanceof z.ZodDefault) {
         node = node.unwrap();
       } else if (node instanceof z.ZodPipe) node = node.in;
-      else break;
+      else if (node instanceof z.ZodUnion) {
+        // `false` or an object: the object's keys.
+        const objects = node.options.filter((option: unknown) => option instanceof z.ZodObject);
+        if (objects.length !== 1) break;
+        node = objects[0];
+      } else break;
     }
     if (part === undefined) break;
     if (node instanceof z.ZodArray) node = node.element;

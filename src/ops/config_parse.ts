@@ -27,6 +27,13 @@ export const MAX_CONFIG_DEPTH = 32;
 export interface ParseConfigOptions {
   /** Where environment variables named by `passwordEnv` are read. @default {Deno.env.get} */
   getEnv?: (name: string) => string | undefined;
+  /** Reads the TLS files the config names. @default {readPemFileSync} */
+  readTextFile?: (path: string) => string;
+  /**
+   * What relative TLS file paths are relative to. @default {Deno.cwd()}; {@linkcode loadConfig}
+   * gives the config file's directory
+   */
+  baseDirectory?: string;
 }
 
 /**
@@ -64,7 +71,11 @@ export function parseConfig(
   const format = Object.hasOwn(raw, "Sentinels_addresses_list") || Object.hasOwn(raw, "Databases")
     ? "original"
     : "documented";
-  const result = validateConfig(raw, format, { getEnv });
+  const result = validateConfig(raw, format, {
+    getEnv,
+    ...(options.readTextFile === undefined ? {} : { readTextFile: options.readTextFile }),
+    ...(options.baseDirectory === undefined ? {} : { baseDirectory: options.baseDirectory }),
+  });
   if ("problems" in result) throw new ConfigError(source, result.problems);
   return result.config;
 }

@@ -4,9 +4,35 @@
  * @module
  */
 import { formatAddress } from "../shared/address.ts";
-import type { Credentials, TunnelConfig } from "../shared/settings.ts";
+import type {
+  Credentials,
+  TlsClientSettings,
+  TlsServerSettings,
+  TunnelConfig,
+} from "../shared/settings.ts";
 
-/** The config as JSON with every password replaced, for `--check` and the logs. */
+/**
+ * TLS settings by where their files are, never by what the files hold: each field is picked by
+ * name, so that no PEM text (a private key above all) can reach the output.
+ */
+function tlsClient(tls: TlsClientSettings | undefined): unknown {
+  return tls === undefined ? undefined : {
+    ...(tls.caFile === undefined ? {} : { caFile: tls.caFile }),
+    ...(tls.certFile === undefined ? {} : { certFile: tls.certFile }),
+    ...(tls.keyFile === undefined ? {} : { keyFile: tls.keyFile }),
+    ...(tls.serverName === undefined ? {} : { serverName: tls.serverName }),
+    verify: tls.verify,
+  };
+}
+
+function tlsServer(tls: TlsServerSettings | undefined): unknown {
+  return tls === undefined ? undefined : { certFile: tls.certFile, keyFile: tls.keyFile };
+}
+
+/**
+ * The config as JSON with every password replaced and TLS shown by its file paths, never their
+ * contents, for `--check`, `/api/configuration` and the logs.
+ */
 export function redactConfig(config: TunnelConfig): unknown {
   const credentials = (c: Credentials | undefined) =>
     c === undefined ? undefined : {
@@ -19,6 +45,7 @@ export function redactConfig(config: TunnelConfig): unknown {
     format: config.format,
     sentinels: config.sentinels.map(formatAddress),
     sentinelAuth: credentials(config.sentinelAuth),
+    sentinelTls: tlsClient(config.sentinelTls),
     timeouts: config.timeouts,
     databases: config.databases.map((db) => ({
       name: db.name,
@@ -33,6 +60,8 @@ export function redactConfig(config: TunnelConfig): unknown {
       maxClients: db.maxClients,
       tcpKeepAlive: db.tcpKeepAlive,
       onMasterChange: db.onMasterChange,
+      tls: tlsClient(db.tls),
+      listenTls: tlsServer(db.listenTls),
     })),
     admin: config.admin === undefined ? undefined : formatAddress(config.admin),
     maxSentinels: config.maxSentinels,

@@ -1,8 +1,8 @@
 /**
  * From a parsed config value to {@linkcode TunnelConfig}: validated against its
  * format's schema, then resolved: defaults and overrides applied, passwords read
- * from the environment, and every Sentinel, name and listen address checked to
- * be used once.
+ * from the environment, TLS files read, and every Sentinel, name and listen
+ * address checked to be used once.
  *
  * @module
  */
@@ -19,6 +19,7 @@ import {
   type TunnelConfig,
 } from "../shared/settings.ts";
 import { describeIssue, type DescribePath, formatPath } from "./config_messages.ts";
+import { TlsFiles } from "./config_tls.ts";
 import {
   type AuthInput,
   type DocumentedInput,
@@ -33,6 +34,17 @@ export interface ValidateConfigOptions {
   getEnv: (name: string) => string | undefined;
   /** How messages write a field path. @default {formatPath} */
   describePath?: DescribePath;
+  /**
+   * Reads the TLS files (`caFile`, `certFile`, `keyFile`), on every validation so that a reload
+   * reads rotated files. @default {readPemFileSync} (Deno.readTextFileSync of a regular file of
+   * at most 1 MiB)
+   */
+  readTextFile?: (path: string) => string;
+  /**
+   * What relative TLS file paths are relative to: the config file's directory, or the current
+   * directory for the environment. @default {Deno.cwd()}
+   */
+  baseDirectory?: string;
 }
 
 /** A valid config, or the problems that make it invalid (one line each, without the source). */
@@ -56,7 +68,7 @@ export function validateConfig(
   const input: DocumentedInput = format === "original"
     ? fromOriginal(result.data as OriginalInput)
     : result.data as DocumentedInput;
-  return resolve(input, format, options.getEnv);
+  return resolve(input, format, options);
 }
 
 function fromOriginal(original: OriginalInput): DocumentedInput {
@@ -72,8 +84,9 @@ function fromOriginal(original: OriginalInput): DocumentedInput {
 function resolve(
   input: DocumentedInput,
   format: TunnelConfig["format"],
-  getEnv: (name: string) => string | undefined,
+  options: ValidateConfigOptions,
 ): Validated {
+  const { getEnv } = options;
   const problems: string[] = [];
   const credentials = (
     a: AuthInput | undefined,
@@ -125,6 +138,17 @@ function resolve(
   const timeouts = withOverrides(DEFAULT_TIMEOUTS, input.timeouts);
   const sentinelAuth = credentials(input.sentinelAuth, "sentinelAuth");
   const globalMasterAuth = credentials(input.masterAuth, "masterAuth");
+  // Each TLS setting is resolved once: a database that inherits the top-level one shares it.
+  const tlsFiles = new TlsFiles({
+    ...(options.readTextFile === undefined ? {} : { readTextFile: options.readTextFile }),
+    ...(options.baseDirectory === undefined ? {} : { baseDirectory: options.baseDirectory }),
+    describePath: options.describePath ?? formatPath,
+  }, problems);
+  const globalTls = input.tls && tlsFiles.client(input.tls, ["tls"]);
+  const sentinelTls = input.sentinelTls === undefined
+    ? globalTls
+    : input.sentinelTls && tlsFiles.client(input.sentinelTls, ["sentinelTls"]);
+  const globalListenTls = input.listenTls && tlsFiles.server(input.listenTls, ["listenTls"]);
   const databasesKey = format === "original" ? "Databases" : "databases";
   const nameKey = format === "original" ? "Name" : "name";
   const portKey = format === "original" ? "Local_port" : "port";
@@ -156,6 +180,12 @@ function resolve(
       ? globalMasterAuth
       : credentials(db.masterAuth, `databases[${i}].masterAuth`);
     const hookInput = db.onMasterChange ?? input.onMasterChange;
+    const tls = db.tls === undefined
+      ? globalTls
+      : db.tls && tlsFiles.client(db.tls, ["databases", i, "tls"]);
+    const listenTls = db.listenTls === undefined
+      ? globalListenTls
+      : db.listenTls && tlsFiles.server(db.listenTls, ["databases", i, "listenTls"]);
     return {
       name: db.name,
       bind,
@@ -170,6 +200,8 @@ function resolve(
           timeoutMs: hookInput.timeoutMs ?? DEFAULT_HOOK_TIMEOUT_MS,
         },
       }),
+      ...(tls ? { tls } : {}),
+      ...(listenTls ? { listenTls } : {}),
     };
   });
   if (problems.length > 0) return { problems };
@@ -178,6 +210,7 @@ function resolve(
       format,
       sentinels: input.sentinels,
       ...(sentinelAuth === undefined ? {} : { sentinelAuth }),
+      ...(sentinelTls ? { sentinelTls } : {}),
       timeouts,
       databases,
       ...(input.admin === undefined ? {} : { admin: input.admin }),

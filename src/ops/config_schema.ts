@@ -11,6 +11,8 @@ import { isValidHost, parseAddress, parseAdminAddress, parsePort } from "../shar
 const PORT_RULE = "a port is a whole number from 1 to 65535";
 const MAX_SENTINELS_RULE = "maxSentinels is a whole number from 1 to 256";
 const MS_RULE = "a duration is a whole number of milliseconds from 1 to 600000";
+const SERVER_NAME_RULE =
+  'serverName is a host name or IP address that the certificates name, such as "redis.internal"';
 const ADDRESS_RULE = 'an address is "host:port", such as "127.0.0.1:26379" or "[::1]:26379"';
 
 const IDLE_RULE =
@@ -50,11 +52,17 @@ const bind = nonEmpty("a listen address").refine(isValidHost, {
     'a listen address is a host name or IP address without a port, such as "127.0.0.1" or "::1"',
 });
 const auth = z.strictObject({
-  username: nonEmpty("a username").optional(),
-  password: nonEmpty("a password").optional(),
+  username: nonEmpty("a username").optional().describe(
+    "An ACL user name. Default: the default user",
+  ),
+  password: nonEmpty("a password").optional().describe(
+    'The password, written in this file; or give "passwordEnv"',
+  ),
   passwordEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, {
     error: "an environment variable name is letters, digits and underscores",
-  }).optional(),
+  }).optional().describe(
+    "The name of the environment variable that holds the password, to keep it out of this file",
+  ),
 }, {
   error:
     'credentials are an object, such as { "passwordEnv": "REDIS_PASSWORD" } or { "username": "tunnel", "password": "..." }',
@@ -76,9 +84,78 @@ const hook = z.strictObject({
   command: z.array(nonEmpty("a command word"), {
     error:
       'command is a list: the program and its arguments, such as ["/usr/local/bin/on-failover", "--quiet"]',
-  }).min(1, { error: "command names at least the program to run" }),
-  timeoutMs: millis.optional(),
+  }).min(1, { error: "command names at least the program to run" }).describe(
+    "The program and its arguments; no shell is involved",
+  ),
+  timeoutMs: millis.optional().describe(
+    "How long it may run before it is killed, with its process group (milliseconds). Default 10000",
+  ),
 }, { error: 'onMasterChange is an object, such as { "command": ["/usr/local/bin/on-failover"] }' });
+const PEM_PATH_RULE = 'a file path is a non-empty string, such as "/etc/redis/tls/ca.crt"';
+/** A path to a PEM file; `missing` is the sentence when a required one is absent. */
+const pemPath = (missing = PEM_PATH_RULE) =>
+  z.string({ error: (issue) => issue.input === undefined ? missing : PEM_PATH_RULE })
+    .min(1, { error: PEM_PATH_RULE });
+const TLS_RULE =
+  'tls is an object, such as { "caFile": "/etc/redis/tls/ca.crt" }; {} is TLS with the default roots';
+const CERT_KEY_RULE =
+  '"certFile" and "keyFile" go together: give both (the client certificate and its private key) or neither';
+const tlsFileDescription = (what: string) =>
+  `${what}. A PEM file; a relative path is relative to the config file's directory. Read at start and on every reload`;
+/** TLS towards Sentinels or masters. */
+const tlsClient = z.strictObject({
+  caFile: pemPath().optional().describe(
+    tlsFileDescription(
+      "CA certificates to trust, added to the roots Deno trusts by default (Mozilla's), not instead of them",
+    ),
+  ),
+  certFile: pemPath().optional().describe(
+    tlsFileDescription(
+      'A client certificate chain, for servers with "tls-auth-clients yes"; needs "keyFile"',
+    ),
+  ),
+  keyFile: pemPath().optional().describe(
+    tlsFileDescription('The private key of "certFile", unencrypted'),
+  ),
+  serverName: z.string({ error: SERVER_NAME_RULE }).refine(isValidHost, {
+    error: SERVER_NAME_RULE,
+  }).optional().describe(
+    "The name every node's certificate is checked against. Default: the host name or IP address dialled",
+  ),
+  verify: z.boolean({ error: "verify is true or false" }).optional().describe(
+    "Whether the peer's certificate is checked at all; false lets anyone on the network path pose as it, and is logged as a warning. Default true",
+  ),
+}, { error: TLS_RULE }).superRefine((tls, ctx) => {
+  if ((tls.certFile === undefined) !== (tls.keyFile === undefined)) {
+    ctx.addIssue({
+      code: "custom",
+      path: [tls.certFile === undefined ? "certFile" : "keyFile"],
+      message: CERT_KEY_RULE,
+    });
+  }
+});
+/** `false` (plaintext) or TLS settings that replace the top-level ones. */
+const tlsOrOff = (what: string) =>
+  z.union([z.literal(false), tlsClient], {
+    error:
+      `${what} is false (plaintext) or an object, such as { "caFile": "/etc/redis/tls/ca.crt" }`,
+  });
+const LISTEN_TLS_RULE =
+  'listenTls is an object with "certFile" and "keyFile", such as { "certFile": "/etc/sentinel-tunnel/tls.crt", "keyFile": "/etc/sentinel-tunnel/tls.key" }';
+/** TLS on the local ports. */
+const listenTls = z.strictObject({
+  certFile: pemPath(
+    'listenTls needs "certFile": the certificate chain the port serves (PEM)',
+  ).describe(tlsFileDescription("The certificate chain the port serves")),
+  keyFile: pemPath('listenTls needs "keyFile": the private key of "certFile" (PEM)').describe(
+    tlsFileDescription('The private key of "certFile", unencrypted'),
+  ),
+}, { error: LISTEN_TLS_RULE });
+const tlsDescription =
+  "TLS to the Sentinels and every master (with Redis's tls-port); plaintext when absent. {} is TLS with the default roots";
+const listenTlsDescription =
+  "Serve the local ports over TLS with this certificate; clients then connect with TLS. Plaintext when absent";
+
 const ms = (description: string) => millis.optional().describe(`${description} (milliseconds)`);
 const timeoutFields = {
   sentinelConnectMs: ms("Deadline to connect to a Sentinel. Default 500"),
@@ -130,6 +207,11 @@ export const documentedSchema = z.strictObject({
     "TCP keepalive on both sockets of every tunnel, with the system's timers. Default true",
   ),
   onMasterChange: hook.optional().describe(`${hookDescription}; for every database`),
+  tls: tlsClient.optional().describe(tlsDescription),
+  sentinelTls: tlsOrOff("sentinelTls").optional().describe(
+    "TLS to the Sentinels: false for plaintext Sentinels while the masters use TLS, or an object that replaces the top-level tls for them entirely (no field is merged). Default: the top-level tls",
+  ),
+  listenTls: listenTls.optional().describe(`${listenTlsDescription}; for every database`),
   databases: z.array(
     z.strictObject({
       name: nonEmpty("a database name (the Sentinel master name)").describe(
@@ -144,6 +226,15 @@ export const documentedSchema = z.strictObject({
       onMasterChange: hook.optional().describe(hookDescription),
       maxClients: maxClients.optional().describe(
         "The most live clients of this database. Default: the top-level maxClients",
+      ),
+      tls: tlsOrOff("tls").optional().describe(
+        "TLS to this database's master: false for plaintext, or an object that replaces the top-level tls entirely (no field is merged: repeat caFile and the rest). Default: the top-level tls",
+      ),
+      listenTls: z.union([z.literal(false), listenTls], {
+        error:
+          'listenTls is false (plaintext) or an object with "certFile" and "keyFile", such as { "certFile": "/etc/sentinel-tunnel/tls.crt", "keyFile": "/etc/sentinel-tunnel/tls.key" }',
+      }).optional().describe(
+        `${listenTlsDescription}: false turns a top-level listenTls off for this database; an object replaces it. Default: the top-level listenTls`,
       ),
     }),
     { error: "databases is a list of objects" },
@@ -194,6 +285,10 @@ export const originalSchema = z.strictObject({
 
 /** A config in the documented format, as validated. */
 export type DocumentedInput = z.infer<typeof documentedSchema>;
+/** TLS towards Sentinels or masters, as validated. */
+export type TlsClientInput = z.infer<typeof tlsClient>;
+/** TLS on a local port, as validated. */
+export type TlsServerInput = z.infer<typeof listenTls>;
 /** Credentials as validated. */
 export type AuthInput = z.infer<typeof auth>;
 /** A config in the original format, as validated. */
