@@ -15,6 +15,7 @@ import {
   ConfigError,
   configFromEnvironment,
   ConfigReloadQueue,
+  configWarnings,
   ENVIRONMENT_KEYS,
   loadConfig,
   redactConfig,
@@ -193,6 +194,7 @@ async function main(args: string[]): Promise<number> {
   }
   dropUnneededPermissions(config, cli);
   const log = getLogger(["sentinel-tunnel"]);
+  for (const warning of configWarnings(config)) log.warning(warning);
   if (config.format === "original") {
     log.info(
       "Config {config} is in the original sentinel_tunnel format; listening on 127.0.0.1, not every interface as the original did",
@@ -231,6 +233,7 @@ async function main(args: string[]): Promise<number> {
       const summary = await server.reload(
         current === undefined ? rest : { ...rest, admin: current },
       );
+      for (const warning of configWarnings(next)) log.warning(warning);
       log.info(
         "Reloaded {config}: added {added}, removed {removed}, replaced {replaced}, updated {updated}, unchanged {unchanged}, failed {failed}; Sentinels changed: {sentinelsChanged}",
         { config: cli.configPath, ...summary },

@@ -32,6 +32,8 @@ export interface ConnectOptions {
   readonly tls?: TlsClientSettings | undefined;
   /** TCP keepalive on the socket, with the system's timers. @default {false} */
   readonly keepAlive?: boolean | undefined;
+  /** Resolves a host name for TLS, in the order to try. @default {the system resolver} */
+  readonly resolve?: ((hostname: string) => Promise<string[]>) | undefined;
 }
 
 /** Why a connect failed. */
@@ -79,6 +81,7 @@ export async function connectTo(address: Address, options: ConnectOptions): Prom
       signal: controller.signal,
       deadline: performance.now() + options.timeoutMs,
       keepAlive: options.keepAlive ?? false,
+      resolve: options.resolve ?? resolveHost,
     });
   } catch (error) {
     if (controller.signal.reason === TIMED_OUT) {
@@ -103,12 +106,17 @@ const TIMED_OUT = Symbol("timed out");
 async function connectTlsTo(
   address: Address,
   tls: TlsClientSettings,
-  { signal, deadline, keepAlive }: { signal: AbortSignal; deadline: number; keepAlive: boolean },
+  { signal, deadline, keepAlive, resolve }: {
+    signal: AbortSignal;
+    deadline: number;
+    keepAlive: boolean;
+    resolve: (hostname: string) => Promise<string[]>;
+  },
 ): Promise<ByteStream> {
+  // A resolver cannot be aborted: the deadline stops the wait for it.
   const ips = isIP(address.hostname) !== 0
     ? [address.hostname]
-    : (await lookup(address.hostname, { all: true, verbatim: true })).map((a) => a.address);
-  signal.throwIfAborted();
+    : await orAbort(resolve(address.hostname), signal);
   let lastError: unknown = new Error(`${address.hostname} resolved to no address`);
   for (const [i, ip] of ips.entries()) {
     // Each address gets its share of the time left, so that a silent one leaves time for the next.
@@ -131,6 +139,21 @@ async function connectTlsTo(
     }
   }
   throw lastError;
+}
+
+/** `promise`, or a rejection with the signal's reason once `signal` aborts. */
+function orAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    if (signal.aborted) return onAbort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
+
+/** Every address of `hostname`, as the system resolver orders them (`/etc/hosts` included). */
+async function resolveHost(hostname: string): Promise<string[]> {
+  return (await lookup(hostname, { all: true, verbatim: true })).map((a) => a.address);
 }
 
 /** One TLS connect to `ip`, verified against `serverName` or the host name dialled. */
