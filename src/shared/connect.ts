@@ -84,7 +84,10 @@ export async function connectTo(address: Address, options: ConnectOptions): Prom
       resolve: options.resolve ?? resolveHost,
     });
   } catch (error) {
-    if (controller.signal.reason === TIMED_OUT) {
+    // The last address's share of the deadline may end a moment before the deadline itself.
+    const timedOut = controller.signal.reason === TIMED_OUT ||
+      (error instanceof DOMException && error.name === "TimeoutError");
+    if (timedOut) {
       throw new ConnectError(
         address,
         "timeout",
@@ -246,15 +249,20 @@ function verificationProblem(
   return undefined;
 }
 
+const CERTIFICATE_REQUIRED =
+  "the server requires a client certificate; set tls.certFile and tls.keyFile";
+
+function isCertificateRequired(error: Error): boolean {
+  return /CERTIFICATE_REQUIRED/i.test((error as { code?: string }).code ?? "") ||
+    /CertificateRequired/.test(error.message);
+}
+
 function tlsHandshakeError(address: Address, checkedName: string, error: Error): Error {
   const code = (error as { code?: string }).code ?? "";
-  if (/CERTIFICATE_REQUIRED/i.test(code) || /CertificateRequired/.test(error.message)) {
-    return new ConnectError(
-      address,
-      "tls",
-      "TLS handshake failed: the server requires a client certificate; set tls.certFile and tls.keyFile",
-      { cause: error },
-    );
+  if (isCertificateRequired(error)) {
+    return new ConnectError(address, "tls", `TLS handshake failed: ${CERTIFICATE_REQUIRED}`, {
+      cause: error,
+    });
   }
   if (/alert|certificate|handshake|tls|ssl/i.test(`${code} ${error.message}`)) {
     return new ConnectError(
@@ -296,7 +304,10 @@ class TlsStream implements ByteStream {
       this.#wakeReader();
     });
     socket.on("error", (error: Error) => {
-      this.#error ??= error;
+      // TLS 1.3 finishes the client's handshake before the server refuses a missing certificate.
+      this.#error ??= isCertificateRequired(error)
+        ? new Error(CERTIFICATE_REQUIRED, { cause: error })
+        : error;
       this.#wakeReader();
     });
     socket.on("close", () => {
