@@ -9,6 +9,7 @@ import { getLogger } from "@logtape/logtape";
 import { formatAddress, sameAddress } from "../shared/address.ts";
 import type { DatabaseConfig } from "../shared/settings.ts";
 import { type ByteStream, ConnectError, connectTo } from "../shared/connect.ts";
+import { acceptTls, checkServerTls } from "../shared/tls_stream.ts";
 import { ClientSlots } from "./client_slots.ts";
 import type { ConnectionRegistry } from "./connection_registry.ts";
 import type { AdmittedMaster, MasterSource } from "./master_source.ts";
@@ -64,17 +65,10 @@ const EARLY_READ_BYTES = 4096;
  */
 const EXHAUSTION_EPISODE_MS = 5000;
 
-/** A client's connection: TCP, or TLS on a port with `listenTls`. */
-type ClientConn = Deno.TcpConn | Deno.TlsConn;
-
 /** Listens on one database's port and tunnels each client to its master. */
 export class DatabaseListener {
   readonly database: DatabaseConfig;
-  #listener: Deno.Listener<ClientConn, Deno.NetAddr>;
-  /** The TLS files served; a reload that changes them reopens the port, keeping the tunnels. */
-  #listenTls: DatabaseConfig["listenTls"];
-  /** Set while the port is closed to be opened again with new TLS files. */
-  #reopenWith: DatabaseConfig | undefined;
+  readonly #listener: Deno.TcpListener;
   /** Client handlers still running, and who waits for them to end. */
   #handlers = 0;
   readonly #acceptEnded = Promise.withResolvers<void>();
@@ -86,10 +80,9 @@ export class DatabaseListener {
   readonly #rejections: RejectionLog;
   #closed = false;
 
-  private constructor(database: DatabaseConfig, listener: Deno.Listener<ClientConn, Deno.NetAddr>) {
+  private constructor(database: DatabaseConfig, listener: Deno.TcpListener) {
     this.database = database;
     this.#listener = listener;
-    this.#listenTls = database.listenTls;
     this.#rejections = new RejectionLog(database.name);
     this.#ownSlots = new ClientSlots(database.maxClients);
   }
@@ -101,39 +94,6 @@ export class DatabaseListener {
    */
   static open(database: DatabaseConfig): DatabaseListener {
     return new DatabaseListener(database, listen(database));
-  }
-
-  /**
-   * Serves new TLS files (or none) from now on: the port is closed and opened
-   * again at once, and live tunnels are kept. Does nothing when they are the same.
-   */
-  useListenTls(database: DatabaseConfig): void {
-    if (this.#closed || sameListenTls(this.#listenTls, database.listenTls)) return;
-    this.#reopenWith = database;
-    closeQuietly(this.#listener);
-  }
-
-  async #reopen(signal: AbortSignal): Promise<void> {
-    const database = this.#reopenWith!;
-    for (let attempt = 1;; attempt++) {
-      try {
-        this.#listener = listen(database);
-        this.#listenTls = database.listenTls;
-        this.#reopenWith = undefined;
-        log.info("Database {database}: port {port} opened again, {tls}", {
-          database: this.database.name,
-          port: this.database.port,
-          tls: database.listenTls
-            ? `serving TLS from ${database.listenTls.certFile}`
-            : "without TLS",
-        });
-        return;
-      } catch (error) {
-        // The closed listener lets go of the port once its pending accept has ended.
-        if (attempt === 5 || signal.aborted) throw error;
-        await sleep(50 * attempt, signal);
-      }
-    }
   }
 
   /** Settles when the accept loop has ended: only then is the port free to open again. */
@@ -162,15 +122,11 @@ export class DatabaseListener {
     let lastExhausted = -Infinity;
     try {
       while (!signal.aborted) {
-        let conn: ClientConn;
+        let conn: Deno.TcpConn;
         try {
           conn = await this.#listener.accept();
         } catch (error) {
           if (this.#closed || signal.aborted) break;
-          if (this.#reopenWith) {
-            await this.#reopen(signal);
-            continue;
-          }
           const kind = acceptErrorKind(error);
           if (kind === "closed" && error instanceof Deno.errors.Interrupted) continue;
           if (kind === "closed") {
@@ -244,18 +200,22 @@ export class DatabaseListener {
 
   /** Serves one client; never rejects, and counts itself out when it ends. */
   async #handleClient(
-    client: ClientConn,
+    conn: Deno.TcpConn,
     options: DatabaseListenerOptions,
     signal: AbortSignal,
   ): Promise<void> {
+    const peer = formatAddress(conn.remoteAddr);
+    let client: ByteStream = conn;
     try {
-      await this.#serveClient(client, options, signal);
+      conn.setNoDelay(true);
+      if (options.watcher.database.tcpKeepAlive) conn.setKeepAlive(true);
+      await this.#serveClient(conn, peer, (stream) => client = stream, options, signal);
     } catch (error) {
       log.error(
         "Database {database}: serving client {client} failed unexpectedly, and it was closed: {error}; this is a bug: please report it with this line",
         {
           database: this.database.name,
-          client: formatAddress(client.remoteAddr),
+          client: peer,
           error: error instanceof Error ? (error.stack ?? error.message) : String(error),
         },
       );
@@ -265,9 +225,14 @@ export class DatabaseListener {
     }
   }
 
-  /** Admits a client under both caps, or refuses it; counts it out when it ends. */
+  /**
+   * Admits a client under both caps, or refuses it; counts it out when it ends.
+   * On a `listenTls` port the client's TLS handshake comes next, within `clientWaitMs`.
+   */
   async #serveClient(
-    client: ClientConn,
+    conn: Deno.TcpConn,
+    peer: string,
+    onTls: (stream: ByteStream) => void,
     options: DatabaseListenerOptions,
     signal: AbortSignal,
   ): Promise<void> {
@@ -275,27 +240,39 @@ export class DatabaseListener {
     const databaseSlots = options.databaseSlots ?? this.#ownSlots;
     watcher.stats.connectionsTotal++;
     // The watcher holds the current settings: a reload may have changed them.
-    const { maxClients } = watcher.database;
+    const { maxClients, listenTls, timeouts } = watcher.database;
+    // Over a cap, a TLS client is closed before its handshake costs anything; it cannot read plaintext.
+    const refuse = (reason: string) =>
+      listenTls
+        ? (this.#rejections.rejected(peer, reason), closeQuietly(conn))
+        : this.#refuse(conn, peer, reason, signal);
     databaseSlots.limit = maxClients;
     if (!databaseSlots.tryTake()) {
       watcher.stats.connectionsOverDatabaseLimit++;
-      return await this.#refuse(
-        client,
+      return await refuse(
         `too many clients (${maxClients}): this database's maxClients is reached; retry later, or raise the database's maxClients`,
-        signal,
       );
     }
     if (slots !== undefined && !slots.tryTake()) {
       databaseSlots.give();
       watcher.stats.connectionsOverTotalLimit++;
-      return await this.#refuse(
-        client,
+      return await refuse(
         `too many clients (${slots.limit}): maxClients of all databases together is reached; retry later, or raise the top-level maxClients`,
-        signal,
       );
     }
     try {
-      await this.#tunnelClient(client, options, signal);
+      let client: ByteStream = conn;
+      if (listenTls) {
+        try {
+          client = await acceptTls(conn, listenTls, timeouts.clientWaitMs, signal);
+        } catch (error) {
+          watcher.stats.connectionsRejected++;
+          this.#rejections.rejected(peer, (error as Error).message);
+          return;
+        }
+        onTls(client);
+      }
+      await this.#tunnelClient(client, peer, options, signal);
     } finally {
       databaseSlots.give();
       slots?.give();
@@ -304,21 +281,12 @@ export class DatabaseListener {
 
   /** Joins a client to the confirmed master, waiting up to `clientWaitMs` for one, or refuses it. */
   async #tunnelClient(
-    client: ClientConn,
+    client: ByteStream,
+    peer: string,
     { watcher, registry, buffers }: DatabaseListenerOptions,
     signal: AbortSignal,
   ): Promise<void> {
     const { timeouts, tcpKeepAlive } = watcher.database;
-    if ("setNoDelay" in client) {
-      client.setNoDelay(true);
-      if (tcpKeepAlive) client.setKeepAlive(true);
-    } else {
-      const failed = await handshakeWithin(client, timeouts.clientWaitMs, signal);
-      if (failed !== undefined) {
-        this.#rejections.rejected(formatAddress(client.remoteAddr), `TLS handshake: ${failed}`);
-        return closeQuietly(client);
-      }
-    }
     const waitUntil = performance.now() + timeouts.clientWaitMs;
     let dialError: string | undefined;
     let retryDelay = 0;
@@ -379,12 +347,13 @@ export class DatabaseListener {
       }
       return;
     }
-    await this.#reject(client, watcher, signal, dialError, early?.result().read);
+    await this.#reject(client, peer, watcher, signal, dialError, early?.result().read);
   }
 
   /** Refuses a client that no master could be found for, saying why. */
   async #reject(
-    client: ClientConn,
+    client: ByteStream,
+    peer: string,
     watcher: MasterSource,
     signal: AbortSignal,
     dialError: string | undefined,
@@ -400,18 +369,19 @@ export class DatabaseListener {
         problem?.detail ?? dialError ?? "still resolving"
       }`;
     watcher.stats.connectionsRejected++;
-    await this.#refuse(client, reason, signal, pendingRead);
+    await this.#refuse(client, peer, reason, signal, pendingRead);
   }
 
   /** Answers a client with a RESP error naming the database and `reason`, then closes it. */
   async #refuse(
-    client: ClientConn,
+    client: ByteStream,
+    peer: string,
     reason: string,
     signal: AbortSignal,
     pendingRead?: Promise<unknown>,
   ): Promise<void> {
     const name = this.database.name;
-    this.#rejections.rejected(formatAddress(client.remoteAddr), reason);
+    this.#rejections.rejected(peer, reason);
     try {
       await client.write(
         encodeError(`ERR sentinel-tunnel: database "${name}": ${reason}`),
@@ -455,7 +425,7 @@ class EarlyRead {
   readonly #read: Promise<number | null>;
   #outcome: number | null | "failed" | undefined;
 
-  constructor(client: ClientConn) {
+  constructor(client: ByteStream) {
     this.#read = client.read(this.#buffer);
     this.#read.then((n) => this.#outcome = n, () => this.#outcome = "failed");
   }
@@ -495,22 +465,15 @@ class EarlyRead {
  *
  * @throws {ListenError} naming the port and the cause when it cannot be opened
  */
-function listen(database: DatabaseConfig): Deno.Listener<ClientConn, Deno.NetAddr> {
-  let listener: Deno.Listener<ClientConn, Deno.NetAddr>;
+function listen(database: DatabaseConfig): Deno.TcpListener {
+  let listener: Deno.TcpListener;
   const where = formatAddress({
     hostname: database.bind,
     port: database.port,
   });
   try {
-    const { listenTls } = database;
-    listener = listenTls
-      ? Deno.listenTls({
-        hostname: database.bind,
-        port: database.port,
-        cert: listenTls.cert,
-        key: listenTls.key,
-      })
-      : Deno.listen({ hostname: database.bind, port: database.port });
+    if (database.listenTls) checkServerTls(database.listenTls);
+    listener = Deno.listen({ hostname: database.bind, port: database.port });
   } catch (error) {
     const cause = error instanceof Deno.errors.AddrInUse
       ? `port ${database.port} is already in use; stop the process that holds it or give the database another port`
@@ -531,34 +494,4 @@ function listen(database: DatabaseConfig): Deno.Listener<ClientConn, Deno.NetAdd
     );
   }
   return listener;
-}
-
-function sameListenTls(a: DatabaseConfig["listenTls"], b: DatabaseConfig["listenTls"]): boolean {
-  return a === b || (a !== undefined && b !== undefined && a.cert === b.cert && a.key === b.key);
-}
-
-/**
- * Finishes a TLS client's handshake within `timeoutMs`, so that a client that
- * connects and never speaks TLS cannot hold a slot: Deno's TLS connections
- * offer no TCP keepalive. Returns why it failed, or `undefined`.
- */
-async function handshakeWithin(
-  client: Deno.TlsConn,
-  timeoutMs: number,
-  signal: AbortSignal,
-): Promise<string | undefined> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const onAbort = () => closeQuietly(client);
-  signal.addEventListener("abort", onAbort, { once: true });
-  try {
-    return await Promise.race([
-      client.handshake().then(() => undefined, (error) => describeNetworkError(error)),
-      new Promise<string>((resolve) => {
-        timer = setTimeout(() => resolve(`no TLS handshake within ${timeoutMs} ms`), timeoutMs);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-    signal.removeEventListener("abort", onAbort);
-  }
 }

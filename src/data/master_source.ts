@@ -6,7 +6,7 @@
  * @module
  */
 import type { Address } from "../shared/address.ts";
-import type { Timeouts, TlsClientSettings } from "../shared/settings.ts";
+import type { Timeouts, TlsClientSettings, TlsServerSettings } from "../shared/settings.ts";
 import type { DatabaseStats } from "../shared/stats.ts";
 
 /** A confirmed master, as the data plane needs it. */
@@ -26,6 +26,8 @@ export interface MasterSource {
     readonly tcpKeepAlive: boolean;
     /** TLS to the master; plain TCP when absent. */
     readonly tls?: TlsClientSettings | undefined;
+    /** TLS served to new clients; a reload may change the files. */
+    readonly listenTls?: TlsServerSettings | undefined;
   };
   /** Where the database's clients and bytes are counted. */
   readonly stats: DatabaseStats;

@@ -26,7 +26,8 @@ import { HookQueue } from "./hooks.ts";
 import { MasterWatcher } from "../control/master_watcher.ts";
 import { type BufferSizes, type Tunnel, TunnelBuffers } from "../data/tunnel.ts";
 import { SentinelClient, type SentinelClientOptions } from "../control/sentinel_client.ts";
-import { sleep, supervise } from "../shared/io.ts";
+import { ListenError, sleep, supervise } from "../shared/io.ts";
+import { checkServerTls } from "../shared/tls_stream.ts";
 
 const log = getLogger(["sentinel-tunnel", "server"]);
 
@@ -132,6 +133,21 @@ export class TunnelServer {
    * @throws {ListenError} naming the port and the cause; the old config keeps running
    */
   async reload(next: TunnelConfig): Promise<ReloadSummary> {
+    // New TLS files of a port kept open are checked first: a bad pair refuses the whole reload.
+    for (const database of next.databases) {
+      if (database.listenTls && this.#databases.has(database.name)) {
+        try {
+          checkServerTls(database.listenTls);
+        } catch (error) {
+          throw new ListenError(
+            `Cannot serve TLS on port ${database.port} for database "${database.name}" with certFile ${database.listenTls.certFile} and keyFile ${database.listenTls.keyFile}: ${
+              (error as Error).message
+            }`,
+            { cause: error },
+          );
+        }
+      }
+    }
     const summary: ReloadSummary = {
       added: [],
       removed: [],
@@ -180,7 +196,6 @@ export class TunnelServer {
       if (summary.updated.includes(database.name)) {
         running.watcher.update(database);
         running.hooks.hook = database.onMasterChange;
-        running.listener.useListenTls(database);
       }
       if (summary.sentinelsChanged) running.watcher.sentinelsChanged();
     }

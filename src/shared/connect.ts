@@ -14,13 +14,14 @@
  */
 import { isIP } from "node:net";
 import { checkServerIdentity, connect as connectTls, type TLSSocket } from "node:tls";
+import { CERTIFICATE_REQUIRED, isCertificateRequired, TlsStream } from "./tls_stream.ts";
 import { lookup } from "node:dns/promises";
 import type { Address } from "./address.ts";
 import { describeNetworkError } from "./io.ts";
 import type { TlsClientSettings } from "./settings.ts";
 
-/** What both planes read and write: a TCP connection, or TLS over one. */
-export type ByteStream = Pick<Deno.Conn, "read" | "write" | "closeWrite" | "close">;
+import type { ByteStream } from "./tls_stream.ts";
+export type { ByteStream } from "./tls_stream.ts";
 
 /** Options for {@linkcode connectTo}. */
 export interface ConnectOptions {
@@ -249,14 +250,6 @@ function verificationProblem(
   return undefined;
 }
 
-const CERTIFICATE_REQUIRED =
-  "the server requires a client certificate; set tls.certFile and tls.keyFile";
-
-function isCertificateRequired(error: Error): boolean {
-  return /CERTIFICATE_REQUIRED/i.test((error as { code?: string }).code ?? "") ||
-    /CertificateRequired/.test(error.message);
-}
-
 function tlsHandshakeError(address: Address, checkedName: string, error: Error): Error {
   const code = (error as { code?: string }).code ?? "";
   if (isCertificateRequired(error)) {
@@ -273,93 +266,4 @@ function tlsHandshakeError(address: Address, checkedName: string, error: Error):
     );
   }
   return error;
-}
-
-/**
- * A `node:tls` socket seen as a {@linkcode ByteStream}. Reads take from the
- * chunks the socket has delivered, pausing it past a cap so that a fast peer
- * cannot fill memory; a write resolves once the socket has taken the bytes,
- * so the caller may reuse its buffer.
- */
-class TlsStream implements ByteStream {
-  static readonly MAX_QUEUED_BYTES = 256 * 1024;
-  readonly #socket: TLSSocket;
-  readonly #chunks: Uint8Array[] = [];
-  #queued = 0;
-  #ended = false;
-  #error: Error | undefined;
-  #closed = false;
-  #wake: (() => void) | undefined;
-
-  constructor(socket: TLSSocket) {
-    this.#socket = socket;
-    socket.on("data", (chunk: Uint8Array) => {
-      this.#chunks.push(chunk);
-      this.#queued += chunk.length;
-      if (this.#queued > TlsStream.MAX_QUEUED_BYTES) socket.pause();
-      this.#wakeReader();
-    });
-    socket.on("end", () => {
-      this.#ended = true;
-      this.#wakeReader();
-    });
-    socket.on("error", (error: Error) => {
-      // TLS 1.3 finishes the client's handshake before the server refuses a missing certificate.
-      this.#error ??= isCertificateRequired(error)
-        ? new Error(CERTIFICATE_REQUIRED, { cause: error })
-        : error;
-      this.#wakeReader();
-    });
-    socket.on("close", () => {
-      this.#ended = true;
-      this.#wakeReader();
-    });
-  }
-
-  #wakeReader(): void {
-    const wake = this.#wake;
-    this.#wake = undefined;
-    wake?.();
-  }
-
-  async read(p: Uint8Array): Promise<number | null> {
-    while (this.#chunks.length === 0) {
-      if (this.#closed) throw new Deno.errors.BadResource("connection closed");
-      if (this.#error) throw this.#error;
-      if (this.#ended) return null;
-      await new Promise<void>((resolve) => this.#wake = resolve);
-    }
-    const head = this.#chunks[0]!;
-    const n = Math.min(head.length, p.length);
-    p.set(n === head.length ? head : head.subarray(0, n));
-    if (n === head.length) this.#chunks.shift();
-    else this.#chunks[0] = head.subarray(n);
-    this.#queued -= n;
-    if (this.#queued <= TlsStream.MAX_QUEUED_BYTES / 2 && this.#socket.isPaused()) {
-      this.#socket.resume();
-    }
-    return n;
-  }
-
-  write(p: Uint8Array): Promise<number> {
-    if (this.#closed) return Promise.reject(new Deno.errors.BadResource("connection closed"));
-    if (this.#error) return Promise.reject(this.#error);
-    return new Promise((resolve, reject) => {
-      this.#socket.write(p, (error) => error ? reject(error) : resolve(p.length));
-    });
-  }
-
-  closeWrite(): Promise<void> {
-    if (this.#closed || this.#socket.destroyed) {
-      return Promise.reject(new Deno.errors.BadResource("connection closed"));
-    }
-    return new Promise((resolve) => this.#socket.end(resolve));
-  }
-
-  close(): void {
-    if (this.#closed) throw new Deno.errors.BadResource("connection closed");
-    this.#closed = true;
-    this.#socket.destroy();
-    this.#wakeReader();
-  }
 }
