@@ -109,3 +109,25 @@ Deno.test("agreeOnMaster() reports a failover only from Sentinels naming the agr
   const agreement = agreeOnMaster("mymaster", [names(1, A, 0), names(2, A, 0), liar]);
   assert.ok(agreement.kind === "agreed" && !agreement.failoverInProgress);
 });
+
+Deno.test("agreeOnMaster() never counts a node named by host name and by IP as one", () => {
+  const byName: Address = { hostname: "localhost", port: 6379 };
+  const byIp: Address = { hostname: "127.0.0.1", port: 6379 };
+  // Configured Sentinels at one epoch, one naming the master by name and one by IP: no agreement.
+  assert.equal(agreedOn([names(1, byName, 4), names(2, byIp, 4)]), undefined);
+  // Discovered Sentinels: two spellings of one address are no majority.
+  assert.equal(
+    agreedOn([
+      fails(1),
+      names(2, byName, 4, "discovered"),
+      names(3, byIp, 4, "discovered"),
+      names(4, B, 4, "discovered"),
+    ]),
+    undefined,
+  );
+  // One spelling throughout agrees, case aside, as host names compare.
+  assert.deepEqual(
+    agreedOn([names(1, byName, 4), names(2, { hostname: "LOCALHOST", port: 6379 }, 4)]),
+    byName,
+  );
+});
