@@ -200,7 +200,7 @@ function handshake(
             new ConnectError(
               address,
               "tls",
-              `TLS verification failed: ${problem}`,
+              `TLS verification of name ${JSON.stringify(checkedName)} failed: ${problem}`,
             ),
           );
         }
@@ -235,7 +235,7 @@ function verificationProblem(
     ? checkServerIdentity(checkedName, certificate)
     : new Error("no certificate");
   if (nameError !== undefined) {
-    return `name mismatch: checked ${JSON.stringify(checkedName)}, the certificate is for ${
+    return `name mismatch: the certificate is for ${
       certificate?.subjectaltname || `CN=${certificate?.subject?.CN ?? "?"}`
     }; set tls.serverName to a name in the certificate`;
   }
