@@ -60,4 +60,17 @@ if ! command -v shellcheck >/dev/null 2>&1; then
   fi
 fi
 
+# The TLS tests make their certificates with openssl; the dual-stack test needs ip (iproute2), as root.
+for need in openssl:openssl ip:iproute2; do
+  command=${need%%:*} package=${need#*:}
+  command -v "$command" >/dev/null 2>&1 && continue
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing $package with apt-get"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
+  else
+    echo "setup: $command is missing, so tests that need it will fail or be skipped; install $package" >&2
+  fi
+done
+
 "$tools/bin/deno" install --frozen --quiet

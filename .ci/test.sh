@@ -7,11 +7,12 @@ deno=.tools/bin/deno
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
-# Narrow permissions: loopback only, and as subprocesses only redis-server, redis-cli, this Deno,
-# sh (for install.sh; what it runs in turn is its own business) and shellcheck.
+# Narrow permissions: loopback only, and as subprocesses only redis-server, redis-cli, openssl
+# (certificates for the TLS tests), this Deno, sh (for install.sh; what it runs in turn is its own
+# business) and shellcheck.
 "$deno" test --sanitize-ops --sanitize-resources \
   --allow-net=127.0.0.1,localhost,[::1] \
-  --allow-run=redis-server,redis-cli,openssl,"$(readlink -f "$deno")",sh,shellcheck,setpriv \
+  --allow-run=redis-server,redis-cli,openssl,ip,"$(readlink -f "$deno")",sh,shellcheck,setpriv \
   --allow-read --allow-write --allow-env \
   "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
