@@ -109,6 +109,9 @@ fmt: setup
 run: setup
 	@$(DENO) run $(RUN_PERMISSIONS) main.ts $(CONFIG)
 
+# A failover shown live on a throwaway local deployment. DEMO_ARGS="--tls" runs it over TLS-only
+# Redis and Sentinels (certificates made with openssl); DEMO_ARGS also takes
+# --failover=stop|kill|sentinel and --keep-running.
 demo: setup bundle
 	@SENTINEL_TUNNEL_ENTRY=$(BUNDLE) $(DENO) run --allow-all tests/demo.ts $(DEMO_ARGS)
 

@@ -3,7 +3,7 @@
  * `openssl` command (OpenSSL 3.0 or later).
  *
  * ```ts
- * const certs = await makeCertificates(dir);
+ * await using certs = await temporaryCertificates();
  * await using deployment = await startDeployment({ tls: deploymentTls(certs) });
  * const tls = { caFile: certs.caFile, ...certs.client };
  * ```
@@ -23,6 +23,7 @@
  * | `server.crt`, `server.key` | signed by the CA; DNS:localhost, IP:127.0.0.1, DNS:redis.test |
  * | `client.crt`, `client.key` | signed by the CA; client authentication only (`tls-auth-clients`) |
  * | `other-name.crt`, `other-name.key` | signed by the CA; valid for DNS:other.test only (name mismatch) |
+ * | `localhost.crt`, `localhost.key` | signed by the CA; valid for DNS:localhost only (no IP: a check of 127.0.0.1 fails) |
  * | `expired.crt`, `expired.key` | signed by the CA, same names as `server.crt`; valid 2020-01-01 to 2020-01-02 only |
  * | `other-ca.crt`, `other-ca.key` | "Other CA": signed nothing here; trusting it alone is the wrong CA |
  * | `rotation-ca.crt`, `rotation-ca.key` | "Rotation CA": the CA that certificates are rotated to |
@@ -50,7 +51,7 @@ export interface CertificatePair {
 export interface TestCertificates {
   /** The directory holding every file. */
   dir: string;
-  /** "Test CA", which signed `server`, `client`, `otherName` and `expired`. */
+  /** "Test CA", which signed `server`, `client`, `otherName`, `localhostOnly` and `expired`. */
   caFile: string;
   /** "Other CA", which signed nothing here. */
   otherCaFile: string;
@@ -64,6 +65,8 @@ export interface TestCertificates {
   client: CertificatePair;
   /** Server certificate valid for other.test only. */
   otherName: CertificatePair;
+  /** Server certificate valid for the name localhost only. */
+  localhostOnly: CertificatePair;
   /** Server certificate for the same names as `server`, expired since 2020-01-02. */
   expired: CertificatePair;
   /** `server`'s names, signed by the rotation CA. */
@@ -121,6 +124,7 @@ export async function makeCertificates(dir: string): Promise<TestCertificates> {
     makeLeaf(dir, "server", "ca", "localhost", serverExtensions(SERVER_NAMES)),
     makeLeaf(dir, "client", "ca", "sentinel-tunnel", clientExtensions()),
     makeLeaf(dir, "other-name", "ca", "other.test", serverExtensions("DNS:other.test")),
+    makeLeaf(dir, "localhost", "ca", "localhost", serverExtensions("DNS:localhost")),
     makeLeaf(dir, "rotation-server", "rotation-ca", "localhost", serverExtensions(SERVER_NAMES)),
     makeLeaf(dir, "rotation-client", "rotation-ca", "sentinel-tunnel", clientExtensions()),
     makeExpired(dir),
@@ -139,10 +143,32 @@ export async function makeCertificates(dir: string): Promise<TestCertificates> {
     server: pair("server"),
     client: pair("client"),
     otherName: pair("other-name"),
+    localhostOnly: pair("localhost"),
     expired: pair("expired"),
     rotationServer: pair("rotation-server"),
     rotationClient: pair("rotation-client"),
   };
+}
+
+/**
+ * {@linkcode makeCertificates} in a fresh temp directory, which disposing
+ * removes.
+ */
+export async function temporaryCertificates(): Promise<TestCertificates & AsyncDisposable> {
+  const dir = await Deno.makeTempDir({ prefix: "st-certs-" });
+  const remove = async () => {
+    try {
+      await Deno.remove(dir, { recursive: true });
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    }
+  };
+  try {
+    return { ...await makeCertificates(dir), [Symbol.asyncDispose]: remove };
+  } catch (error) {
+    await remove();
+    throw error;
+  }
 }
 
 /**
@@ -278,14 +304,23 @@ async function makeExpired(dir: string): Promise<void> {
 
 /** Runs `openssl` in `dir`; throws with its output when it fails. */
 async function openssl(dir: string, args: readonly string[]): Promise<void> {
-  const output = await new Deno.Command("openssl", {
-    args: [...args],
-    cwd: dir,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(30_000),
-  }).output();
+  let output: Deno.CommandOutput;
+  try {
+    output = await new Deno.Command("openssl", {
+      args: [...args],
+      cwd: dir,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(30_000),
+    }).output();
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+    throw new Error(
+      "Cannot make test certificates: openssl is not installed (Debian/Ubuntu: apt-get install openssl)",
+      { cause: error },
+    );
+  }
   if (output.success) return;
   const decoder = new TextDecoder();
   throw new Error(

@@ -13,6 +13,13 @@
  * directory. Disposing the deployment kills every process it started, waits
  * for them to exit and removes the directory.
  *
+ * With `tls`, the deployment is TLS-only: every process listens on `tls-port`
+ * alone (`port 0`), talks TLS to its peers (`tls-replication yes`) and asks
+ * clients for a certificate (`tls-auth-clients yes`), and every `redis-cli`
+ * call passes `--tls --cacert --cert --key`. With `hostnames`, the Sentinels
+ * know every process by the name `localhost`, as they do in deployments that
+ * announce host names. The two combine.
+ *
  * What it does not do: it never talks RESP itself (every command goes through
  * `redis-cli`), it does not use Docker or network namespaces (so it cannot
  * model partitions, only stopped or killed processes), and it does not survive
@@ -78,10 +85,61 @@ export interface DeploymentOptions {
    */
   dir?: string;
   /**
+   * Makes the deployment TLS-only with these files: see {@linkcode DeploymentTls}.
+   * @default {undefined}
+   */
+  tls?: DeploymentTls | undefined;
+  /**
+   * Names every process `localhost` instead of 127.0.0.1: the nodes set
+   * `replica-announce-ip localhost` and replicate from `localhost`; the
+   * Sentinels monitor `localhost`, set `sentinel resolve-hostnames yes`,
+   * `sentinel announce-hostnames yes` and `sentinel announce-ip localhost`, so
+   * every address they report is `localhost:PORT`.
+   * @default {false}
+   */
+  hostnames?: boolean;
+  /**
    * Aborts startup and any later wait of the deployment.
    * @default {undefined}
    */
   signal?: AbortSignal;
+}
+
+/**
+ * The files of a TLS-only deployment (PEM). Every node and Sentinel serves
+ * `certFile`, presents it to the peers it connects to, and trusts the CAs of
+ * `caFile`; so `certFile` must allow both server and client authentication.
+ */
+export interface DeploymentTls {
+  /** CAs every process trusts (`tls-ca-cert-file`) and `redis-cli` checks servers against. */
+  caFile: string;
+  /** Certificate every node and Sentinel serves (`tls-cert-file`). */
+  certFile: string;
+  /** Key of `certFile` (`tls-key-file`). */
+  keyFile: string;
+  /**
+   * Client certificate `redis-cli` presents.
+   * @default {certFile}
+   */
+  clientCertFile?: string;
+  /**
+   * Key of `clientCertFile`.
+   * @default {keyFile}
+   */
+  clientKeyFile?: string;
+}
+
+/** Certificate files for {@linkcode Deployment.setCertificate}. */
+export interface CertificateFiles {
+  /** Certificate the node serves from now on (`tls-cert-file`). */
+  certFile: string;
+  /** Its key (`tls-key-file`). */
+  keyFile: string;
+  /**
+   * CAs the node trusts from now on (`tls-ca-cert-file`); unchanged when omitted.
+   * @default {undefined}
+   */
+  caFile?: string;
 }
 
 /** Lifecycle of a {@linkcode RedisProcess}. */
@@ -91,9 +149,9 @@ export type ProcessState = "running" | "stopped" | "exited";
 export interface RedisProcess extends AsyncDisposable {
   /** `"node"` for a data node, `"sentinel"` for a Sentinel. */
   readonly role: "node" | "sentinel";
-  /** TCP port on 127.0.0.1. */
+  /** TCP port on 127.0.0.1 (the `tls-port` of a TLS process). */
   readonly port: number;
-  /** `"127.0.0.1:PORT"`. */
+  /** `"127.0.0.1:PORT"`, or `"localhost:PORT"` for a process named by host name. */
   readonly address: string;
   /** Process id. */
   readonly pid: number;
@@ -120,7 +178,7 @@ export interface RedisProcess extends AsyncDisposable {
 
 /** What {@linkcode Deployment.watchSwitch} reports. */
 export interface SwitchEvent {
-  /** The new master, `"127.0.0.1:PORT"`. */
+  /** The new master, `"127.0.0.1:PORT"` (`"localhost:PORT"` with host names). */
   address: string;
   /** `performance.now()` when the message was read. */
   seenAt: number;
@@ -156,8 +214,19 @@ export interface Deployment extends AsyncDisposable {
    * command takes more than 10 s.
    */
   cli(target: RedisProcess, ...args: string[]): Promise<string>;
-  /** The master address the first responsive Sentinel reports (`"127.0.0.1:PORT"`). */
+  /**
+   * The master address the first responsive Sentinel reports (`"127.0.0.1:PORT"`,
+   * `"localhost:PORT"` with host names).
+   */
   sentinelMaster(): Promise<string>;
+  /**
+   * Swaps the certificate a node of a TLS deployment serves, at runtime
+   * (`CONFIG SET tls-cert-file ... tls-key-file ...`): new connections get
+   * it, open ones keep theirs. It connects with `--insecure`, since the node
+   * may serve an untrusted certificate when called. A `caFile` without the
+   * CA of the deployment's client certificate locks `cli()` out of the node.
+   */
+  setCertificate(node: RedisProcess, files: CertificateFiles): Promise<void>;
   /**
    * Waits until every running Sentinel agrees on a running master that
    * reports role master and is not mid-failover, and knows every running
@@ -223,6 +292,18 @@ export interface StartRedisOptions {
    * @default {undefined}
    */
   signal?: AbortSignal | undefined;
+  /**
+   * Listen on `tls-port` only (`port 0`) with these files, talk TLS to peers
+   * (`tls-replication yes`) and require client certificates
+   * (`tls-auth-clients yes`).
+   * @default {undefined}
+   */
+  tls?: DeploymentTls | undefined;
+  /**
+   * The name the process is known by, in its `address`.
+   * @default {"127.0.0.1"}
+   */
+  host?: string | undefined;
 }
 
 const HOST = "127.0.0.1";
@@ -286,7 +367,15 @@ export async function startRedis(
     const logFile = `${dir}/${role}-${port}.log`;
     const configFile = `${dir}/${role}-${port}.conf`;
     const lines = [
-      `port ${port}`,
+      ...(options.tls === undefined ? [`port ${port}`] : [
+        "port 0",
+        `tls-port ${port}`,
+        `tls-cert-file ${quote(options.tls.certFile)}`,
+        `tls-key-file ${quote(options.tls.keyFile)}`,
+        `tls-ca-cert-file ${quote(options.tls.caFile)}`,
+        "tls-replication yes",
+        "tls-auth-clients yes",
+      ]),
       // ::1 too where the machine has it ("-" makes it optional), for the IPv6 tests.
       `bind ${HOST} -::1`,
       "daemonize no",
@@ -316,6 +405,7 @@ export async function startRedis(
     }).spawn();
     const process = new RedisServerProcess(
       role,
+      options.host ?? HOST,
       port,
       logFile,
       configFile,
@@ -374,6 +464,8 @@ export async function startDeployment(
       password: options.password,
       sentinelPassword: options.sentinelPassword,
       sentinelPorts: options.sentinelPorts,
+      tls: options.tls,
+      host: options.hostnames ? "localhost" : HOST,
       signal: options.signal,
     },
     dir,
@@ -397,6 +489,8 @@ interface Settings {
   password: string | undefined;
   sentinelPassword: string | undefined;
   sentinelPorts: readonly number[] | undefined;
+  tls: DeploymentTls | undefined;
+  host: string;
   signal: AbortSignal | undefined;
 }
 
@@ -414,6 +508,7 @@ class RedisServerProcess implements RedisProcess {
 
   constructor(
     role: "node" | "sentinel",
+    host: string,
     port: number,
     logFile: string,
     configFile: string,
@@ -421,7 +516,7 @@ class RedisServerProcess implements RedisProcess {
   ) {
     this.role = role;
     this.port = port;
-    this.address = `${HOST}:${port}`;
+    this.address = `${host}:${port}`;
     this.pid = child.pid;
     this.logFile = logFile;
     this.configFile = configFile;
@@ -508,13 +603,17 @@ class SentinelDeployment implements Deployment {
   }
 
   async start(): Promise<void> {
-    const { password, sentinelPassword, signal } = this.#settings;
+    const { password, sentinelPassword, signal, tls, host } = this.#settings;
+    const named = host !== HOST;
     const auth = password === undefined
       ? []
       : [`requirepass ${quote(password)}`, `masterauth ${quote(password)}`];
+    const nodeConfig = [...auth, ...(named ? [`replica-announce-ip ${host}`] : [])];
 
     const master = await startRedis(this.dir, {
-      config: auth,
+      config: nodeConfig,
+      tls,
+      host,
       signal,
     });
     this.nodes.push(master);
@@ -522,7 +621,9 @@ class SentinelDeployment implements Deployment {
     const replicas = await this.#startAll(
       this.#settings.replicas,
       {
-        config: [...auth, `replicaof ${HOST} ${master.port}`],
+        config: [...nodeConfig, `replicaof ${host} ${master.port}`],
+        tls,
+        host,
         signal,
       },
       this.nodes,
@@ -534,9 +635,17 @@ class SentinelDeployment implements Deployment {
     const quorum = Math.floor(sentinels / 2) + 1;
     await this.#startAll(sentinels, {
       role: "sentinel",
+      tls,
+      host,
       config: [
-        "sentinel resolve-hostnames no",
-        `sentinel monitor ${name} ${HOST} ${master.port} ${quorum}`,
+        ...(named
+          ? [
+            "sentinel resolve-hostnames yes",
+            "sentinel announce-hostnames yes",
+            `sentinel announce-ip ${host}`,
+          ]
+          : ["sentinel resolve-hostnames no"]),
+        `sentinel monitor ${name} ${host} ${master.port} ${quorum}`,
         `sentinel down-after-milliseconds ${name} ${this.#settings.downAfterMs}`,
         `sentinel failover-timeout ${name} ${this.#settings.failoverTimeoutMs}`,
         `sentinel parallel-syncs ${name} 1`,
@@ -627,7 +736,7 @@ class SentinelDeployment implements Deployment {
       : this.#settings.password;
     const signal = deadline(timeoutMs, this.#settings.signal);
     const output = await new Deno.Command("redis-cli", {
-      args: ["-h", HOST, "-p", String(target.port), "-e", ...format, ...args],
+      args: [...cliConnection(target, this.#settings.tls), "-e", ...format, ...args],
       // REDISCLI_AUTH keeps the password off the command line and avoids the
       // warning that `-a` prints.
       env: password === undefined ? {} : { REDISCLI_AUTH: password },
@@ -661,6 +770,28 @@ class SentinelDeployment implements Deployment {
       "--json",
     ]);
     return JSON.parse(text);
+  }
+
+  async setCertificate(node: RedisProcess, files: CertificateFiles): Promise<void> {
+    if (this.#settings.tls === undefined) {
+      throw new TypeError(
+        `Cannot set the certificate of node "${node.address}": the deployment is not TLS`,
+      );
+    }
+    await this.#run(
+      node,
+      [
+        "CONFIG",
+        "SET",
+        "tls-cert-file",
+        files.certFile,
+        "tls-key-file",
+        files.keyFile,
+        ...(files.caFile === undefined ? [] : ["tls-ca-cert-file", files.caFile]),
+      ],
+      CLI_TIMEOUT_MS,
+      ["--insecure"],
+    );
   }
 
   #running(processes: readonly RedisProcess[]): RedisProcess[] {
@@ -816,6 +947,7 @@ class SentinelDeployment implements Deployment {
     const watch = new SwitchWatcher(
       this.masterName,
       timeoutMs,
+      this.#settings.tls,
       this.#settings.sentinelPassword,
       this.#settings.signal,
       () => this.#watches.delete(watch),
@@ -888,6 +1020,7 @@ class SentinelDeployment implements Deployment {
 class SwitchWatcher implements SwitchWatch {
   readonly next: Promise<SwitchEvent>;
   #masterName: string;
+  #tls: DeploymentTls | undefined;
   #password: string | undefined;
   #onDispose: () => void;
   #resolve!: (event: SwitchEvent) => void;
@@ -903,11 +1036,13 @@ class SwitchWatcher implements SwitchWatch {
   constructor(
     masterName: string,
     timeoutMs: number,
+    tls: DeploymentTls | undefined,
     password: string | undefined,
     signal: AbortSignal | undefined,
     onDispose: () => void,
   ) {
     this.#masterName = masterName;
+    this.#tls = tls;
     this.#password = password;
     this.#onDispose = onDispose;
     this.next = new Promise<SwitchEvent>((resolve, reject) => {
@@ -940,10 +1075,7 @@ class SwitchWatcher implements SwitchWatch {
     const confirmations = sentinels.map((sentinel) => {
       const child = new Deno.Command("redis-cli", {
         args: [
-          "-h",
-          HOST,
-          "-p",
-          String(sentinel.port),
+          ...cliConnection(sentinel, this.#tls),
           "--csv",
           "subscribe",
           "+switch-master",
@@ -1031,6 +1163,22 @@ class SwitchWatcher implements SwitchWatch {
     await Promise.all(this.#readers);
     this.#onDispose();
   }
+}
+
+/** The `redis-cli` options that reach `target`, over TLS in a TLS deployment. */
+function cliConnection(target: RedisProcess, tls: DeploymentTls | undefined): string[] {
+  const address = ["-h", HOST, "-p", String(target.port)];
+  if (tls === undefined) return address;
+  return [
+    ...address,
+    "--tls",
+    "--cacert",
+    tls.caFile,
+    "--cert",
+    tls.clientCertFile ?? tls.certFile,
+    "--key",
+    tls.clientKeyFile ?? tls.keyFile,
+  ];
 }
 
 /** Polls until `process` accepts connections; fails fast if it exits. */

@@ -9,17 +9,24 @@
  * process it started.
  *
  * Flags: `--keep-running` leaves everything up until Ctrl-C;
- * `--failover=stop|kill|sentinel` picks how the failover is forced.
+ * `--failover=stop|kill|sentinel` picks how the failover is forced; `--tls`
+ * runs the same show over a TLS-only deployment (`make demo DEMO_ARGS=--tls`):
+ * certificates made with openssl in a temp directory, every node and Sentinel
+ * on `tls-port` only and asking for client certificates, and the tunnel on
+ * config/demo.jsonc plus a `tls` section, its local port still plaintext.
  *
  * @module
  */
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
+import { parse as parseJsonc } from "jsonc-parser";
 import { formatAddress } from "../src/shared/address.ts";
 import { loadConfig } from "../src/ops/config.ts";
 import { RedisConnection } from "../src/control/redis_connection.ts";
+import { deploymentTls, temporaryCertificates, type TestCertificates } from "./_certs.ts";
 import { startDeployment } from "./_deployment.ts";
 import { type Ack, missingKeys, runWriters } from "./_traffic.ts";
+import { runTlsWriters } from "./tls_test.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const CONFIG = "config/demo.jsonc";
@@ -46,6 +53,7 @@ async function main(): Promise<number> {
     options: {
       "keep-running": { type: "boolean", default: false },
       failover: { type: "string", default: "stop" },
+      tls: { type: "boolean", default: false },
     },
   });
   const mode = values.failover;
@@ -67,19 +75,34 @@ async function main(): Promise<number> {
   }
 
   const started = performance.now();
-  console.log(bold(`Starting a throwaway deployment: 1 master, 2 replicas, 3 Sentinels`));
+  await using certs = values.tls ? await temporaryCertificates() : undefined;
+  console.log(
+    bold(
+      `Starting a throwaway ${
+        certs ? "TLS-only " : ""
+      }deployment: 1 master, 2 replicas, 3 Sentinels`,
+    ),
+  );
   await using deployment = await startDeployment({
     masterName: database.name,
     sentinelPorts,
     downAfterMs: 1000,
+    ...(certs ? { tls: deploymentTls(certs) } : {}),
   });
   const master = deployment.nodes[0]!;
-  console.log(`  master   ${master.address}`);
-  for (const replica of deployment.nodes.slice(1)) console.log(`  replica  ${replica.address}`);
-  for (const sentinel of deployment.sentinels) console.log(`  sentinel ${sentinel.address}`);
+  const tlsPort = certs ? " (tls-port)" : "";
+  console.log(`  master   ${master.address}${tlsPort}`);
+  for (const replica of deployment.nodes.slice(1)) {
+    console.log(`  replica  ${replica.address}${tlsPort}`);
+  }
+  for (const sentinel of deployment.sentinels) {
+    console.log(`  sentinel ${sentinel.address}${tlsPort}`);
+  }
   console.log(`  files in ${deployment.dir}`);
+  const configPath = certs ? await writeTlsConfig(certs) : CONFIG;
+  if (certs) console.log(`  certificates in ${certs.dir}`);
 
-  console.log(bold(`\nStarting sentinel-tunnel ${ENTRY} ${CONFIG}`));
+  console.log(bold(`\nStarting sentinel-tunnel ${ENTRY} ${configPath}`));
   const tunnel = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -90,7 +113,7 @@ async function main(): Promise<number> {
       ENTRY,
       "--log-format",
       "text",
-      CONFIG,
+      configPath,
     ],
     env: { RUST_BACKTRACE: "0" },
     stdin: "null",
@@ -110,7 +133,8 @@ async function main(): Promise<number> {
     const stopTraffic = new AbortController();
     const acks: Ack[] = [];
     let lastReport = 0;
-    const writers = runWriters({
+    // A TLS-only node's `port` is 0: its writers ask for `tls-port` instead.
+    const writers = (certs ? runTlsWriters : runWriters)({
       port: database.port,
       clients: 2,
       pauseMs: 2,
@@ -196,11 +220,13 @@ async function main(): Promise<number> {
     await Promise.all([writers, reader]);
 
     const stale = acks.filter((a) => a.node === master.port && a.at >= seenAt);
+    // TLS-only nodes are read through the tunnel, which serves the new master by now.
+    const readFrom = certs ? database.port : newPort;
     const lost = await missingKeys(
-      newPort,
+      readFrom,
       acks.filter((a) => a.at >= seenAt || a.node === newPort).map((a) => a.key),
     );
-    const lostBefore = await missingKeys(newPort, acks.slice(0, acksBefore).map((a) => a.key));
+    const lostBefore = await missingKeys(readFrom, acks.slice(0, acksBefore).map((a) => a.key));
     console.log(bold("\nSummary"));
     console.log(`  writes acknowledged                      ${acks.length}`);
     console.log(`  reads answered                           ${reads}`);
@@ -230,6 +256,15 @@ async function main(): Promise<number> {
       `\nStopped the tunnel (exit ${status.code}) and every Redis process the demo started.`,
     );
   }
+}
+
+/** config/demo.jsonc plus TLS to the Sentinels and masters with the test certificates. */
+async function writeTlsConfig(certs: TestCertificates): Promise<string> {
+  const { $schema: _, ...config } = parseJsonc(await Deno.readTextFile(CONFIG));
+  const path = `${certs.dir}/demo-tls.jsonc`;
+  const tls = { caFile: certs.caFile, ...certs.client };
+  await Deno.writeTextFile(path, JSON.stringify({ ...config, tls }, null, 2) + "\n");
+  return path;
 }
 
 if (import.meta.main) {
