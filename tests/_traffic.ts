@@ -1,7 +1,7 @@
 /**
  * Client traffic through the tunnel, as a plain Redis client that knows
  * nothing of Sentinel would send it. Each connection first asks
- * `CONFIG GET port`, so every acknowledged write is known to come from one
+ * `CONFIG GET port` (`tls-port` on TLS-only nodes, whose `port` is 0), so every acknowledged write is known to come from one
  * node: that is how the tests count writes acknowledged by a demoted master.
  *
  * @module
@@ -28,6 +28,8 @@ export interface WriterOptions {
   prefix?: string;
   /** Sent with AUTH on each connection. */
   password?: string;
+  /** The setting that tells the nodes apart: `"tls-port"` on TLS-only nodes. @default {"port"} */
+  portParameter?: "port" | "tls-port";
   /** The wait between writes on one connection, in ms. @default {0} */
   pauseMs?: number;
   /** Called on each acknowledged write. */
@@ -76,7 +78,8 @@ export async function runWriters(
           replyTimeoutMs: 15_000,
           ...(options.password ? { auth: { password: options.password } } : {}),
         });
-        const node = nodePort(await connection.call(["CONFIG", "GET", "port"]));
+        const parameter = options.portParameter ?? "port";
+        const node = nodePort(await connection.call(["CONFIG", "GET", parameter]), parameter);
         while (!options.signal.aborted) {
           const key = `${options.prefix ?? "w"}:${client}:${sequence++}`;
           const reply = await connection.call(["SET", key, String(sequence)]);
@@ -102,9 +105,9 @@ export async function runWriters(
   return report;
 }
 
-function nodePort(reply: RespValue): number {
-  if (Array.isArray(reply) && reply[0] === "port") return Number(reply[1]);
-  throw new Error(`CONFIG GET port answered ${describe(reply)}`);
+function nodePort(reply: RespValue, parameter: string): number {
+  if (Array.isArray(reply) && reply[0] === parameter) return Number(reply[1]);
+  throw new Error(`CONFIG GET ${parameter} answered ${describe(reply)}`);
 }
 
 function describe(reply: RespValue): string {

@@ -26,7 +26,6 @@ import { RedisConnection } from "../src/control/redis_connection.ts";
 import { deploymentTls, temporaryCertificates, type TestCertificates } from "./_certs.ts";
 import { startDeployment } from "./_deployment.ts";
 import { type Ack, missingKeys, runWriters } from "./_traffic.ts";
-import { runTlsWriters } from "./tls_test.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const CONFIG = "config/demo.jsonc";
@@ -133,8 +132,9 @@ async function main(): Promise<number> {
     const stopTraffic = new AbortController();
     const acks: Ack[] = [];
     let lastReport = 0;
-    // A TLS-only node's `port` is 0: its writers ask for `tls-port` instead.
-    const writers = (certs ? runTlsWriters : runWriters)({
+    const writers = runWriters({
+      // A TLS-only node's `port` is 0: its writers ask for `tls-port` instead.
+      portParameter: certs ? "tls-port" : "port",
       port: database.port,
       clients: 2,
       pauseMs: 2,

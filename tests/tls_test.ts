@@ -10,11 +10,10 @@
  * their node from `CONFIG GET tls-port` instead.
  */
 import assert from "node:assert/strict";
-import { RedisConnection } from "../src/control/redis_connection.ts";
 import { encodeCommand, parseReply, RespErrorReply, type RespValue } from "../src/control/resp.ts";
 import { deploymentTls, temporaryCertificates, type TestCertificates } from "./_certs.ts";
 import { type Deployment, freePort, type RedisProcess, startDeployment } from "./_deployment.ts";
-import { type Ack, missingKeys, type WriterOptions, type WriterReport } from "./_traffic.ts";
+import { type Ack, missingKeys, runWriters, type WriterReport } from "./_traffic.ts";
 import { connectClient, oneCommand, startTunnel, type TunnelProcess } from "./_tunnel.ts";
 
 const processes = { sanitizeOps: false, sanitizeResources: false };
@@ -96,58 +95,12 @@ async function waitServedBy(port: number, node: number, timeoutMs = 10_000): Pro
   throw new Error(`New clients did not reach node ${node} within ${timeoutMs} ms: ${last}`);
 }
 
-/**
- * `runWriters` of _traffic.ts for TLS-only nodes: each connection learns its
- * node from `CONFIG GET tls-port`, since their `port` is 0. tests/demo.ts
- * uses it too, with `--tls`.
- */
-export async function runTlsWriters(options: WriterOptions): Promise<WriterReport> {
-  const report: WriterReport = { acks: [], errors: new Map() };
-  const writer = async (client: number) => {
-    let sequence = 0;
-    while (!options.signal.aborted) {
-      let connection: RedisConnection | undefined;
-      try {
-        connection = await RedisConnection.open({ hostname: "127.0.0.1", port: options.port }, {
-          connectTimeoutMs: 2000,
-          replyTimeoutMs: 15_000,
-          ...(options.password ? { auth: { password: options.password } } : {}),
-        });
-        const reply = await connection.call(["CONFIG", "GET", "tls-port"]);
-        if (!Array.isArray(reply) || reply[0] !== "tls-port") {
-          throw new Error(`CONFIG GET tls-port answered ${describe(reply)}`);
-        }
-        const node = Number(reply[1]);
-        while (!options.signal.aborted) {
-          const key = `${options.prefix ?? "w"}:${client}:${sequence++}`;
-          const set = await connection.call(["SET", key, String(sequence)]);
-          if (set !== "OK") throw new Error(`SET answered ${describe(set)}`);
-          const ack = { key, node, at: performance.now() };
-          report.acks.push(ack);
-          options.onAck?.(ack);
-          if (options.pauseMs) await sleep(options.pauseMs);
-        }
-      } catch (error) {
-        if (!options.signal.aborted) {
-          const message = (error as Error).message;
-          report.errors.set(message, (report.errors.get(message) ?? 0) + 1);
-          options.onError?.(message);
-        }
-        await sleep(10);
-      } finally {
-        connection?.close();
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: options.clients ?? 4 }, (_, i) => writer(i)));
-  return report;
-}
-
 /** Writers through the tunnel; `acks` fills as writes are acknowledged. */
 function startWriters(port: number, clients: number, pauseMs: number) {
   const stop = new AbortController();
   const acks: Ack[] = [];
-  const done = runTlsWriters({
+  const done = runWriters({
+    portParameter: "tls-port",
     port,
     clients,
     pauseMs,
