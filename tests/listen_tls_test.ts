@@ -11,6 +11,16 @@ import { startTunnel } from "./_tunnel.ts";
 
 const processes = { sanitizeOps: false, sanitizeResources: false };
 const encoder = new TextEncoder();
+/** A command Redis answers 300 ms later without blocking the client (a blocked one is dropped at EOF). */
+const SLOW_SCRIPT = [
+  "EVAL",
+  "local s = redis.call('TIME') local t = s " +
+  "while (t[1] - s[1]) * 1000000 + (t[2] - s[2]) < 300000 do t = redis.call('TIME') end return 1",
+  "0",
+].map((arg) => `$${encoder.encode(arg).length}\r\n${arg}\r\n`).reduce(
+  (command, arg) => command + arg,
+  "*3\r\n",
+);
 const decoder = new TextDecoder();
 
 async function command(conn: Deno.Conn, line: string): Promise<string> {
@@ -61,6 +71,24 @@ Deno.test(
           "yes",
           "the write reached the master",
         );
+      });
+
+      await t.step("a TLS client that half-closes still gets every reply", async () => {
+        const client = await tlsClient(port, certs.caFile);
+        try {
+          const commands = Array.from({ length: 200 }, (_, i) => `SET half:${i} ${i}\r\n`).join("");
+          await client.write(encoder.encode(`${commands}${SLOW_SCRIPT}GET half:199\r\n`));
+          await client.closeWrite();
+          let replies = "";
+          const buffer = new Uint8Array(4096);
+          for (let n = await client.read(buffer); n !== null; n = await client.read(buffer)) {
+            replies += decoder.decode(buffer.subarray(0, n));
+          }
+          // The script answers well after the half-close arrived: its reply and the next still come back.
+          assert.equal(replies, `${"+OK\r\n".repeat(200)}:1\r\n$3\r\n199\r\n`);
+        } finally {
+          client.close();
+        }
       });
 
       await t.step("a client that never starts TLS is closed at clientWaitMs", async () => {

@@ -237,6 +237,24 @@ Deno.test(
       assert.equal(await deployment.cli(master, "GET", "tls:plain"), "through");
       await deployment.cli(master, "SET", "tls:direct", "set directly");
       assert.equal(await client.call(["GET", "tls:direct"]), "set directly");
+
+      // A client that half-closes gets every reply, also one the TLS master sends 300 ms later.
+      const raw = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        const slow = "local s = redis.call('TIME') local t = s while (t[1] - s[1]) * 1000000 + " +
+          "(t[2] - s[2]) < 300000 do t = redis.call('TIME') end return 1";
+        await raw.write(encodeCommand(["EVAL", slow, "0"]));
+        await raw.write(encodeCommand(["GET", "tls:direct"]));
+        await raw.closeWrite();
+        let replies = "";
+        const buffer = new Uint8Array(1024);
+        for (let n = await raw.read(buffer); n !== null; n = await raw.read(buffer)) {
+          replies += new TextDecoder().decode(buffer.subarray(0, n));
+        }
+        assert.equal(replies, ":1\r\n$12\r\nset directly\r\n");
+      } finally {
+        raw.close();
+      }
     });
 
     await t.step("a TLS client reaches the master through listenTls", async () => {

@@ -181,6 +181,8 @@ function handshake(
       // Verification is decided below from the peer's certificate, so that a failure can say why.
       rejectUnauthorized: false,
     });
+    // A half-close is forwarded, not answered by closing our side too.
+    socket.allowHalfOpen = true;
     const fail = (error: unknown) => {
       socket.destroy();
       reject(error);

@@ -40,7 +40,13 @@ export function acceptTls(
   signal: AbortSignal,
 ): Promise<ByteStream> {
   const duplex = duplexOf(conn);
-  const socket = new TLSSocket(duplex, { isServer: true, cert: settings.cert, key: settings.key });
+  // allowHalfOpen: a client that half-closes still gets every reply (as on a TCP port).
+  const socket = new TLSSocket(duplex, {
+    isServer: true,
+    cert: settings.cert,
+    key: settings.key,
+    allowHalfOpen: true,
+  } as ConstructorParameters<typeof TLSSocket>[1]);
   const closeAll = () => {
     socket.destroy();
     duplex.destroy();
