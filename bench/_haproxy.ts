@@ -18,6 +18,19 @@
  */
 import { canConnect } from "../tests/_deployment.ts";
 
+/**
+ * TLS from HAProxy to the servers: every server line gets `ssl verify required
+ * ca-file ... crt ... verifyhost ...`, and the health check connects with TLS.
+ */
+export interface HaproxyServerTls {
+  /** CAs the servers' certificates must chain to. */
+  caFile: string;
+  /** The client certificate and its key in one PEM file, for `tls-auth-clients yes`. */
+  crtFile: string;
+  /** The name the servers' certificates must carry. */
+  verifyHost: string;
+}
+
 /** Options for {@linkcode startHaproxy}. */
 export interface StartHaproxyOptions {
   /** The port HAProxy listens on, on 127.0.0.1. */
@@ -27,6 +40,11 @@ export interface StartHaproxyOptions {
    * @default {10000}
    */
   maxconn?: number;
+  /**
+   * TLS to the servers; plaintext when absent.
+   * @default {undefined}
+   */
+  tls?: HaproxyServerTls | undefined;
   /**
    * How long to wait for the port to accept connections.
    * @default {10000}
@@ -50,12 +68,18 @@ export type HaproxyAvailability =
 /**
  * The HAProxy config: `mode tcp`, one thread, 1 h client and server timeouts
  * so that idle connections stay open, and a `tcp-check` that expects
- * `role:master`, checked every second.
+ * `role:master`, checked every second. With `tls`, the servers are reached
+ * over TLS, the checks too (`tcp-check connect ssl`: the `ssl` of a server
+ * line does not reach a `tcp-check connect` rule).
  */
 export function haproxyConfig(
   servers: readonly string[],
-  options: { port: number; maxconn: number },
+  options: { port: number; maxconn: number; tls?: HaproxyServerTls | undefined },
 ): string {
+  const { tls } = options;
+  const serverTls = tls
+    ? ` ssl verify required ca-file ${tls.caFile} crt ${tls.crtFile} verifyhost ${tls.verifyHost}`
+    : "";
   return [
     "global",
     "  nbthread 1",
@@ -75,14 +99,14 @@ export function haproxyConfig(
     "",
     "backend redis_master",
     "  option tcp-check",
-    "  tcp-check connect",
+    `  tcp-check connect${tls ? " ssl" : ""}`,
     "  tcp-check send PING\\r\\n",
     "  tcp-check expect string +PONG",
     "  tcp-check send info\\ replication\\r\\n",
     "  tcp-check expect string role:master",
     "  tcp-check send QUIT\\r\\n",
     "  tcp-check expect string +OK",
-    ...servers.map((address, i) => `  server node${i + 1} ${address} check inter 1s`),
+    ...servers.map((address, i) => `  server node${i + 1} ${address} check inter 1s${serverTls}`),
     "",
   ].join("\n");
 }
@@ -127,7 +151,10 @@ export async function startHaproxy(
   const maxconn = options.maxconn ?? 10_000;
   const dir = await Deno.makeTempDir({ prefix: "st-haproxy-" });
   const configFile = `${dir}/haproxy.cfg`;
-  await Deno.writeTextFile(configFile, haproxyConfig(servers, { port: options.port, maxconn }));
+  await Deno.writeTextFile(
+    configFile,
+    haproxyConfig(servers, { port: options.port, maxconn, tls: options.tls }),
+  );
   const child = new Deno.Command("haproxy", {
     args: ["-db", "-f", configFile],
     stdin: "null",

@@ -11,9 +11,18 @@ import type { BenchmarkRow } from "./_redis_benchmark.ts";
 
 /**
  * Where redis-benchmark connects: Redis itself, the tunnel, the tunnel with
- * large fixed buffers (to check that adaptive buffers cost nothing), or HAProxy.
+ * large fixed buffers (to check that adaptive buffers cost nothing), or
+ * HAProxy; and, in the TLS section, a TLS-only master itself, or the tunnel
+ * or HAProxy in front of it (the client side stays plaintext).
  */
-export type TargetName = "direct" | "tunnel" | "tunnel_fixed" | "haproxy";
+export type TargetName =
+  | "direct"
+  | "tunnel"
+  | "tunnel_fixed"
+  | "haproxy"
+  | "direct_tls"
+  | "tunnel_tls"
+  | "haproxy_tls";
 
 /** How each target is named in tables. */
 export const TARGET_LABELS: Readonly<Record<TargetName, string>> = {
@@ -21,6 +30,16 @@ export const TARGET_LABELS: Readonly<Record<TargetName, string>> = {
   tunnel: "Tunnel",
   tunnel_fixed: "Tunnel, fixed 64 KiB buffers",
   haproxy: "HAProxy",
+  direct_tls: "Direct TLS",
+  tunnel_tls: "Tunnel → TLS master",
+  haproxy_tls: "HAProxy → TLS master",
+};
+
+/** The plaintext target on the same path as each TLS target. */
+export const PLAINTEXT_OF: Readonly<Partial<Record<TargetName, TargetName>>> = {
+  direct_tls: "direct",
+  tunnel_tls: "tunnel",
+  haproxy_tls: "haproxy",
 };
 
 /** Every redis-benchmark run of one workload. */
@@ -129,6 +148,164 @@ export function throughputTable(
   return markdownTable(header, lines, [0, 1]);
 }
 
+/**
+ * The median over rounds of `target`'s requests per second in `test` divided
+ * by `baseline`'s in the same round; `undefined` when no round has both.
+ */
+export function ratioOverRounds(
+  workload: WorkloadRuns,
+  test: string,
+  target: TargetName,
+  baseline: TargetName,
+): number | undefined {
+  const ratios = workload.runs.flatMap((run) => {
+    if (run.target !== target) return [];
+    const mine = run.rows.find((row) => row.test === test);
+    const base = workload.runs.find((other) =>
+      other.target === baseline && other.round === run.round
+    )?.rows.find((row) => row.test === test);
+    return mine && base && base.rps > 0 ? [mine.rps / base.rps] : [];
+  });
+  return ratios.length > 0 ? median(ratios) : undefined;
+}
+
+/** The median over rounds of a field of `target`'s rows in `test`; `undefined` when it never ran. */
+function medianOf(
+  workload: WorkloadRuns,
+  test: string,
+  target: TargetName,
+  field: (row: BenchmarkRow) => number,
+): number | undefined {
+  const values = workload.runs.flatMap((run) => {
+    const row = run.target === target ? run.rows.find((r) => r.test === test) : undefined;
+    return row ? [field(row)] : [];
+  });
+  return values.length > 0 ? median(values) : undefined;
+}
+
+/**
+ * The TLS section's throughput table: one row per workload, test and target,
+ * with three ratios, each a median over rounds of per-round ratios: to direct
+ * plaintext Redis, to the same path in plaintext (what TLS costs on that
+ * path), and to direct TLS.
+ */
+export function tlsThroughputTable(
+  workloads: readonly WorkloadRuns[],
+  targets: readonly TargetName[],
+): string {
+  const header = [
+    "Workload",
+    "Test",
+    "Target",
+    "rps",
+    "÷ direct",
+    "÷ same path, plaintext",
+    "÷ direct TLS",
+    "p50 / p99 ms",
+  ];
+  const lines: string[][] = [];
+  for (const workload of workloads) {
+    const tests = workload.runs[0]?.rows.map((row) => row.test) ?? [];
+    for (const test of tests) {
+      for (const [i, target] of targets.entries()) {
+        const plaintext = PLAINTEXT_OF[target];
+        const tls = plaintext !== undefined;
+        lines.push([
+          i === 0 ? workload.title : "",
+          i === 0 ? test : "",
+          TARGET_LABELS[target],
+          formatInteger(medianOf(workload, test, target, (row) => row.rps) ?? NaN),
+          formatRatio(ratioOverRounds(workload, test, target, "direct")),
+          tls ? formatRatio(ratioOverRounds(workload, test, target, plaintext)) : "",
+          tls ? formatRatio(ratioOverRounds(workload, test, target, "direct_tls")) : "",
+          `${formatMs(medianOf(workload, test, target, (row) => row.p50Ms))} / ${
+            formatMs(medianOf(workload, test, target, (row) => row.p99Ms))
+          }`,
+        ]);
+      }
+    }
+  }
+  return markdownTable(header, lines, [0, 1, 2]);
+}
+
+/** The times of one target's sequential new connections in one round, in ms. */
+export interface ConnectRun {
+  round: number;
+  target: TargetName;
+  times: number[];
+}
+
+/**
+ * The TLS section's new-connection table. Per target: the median and p90 over
+ * one round's sequential connections, each a median over rounds, and what TLS
+ * adds to the median (median over rounds of the per-round difference to the
+ * same path in plaintext); then, from the `-k 0` workload when it ran, the
+ * machine time per connection at saturation (1000 / rps, ms) and what TLS
+ * adds to it.
+ */
+export function connectTable(
+  runs: readonly ConnectRun[],
+  targets: readonly TargetName[],
+  churn: WorkloadRuns | undefined,
+): string {
+  const tests = churn?.runs[0]?.rows.map((row) => row.test) ?? [];
+  const perRound = (target: TargetName, stat: (times: number[]) => number) =>
+    new Map(
+      runs.filter((run) => run.target === target).map((run) => [run.round, stat(run.times)]),
+    );
+  const p50 = (times: number[]) => median(times);
+  const p90 = (times: number[]) => percentileOf(times, 90);
+  const medianOrUndefined = (values: number[]) => values.length > 0 ? median(values) : undefined;
+  const msPerRequest = (target: TargetName, test: string) =>
+    new Map(
+      (churn?.runs ?? []).flatMap((run) => {
+        const row = run.target === target ? run.rows.find((r) => r.test === test) : undefined;
+        return row && row.rps > 0 ? [[run.round, 1000 / row.rps] as const] : [];
+      }),
+    );
+  const difference = (mine: Map<number, number>, base: Map<number, number>) =>
+    medianOrUndefined(
+      [...mine].flatMap(([round, value]) => {
+        const other = base.get(round);
+        return other === undefined ? [] : [value - other];
+      }),
+    );
+  const header = [
+    "Target",
+    "New connection + PING, median ms",
+    "p90 ms",
+    "TLS adds, ms",
+    ...(tests.length > 0
+      ? [
+        `-k 0, 50 clients: ms per connection (1000 / rps), ${tests.join(" / ")}`,
+        `TLS adds, ms, ${tests.join(" / ")}`,
+      ]
+      : []),
+  ];
+  const lines = targets.map((target) => {
+    const plaintext = PLAINTEXT_OF[target];
+    const medians = perRound(target, p50);
+    const perTest = tests.map((test) => msPerRequest(target, test));
+    return [
+      TARGET_LABELS[target],
+      formatMs(medianOrUndefined([...medians.values()])),
+      formatMs(medianOrUndefined([...perRound(target, p90).values()])),
+      plaintext === undefined ? "" : formatSignedMs(difference(medians, perRound(plaintext, p50))),
+      ...(tests.length > 0
+        ? [
+          perTest.map((values) => formatMs(medianOrUndefined([...values.values()]))).join(" / "),
+          plaintext === undefined
+            ? ""
+            : tests.map((test, i) =>
+              formatSignedMs(difference(perTest[i]!, msPerRequest(plaintext, test)))
+            ).join(" / "),
+        ]
+        : []),
+    ];
+  });
+  return markdownTable(header, lines, [0]);
+}
+
 /** The idle-connection table. */
 export function idleTable(reports: readonly IdleReport[]): string {
   const header = [
@@ -234,6 +411,56 @@ export async function readWhatWasTried(path: string): Promise<string | undefined
   return body || undefined;
 }
 
+/**
+ * The order of the results file's sections; a merged section that the file
+ * lacks goes before the first section that comes after it here.
+ */
+const SECTION_ORDER = [
+  "## Machine",
+  "## Method",
+  "## Throughput and latency",
+  "## TLS",
+  "## Idle connections",
+  "## Failover",
+  WHAT_WAS_TRIED,
+];
+
+/**
+ * `existing` (a results file) with each of `sections` (markdown, each
+ * starting with its `## ` heading) in place of the section of the same
+ * heading; a section the file lacks is inserted where {@linkcode SECTION_ORDER}
+ * puts it. Everything else in the file is kept as it was.
+ */
+export function mergeSections(existing: string, sections: readonly string[]): string {
+  const blocks: { heading: string; text: string }[] = [{ heading: "", text: "" }];
+  let fenced = false;
+  for (const line of existing.replace(/\n+$/, "").split("\n")) {
+    if (line.startsWith("```")) fenced = !fenced;
+    if (!fenced && line.startsWith("## ")) blocks.push({ heading: line.trim(), text: "" });
+    blocks.at(-1)!.text += `${line}\n`;
+  }
+  for (const section of sections) {
+    const heading = section.split("\n", 1)[0]!.trim();
+    const text = `${section.replace(/\n+$/, "")}\n\n`;
+    const at = blocks.findIndex((block) => block.heading === heading);
+    if (at !== -1) {
+      blocks[at]!.text = text;
+      continue;
+    }
+    const rank = (name: string) => {
+      const i = SECTION_ORDER.indexOf(name);
+      return i === -1 ? SECTION_ORDER.length : i;
+    };
+    const before = blocks.findIndex((block) =>
+      block.heading !== "" && rank(block.heading) > rank(heading)
+    );
+    blocks.splice(before === -1 ? blocks.length : before, 0, { heading, text });
+  }
+  const last = blocks.at(-1)!;
+  last.text = `${last.text.replace(/\n+$/, "")}\n`;
+  return blocks.map((block) => block.text).join("");
+}
+
 /** A markdown table; columns other than those in `left` are right-aligned. */
 export function markdownTable(
   header: readonly string[],
@@ -261,7 +488,19 @@ function formatRatio(value: number | undefined): string {
 }
 
 function formatMs(value: number | undefined): string {
-  return value === undefined ? "-" : value.toFixed(3);
+  return value === undefined || !Number.isFinite(value) ? "-" : value.toFixed(3);
+}
+
+function formatSignedMs(value: number | undefined): string {
+  return value === undefined ? "-" : `${value >= 0 ? "+" : "−"}${Math.abs(value).toFixed(3)}`;
+}
+
+/** The percentile `p` (0 to 100) of `values`, nearest rank; NaN when empty. */
+function percentileOf(values: readonly number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.min(sorted.length, Math.max(1, Math.ceil((p / 100) * sorted.length)));
+  return sorted[rank - 1]!;
 }
 
 async function readOptional(path: string): Promise<string> {

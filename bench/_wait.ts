@@ -22,11 +22,18 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-/** The port of the Redis node a new connection to 127.0.0.1:`port` reaches (`CONFIG GET port`). */
-export async function nodeBehind(port: number): Promise<number> {
-  const reply = await oneCommand(port, ["CONFIG", "GET", "port"], 2000);
-  if (Array.isArray(reply) && reply[0] === "port") return Number(reply[1]);
-  throw new Error(`CONFIG GET port through port ${port} answered ${JSON.stringify(reply)}`);
+/**
+ * The port of the Redis node a new connection to 127.0.0.1:`port` reaches:
+ * `CONFIG GET port`, or `CONFIG GET tls-port` for a TLS-only node (whose
+ * `port` is 0).
+ */
+export async function nodeBehind(
+  port: number,
+  parameter: "port" | "tls-port" = "port",
+): Promise<number> {
+  const reply = await oneCommand(port, ["CONFIG", "GET", parameter], 2000);
+  if (Array.isArray(reply) && reply[0] === parameter) return Number(reply[1]);
+  throw new Error(`CONFIG GET ${parameter} through port ${port} answered ${JSON.stringify(reply)}`);
 }
 
 /** Options for {@linkcode waitRoutesTo}. */
@@ -42,6 +49,11 @@ export interface WaitRoutesToOptions {
    * @default {30000}
    */
   timeoutMs?: number;
+  /**
+   * The node's setting that holds `nodePort`: `"tls-port"` for a TLS-only node.
+   * @default {"port"}
+   */
+  parameter?: "port" | "tls-port";
   /**
    * Aborts the wait.
    * @default {undefined}
@@ -60,14 +72,14 @@ export async function waitRoutesTo(
   nodePort: number,
   options: WaitRoutesToOptions = {},
 ): Promise<void> {
-  const { consecutive = 4, timeoutMs = 30_000, signal } = options;
+  const { consecutive = 4, timeoutMs = 30_000, parameter = "port", signal } = options;
   const deadline = performance.now() + timeoutMs;
   let inARow = 0;
   let last = "nothing yet";
   while (performance.now() < deadline) {
     signal?.throwIfAborted();
     try {
-      const reached = await nodeBehind(port);
+      const reached = await nodeBehind(port, parameter);
       last = `node ${reached}`;
       inARow = reached === nodePort ? inARow + 1 : 0;
     } catch (error) {

@@ -13,16 +13,22 @@
  * - idle connections: the proxy's memory per connection, and whether every
  *   connection still gets answers;
  * - failover: the time from `+switch-master` to the first write the new
- *   master acknowledges through each proxy, over forced failovers.
+ *   master acknowledges through each proxy, over forced failovers;
+ * - TLS: a second, TLS-only deployment, with redis-benchmark straight to its
+ *   master over TLS, and in plaintext to a tunnel (and HAProxy) that reach it
+ *   over TLS, against the plaintext targets in the same interleaved rounds;
+ *   and the time a new connection takes to answer a PING, TLS or not.
  *
  * It prints the tables and, for a full run, writes them with a description of
  * the machine to bench/RESULTS.md, keeping that file's "What was tried"
- * section. Every process it starts is stopped at the end, also on failure and
- * on Ctrl-C.
+ * section. A partial run with `--write` replaces only the sections it
+ * measured. Every process it starts is stopped at the end, also on failure
+ * and on Ctrl-C.
  *
  * ```sh
  * make bench BENCH_ARGS="--rounds 5"
  * make bench BENCH_ARGS="--only clients50,pipeline16 --no-haproxy"
+ * make bench BENCH_ARGS="--only tls --rounds 5 --write"
  * make bench-smoke
  * ```
  *
@@ -30,27 +36,39 @@
  */
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
+import { deploymentTls, makeCertificates } from "../tests/_certs.ts";
 import { type Deployment, freePort, startDeployment } from "../tests/_deployment.ts";
 import { ENTRY, startTunnel } from "../tests/_tunnel.ts";
 import { type FailoverSample, measureFailover, waitConverged } from "./_failover.ts";
-import { ensureHaproxy, haproxyConfig, startHaproxy } from "./_haproxy.ts";
+import {
+  ensureHaproxy,
+  type HaproxyAvailability,
+  haproxyConfig,
+  type HaproxyServerTls,
+  startHaproxy,
+} from "./_haproxy.ts";
 import { measureIdleConnections } from "./_idle.ts";
 import { benchmarkCommand, runRedisBenchmark } from "./_redis_benchmark.ts";
 import {
+  type ConnectRun,
+  connectTable,
   describeMachine,
   failoverTable,
   type IdleReport,
   idleTable,
   type Machine,
   machineSection,
+  mergeSections,
   readWhatWasTried,
   summarize,
   TARGET_LABELS,
   type TargetName,
   throughputTable,
+  tlsThroughputTable,
   WHAT_WAS_TRIED,
   type WorkloadRuns,
 } from "./_report.ts";
+import { type Dialer, negotiated, timeConnects } from "./_tls.ts";
 import { sleep, waitRoutesTo } from "./_wait.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
@@ -109,9 +127,48 @@ const WORKLOADS: readonly Workload[] = [
   },
 ];
 
+/**
+ * The TLS section's redis-benchmark workloads: the loopback ones with
+ * persistent clients, and a new connection per request. The `-k 0` one runs
+ * fewer requests: a TLS handshake costs milliseconds here.
+ */
+const TLS_WORKLOADS: readonly Workload[] = [
+  {
+    name: "tls-clients50",
+    title: "50 clients",
+    args: ["-t", "set,get", "-c", "50"],
+    requests: 100_000,
+    smokeRequests: 1000,
+  },
+  {
+    name: "tls-pipeline16",
+    title: "50 clients, -P 16",
+    args: ["-t", "set,get", "-c", "50", "-P", "16"],
+    requests: 500_000,
+    smokeRequests: 1000,
+  },
+  {
+    name: "tls-churn",
+    title: "50 clients, -k 0 (a connection per request)",
+    args: ["-t", "set,get", "-c", "50", "-k", "0"],
+    requests: 2500,
+    smokeRequests: 100,
+  },
+];
+/** The TLS section's timed sequential connections. */
+const TLS_CONNECT = "tls-connect";
+const TLS_CONNECTS = 200;
+const TLS_CONNECTS_SMOKE = 10;
+const TLS_NAMES = [...TLS_WORKLOADS.map((workload) => workload.name), TLS_CONNECT];
+/** The TLS deployment of a full run, as the plaintext one; a smoke run starts less. */
+const TLS_SHAPE = { replicas: 2, sentinels: 3 };
+const TLS_SMOKE_SHAPE = { replicas: 0, sentinels: 1 };
+/** What `--only tls` stands for. */
+const TLS_GROUP = "tls";
+
 /** Measurements that are not redis-benchmark workloads. */
 const EXTRAS = ["idle", "failover"] as const;
-const ALL_NAMES = [...WORKLOADS.map((workload) => workload.name), ...EXTRAS];
+const ALL_NAMES = [...WORKLOADS.map((workload) => workload.name), ...TLS_NAMES, ...EXTRAS];
 
 const IDLE_MAX = 10_000;
 const IDLE_SMOKE = 200;
@@ -127,8 +184,10 @@ const USAGE = `Usage: deno run --allow-all bench/bench.ts [options]
   --rounds N      interleaved rounds of the redis-benchmark workloads (default 3)
   --smoke         one short round, few requests, ${IDLE_SMOKE} idle connections, one failover;
                   writes no results file unless --write is given
-  --write         write ${RESULTS_FILE} even for a smoke or --only run
-  --only A,B      run only these: ${ALL_NAMES.join(", ")}
+  --write         write ${RESULTS_FILE} even for a smoke or --only run: the sections this
+                  run measured replace theirs, the rest of the file is kept
+  --only A,B      run only these: ${ALL_NAMES.join(", ")};
+                  "${TLS_GROUP}" stands for all of ${TLS_NAMES.join(", ")}
   --no-haproxy    leave out the HAProxy column
   -h, --help      show this help`;
 
@@ -148,6 +207,34 @@ interface Target {
   port: number;
   /** The process whose memory the idle measurement reads. */
   pid: number;
+  /** redis-benchmark arguments that reach it, such as `--tls`; none for plaintext. */
+  benchArgs?: readonly string[];
+  /** How the timed connections reach it. @default {{ kind: "plain" }} */
+  dialer?: Dialer;
+}
+
+/** The TLS section. */
+interface TlsSection {
+  startedAt: Date;
+  /** What the TLS deployment runs, such as "1 master, 2 replicas, 3 Sentinels". */
+  shape: string;
+  targets: TargetName[];
+  workloads: WorkloadRuns[];
+  /** The timed sequential connections; undefined when not selected. */
+  connects: ConnectRun[] | undefined;
+  connectCount: number;
+  /** What the TLS master negotiates with OpenSSL's client. */
+  negotiated: string;
+  /** redis-benchmark's TLS arguments, with file names for paths. */
+  benchTlsArgs: string[];
+  /** The TLS part of the tunnel's config, with file names for paths. */
+  tunnelTls: Record<string, string>;
+  /** Why there is no HAProxy → TLS row, when there is none. */
+  haproxyNote: string | undefined;
+  /** The HAProxy config lines that differ from the plaintext one, with file names for paths. */
+  haproxyTlsLines: string[];
+  /** The 1-minute load average when the section started and when it ended. */
+  loadAverage: [string, string];
 }
 
 /** The idle-connection measurement. */
@@ -174,6 +261,7 @@ interface BenchResults {
   idle: IdleSection | undefined;
   failovers: FailoverSample[] | undefined;
   failoverTargets: TargetName[];
+  tls: TlsSection | undefined;
 }
 
 /**
@@ -203,13 +291,15 @@ function parseOptions(args: string[]): BenchOptions | "help" {
       `Invalid --rounds "${values.rounds}": must be a whole number from 1 to 50`,
     );
   }
-  const only = values.only === undefined
-    ? new Set(ALL_NAMES)
-    : new Set(values.only.split(",").map((name) => name.trim()).filter(Boolean));
+  const only = values.only === undefined ? new Set(ALL_NAMES) : new Set(
+    values.only.split(",").map((name) => name.trim()).filter(Boolean).flatMap((name) =>
+      name === TLS_GROUP ? TLS_NAMES : [name]
+    ),
+  );
   const unknown = [...only].filter((name) => !ALL_NAMES.includes(name));
   if (unknown.length > 0 || only.size === 0) {
     throw new RangeError(
-      `Invalid --only "${values.only}": choose from ${ALL_NAMES.join(", ")}`,
+      `Invalid --only "${values.only}": choose from ${ALL_NAMES.join(", ")}, or ${TLS_GROUP}`,
     );
   }
   return {
@@ -293,6 +383,15 @@ async function runBench(options: BenchOptions, signal: AbortSignal): Promise<Ben
     options,
     signal,
   );
+  // Before the failovers, which move the master away from the "direct" port.
+  const tls = TLS_NAMES.some((name) => options.only.has(name))
+    ? await runTlsSection(
+      targets.filter((target) => target.name !== "tunnel_fixed"),
+      haproxy,
+      options,
+      signal,
+    )
+    : undefined;
   const idle = options.only.has("idle")
     ? await measureIdleOnFreshTunnel(deployment, proxies, idleCount, signal)
     : undefined;
@@ -312,12 +411,170 @@ async function runBench(options: BenchOptions, signal: AbortSignal): Promise<Ben
     idle,
     failovers,
     failoverTargets: proxies.map((target) => target.name),
+    tls,
   };
+}
+
+/**
+ * The TLS section: starts a TLS-only deployment (certificates from
+ * tests/_certs.ts), a tunnel configured with `tls` towards it and, when
+ * HAProxy is there, an HAProxy that reaches its nodes over TLS; runs the TLS
+ * workloads in interleaved rounds against those and `plainTargets`, timing
+ * sequential new connections at the end of each round; stops what it started.
+ */
+async function runTlsSection(
+  plainTargets: readonly Target[],
+  haproxy: HaproxyAvailability,
+  options: BenchOptions,
+  signal: AbortSignal,
+): Promise<TlsSection> {
+  const startedAt = new Date();
+  const loadBefore = await loadAverage();
+  const dir = await Deno.makeTempDir({ prefix: "st-bench-tls-" });
+  // Declared first, so disposed last: after every process that reads the files.
+  await using _files = {
+    [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }).catch(() => {}),
+  };
+  progress("TLS: making certificates");
+  const certs = await makeCertificates(dir);
+  const client = certs.client;
+  const crtFile = `${dir}/client.pem`;
+  const [ca, cert, key] = await Promise.all(
+    [certs.caFile, client.certFile, client.keyFile].map((path) => Deno.readTextFile(path)),
+  );
+  await Deno.writeTextFile(crtFile, cert! + key!);
+  const named = (text: string) => text.replaceAll(`${dir}/`, "");
+
+  const shape = options.smoke ? TLS_SMOKE_SHAPE : TLS_SHAPE;
+  progress(`TLS: starting a TLS-only Redis: ${describeShape(shape)}`);
+  await using deployment = await startDeployment({
+    masterName: MASTER_NAME,
+    ...shape,
+    tls: deploymentTls(certs),
+    signal,
+  });
+  const master = deployment.nodes[0]!;
+
+  const tunnelPort = freePort();
+  const tunnelTls = { caFile: certs.caFile, certFile: client.certFile, keyFile: client.keyFile };
+  progress(`TLS: starting a tunnel to it on port ${tunnelPort}`);
+  await using tunnel = await startTunnel({
+    sentinels: deployment.sentinels.map((sentinel) => sentinel.address),
+    tls: tunnelTls,
+    databases: [{ name: MASTER_NAME, port: tunnelPort }],
+  }, { ports: [tunnelPort] });
+  await waitRoutesTo(tunnelPort, master.port, { consecutive: 1, parameter: "tls-port", signal });
+
+  const servers = deployment.nodes.map((node) => node.address);
+  const haproxyPort = freePort();
+  const serverTls: HaproxyServerTls = {
+    caFile: certs.caFile,
+    crtFile,
+    verifyHost: "localhost",
+  };
+  const haproxyOptions = { port: haproxyPort, maxconn: 1000, tls: serverTls };
+  if (haproxy.available) progress(`TLS: starting HAProxy to it on port ${haproxyPort}`);
+  await using haproxyProcess = haproxy.available
+    ? await startHaproxy(servers, haproxyOptions)
+    : undefined;
+  if (haproxyProcess) {
+    await waitRoutesTo(haproxyPort, master.port, { consecutive: 4, parameter: "tls-port", signal });
+  }
+
+  const benchTlsArgs = [
+    ...["--tls", "--cacert", certs.caFile],
+    ...["--cert", client.certFile, "--key", client.keyFile],
+  ];
+  const plain = (name: TargetName) => plainTargets.find((target) => target.name === name);
+  const targets = [
+    plain("direct"),
+    {
+      name: "direct_tls" as const,
+      port: master.port,
+      pid: master.pid,
+      benchArgs: benchTlsArgs,
+      dialer: { kind: "tls" as const, ca: ca!, cert: cert!, key: key! },
+    },
+    plain("tunnel"),
+    { name: "tunnel_tls" as const, port: tunnelPort, pid: tunnel.pid },
+    plain("haproxy"),
+    ...(haproxyProcess
+      ? [{ name: "haproxy_tls" as const, port: haproxyPort, pid: haproxyProcess.pid }]
+      : []),
+  ].filter((target) => target !== undefined);
+
+  const connectCount = options.smoke ? TLS_CONNECTS_SMOKE : TLS_CONNECTS;
+  const connects: ConnectRun[] | undefined = options.only.has(TLS_CONNECT) ? [] : undefined;
+  const timeRound = async (round: number, order: readonly Target[]) => {
+    for (const target of order) {
+      const times = await timeConnects(target.port, connectCount, target.dialer ?? PLAIN, {
+        signal,
+      });
+      connects!.push({ round, target: target.name, times });
+      const sorted = times.toSorted((a, b) => a - b);
+      progress(
+        `TLS round ${round}/${options.rounds} ${TLS_CONNECT} ${target.name}: median ${
+          sorted[Math.floor(sorted.length / 2)]!.toFixed(3)
+        } ms`,
+      );
+    }
+  };
+  if (connects) {
+    for (const target of targets) {
+      await timeConnects(target.port, 10, target.dialer ?? PLAIN, { signal });
+    }
+  }
+  const workloads = await runWorkloads(
+    TLS_WORKLOADS.filter((workload) => options.only.has(workload.name)),
+    targets,
+    options,
+    signal,
+    { label: "TLS ", afterRound: connects ? timeRound : undefined },
+  );
+  const serverLine = haproxyConfig(servers, haproxyOptions).split("\n")
+    .find((line) => line.trim().startsWith("server node1 "));
+  return {
+    startedAt,
+    shape: describeShape(shape),
+    targets: targets.map((target) => target.name),
+    workloads,
+    connects,
+    connectCount,
+    negotiated: await negotiated(master.port, { caFile: certs.caFile, ...client }),
+    benchTlsArgs: benchTlsArgs.map(named),
+    tunnelTls: Object.fromEntries(
+      Object.entries(tunnelTls).map(([name, path]) => [name, named(path)]),
+    ),
+    haproxyNote: haproxy.available ? undefined : haproxy.reason,
+    haproxyTlsLines: serverLine
+      ? [
+        "tcp-check connect ssl",
+        named(serverLine.trim()).replace(/ 127\.0\.0\.1:\d+ /, " 127.0.0.1:PORT "),
+      ]
+      : [],
+    loadAverage: [loadBefore, await loadAverage()],
+  };
+}
+
+const PLAIN: Dialer = { kind: "plain" };
+
+/** "1 master, 2 replicas, 3 Sentinels". */
+function describeShape(shape: { replicas: number; sentinels: number }): string {
+  const count = (n: number, what: string) => `${n} ${what}${n === 1 ? "" : "s"}`;
+  return `1 master, ${count(shape.replicas, "replica")}, ${count(shape.sentinels, "Sentinel")}`;
 }
 
 /** The redis-benchmark arguments of a workload in this run. */
 function workloadArgs(workload: Workload, smoke: boolean): string[] {
   return [...workload.args, "-n", String(smoke ? workload.smokeRequests : workload.requests)];
+}
+
+/** Options of {@linkcode runWorkloads}. */
+interface RoundOptions {
+  /** What progress lines start with. */
+  label?: string;
+  /** Runs at the end of each round, with that round's order of targets. */
+  afterRound?: ((round: number, order: readonly Target[]) => Promise<void>) | undefined;
 }
 
 /**
@@ -329,9 +586,10 @@ async function runWorkloads(
   targets: readonly Target[],
   options: BenchOptions,
   signal: AbortSignal,
+  { label = "", afterRound }: RoundOptions = {},
 ): Promise<WorkloadRuns[]> {
-  if (workloads.length === 0) return [];
-  await warmUp(targets, options.smoke, signal);
+  if (workloads.length === 0 && afterRound === undefined) return [];
+  if (workloads.length > 0) await warmUp(targets, options.smoke, signal);
   const results: WorkloadRuns[] = workloads.map((workload) => ({
     name: workload.name,
     title: workload.title,
@@ -343,16 +601,21 @@ async function runWorkloads(
     for (const [i, workload] of workloads.entries()) {
       const result = results[i]!;
       for (const target of order) {
-        const rows = await runRedisBenchmark(target.port, result.args, { signal });
+        const rows = await runRedisBenchmark(
+          target.port,
+          [...target.benchArgs ?? [], ...result.args],
+          { signal },
+        );
         result.runs.push({ round, target: target.name, rows });
         progress(
-          `round ${round}/${options.rounds} ${workload.name} ${target.name}: ${
+          `${label}round ${round}/${options.rounds} ${workload.name} ${target.name}: ${
             rows.map((row) => `${row.test} ${Math.round(row.rps).toLocaleString("en-US")} rps`)
               .join(", ")
           }`,
         );
       }
     }
+    await afterRound?.(round, order);
   }
   return results;
 }
@@ -365,7 +628,7 @@ async function warmUp(
 ): Promise<void> {
   const args = ["-t", "set,get", "-c", "50", "-n", smoke ? "1000" : "20000"];
   for (const target of targets) {
-    await runRedisBenchmark(target.port, args, { signal });
+    await runRedisBenchmark(target.port, [...target.benchArgs ?? [], ...args], { signal });
   }
   progress("warmed up every target");
 }
@@ -521,6 +784,7 @@ function resultSections(results: BenchResults): string[] {
       ].join("\n"),
     );
   }
+  if (results.tls) sections.push(tlsSection(results.tls, results.options));
   if (results.idle) {
     const { idle } = results;
     sections.push(
@@ -558,6 +822,105 @@ function resultSections(results: BenchResults): string[] {
     );
   }
   return sections;
+}
+
+/** The TLS section, as printed and as written to the results file. */
+function tlsSection(tls: TlsSection, options: BenchOptions): string {
+  const rounds = options.rounds;
+  const selected = TLS_NAMES.filter((name) => options.only.has(name));
+  const command = options.smoke
+    ? "make bench-smoke"
+    : `make bench BENCH_ARGS="--only ${
+      selected.length === TLS_NAMES.length ? TLS_GROUP : selected.join(",")
+    } --rounds ${rounds}"`;
+  const when = tls.startedAt.toISOString().slice(0, 16).replace("T", " ");
+  const haproxy = tls.targets.includes("haproxy_tls")
+    ? [
+      "- HAProxy: the plaintext HAProxy process of the loopback rows, measured again in these " +
+      "rounds. HAProxy → TLS master: a second HAProxy, configured alike, with the servers reached over " +
+      "TLS: `" + tls.haproxyTlsLines.join("` and `") + "` (and likewise node2, node3). HAProxy " +
+      "keeps the last TLS session of each server and resumes it on the next connection (its " +
+      "default; `no-ssl-reuse` turns that off), so its new connections do an abbreviated " +
+      "handshake; the tunnel's `node:tls` dials do a full handshake every time.",
+    ]
+    : [`- No HAProxy rows: ${tls.haproxyNote ?? "left out"}.`];
+  const commands = tls.workloads.map((workload) =>
+    `  - \`${
+      benchmarkCommand(0, [...tls.benchTlsArgs, ...workload.args]).join(" ").replace(
+        " -p 0 ",
+        " -p PORT ",
+      )
+    }\``
+  );
+  const parts = [
+    "## TLS",
+    "",
+    "What TLS towards the master costs through the tunnel. A second deployment, TLS-only " +
+    `(${tls.shape}; \`port 0\`, \`tls-port\`, \`tls-replication yes\`, ` +
+    "`tls-auth-clients yes`), runs beside the plaintext one, with the EC P-256 certificates " +
+    `of tests/_certs.ts; its master negotiates ${tls.negotiated} (as \`openssl s_client\` ` +
+    `reports it). Measured on ${when} UTC with \`${command}\`: ${rounds} interleaved ` +
+    `round${rounds === 1 ? "" : "s"} as above (each workload against every target back to ` +
+    "back, the order rotating), after one warm-up run per target. The 1-minute load average " +
+    `was ${tls.loadAverage[0]} at the start and ${tls.loadAverage[1]} at the end, on ` +
+    `${navigator.hardwareConcurrency} CPUs: the ratios within a round are what to read.`,
+    "",
+    "- Direct: redis-benchmark to the plaintext master, as above. Direct TLS: redis-benchmark " +
+    `\`${tls.benchTlsArgs.join(" ")}\` to the TLS master.`,
+    "- Tunnel: the plaintext tunnel process of the loopback rows, measured again in these " +
+    "rounds. Tunnel → TLS master: redis-benchmark in " +
+    "plaintext to a second tunnel whose config has " +
+    `\`"tls": ${JSON.stringify(tls.tunnelTls).replaceAll(",", ", ").replaceAll(":", ": ")}\`, ` +
+    "so its Sentinel connections and its dials to the master are TLS, every certificate " +
+    "verified (against 127.0.0.1, the address Sentinel reports).",
+    ...haproxy,
+    "- Each ratio is the median over rounds of the target's requests per second divided by the " +
+    'other\'s in the same round: "÷ direct" against plaintext Redis, "÷ same path, ' +
+    'plaintext" against the same path without TLS (Direct TLS ÷ Direct, Tunnel → TLS ÷ ' +
+    'Tunnel, HAProxy → TLS ÷ HAProxy: what TLS costs on that path), "÷ direct TLS" against ' +
+    "a TLS client of the master itself. Latencies are redis-benchmark's, medians over rounds.",
+    ...(commands.length > 0
+      ? [
+        "- redis-benchmark command lines (without `--tls ...` for the plaintext ports):",
+        "",
+        ...commands,
+      ]
+      : []),
+  ];
+  if (tls.workloads.length > 0) {
+    parts.push(
+      "",
+      "### Throughput and latency, TLS",
+      "",
+      tlsThroughputTable(tls.workloads, tls.targets),
+    );
+  }
+  const churn = tls.workloads.find((workload) => workload.name === "tls-churn");
+  if (tls.connects || churn) {
+    parts.push(
+      "",
+      "### New connections, TLS",
+      "",
+      (tls.connects
+        ? `"New connection + PING": ${tls.connectCount} connections per target and round, ` +
+          "opened one after the other from the benchmark process, each timed from the start " +
+          "of its connect to the `+PONG` of its first PING; Direct TLS connects with " +
+          "`node:tls`, the TLS client the tunnel dials with. p90 is over one round's " +
+          'connections, median over rounds. "TLS adds" is the median over rounds of the ' +
+          "difference to the same path in plaintext in the same round: the time a TLS " +
+          "handshake adds to a new client's first reply. "
+        : "") +
+        (churn
+          ? "The `-k 0` columns come from the 50-client `-k 0` rows: with the machine " +
+            "saturated, 1000 / rps is the machine time (both cores, every process) one new " +
+            'connection costs, and "TLS adds" its difference to the same path in plaintext ' +
+            "per round, median over rounds."
+          : ""),
+      "",
+      connectTable(tls.connects ?? [], tls.targets, churn),
+    );
+  }
+  return parts.join("\n");
 }
 
 /** The whole results file. */
@@ -627,7 +990,11 @@ async function main(): Promise<number> {
     results.durationMs = performance.now() - started;
     console.log(resultSections(results).join("\n\n"));
     const full = !options.smoke && options.only.size === ALL_NAMES.length;
-    if (full || options.write) {
+    const existing = full ? undefined : await readOptional(RESULTS_FILE);
+    if (options.write && existing !== undefined) {
+      await Deno.writeTextFile(RESULTS_FILE, mergeSections(existing, resultSections(results)));
+      progress(`replaced the sections this run measured in ${RESULTS_FILE}`);
+    } else if (full || options.write) {
       const whatWasTried = await readWhatWasTried(RESULTS_FILE);
       await Deno.writeTextFile(RESULTS_FILE, resultsFile(results, whatWasTried));
       progress(`wrote ${RESULTS_FILE}`);
@@ -646,6 +1013,21 @@ async function main(): Promise<number> {
   } finally {
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);
+  }
+}
+
+/** The 1-minute load average (`/proc/loadavg`), or "unknown". */
+async function loadAverage(): Promise<string> {
+  return (await readOptional("/proc/loadavg"))?.split(" ")[0] ?? "unknown";
+}
+
+/** The text of a file, or `undefined` when it does not exist. */
+async function readOptional(path: string): Promise<string | undefined> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
   }
 }
 
