@@ -103,6 +103,15 @@ export class TlsFiles {
     path: readonly PropertyKey[],
   ): { file: string; text: string } | null | undefined {
     if (given === undefined) return undefined;
+    if (/-----BEGIN|[\r\n]/.test(given)) {
+      // PEM text where a path belongs: never quote it, it may be a private key.
+      this.#problems.push(
+        `${
+          this.#describePath(path)
+        }: holds PEM text (not shown), not a file path; write the PEM to a file and give its path`,
+      );
+      return null;
+    }
     const base = this.#base ?? Deno.cwd();
     const file = resolvePath(base, given);
     let read = this.#texts.get(file);

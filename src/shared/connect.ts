@@ -15,12 +15,11 @@
 import { isIP } from "node:net";
 import {
   checkServerIdentity,
-  connect as connectTls,
   createSecureContext,
   type SecureContext,
   type TLSSocket,
 } from "node:tls";
-import { CERTIFICATE_REQUIRED, isCertificateRequired, TlsStream } from "./tls_stream.ts";
+import { CERTIFICATE_REQUIRED, isCertificateRequired, startTls } from "./tls_stream.ts";
 import { lookup } from "node:dns/promises";
 import type { Address } from "./address.ts";
 import { describeNetworkError } from "./io.ts";
@@ -186,7 +185,7 @@ function secureContextOf(tls: TlsClientSettings): SecureContext {
 }
 
 /** One TLS connect to `ip`, verified against `serverName` or the host name dialled. */
-function handshake(
+async function handshake(
   address: Address,
   ip: string,
   tls: TlsClientSettings,
@@ -194,47 +193,34 @@ function handshake(
   signal: AbortSignal,
 ): Promise<ByteStream> {
   const checkedName = tls.serverName ?? address.hostname;
-  return new Promise((resolve, reject) => {
-    const socket = connectTls({
-      host: ip,
-      port: address.port,
+  const secureContext = secureContextOf(tls);
+  const conn = await Deno.connect({ hostname: ip, port: address.port, signal });
+  conn.setNoDelay(true);
+  if (keepAlive) conn.setKeepAlive(true);
+  let started;
+  try {
+    started = await startTls(conn, {
       // SNI carries names only; an IP address is checked against the certificate's IP entries.
-      ...(isIP(checkedName) === 0 ? { servername: checkedName } : {}),
-      secureContext: secureContextOf(tls),
-      // Verification is decided below from the peer's certificate, so that a failure can say why.
-      rejectUnauthorized: false,
-    });
-    // A half-close is forwarded, not answered by closing our side too.
-    socket.allowHalfOpen = true;
-    const fail = (error: unknown) => {
-      socket.destroy();
-      reject(error);
-    };
-    const onAbort = () => fail(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    socket.once("error", (error) => {
-      signal.removeEventListener("abort", onAbort);
-      fail(tlsHandshakeError(address, checkedName, error));
-    });
-    socket.once("secureConnect", () => {
-      signal.removeEventListener("abort", onAbort);
-      if (tls.verify) {
-        const problem = verificationProblem(socket, checkedName, tls);
-        if (problem !== undefined) {
-          return fail(
-            new ConnectError(
-              address,
-              "tls",
-              `TLS verification of name ${JSON.stringify(checkedName)} failed: ${problem}`,
-            ),
-          );
-        }
-      }
-      socket.setNoDelay(true);
-      if (keepAlive) socket.setKeepAlive(true);
-      resolve(new TlsStream(socket));
-    });
-  });
+      servername: isIP(checkedName) === 0 ? checkedName : undefined,
+      secureContext,
+    }, signal);
+  } catch (error) {
+    // startTls closed the connection.
+    if (signal.aborted) throw signal.reason;
+    throw tlsHandshakeError(address, checkedName, error as Error);
+  }
+  if (tls.verify) {
+    const problem = verificationProblem(started.socket, checkedName, tls);
+    if (problem !== undefined) {
+      started.stream.close();
+      throw new ConnectError(
+        address,
+        "tls",
+        `TLS verification of name ${JSON.stringify(checkedName)} failed: ${problem}`,
+      );
+    }
+  }
+  return started.stream;
 }
 
 /** Why the peer's certificate is not to be trusted, or `undefined` when it is. */

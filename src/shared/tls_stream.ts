@@ -1,17 +1,23 @@
 /**
- * TLS streams for both planes, on `node:tls`: {@linkcode TlsStream} turns a
- * TLS socket into the read/write stream the copy loops and the control plane
- * use, and {@linkcode acceptTls} serves TLS on an accepted TCP connection.
+ * TLS for both planes, with `node:tls` running over the tunnel's own
+ * `Deno.TcpConn`: {@linkcode startTls} on a connection the tunnel dialled,
+ * {@linkcode acceptTls} on one it accepted. Either gives a
+ * {@linkcode TlsStream}, read and written like a `Deno.Conn`.
  *
- * The server side runs TLS over the tunnel's own `Deno.TcpConn` rather than
- * `Deno.listenTls`: a Deno TLS connection closed while its handshake is
- * pending keeps its socket open (seen in Deno 2.9.6), so a client that never
- * speaks TLS would hold a descriptor for good, and it offers no TCP keepalive.
+ * Why over our own connection, through a `Duplex` we feed: in Deno 2.9.6,
+ * `node:tls` on its own socket reads everything the peer sends whatever the
+ * reader does (`pause()` stops nothing, so a slow client would make the
+ * tunnel hold a master's whole reply) and misses the peer's end after a
+ * pause; `Deno.listenTls` connections closed during a pending handshake keep
+ * their socket open; and neither takes TCP keepalive. Here the TCP reads
+ * stop while {@linkcode TlsStream.MAX_QUEUED_BYTES} of plaintext wait for the
+ * reader, so the peer is held back by TCP itself; keepalive is set on the TCP
+ * connection; and closing closes it.
  *
  * @module
  */
 import { Duplex } from "node:stream";
-import { TLSSocket } from "node:tls";
+import { connect, type SecureContext, TLSSocket } from "node:tls";
 import { closeQuietly, describeNetworkError } from "./io.ts";
 import type { TlsServerSettings } from "./settings.ts";
 
@@ -28,54 +34,66 @@ export function isCertificateRequired(error: Error): boolean {
     /CertificateRequired/.test(error.message);
 }
 
+/** Options for {@linkcode startTls}. */
+export interface StartTlsOptions {
+  /** The SNI name; absent for an IP address, which SNI cannot carry. */
+  readonly servername?: string | undefined;
+  readonly secureContext: SecureContext;
+}
+
+/**
+ * Starts TLS as a client on `conn`. Resolves with the stream and its socket
+ * (for the caller's verification) once the handshake is done; on failure, or
+ * when `signal` aborts, `conn` is closed and the promise rejects.
+ */
+export function startTls(
+  conn: Deno.TcpConn,
+  options: StartTlsOptions,
+  signal: AbortSignal,
+): Promise<{ stream: TlsStream; socket: TLSSocket }> {
+  const stream = new TlsStream(conn, (duplex) =>
+    connect({
+      socket: duplex,
+      ...(options.servername === undefined ? {} : { servername: options.servername }),
+      secureContext: options.secureContext,
+      // The caller decides from the peer's certificate, so that a failure can say why.
+      rejectUnauthorized: false,
+    }));
+  return stream.handshake("secureConnect", signal).then(() => ({
+    stream,
+    socket: stream.socket,
+  }));
+}
+
 /**
  * Serves TLS on an accepted connection: resolves once the client's handshake
  * is done, within `timeoutMs`. On failure, or when `signal` aborts, `conn` is
  * closed and the promise rejects with why.
  */
-export function acceptTls(
+export async function acceptTls(
   conn: Deno.TcpConn,
   settings: TlsServerSettings,
   timeoutMs: number,
   signal: AbortSignal,
 ): Promise<ByteStream> {
-  const duplex = duplexOf(conn);
-  // allowHalfOpen: a client that half-closes still gets every reply (as on a TCP port).
-  const socket = new TLSSocket(duplex, {
-    isServer: true,
-    cert: settings.cert,
-    key: settings.key,
-    allowHalfOpen: true,
-  } as ConstructorParameters<typeof TLSSocket>[1]);
-  const closeAll = () => {
-    socket.destroy();
-    duplex.destroy();
-  };
-  return new Promise((resolve, reject) => {
-    const fail = (why: string) => {
-      cleanup();
-      closeAll();
-      reject(new Error(why));
-    };
-    const timer = setTimeout(() => fail(`no TLS handshake within ${timeoutMs} ms`), timeoutMs);
-    const onAbort = () => fail("stopped");
-    const onError = (error: Error) => fail(`TLS handshake failed: ${describeNetworkError(error)}`);
-    const onClose = () => fail("the client left during the TLS handshake");
-    const cleanup = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", onAbort);
-      socket.off("error", onError);
-      socket.off("close", onClose);
-    };
-    if (signal.aborted) return onAbort();
-    signal.addEventListener("abort", onAbort, { once: true });
-    socket.once("error", onError);
-    socket.once("close", onClose);
-    socket.once("secure", () => {
-      cleanup();
-      resolve(new TlsStream(socket, () => duplex.destroy()));
-    });
-  });
+  const stream = new TlsStream(conn, (duplex) =>
+    new TLSSocket(
+      duplex,
+      {
+        isServer: true,
+        cert: settings.cert,
+        key: settings.key,
+      } as ConstructorParameters<typeof TLSSocket>[1],
+    ));
+  const deadline = AbortSignal.timeout(timeoutMs);
+  try {
+    await stream.handshake("secure", AbortSignal.any([signal, deadline]));
+  } catch (error) {
+    if (deadline.aborted) throw new Error(`no TLS handshake within ${timeoutMs} ms`);
+    if (signal.aborted) throw new Error("stopped");
+    throw new Error(`TLS handshake failed: ${describeNetworkError(error)}`, { cause: error });
+  }
+  return stream;
 }
 
 /**
@@ -88,82 +106,112 @@ export function checkServerTls(settings: TlsServerSettings): void {
     .close();
 }
 
-/** A Node stream over a Deno TCP connection, which it closes exactly once when destroyed. */
-function duplexOf(conn: Deno.TcpConn): Duplex {
-  let closed = false;
-  const close = () => {
-    if (closed) return;
-    closed = true;
-    closeQuietly(conn);
-  };
-  return new Duplex({
-    read(size) {
-      const buffer = new Uint8Array(Math.max(size, 16 * 1024));
-      conn.read(buffer).then(
-        (n) => this.push(n === null ? null : buffer.subarray(0, n)),
-        (error) => this.destroy(error),
-      );
-    },
-    write(chunk: Uint8Array, _encoding, callback) {
-      writeAll(conn, chunk).then(() => callback(), callback);
-    },
-    final(callback) {
-      conn.closeWrite().then(() => callback(), callback);
-    },
-    destroy(error, callback) {
-      close();
-      callback(error);
-    },
-  });
-}
-
-async function writeAll(conn: Deno.TcpConn, bytes: Uint8Array): Promise<void> {
-  let written = 0;
-  while (written < bytes.length) written += await conn.write(bytes.subarray(written));
-}
+/** The size of each TCP read under TLS: a TLS record is at most 16 KiB. */
+const TCP_READ_BYTES = 16 * 1024;
 
 /**
- * A `node:tls` socket seen as a {@linkcode ByteStream}. Reads take from the
- * chunks the socket has delivered, pausing it past a cap so that a fast peer
- * cannot fill memory; a write resolves once the socket has taken the bytes,
- * so the caller may reuse its buffer.
+ * A TLS socket over a TCP connection, seen as a `Deno.Conn`. Reads take from
+ * the plaintext the socket has delivered; past the cap, no more TCP is read
+ * until the reader catches up. A write resolves once the socket has taken the
+ * bytes, so the caller may reuse its buffer. The TCP connection is closed
+ * exactly once, by {@linkcode TlsStream.close} or a failed handshake.
  */
 export class TlsStream implements ByteStream {
+  /** Plaintext held for a reader that is behind, at most (plus one TLS record). */
   static readonly MAX_QUEUED_BYTES = 256 * 1024;
-  readonly #socket: TLSSocket;
+  readonly socket: TLSSocket;
+  readonly #conn: Deno.TcpConn;
+  readonly #duplex: Duplex;
   readonly #chunks: Uint8Array[] = [];
   #queued = 0;
   #ended = false;
   #error: Error | undefined;
   #closed = false;
+  #connClosed = false;
   #wake: (() => void) | undefined;
+  /** A TCP read the TLS socket asked for, held back while the queue is full. */
+  #heldRead: (() => void) | undefined;
 
-  readonly #onClose: (() => void) | undefined;
-
-  /** `onClose` closes what the socket runs over, when that is not the socket's own. */
-  constructor(socket: TLSSocket, onClose?: () => void) {
-    this.#socket = socket;
-    this.#onClose = onClose;
-    socket.on("data", (chunk: Uint8Array) => {
+  constructor(conn: Deno.TcpConn, makeSocket: (duplex: Duplex) => TLSSocket) {
+    this.#conn = conn;
+    this.#duplex = this.#duplexOver(conn);
+    this.socket = makeSocket(this.#duplex);
+    // A half-close is forwarded, not answered by closing our side too.
+    this.socket.allowHalfOpen = true;
+    this.socket.on("data", (chunk: Uint8Array) => {
       this.#chunks.push(chunk);
       this.#queued += chunk.length;
-      if (this.#queued > TlsStream.MAX_QUEUED_BYTES) socket.pause();
       this.#wakeReader();
     });
-    socket.on("end", () => {
+    this.socket.on("end", () => {
       this.#ended = true;
       this.#wakeReader();
     });
-    socket.on("error", (error: Error) => {
+    this.socket.on("error", (error: Error) => {
       // TLS 1.3 finishes the client's handshake before the server refuses a missing certificate.
       this.#error ??= isCertificateRequired(error)
         ? new Error(CERTIFICATE_REQUIRED, { cause: error })
         : error;
       this.#wakeReader();
     });
-    socket.on("close", () => {
+    this.socket.on("close", () => {
       this.#ended = true;
       this.#wakeReader();
+    });
+  }
+
+  /** Settles when the handshake is done (`event`), or rejects on failure; closes on failure. */
+  handshake(event: "secure" | "secureConnect", signal: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const fail = (error: unknown) => {
+        cleanup();
+        this.#closeQuietly();
+        reject(error);
+      };
+      const onAbort = () => fail(signal.reason);
+      const onError = (error: Error) => fail(error);
+      const onClose = () => fail(new Error("the peer closed the connection during the handshake"));
+      const cleanup = () => {
+        signal.removeEventListener("abort", onAbort);
+        this.socket.off("error", onError);
+        this.socket.off("close", onClose);
+      };
+      if (signal.aborted) return onAbort();
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.socket.once("error", onError);
+      this.socket.once("close", onClose);
+      this.socket.once(event, () => {
+        cleanup();
+        resolve();
+      });
+    });
+  }
+
+  #duplexOver(conn: Deno.TcpConn): Duplex {
+    // deno-lint-ignore no-this-alias
+    const stream = this;
+    return new Duplex({
+      read() {
+        const readNow = () => {
+          const buffer = new Uint8Array(TCP_READ_BYTES);
+          conn.read(buffer).then(
+            (n) => this.push(n === null ? null : buffer.subarray(0, n)),
+            (error) => this.destroy(error),
+          );
+        };
+        if (stream.#queued > TlsStream.MAX_QUEUED_BYTES) stream.#heldRead = readNow;
+        else readNow();
+      },
+      write(chunk: Uint8Array, _encoding, callback) {
+        writeAll(conn, chunk).then(() => callback(), callback);
+      },
+      final(callback) {
+        conn.closeWrite().then(() => callback(), callback);
+      },
+      destroy(error, callback) {
+        stream.#closeConn();
+        callback(error);
+      },
     });
   }
 
@@ -171,6 +219,21 @@ export class TlsStream implements ByteStream {
     const wake = this.#wake;
     this.#wake = undefined;
     wake?.();
+  }
+
+  #closeConn(): void {
+    if (this.#connClosed) return;
+    this.#connClosed = true;
+    closeQuietly(this.#conn);
+  }
+
+  #closeQuietly(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.socket.destroy();
+    this.#duplex.destroy();
+    this.#closeConn();
+    this.#wakeReader();
   }
 
   async read(p: Uint8Array): Promise<number | null> {
@@ -186,8 +249,10 @@ export class TlsStream implements ByteStream {
     if (n === head.length) this.#chunks.shift();
     else this.#chunks[0] = head.subarray(n);
     this.#queued -= n;
-    if (this.#queued <= TlsStream.MAX_QUEUED_BYTES / 2 && this.#socket.isPaused()) {
-      this.#socket.resume();
+    if (this.#heldRead && this.#queued <= TlsStream.MAX_QUEUED_BYTES / 2) {
+      const readNow = this.#heldRead;
+      this.#heldRead = undefined;
+      readNow();
     }
     return n;
   }
@@ -196,22 +261,24 @@ export class TlsStream implements ByteStream {
     if (this.#closed) return Promise.reject(new Deno.errors.BadResource("connection closed"));
     if (this.#error) return Promise.reject(this.#error);
     return new Promise((resolve, reject) => {
-      this.#socket.write(p, (error) => error ? reject(error) : resolve(p.length));
+      this.socket.write(p, (error) => error ? reject(error) : resolve(p.length));
     });
   }
 
   closeWrite(): Promise<void> {
-    if (this.#closed || this.#socket.destroyed) {
+    if (this.#closed || this.socket.destroyed) {
       return Promise.reject(new Deno.errors.BadResource("connection closed"));
     }
-    return new Promise((resolve) => this.#socket.end(resolve));
+    return new Promise((resolve) => this.socket.end(resolve));
   }
 
   close(): void {
     if (this.#closed) throw new Deno.errors.BadResource("connection closed");
-    this.#closed = true;
-    this.#socket.destroy();
-    this.#onClose?.();
-    this.#wakeReader();
+    this.#closeQuietly();
   }
+}
+
+async function writeAll(conn: Deno.TcpConn, bytes: Uint8Array): Promise<void> {
+  let written = 0;
+  while (written < bytes.length) written += await conn.write(bytes.subarray(written));
 }
