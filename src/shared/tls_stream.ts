@@ -106,7 +106,7 @@ export function checkServerTls(settings: TlsServerSettings): void {
     .close();
 }
 
-/** The size of each TCP read under TLS: a TLS record is at most 16 KiB. */
+/** The most each TCP read under TLS takes: a TLS record is at most 16 KiB. */
 const TCP_READ_BYTES = 16 * 1024;
 
 /**
@@ -129,6 +129,7 @@ export class TlsStream implements ByteStream {
   #closed = false;
   #connClosed = false;
   #wake: (() => void) | undefined;
+  readonly #readBuffer = new Uint8Array(TCP_READ_BYTES);
   /** A TCP read the TLS socket asked for, held back while the queue is full. */
   #heldRead: (() => void) | undefined;
 
@@ -193,9 +194,11 @@ export class TlsStream implements ByteStream {
     return new Duplex({
       read() {
         const readNow = () => {
-          const buffer = new Uint8Array(TCP_READ_BYTES);
+          // One read at a time per connection, into its own buffer; the TLS layer gets a copy of
+          // what came, so a small reply costs a small allocation.
+          const buffer = stream.#readBuffer;
           conn.read(buffer).then(
-            (n) => this.push(n === null ? null : buffer.subarray(0, n)),
+            (n) => this.push(n === null ? null : buffer.slice(0, n)),
             (error) => this.destroy(error),
           );
         };
