@@ -106,7 +106,7 @@ const tlsFileDescription = (what: string) =>
 const tlsClient = z.strictObject({
   caFile: pemPath().optional().describe(
     tlsFileDescription(
-      "CA certificates to trust, added to the roots Deno trusts by default (Mozilla's), not instead of them",
+      "CA certificates to trust, instead of the roots Deno trusts by default (Mozilla's): with caFile, a certificate must chain to one of its CAs",
     ),
   ),
   certFile: pemPath().optional().describe(

@@ -18,7 +18,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { formatAddress } from "../shared/address.ts";
-import type { DatabaseConfig, TunnelConfig } from "../shared/settings.ts";
+import type { DatabaseConfig, TlsClientSettings, TunnelConfig } from "../shared/settings.ts";
 import { ClientSlots } from "../data/client_slots.ts";
 import { ConnectionRegistry } from "../data/connection_registry.ts";
 import { DatabaseListener } from "../data/database_listener.ts";
@@ -96,6 +96,7 @@ export class TunnelServer {
    * @throws {ListenError} naming the port and the cause
    */
   static start(config: TunnelConfig, options: TunnelServerOptions): TunnelServer {
+    checkClientCertificates(config);
     const server = new TunnelServer(config, options);
     const listeners = server.#openListeners(config.databases);
     server.sentinels.subscribe({
@@ -133,6 +134,7 @@ export class TunnelServer {
    * @throws {ListenError} naming the port and the cause; the old config keeps running
    */
   async reload(next: TunnelConfig): Promise<ReloadSummary> {
+    checkClientCertificates(next);
     // New TLS files of a port kept open are checked first: a bad pair refuses the whole reload.
     for (const database of next.databases) {
       if (database.listenTls && this.#databases.has(database.name)) {
@@ -371,4 +373,38 @@ function closeTunnelsOnAbort(
     if (signal.aborted) closeAll();
     else signal.addEventListener("abort", closeAll, { once: true });
   });
+}
+
+/**
+ * Checks that every client certificate fits its key, as TLS would find only at
+ * the first connect, with an error that says nothing of which file is wrong.
+ *
+ * @throws {ListenError} naming the files; a reload is refused, a start fails
+ */
+function checkClientCertificates(config: TunnelConfig): void {
+  const settings = new Map<TlsClientSettings, string>();
+  if (config.sentinelTls) settings.set(config.sentinelTls, "the Sentinels");
+  for (const database of config.databases) {
+    if (database.tls && !settings.has(database.tls)) {
+      settings.set(database.tls, `database "${database.name}"`);
+    }
+  }
+  for (const [tls, user] of settings) {
+    if (tls.cert === undefined || tls.key === undefined) continue;
+    try {
+      checkServerTls({
+        certFile: tls.certFile!,
+        cert: tls.cert,
+        keyFile: tls.keyFile!,
+        key: tls.key,
+      });
+    } catch (error) {
+      throw new ListenError(
+        `The TLS client certificate for ${user} cannot be used: certFile ${tls.certFile} and keyFile ${tls.keyFile}: ${
+          (error as Error).message
+        }; give the key that belongs to the certificate`,
+        { cause: error },
+      );
+    }
+  }
 }

@@ -241,6 +241,15 @@ function verificationProblem(
       new Date(certificate.valid_from).toISOString()
     }; check the clocks`;
   }
+  // The chain first: a name from a certificate nobody vouches for is no advice to follow.
+  const code = String(socket.authorizationError ?? "unknown");
+  if (!socket.authorized && code !== "ERR_TLS_CERT_ALTNAME_INVALID") {
+    return `unknown CA: the certificate is not signed by a trusted CA (${code}); ${
+      tls.caFile === undefined
+        ? "give the CA that signed it in tls.caFile"
+        : `check that ${tls.caFile} holds the CA that signed it`
+    }`;
+  }
   // Checked here as well as by the handshake, so that a mismatch is never let through.
   const nameError = certificate?.subjectaltname !== undefined || certificate?.subject
     ? checkServerIdentity(checkedName, certificate)
@@ -250,14 +259,8 @@ function verificationProblem(
       certificate?.subjectaltname || `CN=${certificate?.subject?.CN ?? "?"}`
     }; set tls.serverName to a name in the certificate`;
   }
-  if (!socket.authorized) {
-    const code = String(socket.authorizationError ?? "unknown");
-    return `unknown CA: the certificate is not signed by a trusted CA (${code}); ${
-      tls.caFile === undefined
-        ? "give the CA that signed it in tls.caFile"
-        : `check that ${tls.caFile} holds the CA that signed it`
-    }`;
-  }
+  // Whatever else the handshake found wrong, it is not used.
+  if (!socket.authorized) return `the certificate was not verified (${code})`;
   return undefined;
 }
 
@@ -268,7 +271,11 @@ function tlsHandshakeError(address: Address, checkedName: string, error: Error):
       cause: error,
     });
   }
-  if (/alert|certificate|handshake|tls|ssl/i.test(`${code} ${error.message}`)) {
+  // A TLS alert or certificate problem is the node's answer; a close or reset during the
+  // handshake is not, and the next address is tried.
+  if (
+    /alert|certificate|CERT_|unsupported protocol|wrong version/i.test(`${code} ${error.message}`)
+  ) {
     return new ConnectError(
       address,
       "tls",

@@ -52,7 +52,7 @@ export interface HookConfig {
 export interface TlsClientSettings {
   /** Where the trusted CAs came from (a PEM file), for messages; absent means the default roots. */
   readonly caFile?: string;
-  /** PEM text of the trusted CAs, added to the roots Deno trusts by default. */
+  /** PEM text of the trusted CAs, used instead of the roots Deno trusts by default. */
   readonly ca?: string;
   /** Where the client certificate came from, for messages. */
   readonly certFile?: string;
