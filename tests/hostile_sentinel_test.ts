@@ -16,8 +16,9 @@ import {
   startFakeNode,
   startFakeSentinel,
 } from "./_fake_redis.ts";
-import { type Ack, missingKeys, runWriters, type WriterReport } from "./_traffic.ts";
+import { type Ack, missingKeys } from "./_traffic.ts";
 import { startTunnel, type TunnelProcess } from "./_tunnel.ts";
+import { startWriters } from "./_failover.ts";
 import { RedisConnection } from "../src/control/redis_connection.ts";
 
 const processes = { sanitizeOps: false, sanitizeResources: false };
@@ -116,27 +117,6 @@ function tunnelConfig(sentinels: readonly string[], masterName: string, port: nu
     masterAuth: { password: PASSWORD },
     timeouts: { clientWaitMs: 10_000 },
     databases: [{ name: masterName, port }],
-  };
-}
-
-/** Writers through the tunnel; `acks` fills as writes are acknowledged. */
-function startWriters(port: number) {
-  const stop = new AbortController();
-  const acks: Ack[] = [];
-  const done = runWriters({
-    port,
-    clients: 4,
-    pauseMs: 5,
-    password: PASSWORD,
-    signal: stop.signal,
-    onAck: (a) => acks.push(a),
-  });
-  return {
-    acks,
-    stop: (): Promise<WriterReport> => {
-      stop.abort();
-      return done;
-    },
   };
 }
 
@@ -289,7 +269,12 @@ Deno.test(
           `real Sentinels and adopted by the tunnel after ${hellos} hellos`,
       );
 
-      const writers = startWriters(subjectPort);
+      const writers = startWriters({
+        port: subjectPort,
+        clients: 4,
+        pauseMs: 5,
+        password: PASSWORD,
+      });
       let delivered = 0;
       try {
         await waitFor(
@@ -362,7 +347,7 @@ Deno.test(
     );
     await waitForSwitchSubscriber(fake);
 
-    const writers = startWriters(port);
+    const writers = startWriters({ port, clients: 4, pauseMs: 5, password: PASSWORD });
     let delivered = 0;
     try {
       await waitFor(

@@ -10,12 +10,9 @@ import assert from "node:assert/strict";
 import { deploymentTls, temporaryCertificates } from "./_certs.ts";
 import { type Deployment, freePort, startDeployment } from "./_deployment.ts";
 import { oneCommand, startTunnel } from "./_tunnel.ts";
+import { portOf } from "./_failover.ts";
 
 const processes = { sanitizeOps: false, sanitizeResources: false };
-
-function portOf(address: string): number {
-  return Number(address.slice(address.lastIndexOf(":") + 1));
-}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

@@ -13,7 +13,8 @@ import assert from "node:assert/strict";
 import { encodeCommand, parseReply, RespErrorReply, type RespValue } from "../src/control/resp.ts";
 import { deploymentTls, temporaryCertificates, type TestCertificates } from "./_certs.ts";
 import { type Deployment, freePort, type RedisProcess, startDeployment } from "./_deployment.ts";
-import { type Ack, missingKeys, runWriters, type WriterReport } from "./_traffic.ts";
+import { missingKeys } from "./_traffic.ts";
+import { masterFrozen, masterKilled } from "./_failover.ts";
 import { connectClient, oneCommand, startTunnel, type TunnelProcess } from "./_tunnel.ts";
 
 const processes = { sanitizeOps: false, sanitizeResources: false };
@@ -25,10 +26,6 @@ const CLIENT_WAIT_MS = 2000;
 const UNKNOWN_CA = /unknown (CA|issuer|certificate authority)|UnknownIssuer/i;
 const NAME_MISMATCH = /name mismatch|not valid for (the )?name|does not match/i;
 const EXPIRED = /expired/i;
-
-function portOf(address: string): number {
-  return Number(address.slice(address.lastIndexOf(":") + 1));
-}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -93,42 +90,6 @@ async function waitServedBy(port: number, node: number, timeoutMs = 10_000): Pro
     await sleep(50);
   }
   throw new Error(`New clients did not reach node ${node} within ${timeoutMs} ms: ${last}`);
-}
-
-/** Writers through the tunnel; `acks` fills as writes are acknowledged. */
-function startWriters(port: number, clients: number, pauseMs: number) {
-  const stop = new AbortController();
-  const acks: Ack[] = [];
-  const done = runWriters({
-    portParameter: "tls-port",
-    port,
-    clients,
-    pauseMs,
-    signal: stop.signal,
-    onAck: (a) => acks.push(a),
-  });
-  return {
-    acks,
-    stop: (): Promise<WriterReport> => {
-      stop.abort();
-      return done;
-    },
-  };
-}
-
-/** Resolves with the first ack that satisfies `match`. */
-function firstAck(acks: Ack[], match: (ack: Ack) => boolean, timeoutMs: number): Promise<Ack> {
-  return new Promise((resolve, reject) => {
-    const deadline = performance.now() + timeoutMs;
-    const check = () => {
-      const found = acks.find(match);
-      if (found) resolve(found);
-      else if (performance.now() > deadline) {
-        reject(new Error(`no matching write in ${timeoutMs} ms`));
-      } else setTimeout(check, 5);
-    };
-    check();
-  });
 }
 
 /** One command over a TLS connection, under a 10 s deadline. */
@@ -375,6 +336,14 @@ Deno.test(
   },
 );
 
+/** The nodes speak TLS only: keys are read back through the tunnel, once it serves `newPort`. */
+function missingThroughTunnel(port: number) {
+  return async (newPort: number, keys: readonly string[]) => {
+    await waitServedBy(port, newPort);
+    return await missingKeys(port, keys);
+  };
+}
+
 Deno.test(
   "over TLS, after SIGKILL of the master, clients reach the new master within 1 s of +switch-master",
   processes,
@@ -386,35 +355,12 @@ Deno.test(
     });
     const { port, tunnel } = await tunnelFor(deployment, { tls: clientTls(certs) });
     await using _tunnel = tunnel;
-    const oldMaster = deployment.nodes[0]!;
-    await using watch = await deployment.watchSwitch();
-    const writers = startWriters(port, 4, 2);
-    const { acks } = writers;
-    try {
-      await firstAck(acks, (a) => a.node === oldMaster.port, 5000);
-      oldMaster.kill("SIGKILL");
-      const killedAt = performance.now();
-      const { address, seenAt } = await watch.next;
-      const newPort = portOf(address);
-      assert.notEqual(newPort, oldMaster.port);
-      const first = await firstAck(acks, (a) => a.node === newPort && a.at >= seenAt, 10_000);
-      const recoveryMs = Math.max(0, first.at - seenAt);
-      console.log(
-        `TLS SIGKILL: +switch-master ${(seenAt - killedAt).toFixed(0)} ms after the kill; ` +
-          `first write on the new master ${recoveryMs.toFixed(1)} ms after +switch-master`,
-      );
-      assert.ok(recoveryMs < 1000, `recovery took ${recoveryMs} ms`);
-      await sleep(300);
-    } finally {
-      writers.stop();
-    }
-    const report = await writers.stop();
-    const newPort = portOf(await deployment.sentinelMaster());
-    await waitServedBy(port, newPort);
-    const afterSwitch = report.acks.filter((a) => a.node === newPort);
-    assert.ok(afterSwitch.length > 0);
-    // The nodes speak TLS only: the keys are read back through the tunnel, from the new master.
-    assert.deepEqual(await missingKeys(port, afterSwitch.map((a) => a.key)), []);
+    await masterKilled(deployment, {
+      port,
+      label: "TLS ",
+      portParameter: "tls-port",
+      missingOnNewMaster: missingThroughTunnel(port),
+    });
   },
 );
 
@@ -429,45 +375,12 @@ Deno.test(
     });
     const { port, tunnel } = await tunnelFor(deployment, { tls: clientTls(certs) });
     await using _tunnel = tunnel;
-    const oldMaster = deployment.nodes[0]!;
-    await using watch = await deployment.watchSwitch();
-    const writers = startWriters(port, 6, 1);
-    const { acks } = writers;
-    let switchAt: number;
-    let newPort: number;
-    try {
-      await firstAck(acks, (a) => a.node === oldMaster.port, 5000);
-      oldMaster.stop();
-      const { address, seenAt } = await watch.next;
-      switchAt = seenAt;
-      newPort = portOf(address);
-      const first = await firstAck(acks, (a) => a.node === newPort && a.at >= seenAt, 10_000);
-      const recoveryMs = Math.max(0, first.at - seenAt);
-      // The old master wakes up still believing it is master, with client writes in its buffers.
-      oldMaster.cont();
-      await sleep(2000);
-      console.log(
-        `TLS SIGSTOP: first write on the new master ${
-          recoveryMs.toFixed(1)
-        } ms after +switch-master`,
-      );
-      assert.ok(recoveryMs < 1000, `recovery took ${recoveryMs} ms`);
-    } finally {
-      oldMaster.cont();
-      writers.stop();
-    }
-    const report = await writers.stop();
-    const stale = report.acks.filter((a) => a.node === oldMaster.port && a.at >= switchAt);
-    await waitServedBy(port, newPort);
-    const lost = await missingKeys(port, report.acks.map((a) => a.key));
-    console.log(
-      `TLS SIGSTOP: ${report.acks.length} writes acknowledged, ${stale.length} by the old master after the switch, ` +
-        `${lost.length} missing on the new master`,
-    );
-    assert.equal(stale.length, 0, "writes acknowledged by the demoted master after +switch-master");
-    const onNewMaster = report.acks.filter((a) => a.node === newPort);
-    assert.ok(onNewMaster.length > 0);
-    assert.deepEqual(lost.filter((key) => onNewMaster.some((a) => a.key === key)), []);
+    await masterFrozen(deployment, {
+      port,
+      label: "TLS ",
+      portParameter: "tls-port",
+      missingOnNewMaster: missingThroughTunnel(port),
+    });
   },
 );
 
