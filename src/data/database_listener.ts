@@ -9,7 +9,7 @@ import { getLogger } from "@logtape/logtape";
 import { formatAddress, sameAddress } from "../shared/address.ts";
 import type { DatabaseConfig } from "../shared/settings.ts";
 import { type ByteStream, ConnectError, connectTo } from "../shared/connect.ts";
-import { acceptTls, checkServerTls } from "../shared/tls_stream.ts";
+import { acceptTls } from "../shared/tls_stream.ts";
 import { ClientSlots } from "./client_slots.ts";
 import type { ConnectionRegistry } from "./connection_registry.ts";
 import type { AdmittedMaster, MasterSource } from "./master_source.ts";
@@ -93,7 +93,29 @@ export class DatabaseListener {
    * @throws {ListenError} naming the port and the cause when it cannot be opened
    */
   static open(database: DatabaseConfig): DatabaseListener {
-    return new DatabaseListener(database, listen(database));
+    let listener: Deno.TcpListener;
+    const where = formatAddress({
+      hostname: database.bind,
+      port: database.port,
+    });
+    try {
+      listener = Deno.listen({ hostname: database.bind, port: database.port });
+    } catch (error) {
+      const cause = error instanceof Deno.errors.AddrInUse
+        ? `port ${database.port} is already in use; stop the process that holds it or give the database another port`
+        : error instanceof Deno.errors.PermissionDenied
+        ? `permission denied; ports below 1024 need root or CAP_NET_BIND_SERVICE`
+        : error instanceof Deno.errors.AddrNotAvailable
+        ? `${database.bind} is not an address of this machine; use "127.0.0.1", "::1" or "0.0.0.0"`
+        : describeNetworkError(error);
+      throw new ListenError(
+        `Cannot listen on ${where} for database "${database.name}": ${cause}`,
+        {
+          cause: error,
+        },
+      );
+    }
+    return new DatabaseListener(database, listener);
   }
 
   /** Settles when the accept loop has ended: only then is the port free to open again. */
@@ -458,40 +480,4 @@ class EarlyRead {
   #gone(): boolean {
     return this.#outcome === null || this.#outcome === "failed";
   }
-}
-
-/**
- * Opens a database's port, with TLS when it has `listenTls`.
- *
- * @throws {ListenError} naming the port and the cause when it cannot be opened
- */
-function listen(database: DatabaseConfig): Deno.TcpListener {
-  let listener: Deno.TcpListener;
-  const where = formatAddress({
-    hostname: database.bind,
-    port: database.port,
-  });
-  try {
-    if (database.listenTls) checkServerTls(database.listenTls);
-    listener = Deno.listen({ hostname: database.bind, port: database.port });
-  } catch (error) {
-    const cause = error instanceof Deno.errors.AddrInUse
-      ? `port ${database.port} is already in use; stop the process that holds it or give the database another port`
-      : error instanceof Deno.errors.PermissionDenied
-      ? `permission denied; ports below 1024 need root or CAP_NET_BIND_SERVICE`
-      : error instanceof Deno.errors.AddrNotAvailable
-      ? `${database.bind} is not an address of this machine; use "127.0.0.1", "::1" or "0.0.0.0"`
-      : database.listenTls
-      ? `${
-        describeNetworkError(error)
-      }; check that listenTls certFile ${database.listenTls.certFile} and keyFile ${database.listenTls.keyFile} hold a PEM certificate and its key`
-      : describeNetworkError(error);
-    throw new ListenError(
-      `Cannot listen on ${where} for database "${database.name}": ${cause}`,
-      {
-        cause: error,
-      },
-    );
-  }
-  return listener;
 }

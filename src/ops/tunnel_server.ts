@@ -18,7 +18,12 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { formatAddress } from "../shared/address.ts";
-import type { DatabaseConfig, TlsClientSettings, TunnelConfig } from "../shared/settings.ts";
+import type {
+  DatabaseConfig,
+  TlsClientSettings,
+  TlsServerSettings,
+  TunnelConfig,
+} from "../shared/settings.ts";
 import { ClientSlots } from "../data/client_slots.ts";
 import { ConnectionRegistry } from "../data/connection_registry.ts";
 import { DatabaseListener } from "../data/database_listener.ts";
@@ -27,7 +32,7 @@ import { MasterWatcher } from "../control/master_watcher.ts";
 import { type BufferSizes, type Tunnel, TunnelBuffers } from "../data/tunnel.ts";
 import { SentinelClient, type SentinelClientOptions } from "../control/sentinel_client.ts";
 import { ListenError, sleep, supervise } from "../shared/io.ts";
-import { checkServerTls } from "../shared/tls_stream.ts";
+import { checkKeyPair } from "../shared/tls_stream.ts";
 
 const log = getLogger(["sentinel-tunnel", "server"]);
 
@@ -96,7 +101,7 @@ export class TunnelServer {
    * @throws {ListenError} naming the port and the cause
    */
   static start(config: TunnelConfig, options: TunnelServerOptions): TunnelServer {
-    checkClientCertificates(config);
+    checkCertificates(config);
     const server = new TunnelServer(config, options);
     const listeners = server.#openListeners(config.databases);
     server.sentinels.subscribe({
@@ -134,22 +139,7 @@ export class TunnelServer {
    * @throws {ListenError} naming the port and the cause; the old config keeps running
    */
   async reload(next: TunnelConfig): Promise<ReloadSummary> {
-    checkClientCertificates(next);
-    // New TLS files of a port kept open are checked first: a bad pair refuses the whole reload.
-    for (const database of next.databases) {
-      if (database.listenTls && this.#databases.has(database.name)) {
-        try {
-          checkServerTls(database.listenTls);
-        } catch (error) {
-          throw new ListenError(
-            `Cannot serve TLS on port ${database.port} for database "${database.name}" with certFile ${database.listenTls.certFile} and keyFile ${database.listenTls.keyFile}: ${
-              (error as Error).message
-            }`,
-            { cause: error },
-          );
-        }
-      }
-    }
+    checkCertificates(next);
     const summary: ReloadSummary = {
       added: [],
       removed: [],
@@ -376,31 +366,35 @@ function closeTunnelsOnAbort(
 }
 
 /**
- * Checks that every client certificate fits its key, as TLS would find only at
- * the first connect, with an error that says nothing of which file is wrong.
+ * Checks that every certificate fits its key, the clients' and the local ports': TLS would find
+ * a client's only at the first connect, with an error that says nothing of which file is wrong.
  *
  * @throws {ListenError} naming the files; a reload is refused, a start fails
  */
-function checkClientCertificates(config: TunnelConfig): void {
-  const settings = new Map<TlsClientSettings, string>();
-  if (config.sentinelTls) settings.set(config.sentinelTls, "the Sentinels");
+function checkCertificates(config: TunnelConfig): void {
+  // Settings objects are shared where a database inherits them: each pair is checked once.
+  const pairs = new Map<TlsClientSettings | TlsServerSettings, string>();
+  if (config.sentinelTls) {
+    pairs.set(config.sentinelTls, "The TLS client certificate for the Sentinels");
+  }
   for (const database of config.databases) {
-    if (database.tls && !settings.has(database.tls)) {
-      settings.set(database.tls, `database "${database.name}"`);
+    if (database.tls && !pairs.has(database.tls)) {
+      pairs.set(database.tls, `The TLS client certificate for database "${database.name}"`);
+    }
+    if (database.listenTls) {
+      pairs.set(
+        database.listenTls,
+        `The TLS certificate of port ${database.port} (database "${database.name}")`,
+      );
     }
   }
-  for (const [tls, user] of settings) {
-    if (tls.cert === undefined || tls.key === undefined) continue;
+  for (const [{ cert, key, certFile, keyFile }, what] of pairs) {
+    if (cert === undefined || key === undefined) continue;
     try {
-      checkServerTls({
-        certFile: tls.certFile!,
-        cert: tls.cert,
-        keyFile: tls.keyFile!,
-        key: tls.key,
-      });
+      checkKeyPair(cert, key);
     } catch (error) {
       throw new ListenError(
-        `The TLS client certificate for ${user} cannot be used: certFile ${tls.certFile} and keyFile ${tls.keyFile}: ${
+        `${what} cannot be used: certFile ${certFile} and keyFile ${keyFile}: ${
           (error as Error).message
         }; give the key that belongs to the certificate`,
         { cause: error },

@@ -97,13 +97,13 @@ export async function acceptTls(
 }
 
 /**
- * Checks that a certificate and key can serve TLS, by what Deno makes of them.
+ * Checks that a certificate and key belong together and can be used, by what
+ * Deno makes of them (a listener on an ephemeral loopback port, closed at once).
  *
  * @throws {Error} saying why they cannot
  */
-export function checkServerTls(settings: TlsServerSettings): void {
-  Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert: settings.cert, key: settings.key })
-    .close();
+export function checkKeyPair(cert: string, key: string): void {
+  Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert, key }).close();
 }
 
 /** The most each TCP read under TLS takes: a TLS record is at most 16 KiB. */
