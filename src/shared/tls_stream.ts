@@ -136,6 +136,8 @@ export class TlsStream implements ByteStream {
   constructor(conn: Deno.TcpConn, makeSocket: (duplex: Duplex) => TLSSocket) {
     this.#conn = conn;
     this.#duplex = this.#duplexOver(conn);
+    // The TLS socket reports what fails underneath; an unheard 'error' would end the process.
+    this.#duplex.on("error", () => {});
     this.socket = makeSocket(this.#duplex);
     // A half-close is forwarded, not answered by closing our side too.
     this.socket.allowHalfOpen = true;
