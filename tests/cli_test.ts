@@ -361,7 +361,7 @@ Deno.test("sentinel-tunnel lists 10 of a config's thousands of problems and coun
   const stderr = await assertConfigRejected(
     JSON.stringify({ ...GOOD, databases }),
     "databases[1].port: 16380 is used twice",
-    /: and 39988 more problems not shown: fix the ones above, then check again with --check\n$/,
+    /: and 19989 more problems not shown: fix the ones above, then check again with --check\n$/,
   );
   assert.equal(stderr.trim().split("\n").length, 11, stderr);
 });

@@ -13,6 +13,7 @@ import {
 } from "../src/ops/config.ts";
 import {
   DEFAULT_BIND,
+  DEFAULT_MAX_LAG_BYTES,
   DEFAULT_TIMEOUTS,
   type TlsClientSettings,
   type TunnelConfig,
@@ -69,6 +70,9 @@ Deno.test("parseConfig() resolves a minimal config with the defaults", () => {
       name: "mymaster",
       bind: "127.0.0.1",
       port: 6380,
+      role: "master",
+      maxLagBytes: 1_048_576,
+      whenNoReplica: "reject",
       timeouts: DEFAULT_TIMEOUTS,
       maxClients: 10_000,
       tcpKeepAlive: true,
@@ -77,6 +81,7 @@ Deno.test("parseConfig() resolves a minimal config with the defaults", () => {
     maxClients: 10_000,
   });
   assert.equal(DEFAULT_BIND, "127.0.0.1");
+  assert.equal(DEFAULT_MAX_LAG_BYTES, 1_048_576);
   assert.deepEqual(DEFAULT_TIMEOUTS, {
     sentinelConnectMs: 500,
     sentinelReplyMs: 500,
@@ -121,6 +126,9 @@ Deno.test("parseConfig() resolves the original sentinel_tunnel format", () => {
       name: "db1",
       bind: "127.0.0.1",
       port: 12345,
+      role: "master",
+      maxLagBytes: 1_048_576,
+      whenNoReplica: "reject",
       timeouts: DEFAULT_TIMEOUTS,
       maxClients: 10_000,
       tcpKeepAlive: true,
@@ -165,6 +173,9 @@ Deno.test("parseConfig() applies global settings and per-database overrides", ()
     name: "a",
     bind: "0.0.0.0",
     port: 6380,
+    role: "master",
+    maxLagBytes: DEFAULT_MAX_LAG_BYTES,
+    whenNoReplica: "reject",
     masterAuth: { password: "global-pw", passwordSource: "config" },
     timeouts,
     maxClients: 10_000,
@@ -174,6 +185,9 @@ Deno.test("parseConfig() applies global settings and per-database overrides", ()
     name: "b",
     bind: "10.1.2.3",
     port: 6381,
+    role: "master",
+    maxLagBytes: DEFAULT_MAX_LAG_BYTES,
+    whenNoReplica: "reject",
     masterAuth: {
       username: "app",
       password: "b-pw",
@@ -324,22 +338,86 @@ Deno.test("parseConfig() rejects two databases on one port", () => {
   }));
   assert.equal(
     error.message,
-    `${SOURCE}: databases[1].port: 6380 is used twice: it is also databases[0].port; give each database its own port`,
+    `${SOURCE}: databases[1].port: 6380 is used twice: it is also databases[0].port, so databases[1] ("b", role "master") and databases[0] ("a", role "master") would both listen on 127.0.0.1:6380; give one of them another port`,
   );
 });
 
-Deno.test("parseConfig() rejects duplicate database names", () => {
-  const error = configError(JSON.stringify({
+Deno.test("parseConfig() serves one master name on several ports, each with its role", () => {
+  const config = parse(JSON.stringify({
     sentinels: ["127.0.0.1:26379"],
     databases: [
       { name: "a", port: 6380 },
-      { name: "b", port: 6381 },
-      { name: "a", port: 6382 },
+      { name: "a", port: 6381, role: "replica" },
+      { name: "a", port: 6382, role: "master" },
+      { name: "a", port: 6383, role: "replica", maxLagBytes: 0, whenNoReplica: "master" },
     ],
   }));
+  assert.deepEqual(
+    config.databases.map((d) => [d.name, d.port, d.role, d.maxLagBytes, d.whenNoReplica]),
+    [
+      ["a", 6380, "master", 1_048_576, "reject"],
+      ["a", 6381, "replica", 1_048_576, "reject"],
+      ["a", 6382, "master", 1_048_576, "reject"],
+      ["a", 6383, "replica", 0, "master"],
+    ],
+  );
+});
+
+Deno.test("parseConfig() takes maxLagBytes and whenNoReplica at the top level for replica entries", () => {
+  const config = parse(JSON.stringify({
+    sentinels: ["127.0.0.1:26379"],
+    maxLagBytes: 4096,
+    whenNoReplica: "master",
+    databases: [
+      { name: "a", port: 6380 },
+      { name: "a", port: 6381, role: "replica" },
+      { name: "a", port: 6382, role: "replica", maxLagBytes: 2 ** 40, whenNoReplica: "reject" },
+    ],
+  }));
+  assert.deepEqual(
+    config.databases.map((d) => [d.role, d.maxLagBytes, d.whenNoReplica]),
+    [["master", 4096, "master"], ["replica", 4096, "master"], ["replica", 2 ** 40, "reject"]],
+  );
+});
+
+Deno.test("parseConfig() refuses maxLagBytes and whenNoReplica on a master entry, naming it", () => {
   assert.equal(
-    error.message,
-    `${SOURCE}: databases[2].name: "a" is used twice: it is also databases[0].name; each database is listed once`,
+    configError(documented({
+      databases: [{ name: "mymaster", port: 6380, maxLagBytes: 2048 }],
+    })).message,
+    `${SOURCE}: databases[0].maxLagBytes: 2048 is not valid: maxLagBytes applies to "role": "replica" entries only, and database "mymaster" on port 6380 has role "master" (the default); add "role": "replica" to make it a read port, or remove maxLagBytes`,
+  );
+  assert.equal(
+    configError(documented({
+      databases: [{ name: "mymaster", port: 6380, role: "master", whenNoReplica: "master" }],
+    })).message,
+    `${SOURCE}: databases[0].whenNoReplica: "master" is not valid: whenNoReplica applies to "role": "replica" entries only, and database "mymaster" on port 6380 has role "master"; add "role": "replica" to make it a read port, or remove whenNoReplica`,
+  );
+});
+
+Deno.test("parseConfig() refuses a role, maxLagBytes or whenNoReplica out of their range", () => {
+  const entry = (fields: Record<string, unknown>) =>
+    configError(documented({ databases: [{ name: "mymaster", port: 6380, ...fields }] })).message;
+  assert.equal(
+    entry({ role: "primary" }),
+    `${SOURCE}: databases[0].role: "primary" is not valid: role is "master" (the port serves the master; the default) or "replica" (a read port, served by the replicas)`,
+  );
+  assert.match(entry({ role: 1 }), /databases\[0\]\.role: 1 is not valid: role is "master"/);
+  for (const bytes of [-1, 1.5, 2 ** 40 + 1, "1MB"]) {
+    assert.equal(
+      entry({ role: "replica", maxLagBytes: bytes }),
+      `${SOURCE}: databases[0].maxLagBytes: ${
+        JSON.stringify(bytes)
+      } is not valid: maxLagBytes is a whole number of bytes from 0 to 1099511627776`,
+    );
+  }
+  assert.equal(
+    entry({ role: "replica", whenNoReplica: "wait" }),
+    `${SOURCE}: databases[0].whenNoReplica: "wait" is not valid: whenNoReplica is "reject" (a client waits clientWaitMs for a usable replica, then gets an error; the default) or "master" (it goes to the master)`,
+  );
+  assert.match(
+    configError(documented({ whenNoReplica: "Master" })).message,
+    /^test\.jsonc: whenNoReplica: "Master" is not valid: whenNoReplica is "reject"/,
   );
 });
 
@@ -384,7 +462,7 @@ Deno.test("parseConfig() suggests the known key closest to an unknown one", () =
   }));
   assert.ok(
     error.problems.includes(
-      `${SOURCE}: databases[0]: unknown key "prot": did you mean "port"? (known keys: name, port, bind, masterAuth, timeouts, onMasterChange, maxClients, tls, listenTls)`,
+      `${SOURCE}: databases[0]: unknown key "prot": did you mean "port"? (known keys: name, port, role, maxLagBytes, whenNoReplica, bind, masterAuth, timeouts, onMasterChange, maxClients, tls, listenTls)`,
     ),
     error.message,
   );
@@ -397,7 +475,7 @@ Deno.test("parseConfig() suggests a top-level key for a misspelt one", () => {
   }));
   assert.ok(
     error.problems.includes(
-      `${SOURCE}: top level: unknown key "databses": did you mean "databases"? (known keys: sentinels, bind, admin, sentinelAuth, masterAuth, timeouts, maxSentinels, maxClients, tcpKeepAlive, onMasterChange, tls, sentinelTls, listenTls, databases)`,
+      `${SOURCE}: top level: unknown key "databses": did you mean "databases"? (known keys: sentinels, bind, admin, sentinelAuth, masterAuth, timeouts, maxSentinels, maxClients, tcpKeepAlive, onMasterChange, tls, sentinelTls, listenTls, maxLagBytes, whenNoReplica, databases)`,
     ),
     error.message,
   );
@@ -425,8 +503,18 @@ Deno.test("parseConfig() uses the original key names for duplicates in the origi
   );
   assert.equal(
     error.message,
-    `${SOURCE}: Databases[1].Local_port: 6380 is used twice: it is also Databases[0].Local_port; give each database its own port`,
+    `${SOURCE}: Databases[1].Local_port: 6380 is used twice: it is also Databases[0].Local_port, so Databases[1] ("b", role "master") and Databases[0] ("a", role "master") would both listen on 127.0.0.1:6380; give one of them another port`,
   );
+});
+
+Deno.test("parseConfig() loads one Name on two ports in the original format, both master ports", () => {
+  const config = parse(
+    '{"Sentinels_addresses_list": ["127.0.0.1:26379"], "Databases": [{"Name": "db1", "Local_port": "12345"}, {"Name": "db1", "Local_port": "12346"}]}',
+  );
+  assert.deepEqual(config.databases.map((d) => [d.name, d.port, d.role]), [
+    ["db1", 12345, "master"],
+    ["db1", 12346, "master"],
+  ]);
 });
 
 Deno.test("parseConfig() rejects a timeout out of range", () => {
@@ -468,6 +556,7 @@ Deno.test("redactConfig() hides passwords from the config and from the environme
       {
         name: "a",
         listen: "127.0.0.1:6380",
+        role: "master",
         masterAuth: {
           username: "app",
           password: "<redacted: from env MASTER_PW>",
@@ -484,6 +573,7 @@ Deno.test("redactConfig() hides passwords from the config and from the environme
       {
         name: "b",
         listen: "127.0.0.1:6381",
+        role: "master",
         masterAuth: { password: "<redacted>" },
         timeouts: {
           masterConnectMs: 1000,
@@ -498,6 +588,42 @@ Deno.test("redactConfig() hides passwords from the config and from the environme
     maxSentinels: 16,
     maxClients: 10_000,
   });
+});
+
+Deno.test("redactConfig() shows the role, and the replica settings on replica entries only", () => {
+  const redacted = redactConfig(parse(JSON.stringify({
+    sentinels: ["127.0.0.1:26379"],
+    databases: [
+      { name: "a", port: 6380 },
+      { name: "a", port: 6381, role: "replica", maxLagBytes: 512 },
+    ],
+  }))) as { databases: Record<string, unknown>[] };
+  assert.deepEqual(
+    redacted.databases.map(({ name, listen, role, maxLagBytes, whenNoReplica }) => ({
+      name,
+      listen,
+      role,
+      maxLagBytes,
+      whenNoReplica,
+    })),
+    [
+      {
+        name: "a",
+        listen: "127.0.0.1:6380",
+        role: "master",
+        maxLagBytes: undefined,
+        whenNoReplica: undefined,
+      },
+      {
+        name: "a",
+        listen: "127.0.0.1:6381",
+        role: "replica",
+        maxLagBytes: 512,
+        whenNoReplica: "reject",
+      },
+    ],
+  );
+  assert.ok(!Object.hasOwn(redacted.databases[0]!, "maxLagBytes"));
 });
 
 Deno.test("redactConfig() brackets an IPv6 listen address", () => {
@@ -616,6 +742,42 @@ Deno.test("configFromEnvironment() builds a config from SENTINEL_TUNNEL_* variab
     "env SENTINEL_TUNNEL_MASTER_PASSWORD",
   );
   assert.equal(configFromEnvironment({}), undefined);
+});
+
+Deno.test("configFromEnvironment() takes an optional role after the port", () => {
+  const config = configFromEnvironment({
+    SENTINEL_TUNNEL_SENTINELS: "127.0.0.1:26379",
+    SENTINEL_TUNNEL_DATABASES: "mymaster:6380,mymaster:6381:replica,cache:6382:master,a:b:6383",
+  });
+  assert.ok(config);
+  assert.deepEqual(config.databases.map((d) => [d.name, d.port, d.role, d.whenNoReplica]), [
+    ["mymaster", 6380, "master", "reject"],
+    ["mymaster", 6381, "replica", "reject"],
+    ["cache", 6382, "master", "reject"],
+    ["a:b", 6383, "master", "reject"],
+  ]);
+  assert.throws(
+    () =>
+      configFromEnvironment({
+        SENTINEL_TUNNEL_SENTINELS: "127.0.0.1:26379",
+        SENTINEL_TUNNEL_DATABASES: "mymaster:6380,mymaster:6381:reader,mymaster:6380:replica",
+      }),
+    (error) => {
+      assert.ok(error instanceof ConfigError);
+      assert.deepEqual(error.problems, [
+        'environment: SENTINEL_TUNNEL_DATABASES[1].role: "reader" is not valid: role is "master" (the port serves the master; the default) or "replica" (a read port, served by the replicas)',
+      ]);
+      return true;
+    },
+  );
+  assert.throws(
+    () =>
+      configFromEnvironment({
+        SENTINEL_TUNNEL_SENTINELS: "127.0.0.1:26379",
+        SENTINEL_TUNNEL_DATABASES: "mymaster:6380,mymaster:6380:replica",
+      }),
+    /environment: SENTINEL_TUNNEL_DATABASES\[1\]\.port: 6380 is used twice: it is also SENTINEL_TUNNEL_DATABASES\[0\]\.port/,
+  );
 });
 
 Deno.test("configFromEnvironment() validates like a file and names the variable", () => {
@@ -808,20 +970,20 @@ Deno.test("parseConfig() allows one port on different addresses, refuses the sam
     })).message;
   assert.equal(
     twice(["::1", "0:0:0:0:0:0:0:1"]),
-    `${SOURCE}: databases[1].port: 6380 is used twice: it is also databases[0].port; give each database its own port`,
+    `${SOURCE}: databases[1].port: 6380 is used twice: it is also databases[0].port, so databases[1] ("d1", role "master") and databases[0] ("d0", role "master") would both listen on [0:0:0:0:0:0:0:1]:6380; give one of them another port`,
   );
   assert.equal(
     twice(["0.0.0.0", "127.0.0.1"]),
-    `${SOURCE}: databases[1].port: 6380 on "127.0.0.1" overlaps databases[0].port, 6380 on "0.0.0.0", which takes every address; give each database its own port`,
+    `${SOURCE}: databases[1].port: 6380 overlaps databases[0].port: databases[1] ("d1", role "master", 127.0.0.1:6380) and databases[0] ("d0", role "master", 0.0.0.0:6380) cannot both listen, as "0.0.0.0" takes every IPv4 address; give one of them another port`,
   );
   assert.match(
     twice(["::1", "::"]),
-    /databases\[1\]\.port: 6380 on "::" overlaps databases\[0\]\.port/,
+    /databases\[1\]\.port: 6380 overlaps databases\[0\]\.port: databases\[1\] \("d1", role "master", \[::\]:6380\) and databases\[0\] \("d0", role "master", \[::1\]:6380\) cannot both listen, as "::" takes every address;/,
   );
-  assert.match(twice(["10.0.0.1", "::"]), /6380 on "::" overlaps/);
+  assert.match(twice(["10.0.0.1", "::"]), /as "::" takes every address/);
   assert.match(
     twice(["10.0.0.1", "0.0.0.0"]),
-    /6380 on "0\.0\.0\.0" overlaps databases\[0\]\.port/,
+    /6380 overlaps databases\[0\]\.port: .* as "0\.0\.0\.0" takes every IPv4 address/,
   );
   // 0.0.0.0 takes IPv4 addresses only.
   assert.equal(
@@ -837,10 +999,43 @@ Deno.test("parseConfig() allows one port on different addresses, refuses the sam
   );
 });
 
+Deno.test("parseConfig() refuses two entries of one name that clash, naming both with their role", () => {
+  const clash = (second: Record<string, unknown>) =>
+    configError(JSON.stringify({
+      sentinels: ["127.0.0.1:26379"],
+      databases: [{ name: "mymaster", port: 6380 }, {
+        name: "mymaster",
+        port: 6380,
+        role: "replica",
+        ...second,
+      }],
+    })).message;
+  assert.equal(
+    clash({}),
+    `${SOURCE}: databases[1].port: 6380 is used twice: it is also databases[0].port, so databases[1] ("mymaster", role "replica") and databases[0] ("mymaster", role "master") would both listen on 127.0.0.1:6380; give one of them another port`,
+  );
+  assert.equal(
+    clash({ bind: "0.0.0.0" }),
+    `${SOURCE}: databases[1].port: 6380 overlaps databases[0].port: databases[1] ("mymaster", role "replica", 0.0.0.0:6380) and databases[0] ("mymaster", role "master", 127.0.0.1:6380) cannot both listen, as "0.0.0.0" takes every IPv4 address; give one of them another port`,
+  );
+  assert.equal(
+    parse(documented({
+      databases: [{ name: "mymaster", port: 6380 }, {
+        name: "mymaster",
+        port: 6380,
+        bind: "::1",
+        role: "replica",
+      }],
+    })).databases.length,
+    2,
+  );
+});
+
 Deno.test("parseConfig() lists the first 10 problems and counts the rest", () => {
   const databases = Array.from({ length: 30_000 }, () => ({ name: "same", port: 6380 }));
   const error = configError(JSON.stringify({ sentinels: ["127.0.0.1:26379"], databases }));
-  assert.equal(error.count, 2 * (databases.length - 1));
+  // One problem per entry after the first: its port clashes (the name may repeat).
+  assert.equal(error.count, databases.length - 1);
   assert.equal(error.problems.length, MAX_REPORTED_PROBLEMS + 1);
   assert.equal(error.message.split("\n").length, MAX_REPORTED_PROBLEMS + 1);
   assert.equal(

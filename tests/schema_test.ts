@@ -39,11 +39,14 @@ Deno.test("config/schema.json lists every key the validator accepts, and only th
     "listenTls",
     "masterAuth",
     "maxClients",
+    "maxLagBytes",
     "name",
     "onMasterChange",
     "port",
+    "role",
     "timeouts",
     "tls",
+    "whenNoReplica",
   ]);
   const tls = {
     caFile: "ca.pem",
@@ -72,9 +75,14 @@ Deno.test("config/schema.json lists every key the validator accepts, and only th
     tls,
     sentinelTls: tls,
     listenTls: { certFile: "/etc/tls/server.crt", keyFile: "/etc/tls/server.key" },
+    maxLagBytes: 4096,
+    whenNoReplica: "master",
     databases: [{
       name: "m",
       port: 6380,
+      role: "replica",
+      maxLagBytes: 0,
+      whenNoReplica: "reject",
       bind: "::1",
       masterAuth: { password: "y" },
       maxClients: 10,
@@ -99,6 +107,14 @@ Deno.test("config/schema.json lists every key the validator accepts, and only th
   assert.equal(config.sentinelTls?.caFile, "/etc/tls/ca.pem");
   assert.equal(config.databases[0]?.tls, undefined);
   assert.equal(config.databases[0]?.listenTls?.keyFile, "/etc/tls/server.key");
+  assert.deepEqual(
+    [
+      config.databases[0]?.role,
+      config.databases[0]?.maxLagBytes,
+      config.databases[0]?.whenNoReplica,
+    ],
+    ["replica", 0, "reject"],
+  );
   // Each shipped example names the schema.
   for (const example of ["example.jsonc", "demo.jsonc"]) {
     const text = await Deno.readTextFile(new URL(`../config/${example}`, import.meta.url));

@@ -68,7 +68,8 @@ const PREFIX = "SENTINEL_TUNNEL_";
 
 /**
  * Builds the config from environment variables alone, for containers:
- * `SENTINEL_TUNNEL_SENTINELS="h:p,h:p"` and `SENTINEL_TUNNEL_DATABASES="name:port,..."`,
+ * `SENTINEL_TUNNEL_SENTINELS="h:p,h:p"` and `SENTINEL_TUNNEL_DATABASES="name:port,..."`
+ * (`name:port:replica` for a read port, `name:port:master` the default),
  * with optional `SENTINEL_TUNNEL_BIND`, `SENTINEL_TUNNEL_ADMIN` and the
  * `SENTINEL_TUNNEL_{SENTINEL,MASTER}_{USERNAME,PASSWORD}` credentials, and TLS:
  * `SENTINEL_TUNNEL_TLS=true` or any `SENTINEL_TUNNEL_TLS_{CA_FILE,CERT_FILE,KEY_FILE,
@@ -111,12 +112,7 @@ export function configFromEnvironment(
   };
   const raw: Record<string, unknown> = {
     sentinels: list(sentinels),
-    databases: list(databases).map((entry) => {
-      const colon = entry.lastIndexOf(":");
-      if (colon === -1) return { name: entry };
-      const port = entry.slice(colon + 1);
-      return { name: entry.slice(0, colon), port: /^\d+$/.test(port) ? Number(port) : port };
-    }),
+    databases: list(databases).map(databaseFromEnvironment),
   };
   const bind = getEnv(keys.bind);
   if (bind) raw.bind = bind;
@@ -136,6 +132,25 @@ export function configFromEnvironment(
   if ("problems" in result) problems.push(...result.problems);
   if (problems.length > 0) throw new ConfigError("environment", problems);
   return (result as { config: TunnelConfig }).config;
+}
+
+/**
+ * One entry of `SENTINEL_TUNNEL_DATABASES`: `name:port`, or `name:port:role` with a role such as
+ * `replica`. A last part of letters after a port is the role (which the schema then checks);
+ * anything else is the port, so a name may hold colons.
+ */
+function databaseFromEnvironment(entry: string): Record<string, unknown> {
+  const withRole = /^(.*:[^:]*):([A-Za-z]+)$/.exec(entry);
+  const rest = withRole?.[1] ?? entry;
+  const role = withRole === null ? {} : { role: withRole[2] };
+  const colon = rest.lastIndexOf(":");
+  if (colon === -1) return { name: rest, ...role };
+  const port = rest.slice(colon + 1);
+  return {
+    name: rest.slice(0, colon),
+    port: /^\d+$/.test(port) ? Number(port) : port,
+    ...role,
+  };
 }
 
 /**

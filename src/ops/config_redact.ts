@@ -50,6 +50,11 @@ export function redactConfig(config: TunnelConfig): unknown {
     databases: config.databases.map((db) => ({
       name: db.name,
       listen: formatAddress({ hostname: db.bind, port: db.port }),
+      role: db.role,
+      // The replica settings mean nothing on a master port, so they are shown on read ports only.
+      ...(db.role === "replica"
+        ? { maxLagBytes: db.maxLagBytes, whenNoReplica: db.whenNoReplica }
+        : {}),
       masterAuth: credentials(db.masterAuth),
       timeouts: {
         masterConnectMs: db.timeouts.masterConnectMs,

@@ -1,8 +1,9 @@
 /**
  * From a parsed config value to {@linkcode TunnelConfig}: validated against its
  * format's schema, then resolved: defaults and overrides applied, passwords read
- * from the environment, TLS files read, and every Sentinel, name and listen
- * address checked to be used once.
+ * from the environment, TLS files read, every Sentinel checked to be listed
+ * once, and every two listen addresses checked not to clash. One master name may
+ * have several entries (a master port and read ports), each on its own port.
  *
  * @module
  */
@@ -13,6 +14,7 @@ import {
   DEFAULT_BIND,
   DEFAULT_HOOK_TIMEOUT_MS,
   DEFAULT_MAX_CLIENTS,
+  DEFAULT_MAX_LAG_BYTES,
   DEFAULT_MAX_SENTINELS,
   DEFAULT_TIMEOUTS,
   type Timeouts,
@@ -121,6 +123,7 @@ function resolve(
     };
   };
 
+  const describePath = options.describePath ?? formatPath;
   const sentinelKey = format === "original" ? "Sentinels_addresses_list" : "sentinels";
   const seenSentinels = new Map<string, number>();
   input.sentinels.forEach((s, i) => {
@@ -128,9 +131,11 @@ function resolve(
     const first = seenSentinels.get(key);
     if (first !== undefined) {
       problems.push(
-        `${sentinelKey}[${i}]: ${
+        `${describePath([sentinelKey, i])}: ${
           JSON.stringify(formatAddress(s))
-        } is listed twice: it is also ${sentinelKey}[${first}]; list each Sentinel once`,
+        } is listed twice: it is also ${
+          describePath([sentinelKey, first])
+        }; list each Sentinel once`,
       );
     } else seenSentinels.set(key, i);
   });
@@ -142,7 +147,7 @@ function resolve(
   const tlsFiles = new TlsFiles({
     ...(options.readTextFile === undefined ? {} : { readTextFile: options.readTextFile }),
     ...(options.baseDirectory === undefined ? {} : { baseDirectory: options.baseDirectory }),
-    describePath: options.describePath ?? formatPath,
+    describePath,
   }, problems);
   const globalTls = input.tls && tlsFiles.client(input.tls, ["tls"]);
   const sentinelTls = input.sentinelTls === undefined
@@ -150,30 +155,37 @@ function resolve(
     : input.sentinelTls && tlsFiles.client(input.sentinelTls, ["sentinelTls"]);
   const globalListenTls = input.listenTls && tlsFiles.server(input.listenTls, ["listenTls"]);
   const databasesKey = format === "original" ? "Databases" : "databases";
-  const nameKey = format === "original" ? "Name" : "name";
   const portKey = format === "original" ? "Local_port" : "port";
-  const seenNames = new Map<string, number>();
   const listens = new ListenAddresses();
+  /** An entry in messages: `databases[1] ("mymaster", role "replica")`. */
+  const entry = (index: number, withAddress: boolean) => {
+    const db = input.databases[index]!;
+    const address = formatAddress({
+      hostname: db.bind ?? input.bind ?? DEFAULT_BIND,
+      port: db.port,
+    });
+    return `${describePath([databasesKey, index])} (${JSON.stringify(db.name)}, role "${
+      db.role ?? "master"
+    }"${withAddress ? `, ${address}` : ""})`;
+  };
   const databases = input.databases.map((db, i): DatabaseConfig => {
-    const firstName = seenNames.get(db.name);
-    if (firstName !== undefined) {
-      problems.push(
-        `${databasesKey}[${i}].${nameKey}: ${
-          JSON.stringify(db.name)
-        } is used twice: it is also ${databasesKey}[${firstName}].${nameKey}; each database is listed once`,
-      );
-    } else seenNames.set(db.name, i);
     const bind = db.bind ?? input.bind ?? DEFAULT_BIND;
     const clash = listens.add(bind, db.port, i);
     if (clash !== undefined) {
-      const here = `${databasesKey}[${i}].${portKey}`;
-      const there = `${databasesKey}[${clash.index}].${portKey}`;
+      const here = describePath([databasesKey, i, portKey]);
+      const there = describePath([databasesKey, clash.index, portKey]);
       problems.push(
-        clash.exact
-          ? `${here}: ${db.port} is used twice: it is also ${there}; give each database its own port`
-          : `${here}: ${db.port} on ${JSON.stringify(bind)} overlaps ${there}, ${db.port} on ${
-            JSON.stringify(clash.bind)
-          }, which takes every address; give each database its own port`,
+        clash.wildcard === undefined
+          ? `${here}: ${db.port} is used twice: it is also ${there}, so ${entry(i, false)} and ${
+            entry(clash.index, false)
+          } would both listen on ${
+            formatAddress({ hostname: bind, port: db.port })
+          }; give one of them another port`
+          : `${here}: ${db.port} overlaps ${there}: ${entry(i, true)} and ${
+            entry(clash.index, true)
+          } cannot both listen, as ${JSON.stringify(clash.wildcard)} takes every ${
+            clash.wildcard === "0.0.0.0" ? "IPv4 " : ""
+          }address; give one of them another port`,
       );
     }
     const masterAuth = db.masterAuth === undefined
@@ -190,6 +202,9 @@ function resolve(
       name: db.name,
       bind,
       port: db.port,
+      role: db.role ?? "master",
+      maxLagBytes: db.maxLagBytes ?? input.maxLagBytes ?? DEFAULT_MAX_LAG_BYTES,
+      whenNoReplica: db.whenNoReplica ?? input.whenNoReplica ?? "reject",
       ...(masterAuth === undefined ? {} : { masterAuth }),
       timeouts: withOverrides(timeouts, db.timeouts),
       maxClients: db.maxClients ?? input.maxClients ?? DEFAULT_MAX_CLIENTS,
@@ -234,16 +249,19 @@ class ListenAddresses {
     Partial<Record<"v6Any" | "v4Any" | "first" | "firstV4", { bind: string; index: number }>>
   >();
 
-  /** Records `bind:port` for database `index`; returns the earlier database it clashes with. */
+  /**
+   * Records `bind:port` for database `index`; returns the earlier database it clashes with, and
+   * for a clash that is not the same address, the wildcard (`::` or `0.0.0.0`) that causes it.
+   */
   add(
     bind: string,
     port: number,
     index: number,
-  ): { bind: string; index: number; exact: boolean } | undefined {
+  ): { bind: string; index: number; wildcard?: string } | undefined {
     const host = normalizeHost(bind);
     const key = `${host} ${port}`;
     const same = this.#exact.get(key);
-    if (same !== undefined) return { ...same, exact: true };
+    if (same !== undefined) return same;
     const entry = { bind, index };
     this.#exact.set(key, entry);
     let seen = this.#ports.get(port);
@@ -258,7 +276,9 @@ class ListenAddresses {
     if (!v6) seen.firstV4 ??= entry;
     if (host === "::") seen.v6Any ??= entry;
     if (host === "0.0.0.0") seen.v4Any ??= entry;
-    return clash && { ...clash, exact: false };
+    if (clash === undefined) return undefined;
+    const hosts = [host, normalizeHost(clash.bind)];
+    return { ...clash, wildcard: hosts.includes("::") ? "::" : "0.0.0.0" };
   }
 }
 

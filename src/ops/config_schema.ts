@@ -24,6 +24,20 @@ const idleMillis = z.number({ error: IDLE_RULE }).int({ error: IDLE_RULE })
 const MAX_CLIENTS_RULE = "maxClients is a whole number from 1 to 1000000";
 const maxClients = z.number({ error: MAX_CLIENTS_RULE }).int({ error: MAX_CLIENTS_RULE })
   .min(1, { error: MAX_CLIENTS_RULE }).max(1_000_000, { error: MAX_CLIENTS_RULE });
+const ROLE_RULE =
+  'role is "master" (the port serves the master; the default) or "replica" (a read port, served by the replicas)';
+const role = z.enum(["master", "replica"], { error: ROLE_RULE });
+/** 2^40 bytes (1 TiB): far past any replication backlog, and exact as a JSON number. */
+const MAX_LAG_BYTES_RULE = "maxLagBytes is a whole number of bytes from 0 to 1099511627776";
+const maxLagBytes = z.number({ error: MAX_LAG_BYTES_RULE }).int({ error: MAX_LAG_BYTES_RULE })
+  .min(0, { error: MAX_LAG_BYTES_RULE }).max(2 ** 40, { error: MAX_LAG_BYTES_RULE });
+const WHEN_NO_REPLICA_RULE =
+  'whenNoReplica is "reject" (a client waits clientWaitMs for a usable replica, then gets an error; the default) or "master" (it goes to the master)';
+const whenNoReplica = z.enum(["master", "reject"], { error: WHEN_NO_REPLICA_RULE });
+const maxLagDescription =
+  "A replica further behind the master than this many bytes of replication stream gets no new client and loses its clients";
+const whenNoReplicaDescription =
+  'With no usable replica: "reject" (a client waits clientWaitMs, then gets a RESP error) or "master" (it goes to the confirmed master, so writes succeed through the read port)';
 const port = z.number({ error: PORT_RULE }).int({ error: PORT_RULE })
   .min(1, { error: PORT_RULE }).max(65535, { error: PORT_RULE });
 const millis = z.number({ error: MS_RULE }).int({ error: MS_RULE })
@@ -212,12 +226,27 @@ export const documentedSchema = z.strictObject({
     "TLS to the Sentinels: false for plaintext Sentinels while the masters use TLS, or an object that replaces the top-level tls for them entirely (no field is merged). Default: the top-level tls",
   ),
   listenTls: listenTls.optional().describe(`${listenTlsDescription}; for every database`),
+  maxLagBytes: maxLagBytes.optional().describe(
+    `${maxLagDescription}; for every "role": "replica" entry. Default 1048576 (1 MiB)`,
+  ),
+  whenNoReplica: whenNoReplica.optional().describe(
+    `${whenNoReplicaDescription}; for every "role": "replica" entry. Default "reject"`,
+  ),
   databases: z.array(
     z.strictObject({
       name: nonEmpty("a database name (the Sentinel master name)").describe(
         "The Sentinel master name",
       ),
       port: port.describe("The local port clients connect to"),
+      role: role.optional().describe(
+        'What the port serves: "master", or "replica" for a read port served by the replicas. Default "master"',
+      ),
+      maxLagBytes: maxLagBytes.optional().describe(
+        `${maxLagDescription}. "role": "replica" entries only. Default: the top-level maxLagBytes, else 1048576 (1 MiB)`,
+      ),
+      whenNoReplica: whenNoReplica.optional().describe(
+        `${whenNoReplicaDescription}. "role": "replica" entries only. Default: the top-level whenNoReplica, else "reject"`,
+      ),
       bind: bind.optional().describe("Where this database's port listens"),
       masterAuth: auth.optional().describe(`${authDescription}, for this database's ROLE checks`),
       timeouts: z.strictObject(databaseTimeoutFields).optional().describe(
@@ -236,11 +265,28 @@ export const documentedSchema = z.strictObject({
       }).optional().describe(
         `${listenTlsDescription}: false turns a top-level listenTls off for this database; an object replaces it. Default: the top-level listenTls`,
       ),
+    }).superRefine((db, ctx) => {
+      // Zod may run this on an entry with other problems: only a role known to be master counts.
+      if (db.role !== undefined && db.role !== "master") return;
+      for (const field of ["maxLagBytes", "whenNoReplica"] as const) {
+        if (db[field] === undefined) continue;
+        ctx.addIssue({
+          code: "custom",
+          path: [field],
+          message: `${field} applies to "role": "replica" entries only, and database ${
+            JSON.stringify(db.name)
+          } on port ${db.port} has role "master"${
+            db.role === undefined ? " (the default)" : ""
+          }; add "role": "replica" to make it a read port, or remove ${field}`,
+        });
+      }
     }),
     { error: "databases is a list of objects" },
   ).min(1, {
     error: 'list at least one database, such as [{ "name": "mymaster", "port": 6380 }]',
-  }).describe("One entry per Sentinel master name, each on its own local port"),
+  }).describe(
+    "One entry per local port: a Sentinel master name and what the port serves. A name may have several entries, such as a master port and a read port",
+  ),
 });
 
 /** The JSON Schema of the documented config format, for editors (`config/schema.json`). */

@@ -78,11 +78,30 @@ export interface TlsServerSettings {
   readonly key: string;
 }
 
-/** One database: a Sentinel master name served on a local port. */
+/** What a database's port serves: the master, or its replicas (a read port). */
+export type DatabaseRole = "master" | "replica";
+
+/** Where a replica port sends a client when no replica is usable. */
+export type WhenNoReplica = "master" | "reject";
+
+/**
+ * One database: a Sentinel master name served on a local port. One name may be
+ * served on several ports, each with its role; a port identifies an entry.
+ */
 export interface DatabaseConfig {
   readonly name: string;
   readonly bind: string;
   readonly port: number;
+  /** What the port serves. @default {"master"} */
+  readonly role: DatabaseRole;
+  /**
+   * Replica ports: a replica further behind the master than this many bytes of
+   * replication stream gets no new client and loses its clients.
+   * @default {DEFAULT_MAX_LAG_BYTES}
+   */
+  readonly maxLagBytes: number;
+  /** Replica ports: with no usable replica, wait and refuse, or use the master. @default {"reject"} */
+  readonly whenNoReplica: WhenNoReplica;
   readonly masterAuth?: Credentials;
   readonly timeouts: Timeouts;
   readonly onMasterChange?: HookConfig;
@@ -116,6 +135,14 @@ export interface TunnelConfig {
 
 /** The default of {@linkcode TunnelConfig.maxClients}, and of each database's own cap. */
 export const DEFAULT_MAX_CLIENTS = 10_000;
+
+/**
+ * The default of {@linkcode DatabaseConfig.maxLagBytes}: 1 MiB, about a second
+ * of a busy master's writes, and far above what one round trip of sampling
+ * skew adds on a LAN; a replica in a full resync is refused anyway (not
+ * `connected`).
+ */
+export const DEFAULT_MAX_LAG_BYTES = 1_048_576;
 
 /** The default of {@linkcode TunnelConfig.maxSentinels}. */
 export const DEFAULT_MAX_SENTINELS = 16;
