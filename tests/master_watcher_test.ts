@@ -7,7 +7,11 @@
  */
 import assert from "node:assert/strict";
 import { type Address, formatAddress, sameAddress } from "../src/shared/address.ts";
-import { type DatabaseConfig, DEFAULT_TIMEOUTS } from "../src/shared/settings.ts";
+import {
+  type DatabaseConfig,
+  DEFAULT_MAX_LAG_BYTES,
+  DEFAULT_TIMEOUTS,
+} from "../src/shared/settings.ts";
 import { ConnectionRegistry, type RegisteredTunnel } from "../src/data/connection_registry.ts";
 import type { SentinelOrigin, SentinelView } from "../src/control/master_agreement.ts";
 import {
@@ -30,6 +34,9 @@ const DATABASE: DatabaseConfig = {
   name: "mymaster",
   bind: "127.0.0.1",
   port: 6380,
+  role: "master",
+  maxLagBytes: DEFAULT_MAX_LAG_BYTES,
+  whenNoReplica: "reject",
   timeouts: { ...DEFAULT_TIMEOUTS, pollIntervalMs: 20 },
   maxClients: 100,
   tcpKeepAlive: true,
@@ -227,6 +234,7 @@ const promotion = (master: Address): SentinelEvent => ({
   channel: "+selected-slave",
   master: DATABASE.name,
   masterAddress: master,
+  replica: undefined,
 });
 const failoverEnd = (master: Address): SentinelEvent => ({
   kind: "failover-end",

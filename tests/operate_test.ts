@@ -102,7 +102,10 @@ Deno.test(
     assert.deepEqual(replicas, deployment.nodes.slice(1).map((n) => n.address).sort());
     assert.deepEqual(observed.connections, {
       active: 1,
+      toMaster: 1,
+      toReplicas: 0,
       byMaster: { [deployment.nodes[0]!.address]: 1 },
+      byReplica: {},
     });
 
     const { body: sentinels } = await getJson(`${admin}/api/sentinels`);
@@ -126,17 +129,19 @@ Deno.test(
       assert.ok(line, `no series ${series} in:\n${metrics.body}`);
       return Number(line.slice(series.length + 1));
     };
-    assert.equal(value('sentinel_tunnel_connections_active{database="observed"}'), 1);
-    assert.ok(value('sentinel_tunnel_connections_total{database="observed"}') >= 1);
-    assert.ok(value('sentinel_tunnel_connections_rejected_total{database="missing"}') >= 1);
+    const observedLabels = `database="observed",port="${port}",role="master"`;
+    const missingLabels = `database="missing",port="${missingPort}",role="master"`;
+    assert.equal(value(`sentinel_tunnel_connections_active{${observedLabels}}`), 1);
+    assert.ok(value(`sentinel_tunnel_connections_total{${observedLabels}}`) >= 1);
+    assert.ok(value(`sentinel_tunnel_connections_rejected_total{${missingLabels}}`) >= 1);
     assert.ok(
-      value('sentinel_tunnel_bytes_total{direction="client_to_master",database="observed"}') > 100,
+      value(`sentinel_tunnel_bytes_total{direction="client_to_master",${observedLabels}}`) > 100,
     );
     assert.ok(
-      value('sentinel_tunnel_bytes_total{direction="master_to_client",database="observed"}') >= 5,
+      value(`sentinel_tunnel_bytes_total{direction="master_to_client",${observedLabels}}`) >= 5,
     );
-    assert.equal(value('sentinel_tunnel_master_changes_total{database="observed"}'), 0);
-    assert.ok(value('sentinel_tunnel_resolution_duration_seconds_count{database="observed"}') >= 1);
+    assert.equal(value(`sentinel_tunnel_master_changes_total{${observedLabels}}`), 0);
+    assert.ok(value(`sentinel_tunnel_resolution_duration_seconds_count{${observedLabels}}`) >= 1);
     assert.match(
       metrics.body,
       /^sentinel_tunnel_sentinel_errors_total\{sentinel="127\.0\.0\.1:\d+"\} 0$/m,
@@ -160,23 +165,23 @@ Deno.test(
     const dir = await Deno.makeTempDir({ prefix: "st-hook-" });
     const record = `${dir}/changes.log`;
     const port = freePort();
+    const readPort = freePort();
     const failingPort = freePort();
+    // The name is served on a master port and a read port: the hook runs once per change.
     await using tunnel = await startTunnel({
       sentinels: deployment.sentinels.map((s) => s.address),
+      onMasterChange: {
+        command: [
+          "sh",
+          "-c",
+          `echo "$SENTINEL_TUNNEL_DATABASE $SENTINEL_TUNNEL_OLD_MASTER $SENTINEL_TUNNEL_NEW_MASTER" >> '${record}'`,
+        ],
+      },
       databases: [
-        {
-          name: "hooked",
-          port,
-          onMasterChange: {
-            command: [
-              "sh",
-              "-c",
-              `echo "$SENTINEL_TUNNEL_DATABASE $SENTINEL_TUNNEL_OLD_MASTER $SENTINEL_TUNNEL_NEW_MASTER" >> '${record}'`,
-            ],
-          },
-        },
+        { name: "hooked", port },
+        { name: "hooked", port: readPort, role: "replica" },
       ],
-    }, { ports: [port] });
+    }, { ports: [port, readPort] });
     // The same deployment behind a tunnel whose hook fails and one that hangs past its timeout.
     await using _failing = await startTunnel({
       sentinels: deployment.sentinels.map((s) => s.address),
@@ -212,6 +217,14 @@ Deno.test(
         : undefined;
     });
     await _failing.waitForLog((r) => /was killed after 200 ms/.test(String(r.message)));
+
+    // Both entries confirmed the new master; stopping waits for every hook queued: none ran twice.
+    await tunnel.waitForLog((r) =>
+      tunnel.logs.filter((l) => /master is/.test(String(l.message)) && l.to === address)
+        .length >= 2
+    );
+    await tunnel.stop();
+    assert.deepEqual((await Deno.readTextFile(record)).trim().split("\n"), lines.slice(0, 2));
     await Deno.remove(dir, { recursive: true });
   },
 );

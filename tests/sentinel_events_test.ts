@@ -67,6 +67,7 @@ Deno.test("parseSentinelEvent() reads promotion and failover-end events for thei
       channel: "+selected-slave",
       master: "mymaster",
       masterAddress: { hostname: "127.0.0.1", port: 6379 },
+      replica: { hostname: "127.0.0.1", port: 6381 },
     },
   });
   const abort = parseSentinelEvent(
@@ -97,4 +98,36 @@ Deno.test("SENTINEL_CHANNELS lists each channel once, with the switch and the pr
   for (const channel of ["+switch-master", "+selected-slave", "+promoted-slave", "+sentinel"]) {
     assert.ok(SENTINEL_CHANNELS.includes(channel), channel);
   }
+});
+
+Deno.test("parseSentinelEvent() reads a replica's +sdown, -sdown, +slave and +convert-to-slave", () => {
+  const details = "slave 127.0.0.1:6381 127.0.0.1 6381 @ mymaster 127.0.0.1 6379";
+  for (
+    const [channel, change] of [
+      ["+sdown", "down"],
+      ["-sdown", "up"],
+      ["+slave", "added"],
+      ["+convert-to-slave", "converted"],
+    ] as const
+  ) {
+    assert.deepEqual(parseSentinelEvent(channel, details), {
+      ok: true,
+      event: {
+        kind: "instance",
+        change,
+        instanceType: "slave",
+        instance: { hostname: "127.0.0.1", port: 6381 },
+        master: "mymaster",
+      },
+    }, channel);
+  }
+  // A master's +sdown names the master: no replica is taken for it.
+  const master = parseSentinelEvent("+sdown", "master mymaster 127.0.0.1 6379");
+  assert.ok(
+    master.ok && master.event.kind === "instance" && master.event.instanceType === "master",
+  );
+  assert.equal(
+    parseSentinelEvent("+sdown", "slave 127.0.0.1:x 127.0.0.1 x @ m 127.0.0.1 6379").ok,
+    false,
+  );
 });

@@ -5,13 +5,13 @@
  */
 import assert from "node:assert/strict";
 import type { Address } from "../src/shared/address.ts";
-import { DEFAULT_TIMEOUTS, type Timeouts } from "../src/shared/settings.ts";
+import { DEFAULT_MAX_LAG_BYTES, DEFAULT_TIMEOUTS, type Timeouts } from "../src/shared/settings.ts";
 import { DatabaseStats } from "../src/shared/stats.ts";
 import { sleep } from "../src/shared/io.ts";
 import { ClientSlots } from "../src/data/client_slots.ts";
 import { ConnectionRegistry } from "../src/data/connection_registry.ts";
 import { DatabaseListener } from "../src/data/database_listener.ts";
-import type { AdmittedMaster, MasterSource } from "../src/data/master_source.ts";
+import type { RouteSource, Targets } from "../src/data/route_source.ts";
 import { Tunnel, TunnelBuffers } from "../src/data/tunnel.ts";
 
 const HOST = "127.0.0.1";
@@ -131,7 +131,7 @@ async function blackhole(): Promise<Address & Disposable> {
 }
 
 /** A control plane that admits whatever master the test sets. */
-class FakeMasterSource implements MasterSource {
+class FakeMasterSource implements RouteSource {
   database: {
     name: string;
     timeouts: Timeouts;
@@ -139,14 +139,14 @@ class FakeMasterSource implements MasterSource {
     tcpKeepAlive: boolean;
   };
   readonly stats = new DatabaseStats();
-  master: AdmittedMaster | undefined;
+  targets: Targets | undefined;
   readonly problem = undefined;
 
   constructor(
     master: Address | undefined,
     settings: { timeouts?: Partial<Timeouts>; maxClients?: number; tcpKeepAlive?: boolean } = {},
   ) {
-    this.master = master && { address: master };
+    this.targets = master && { kind: "master", addresses: [master] };
     this.database = {
       name: "unit",
       timeouts: { ...DEFAULT_TIMEOUTS, ...settings.timeouts },
@@ -155,9 +155,9 @@ class FakeMasterSource implements MasterSource {
     };
   }
 
-  async waitForMaster(timeoutMs: number, signal: AbortSignal) {
+  async waitForTargets(timeoutMs: number, signal: AbortSignal) {
     await sleep(timeoutMs, signal);
-    return this.master;
+    return this.targets;
   }
 
   reportUnreachable(): void {}
@@ -179,6 +179,9 @@ function serve(
     timeouts: source.database.timeouts,
     maxClients: source.database.maxClients,
     tcpKeepAlive: source.database.tcpKeepAlive,
+    role: "master",
+    maxLagBytes: DEFAULT_MAX_LAG_BYTES,
+    whenNoReplica: "reject",
   });
   const registry = new ConnectionRegistry<Tunnel>();
   const controller = new AbortController();
@@ -424,7 +427,7 @@ Deno.test("What a client sends while it waits for a master reaches the master fi
   const client = await Deno.connect({ hostname: HOST, port: s.port });
   await client.write(encoder.encode("PING\r\n"));
   // The master appears while the client waits; the fake answers at the end of the wait.
-  source.master = { address: master.addr };
+  source.targets = { kind: "master", addresses: [master.addr] };
   const upstream = await within(master.accept(), 5000, "the dial to the master");
   await client.write(encoder.encode("ECHO x\r\n"));
   await client.closeWrite();

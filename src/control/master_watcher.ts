@@ -93,6 +93,12 @@ interface PendingSwitch {
   readonly sentinel: string;
 }
 
+/** Where a new client may go: the confirmed master, or usable replicas. */
+export interface Targets {
+  readonly kind: "master" | "replica";
+  readonly addresses: readonly Address[];
+}
+
 /** A Sentinel view of the replicas, cached for the admin API. */
 export interface CachedReplicas {
   readonly replicas: readonly ReplicaInfo[];
@@ -165,6 +171,8 @@ export class MasterWatcher {
   readonly #stats: DatabaseStats;
   readonly #onMasterChange: ((change: MasterChange) => void) | undefined;
   #master: ConfirmedMaster | undefined;
+  /** The targets of the confirmed master, made once per master confirmed. */
+  #targets: { master: ConfirmedMaster; targets: Targets } | undefined;
   /** The last master confirmed, kept while none is: a blip of the same master is no change. */
   #lastConfirmed: Address | undefined;
   /** The config-epoch of the view last acted on: an older view never overrides it. */
@@ -258,6 +266,27 @@ export class MasterWatcher {
   /** The confirmed master, if any: the only node new clients are tunnelled to. */
   get master(): ConfirmedMaster | undefined {
     return this.#master;
+  }
+
+  /** Where a new client may go: the confirmed master, if any. */
+  get targets(): Targets | undefined {
+    const master = this.#master;
+    if (!master) return undefined;
+    if (this.#targets?.master !== master) {
+      this.#targets = { master, targets: { kind: "master", addresses: [master.address] } };
+    }
+    return this.#targets.targets;
+  }
+
+  /** Waits up to `timeoutMs` for a confirmed master, as {@linkcode waitForMaster} does. */
+  async waitForTargets(timeoutMs: number, signal: AbortSignal): Promise<Targets | undefined> {
+    await this.waitForMaster(timeoutMs, signal);
+    return this.targets;
+  }
+
+  /** Settles at the next change of state: a master confirmed or lost, a problem, a cut-off. */
+  get nextChange(): Promise<void> {
+    return this.#changed.promise;
   }
 
   /** Why there is no confirmed master, or the last failed check while there is one. */
@@ -354,6 +383,9 @@ export class MasterWatcher {
         this.#discoveryDueAt = 0;
         this.#discoveryFollowUps = DISCOVERY_FOLLOW_UPS;
         return this.wake();
+      case "instance":
+        // Replicas' comings and goings are the replica watcher's; the master is checked by views.
+        return;
     }
   }
 

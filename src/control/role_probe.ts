@@ -10,10 +10,33 @@ import { type Address, formatAddress } from "../shared/address.ts";
 import { type ConnectSettings, ControlConnection } from "./control_connection.ts";
 import { RedisCallError } from "./redis_connection.ts";
 import { RespErrorReply } from "./resp.ts";
+import { parseReportedAddress } from "./sentinel_events.ts";
+
+/** A master's ROLE: its replication offset and the replicas attached to it. */
+export interface MasterRole {
+  readonly offset: number;
+  /** Each replica as the master sees it: its announced address and the offset it acknowledged. */
+  readonly replicas: readonly { readonly address: Address; readonly offset: number }[];
+}
+
+/** A replica's ROLE: the master it follows, the state of that link, and its offset. */
+export interface ReplicaRole {
+  readonly master: Address;
+  /** `connect`, `connecting`, `sync` or `connected`. */
+  readonly state: string;
+  readonly offset: number;
+}
 
 /** What a node said it is when asked with ROLE. */
 export type RoleCheck =
-  | { readonly kind: "role"; readonly role: string }
+  | {
+    readonly kind: "role";
+    readonly role: string;
+    /** A master's details; absent for other roles, or when the reply was malformed. */
+    readonly asMaster?: MasterRole;
+    /** A replica's details; absent for other roles, or when the reply was malformed. */
+    readonly asReplica?: ReplicaRole;
+  }
   /** It is there but gave no answer: `-BUSY`, `-LOADING`, or the reply deadline passed. */
   | { readonly kind: "busy"; readonly detail: string }
   /** It could not be reached: refused, reset, closed. */
@@ -55,7 +78,15 @@ export class RoleProbe implements Disposable {
         return { kind: "error", detail: `${detail}${noAuthHint(reply.code, hasAuth)}` };
       }
       if (Array.isArray(reply) && typeof reply[0] === "string") {
-        return { kind: "role", role: reply[0] };
+        const role = reply[0];
+        const asMaster = role === "master" ? parseMasterRole(reply) : undefined;
+        const asReplica = role === "slave" ? parseReplicaRole(reply) : undefined;
+        return {
+          kind: "role",
+          role,
+          ...(asMaster ? { asMaster } : {}),
+          ...(asReplica ? { asReplica } : {}),
+        };
       }
       return {
         kind: "error",
@@ -91,6 +122,41 @@ export class RoleProbe implements Disposable {
   [Symbol.dispose](): void {
     this.reset();
   }
+}
+
+/** `["master", offset, [[ip, port, offset], ...]]`, or `undefined` when it is not that shape. */
+export function parseMasterRole(reply: readonly unknown[]): MasterRole | undefined {
+  const [, offset, list] = reply;
+  if (!isOffset(offset) || !Array.isArray(list)) return undefined;
+  const replicas: { address: Address; offset: number }[] = [];
+  for (const entry of list) {
+    if (!Array.isArray(entry)) return undefined;
+    const [host, port, acked] = entry;
+    const address = typeof host === "string" && typeof port === "string"
+      ? parseReportedAddress(host, port)
+      : undefined;
+    const ackedOffset = typeof acked === "string" && /^[0-9]{1,19}$/.test(acked)
+      ? Number(acked)
+      : undefined;
+    if (!address || ackedOffset === undefined) return undefined;
+    replicas.push({ address, offset: ackedOffset });
+  }
+  return { offset, replicas };
+}
+
+/** `["slave", ip, port, state, offset]`, or `undefined` when it is not that shape. */
+export function parseReplicaRole(reply: readonly unknown[]): ReplicaRole | undefined {
+  const [, host, port, state, offset] = reply;
+  if (typeof host !== "string" || typeof port !== "number" || typeof state !== "string") {
+    return undefined;
+  }
+  const master = parseReportedAddress(host, String(port));
+  if (!master || !isOffset(offset)) return undefined;
+  return { master, state, offset };
+}
+
+function isOffset(value: unknown): value is number {
+  return typeof value === "number" && Number.isSafeInteger(value) && value >= -1;
 }
 
 function authCode(message: string): string {

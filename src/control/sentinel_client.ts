@@ -48,6 +48,8 @@ export interface KnownSentinel {
 /** A replica as a Sentinel reports it. */
 export interface ReplicaInfo {
   readonly address: string;
+  /** `address`, parsed. */
+  readonly replica: Address;
   /** Such as `slave`, `s_down`, `disconnected`. */
   readonly flags: string[];
   readonly masterLinkStatus: string | null;
@@ -191,6 +193,7 @@ export class SentinelClient {
         if (!address) return [];
         return [{
           address: formatAddress(address),
+          replica: address,
           flags: (fields.get("flags") ?? "").split(",").filter((f) => f !== ""),
           masterLinkStatus: fields.get("master-link-status") ?? null,
           replicationOffset: fields.has("slave-repl-offset")

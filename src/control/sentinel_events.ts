@@ -29,12 +29,21 @@ export const FAILOVER_END_EVENTS = [
   "+failover-end",
 ] as const;
 
+/** Events that say an instance went down or came back, was found, or was made a replica. */
+export const INSTANCE_EVENTS = {
+  "+sdown": "down",
+  "-sdown": "up",
+  "+slave": "added",
+  "+convert-to-slave": "converted",
+} as const;
+
 /** Every channel the tunnel subscribes to on each Sentinel. */
 export const SENTINEL_CHANNELS: readonly string[] = [
   "+switch-master",
   ...PROMOTION_EVENTS,
   ...FAILOVER_END_EVENTS,
   "+sentinel",
+  ...Object.keys(INSTANCE_EVENTS),
 ];
 
 /** A parsed event. `master` is the Sentinel master name it concerns. */
@@ -52,6 +61,8 @@ export type SentinelEvent =
     readonly channel: string;
     readonly master: string;
     readonly masterAddress: Address;
+    /** The replica being promoted, when the event names one (`+selected-slave`, `+promoted-slave`). */
+    readonly replica: Address | undefined;
   }
   /** A failover of the master at `masterAddress` ended or was aborted. */
   | {
@@ -61,7 +72,15 @@ export type SentinelEvent =
     readonly masterAddress: Address;
   }
   /** A Sentinel added another Sentinel for `master`. */
-  | { readonly kind: "sentinel-added"; readonly master: string };
+  | { readonly kind: "sentinel-added"; readonly master: string }
+  /** An instance of `master`'s deployment went down, came back, was found, or was made a replica. */
+  | {
+    readonly kind: "instance";
+    readonly change: (typeof INSTANCE_EVENTS)[keyof typeof INSTANCE_EVENTS];
+    readonly instanceType: "master" | "slave" | "sentinel";
+    readonly instance: Address;
+    readonly master: string;
+  };
 
 /** The outcome of {@linkcode parseSentinelEvent}. */
 export type ParsedEvent =
@@ -119,6 +138,7 @@ export function parseSentinelEvent(channel: string, payload: string): ParsedEven
         channel,
         master: details.master,
         masterAddress: details.masterAddress,
+        replica: details.type === "slave" ? details.instance : undefined,
       },
     };
   }
@@ -136,19 +156,38 @@ export function parseSentinelEvent(channel: string, payload: string): ParsedEven
   if (channel === "+sentinel") {
     return { ok: true, event: { kind: "sentinel-added", master: details.master } };
   }
+  if (Object.hasOwn(INSTANCE_EVENTS, channel)) {
+    return {
+      ok: true,
+      event: {
+        kind: "instance",
+        change: INSTANCE_EVENTS[channel as keyof typeof INSTANCE_EVENTS],
+        instanceType: details.type,
+        instance: details.instance,
+        master: details.master,
+      },
+    };
+  }
   return { ok: false, reason: `unexpected channel ${JSON.stringify(channel)}` };
 }
 
-function parseInstanceDetails(
-  fields: string[],
-): { master: string; masterAddress: Address } | string {
+interface InstanceDetails {
+  readonly type: "master" | "slave" | "sentinel";
+  readonly instance: Address;
+  readonly master: string;
+  readonly masterAddress: Address;
+}
+
+function parseInstanceDetails(fields: string[]): InstanceDetails | string {
   const [type, name, host, port] = fields;
   if (type === "master") {
     // Some events append details, such as "+failover-end-for-timeout master x ip port"; extra fields are fine.
     if (fields.length < 4) return `expected at least 4 fields, got ${fields.length}`;
     if (!MASTER_NAME.test(name!)) return "invalid master name";
     const masterAddress = parseReportedAddress(host, port);
-    return masterAddress ? { master: name!, masterAddress } : "invalid master address";
+    return masterAddress
+      ? { type, instance: masterAddress, master: name!, masterAddress }
+      : "invalid master address";
   }
   if (type !== "slave" && type !== "sentinel") {
     return `unknown instance type ${JSON.stringify(type?.slice(0, 20))}`;
@@ -156,9 +195,10 @@ function parseInstanceDetails(
   if (fields.length < 8 || fields[4] !== "@") {
     return `expected "<type> <name> <ip> <port> @ <master> <ip> <port>"`;
   }
-  if (!parseReportedAddress(host, port)) return "invalid instance address";
+  const instance = parseReportedAddress(host, port);
+  if (!instance) return "invalid instance address";
   const master = fields[5]!;
   if (!MASTER_NAME.test(master)) return "invalid master name";
   const masterAddress = parseReportedAddress(fields[6], fields[7]);
-  return masterAddress ? { master, masterAddress } : "invalid master address";
+  return masterAddress ? { type, instance, master, masterAddress } : "invalid master address";
 }

@@ -23,6 +23,11 @@ export class ConnectionRegistry<T extends RegisteredTunnel = RegisteredTunnel> {
     return this.#size;
   }
 
+  /** How many live tunnels go to `address`. */
+  countTo(address: Address): number {
+    return this.#byMaster.get(keyOf(address))?.size ?? 0;
+  }
+
   /** How many live tunnels go to each master, keyed by `host:port`. */
   countsByMaster(): Map<string, number> {
     return new Map([...this.#byMaster].map(([key, set]) => [key, set.size]));

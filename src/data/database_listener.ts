@@ -6,13 +6,13 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { formatAddress, sameAddress } from "../shared/address.ts";
+import { type Address, formatAddress, sameAddress } from "../shared/address.ts";
 import type { DatabaseConfig } from "../shared/settings.ts";
 import { type ByteStream, ConnectError, connectTo } from "../shared/connect.ts";
 import { acceptTls } from "../shared/tls_stream.ts";
 import { ClientSlots } from "./client_slots.ts";
 import type { ConnectionRegistry } from "./connection_registry.ts";
-import type { AdmittedMaster, MasterSource } from "./master_source.ts";
+import type { RouteSource, Targets } from "./route_source.ts";
 import {
   acceptErrorKind,
   closeQuietly,
@@ -28,8 +28,14 @@ const log = getLogger(["sentinel-tunnel", "listener"]);
 
 /** Options for {@linkcode DatabaseListener.serve}. */
 export interface DatabaseListenerOptions {
-  watcher: MasterSource;
+  watcher: RouteSource;
+  /** The tunnels to the master, which the master's watcher cuts. */
   registry: ConnectionRegistry<Tunnel>;
+  /**
+   * The tunnels to replicas, which the replica watcher cuts.
+   * @default {registry}
+   */
+  replicaRegistry?: ConnectionRegistry<Tunnel>;
   /** Where tunnels take their buffers. */
   buffers: TunnelBuffers;
   /**
@@ -77,6 +83,8 @@ export class DatabaseListener {
   readonly #ownSlots: ClientSlots;
   /** Rejected clients lingering to read their error. */
   #lingering = 0;
+  /** Clients connecting to each node, by lower-case `host:port`, for balancing. */
+  readonly #dialing = new Map<string, number>();
   readonly #rejections: RejectionLog;
   #closed = false;
 
@@ -301,11 +309,15 @@ export class DatabaseListener {
     }
   }
 
-  /** Joins a client to the confirmed master, waiting up to `clientWaitMs` for one, or refuses it. */
+  /**
+   * Joins a client to the confirmed master, or on a replica port to the usable
+   * replica with the fewest clients, waiting up to `clientWaitMs` for one; or
+   * refuses it.
+   */
   async #tunnelClient(
     client: ByteStream,
     peer: string,
-    { watcher, registry, buffers }: DatabaseListenerOptions,
+    { watcher, registry, replicaRegistry = registry, buffers }: DatabaseListenerOptions,
     signal: AbortSignal,
   ): Promise<void> {
     const { timeouts, tcpKeepAlive } = watcher.database;
@@ -316,17 +328,23 @@ export class DatabaseListener {
     let early: EarlyRead | undefined;
     while (!signal.aborted) {
       const remaining = waitUntil - performance.now();
-      let master = watcher.master;
-      if (!master && remaining > 0) {
+      let targets = watcher.targets;
+      if (!targets && remaining > 0) {
         early ??= new EarlyRead(client);
-        const outcome = await early.orMaster(watcher, remaining, signal);
+        const outcome = await early.orTargets(watcher, remaining, signal);
         if (outcome === "left") return closeQuietly(client);
-        master = outcome;
+        targets = outcome;
       }
-      if (!master || signal.aborted) break;
+      if (!targets || signal.aborted) break;
+      const tunnels = targets.kind === "replica" ? replicaRegistry : registry;
+      const address = targets.kind === "replica"
+        ? this.#leastLoaded(targets.addresses, tunnels)
+        : targets.addresses[0]!;
       let upstream: ByteStream;
+      const dialKey = formatAddress(address).toLowerCase();
+      this.#dialing.set(dialKey, (this.#dialing.get(dialKey) ?? 0) + 1);
       try {
-        upstream = await connectTo(master.address, {
+        upstream = await connectTo(address, {
           timeoutMs: timeouts.masterConnectMs,
           signal,
           tls: watcher.database.tls,
@@ -334,11 +352,11 @@ export class DatabaseListener {
         });
       } catch (error) {
         if (signal.aborted) break;
-        dialError = `cannot connect to master ${formatAddress(master.address)}: ${
+        dialError = `cannot connect to ${targets.kind} ${formatAddress(address)}: ${
           error instanceof ConnectError ? error.message : describeNetworkError(error)
         }`;
-        watcher.reportUnreachable(master.address);
-        // Try again once the watcher has checked the master again, backing off a little.
+        watcher.reportUnreachable(address);
+        // Try again once the watcher has checked again, backing off a little.
         const left = waitUntil - performance.now();
         if (left <= 0) break;
         retryDelay = Math.min(retryDelay === 0 ? 50 : retryDelay * 2, 500);
@@ -347,36 +365,54 @@ export class DatabaseListener {
           sleep(Math.min(retryDelay, left), signal),
         ]);
         continue;
+      } finally {
+        const left = this.#dialing.get(dialKey)! - 1;
+        if (left === 0) this.#dialing.delete(dialKey);
+        else this.#dialing.set(dialKey, left);
       }
-      // The master may have changed while connecting: never join a client to a demoted node.
-      const current = watcher.master;
-      if (
-        !current || !sameAddress(current.address, master.address) ||
-        signal.aborted
-      ) {
+      // The targets may have changed while connecting: never join a client to a node taken out.
+      if (!stillTargeted(watcher.targets, targets.kind, address) || signal.aborted) {
         closeQuietly(upstream);
         continue;
       }
-      const tunnel = new Tunnel(client, upstream, master.address, watcher.stats);
-      registry.add(tunnel);
+      const tunnel = new Tunnel(client, upstream, address, watcher.stats);
+      tunnels.add(tunnel);
       try {
         await tunnel.run(buffers, {
           idleMs: timeouts.clientIdleMs,
           ...(early ? { firstRead: early.result() } : {}),
         });
       } finally {
-        registry.delete(tunnel);
+        tunnels.delete(tunnel);
       }
       return;
     }
     await this.#reject(client, peer, watcher, signal, dialError, early?.result().read);
   }
 
-  /** Refuses a client that no master could be found for, saying why. */
+  /** The address with the fewest live and connecting clients; the first of equals. */
+  #leastLoaded(
+    addresses: readonly Address[],
+    tunnels: ConnectionRegistry<Tunnel>,
+  ): Address {
+    let best = addresses[0]!;
+    let fewest = Infinity;
+    for (const address of addresses) {
+      const load = tunnels.countTo(address) +
+        (this.#dialing.get(formatAddress(address).toLowerCase()) ?? 0);
+      if (load < fewest) {
+        best = address;
+        fewest = load;
+      }
+    }
+    return best;
+  }
+
+  /** Refuses a client that nowhere could be found for, saying why. */
   async #reject(
     client: ByteStream,
     peer: string,
-    watcher: MasterSource,
+    watcher: RouteSource,
     signal: AbortSignal,
     dialError: string | undefined,
     pendingRead: Promise<unknown> | undefined,
@@ -387,7 +423,9 @@ export class DatabaseListener {
       ? "sentinel-tunnel is shutting down"
       : problem?.kind === "unknown"
       ? problem.detail
-      : `no confirmed master after waiting ${timeouts.clientWaitMs} ms: ${
+      : `no ${
+        watcher.database.role === "replica" ? "usable replica" : "confirmed master"
+      } after waiting ${timeouts.clientWaitMs} ms: ${
         problem?.detail ?? dialError ?? "still resolving"
       }`;
     watcher.stats.connectionsRejected++;
@@ -402,11 +440,12 @@ export class DatabaseListener {
     signal: AbortSignal,
     pendingRead?: Promise<unknown>,
   ): Promise<void> {
-    const name = this.database.name;
+    const { name, role, port } = this.database;
+    const label = role === "replica" ? ` (replicas, port ${port})` : "";
     this.#rejections.rejected(peer, reason);
     try {
       await client.write(
-        encodeError(`ERR sentinel-tunnel: database "${name}": ${reason}`),
+        encodeError(`ERR sentinel-tunnel: database "${name}"${label}: ${reason}`),
       );
       // Shutting down waits for no client; past the cap, nobody lingers.
       if (signal.aborted || this.#lingering >= MAX_LINGERING) return;
@@ -436,6 +475,11 @@ export class DatabaseListener {
   }
 }
 
+/** Whether `targets` still sends clients of `kind` to `address`. */
+function stillTargeted(targets: Targets | undefined, kind: Targets["kind"], address: Address) {
+  return targets?.kind === kind && targets.addresses.some((a) => sameAddress(a, address));
+}
+
 /**
  * One read of a waiting client's first bytes: Redis clients speak first, so a
  * client that waits for a master either sends its command, which is kept and
@@ -452,17 +496,17 @@ class EarlyRead {
     this.#read.then((n) => this.#outcome = n, () => this.#outcome = "failed");
   }
 
-  /** Waits for a master, or for the client to leave (`"left"`), whichever comes first. */
-  async orMaster(
-    watcher: MasterSource,
+  /** Waits for targets, or for the client to leave (`"left"`), whichever comes first. */
+  async orTargets(
+    watcher: RouteSource,
     timeoutMs: number,
     signal: AbortSignal,
-  ): Promise<AdmittedMaster | undefined | "left"> {
+  ): Promise<Targets | undefined | "left"> {
     if (this.#gone()) return "left";
     const left = new AbortController();
-    const waiting = watcher.waitForMaster(timeoutMs, AbortSignal.any([signal, left.signal]));
+    const waiting = watcher.waitForTargets(timeoutMs, AbortSignal.any([signal, left.signal]));
     if (this.#outcome !== undefined) return await waiting;
-    type Outcome = AdmittedMaster | undefined | "left";
+    type Outcome = Targets | undefined | "left";
     const leaving = this.#read.then<Outcome, Outcome>(
       () => this.#gone() ? "left" : waiting,
       () => "left",

@@ -11,8 +11,9 @@
  * await server.done;
  * ```
  *
- * It does not balance reads across replicas: every client goes to the
- * confirmed master.
+ * A database entry is keyed by its listen address: one master name may be
+ * served on several ports, as its master or as its replicas (a read port,
+ * with a {@linkcode ReplicaWatcher} on top of its own master watcher).
  *
  * @module
  */
@@ -29,6 +30,8 @@ import { ConnectionRegistry } from "../data/connection_registry.ts";
 import { DatabaseListener } from "../data/database_listener.ts";
 import { HookQueue } from "./hooks.ts";
 import { MasterWatcher } from "../control/master_watcher.ts";
+import { ReplicaWatcher } from "../control/replica_watcher.ts";
+import type { RouteSource } from "../data/route_source.ts";
 import { type BufferSizes, type Tunnel, TunnelBuffers } from "../data/tunnel.ts";
 import { SentinelClient, type SentinelClientOptions } from "../control/sentinel_client.ts";
 import { ListenError, sleep, supervise } from "../shared/io.ts";
@@ -44,11 +47,19 @@ export interface TunnelServerOptions {
   signal: AbortSignal;
 }
 
-/** One database's running parts. */
+/** One database entry's running parts. */
 export interface DatabaseRuntime {
   readonly listener: DatabaseListener;
+  /** The master's watcher; on a replica port, it serves `whenNoReplica: "master"`. */
   readonly watcher: MasterWatcher;
+  /** The tunnels to the master. */
   readonly registry: ConnectionRegistry<Tunnel>;
+  /** A replica port's replica watcher. */
+  readonly replicas: ReplicaWatcher | undefined;
+  /** A replica port's tunnels to replicas. */
+  readonly replicaRegistry: ConnectionRegistry<Tunnel> | undefined;
+  /** What the port's listener asks: the replica watcher on a replica port, else the master's. */
+  readonly source: RouteSource;
 }
 
 interface RunningDatabase extends DatabaseRuntime {
@@ -58,7 +69,7 @@ interface RunningDatabase extends DatabaseRuntime {
   readonly controller: AbortController;
 }
 
-/** What a reload did, by database name. */
+/** What a reload did, by database entry: its name, with ` (replicas)` for a replica port. */
 export interface ReloadSummary {
   readonly added: string[];
   readonly removed: string[];
@@ -108,10 +119,19 @@ export class TunnelServer {
       onEvent: (event, sentinel) => {
         // Only a Sentinel that counts for this master may speak of it.
         const counts = server.sentinels.watching(event.master).some((s) => s === sentinel);
-        if (counts) server.#databases.get(event.master)?.watcher.onEvent(event, sentinel);
+        if (!counts) return;
+        for (const running of server.#databases.values()) {
+          if (running.watcher.database.name !== event.master) continue;
+          running.watcher.onEvent(event, sentinel);
+          running.replicas?.onEvent(event, sentinel);
+        }
       },
       // Messages may have been missed while unsubscribed: resync with a fresh query.
-      onSubscribed: () => server.#databases.forEach((d) => d.watcher.wake()),
+      onSubscribed: () =>
+        server.#databases.forEach((d) => {
+          d.watcher.wake();
+          d.replicas?.wake();
+        }),
     }, options.signal);
     config.databases.forEach((database, i) => server.#run(database, listeners[i]!));
     return server;
@@ -150,61 +170,86 @@ export class TunnelServer {
       sentinelsChanged: JSON.stringify(sentinelSettings(this.#config)) !==
         JSON.stringify(sentinelSettings(next)),
     };
+    const label = (database: DatabaseConfig) => entryLabel(database, next.databases);
+    const oldLabel = (database: DatabaseConfig) => entryLabel(database, this.#config.databases);
     const moved: DatabaseConfig[] = [];
+    /** Running entries that leave: removed, moved to another address, or given another name or role. */
+    const leaving: RunningDatabase[] = [];
+    const kept = new Set<string>();
+    const newEntries: DatabaseConfig[] = [];
     for (const database of next.databases) {
-      const current = this.#databases.get(database.name)?.watcher.database;
-      if (!current) {
-        summary.added.push(database.name);
-        moved.push(database);
-      } else if (current.bind !== database.bind || current.port !== database.port) {
-        summary.replaced.push(database.name);
+      const running = this.#databases.get(entryKey(database));
+      const current = running?.watcher.database;
+      if (!running || !current) {
+        newEntries.push(database);
+      } else if (current.name !== database.name || current.role !== database.role) {
+        // Another name or role on the same port: the old entry goes, a new one comes.
+        kept.add(entryKey(database));
+        leaving.push(running);
+        summary.removed.push(oldLabel(current));
+        summary.added.push(label(database));
         moved.push(database);
       } else if (JSON.stringify(current) !== JSON.stringify(database)) {
-        summary.updated.push(database.name);
+        kept.add(entryKey(database));
+        summary.updated.push(label(database));
       } else {
-        summary.unchanged.push(database.name);
+        kept.add(entryKey(database));
+        summary.unchanged.push(label(database));
       }
     }
-    for (const name of this.#databases.keys()) {
-      if (!next.databases.some((d) => d.name === name)) summary.removed.push(name);
+    const gone = [...this.#databases].filter(([key]) => !kept.has(key)).map(([, r]) => r);
+    for (const database of newEntries) {
+      // The same name and role on another address: the entry moved.
+      const i = gone.findIndex((r) =>
+        r.watcher.database.name === database.name && r.watcher.database.role === database.role
+      );
+      if (i === -1) {
+        summary.added.push(label(database));
+      } else {
+        summary.replaced.push(label(database));
+        leaving.push(gone.splice(i, 1)[0]!);
+      }
+      moved.push(database);
+    }
+    for (const running of gone) {
+      summary.removed.push(oldLabel(running.watcher.database));
+      leaving.push(running);
     }
 
-    const leaving = [...summary.removed, ...summary.replaced].map((name) =>
-      this.#databases.get(name)!
-    );
     const heldByLeaving = (d: DatabaseConfig) =>
       leaving.some((r) => r.watcher.database.port === d.port);
     const openNow = moved.filter((d) => !heldByLeaving(d));
     const opened = this.#openListeners(openNow);
-    const listeners = new Map(opened.map((listener, i) => [openNow[i]!.name, listener]));
+    const listeners = new Map(opened.map((listener, i) => [entryKey(openNow[i]!), listener]));
 
     this.#config = next;
     this.#slots.limit = next.maxClients;
     if (summary.sentinelsChanged) this.sentinels.update(next.sentinels, sentinelOptions(next));
-    for (const running of leaving) this.#stop(running.watcher.database.name);
+    for (const running of leaving) this.#stop(running);
     for (const database of next.databases) {
-      const running = this.#databases.get(database.name);
+      const running = this.#databases.get(entryKey(database));
       if (!running) continue;
-      if (summary.updated.includes(database.name)) {
+      if (JSON.stringify(running.watcher.database) !== JSON.stringify(database)) {
         running.watcher.update(database);
         running.hooks.hook = database.onMasterChange;
       }
       if (summary.sentinelsChanged) running.watcher.sentinelsChanged();
+      running.replicas?.wake();
     }
     // Ports the old config held are free once their accept loops have ended.
     await Promise.all(leaving.map((r) => r.listener.acceptEnded));
     for (const database of next.databases) {
-      if (this.#databases.has(database.name) || !moved.includes(database)) continue;
-      const listener = listeners.get(database.name) ??
-        await this.#openWithRetry(database, "reload");
+      const key = entryKey(database);
+      if (this.#databases.has(key) || !moved.includes(database)) continue;
+      const listener = listeners.get(key) ?? await this.#openWithRetry(database, "reload");
       if (listener) this.#run(database, listener);
-      else summary.failed.push(database.name);
+      else summary.failed.push(label(database));
     }
     // Keep config order, for the admin API.
-    const order = next.databases.map((d) => d.name);
+    const order = next.databases.map(entryKey);
     const sorted = [...this.#databases].sort(([a], [b]) => order.indexOf(a) - order.indexOf(b));
     this.#databases.clear();
-    for (const [name, running] of sorted) this.#databases.set(name, running);
+    for (const [key, running] of sorted) this.#databases.set(key, running);
     return summary;
   }
 
@@ -252,21 +297,40 @@ export class TunnelServer {
     const controller = new AbortController();
     const signal = AbortSignal.any([this.#signal, controller.signal]);
     const registry = new ConnectionRegistry<Tunnel>();
+    const hooks = new HookQueue(database.onMasterChange, signal);
+    const watcher = new MasterWatcher(database, {
+      sentinels: this.sentinels,
+      registry,
+      onMasterChange: (change) => {
+        // A name served on several ports runs each hook once per change, from its first entry.
+        if (this.#runsHook(watcher.database)) hooks.push(change);
+      },
+    });
+    const replicaRegistry = database.role === "replica"
+      ? new ConnectionRegistry<Tunnel>()
+      : undefined;
+    const replicas = replicaRegistry &&
+      new ReplicaWatcher({
+        master: watcher,
+        sentinels: this.sentinels,
+        registry: replicaRegistry,
+        stats: watcher.stats,
+      });
     const running: RunningDatabase = {
       controller,
       registry,
+      replicaRegistry,
       listener,
-      hooks: new HookQueue(database.onMasterChange, signal),
-      watcher: new MasterWatcher(database, {
-        sentinels: this.sentinels,
-        registry,
-        onMasterChange: (change) => running.hooks.push(change),
-      }),
+      hooks,
+      watcher,
+      replicas,
+      source: replicas ?? watcher,
     };
-    this.#databases.set(database.name, running);
-    log.info("Database {database}: listening on {listen}", {
+    this.#databases.set(entryKey(database), running);
+    log.info("Database {database}: listening on {listen}{role}", {
       database: database.name,
       listen: formatAddress({ hostname: listener.address.hostname, port: listener.address.port }),
+      role: database.role === "replica" ? " for reads from its replicas" : "",
     });
     const restartLogger = (what: string) => (error: unknown, restartInMs: number) =>
       log.error("Database {database}: {what} failed unexpectedly: {error}; restarting in {ms} ms", {
@@ -276,8 +340,9 @@ export class TunnelServer {
         ms: restartInMs,
       });
     const serveOptions = {
-      watcher: running.watcher,
+      watcher: running.source,
       registry,
+      ...(replicaRegistry ? { replicaRegistry } : {}),
       buffers: this.#buffers,
       slots: this.#slots,
       // The database's count outlives a listener reopened after a failure.
@@ -288,6 +353,11 @@ export class TunnelServer {
       supervise((s) => running.watcher.run(s), signal, {
         onFailure: restartLogger("the master check loop"),
       }),
+      replicas
+        ? supervise((s) => replicas.run(s), signal, {
+          onFailure: restartLogger("the replica check loop"),
+        })
+        : undefined,
       supervise(
         async (s) => {
           if (running.listener.closed && !s.aborted) {
@@ -311,17 +381,28 @@ export class TunnelServer {
         signal,
         { onFailure: restartLogger("the accept loop") },
       ),
-      closeTunnelsOnAbort(database.name, registry, signal),
+      closeTunnelsOnAbort(database.name, [registry, replicaRegistry], signal),
     ]).then(() => running.hooks.idle()).finally(() => this.#running.delete(done));
     this.#running.add(done);
   }
 
-  #stop(name: string): void {
-    const running = this.#databases.get(name);
-    if (!running) return;
-    this.#databases.delete(name);
+  /** Whether `database` is the first entry of its name with its hook (entries share a top-level one). */
+  #runsHook(database: DatabaseConfig): boolean {
+    const hook = JSON.stringify(database.onMasterChange);
+    const first = this.#config.databases.find((d) =>
+      d.name === database.name && JSON.stringify(d.onMasterChange) === hook
+    );
+    return first === undefined || entryKey(first) === entryKey(database);
+  }
+
+  #stop(running: RunningDatabase): void {
+    const { database } = running.watcher;
+    if (this.#databases.get(entryKey(database)) === running) {
+      this.#databases.delete(entryKey(database));
+    }
     running.controller.abort();
-    // Unless the database comes back under the same name, its Sentinels need not be watched.
+    // Unless an entry still serves the name, its Sentinels need not be watched.
+    const name = database.name;
     if (!this.#config.databases.some((d) => d.name === name)) this.sentinels.forget(name);
   }
 
@@ -349,14 +430,28 @@ function sentinelSettings(config: TunnelConfig): unknown {
   return { sentinels: config.sentinels, ...sentinelOptions(config) };
 }
 
+/** An entry's key: its listen address, which no two entries share. */
+function entryKey(database: DatabaseConfig): string {
+  return formatAddress({ hostname: database.bind, port: database.port }).toLowerCase();
+}
+
+/** An entry as logs and reload summaries name it: its name, `(replicas)`, and its port when the rest is shared. */
+export function entryLabel(database: DatabaseConfig, all: readonly DatabaseConfig[]): string {
+  const base = (d: DatabaseConfig) => d.role === "replica" ? `${d.name} (replicas)` : d.name;
+  const label = base(database);
+  return all.filter((d) => base(d) === label).length > 1
+    ? `${label} on ${formatAddress({ hostname: database.bind, port: database.port })}`
+    : label;
+}
+
 function closeTunnelsOnAbort(
   database: string,
-  registry: ConnectionRegistry<Tunnel>,
+  registries: readonly (ConnectionRegistry<Tunnel> | undefined)[],
   signal: AbortSignal,
 ): Promise<void> {
   return new Promise((resolve) => {
     const closeAll = () => {
-      const closed = registry.closeAll();
+      const closed = registries.reduce((sum, r) => sum + (r?.closeAll() ?? 0), 0);
       log.info("Database {database}: stopped; closed {closed} tunnels", { database, closed });
       resolve();
     };

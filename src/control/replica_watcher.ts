@@ -1,0 +1,524 @@
+/**
+ * The control plane of one replica port: which replicas its clients may read
+ * from.
+ *
+ * A replica is usable only when all of these hold, at a check made against
+ * the master the {@linkcode MasterWatcher} has confirmed:
+ *
+ * 1. a Sentinel lists it (`SENTINEL replicas`) without `s_down`, `o_down` or
+ *    `disconnected`, and with its master link `ok`;
+ * 2. its own ROLE says `slave`, names the confirmed master, and is `connected`;
+ * 3. the confirmed master's ROLE lists it as attached: a Sentinel's list alone
+ *    never sends a client to a node, and a node that only claims to be a
+ *    replica is not one;
+ * 4. it is at most `maxLagBytes` behind: the master's offset minus its own,
+ *    both read at once.
+ *
+ * A usable replica is usable for the master it was checked against only: when
+ * the master changes, or while none is confirmed (a failover), no new client
+ * is sent to any replica until a check against the new master. Events only
+ * cut clients off and wake the loop: a promotion or a `+switch-master` naming
+ * a replica, or a Sentinel flagging it down, closes its clients at once.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import { type Address, formatAddress, sameAddress } from "../shared/address.ts";
+import type { DatabaseConfig } from "../shared/settings.ts";
+import { DatabaseStats } from "../shared/stats.ts";
+import { sleep } from "../shared/io.ts";
+import type { ClientCutter, ConfirmedMaster, MasterProblem, Targets } from "./master_watcher.ts";
+
+export type { Targets } from "./master_watcher.ts";
+import { type RoleCheck, type RoleChecker, RoleProbe } from "./role_probe.ts";
+import type { ReplicaInfo, SentinelClient } from "./sentinel_client.ts";
+import type { SentinelEvent } from "./sentinel_events.ts";
+
+const log = getLogger(["sentinel-tunnel", "replicas"]);
+
+/** What the replica watcher needs of the master's watcher. */
+export interface MasterState {
+  readonly database: DatabaseConfig;
+  readonly master: ConfirmedMaster | undefined;
+  readonly problem: MasterProblem | undefined;
+  /** Settles at the next change of the master's state. */
+  readonly nextChange: Promise<void>;
+  /** The targets of the master itself, for `whenNoReplica: "master"`. */
+  readonly targets: Targets | undefined;
+}
+
+/** One replica as last checked. */
+export interface ReplicaStatus {
+  readonly address: Address;
+  /** Whether new clients may go to it now. */
+  readonly usable: boolean;
+  /** Why it is not usable; `undefined` when it is. */
+  readonly reason: string | undefined;
+  /** How far behind the master it was at its last check, in bytes, when known. */
+  readonly lagBytes: number | undefined;
+  /** The master it was checked against. */
+  readonly checkedAgainst: Address | undefined;
+  /** When it was last checked (ms since the epoch). */
+  readonly checkedAt: number;
+}
+
+/** Options for {@linkcode ReplicaWatcher}. */
+export interface ReplicaWatcherOptions {
+  master: MasterState;
+  sentinels: Pick<SentinelClient, "replicas">;
+  /** How a node is asked for its role. @default a {@linkcode RoleProbe} with persistent connections */
+  checkRole?: RoleChecker;
+  /** Cuts the replica port's clients of one replica. */
+  registry: Pick<ClientCutter, "closeTo">;
+  stats?: DatabaseStats;
+}
+
+/** Checks that no event made urgent run at least this far apart. */
+const MIN_CHECK_GAP_MS = 100;
+
+/** Sentinel flags that rule a replica out. */
+const DOWN_FLAGS = ["s_down", "o_down", "disconnected"];
+
+/** Watches the replicas of one database for one replica port. */
+export class ReplicaWatcher {
+  readonly #master: MasterState;
+  readonly #sentinels: Pick<SentinelClient, "replicas">;
+  readonly #probe: RoleProbe | undefined;
+  readonly #checkRole: RoleChecker;
+  readonly #registry: Pick<ClientCutter, "closeTo">;
+  readonly #stats: DatabaseStats;
+  /** Every replica last checked, by lower-case `host:port`. */
+  #replicas = new Map<string, ReplicaStatus>();
+  /** The Sentinels' list last received, used while none answers. */
+  #listed: readonly ReplicaInfo[] | undefined;
+  #problem: MasterProblem | undefined;
+  /** The targets made from one map of replicas (replaced, never changed) and one master. */
+  #targetsCache: {
+    replicas: Map<string, ReplicaStatus> | undefined;
+    master: ConfirmedMaster | undefined;
+    targets: Targets | undefined;
+  } = { replicas: undefined, master: undefined, targets: undefined };
+  #changed = Promise.withResolvers<void>();
+  #resolved = Promise.withResolvers<void>();
+  /** Bumped by every event that makes a check under way stale. */
+  #generation = 0;
+  #wake: (() => void) | undefined;
+  #wakePending = false;
+  #urgent = false;
+  #lastCheckAt = -Infinity;
+
+  constructor(options: ReplicaWatcherOptions) {
+    this.#master = options.master;
+    this.#sentinels = options.sentinels;
+    if (options.checkRole) {
+      this.#checkRole = options.checkRole;
+    } else {
+      this.#probe = new RoleProbe(() => ({
+        connectTimeoutMs: this.database.timeouts.masterConnectMs,
+        replyTimeoutMs: this.database.timeouts.masterReplyMs,
+        auth: this.database.masterAuth,
+        tls: this.database.tls,
+      }));
+      this.#checkRole = this.#probe.check;
+    }
+    this.#registry = options.registry;
+    this.#stats = options.stats ?? new DatabaseStats();
+  }
+
+  /** The port's current settings, as the master's watcher holds them. */
+  get database(): DatabaseConfig {
+    return this.#master.database;
+  }
+
+  get stats(): DatabaseStats {
+    return this.#stats;
+  }
+
+  /** Every replica last checked, usable or not, in the Sentinel's order. */
+  get replicas(): ReplicaStatus[] {
+    return [...this.#replicas.values()];
+  }
+
+  /** Why no client can be served now, or the last failed check. */
+  get problem(): MasterProblem | undefined {
+    if (this.targets) return undefined;
+    const masterProblem = this.#master.problem;
+    if (!this.#master.master) {
+      return masterProblem?.kind === "unknown" ? masterProblem : {
+        kind: masterProblem?.kind ?? "unreachable",
+        detail: `no confirmed master to check the replicas against: ${
+          masterProblem?.detail ?? "still resolving"
+        }`,
+        since: masterProblem?.since ?? Date.now(),
+      };
+    }
+    return this.#problem ??
+      { kind: "unreachable", detail: "the replicas are not checked yet", since: Date.now() };
+  }
+
+  /**
+   * Where a new client may go: the usable replicas checked against the master
+   * confirmed now; else, with `whenNoReplica: "master"`, the confirmed master.
+   */
+  get targets(): Targets | undefined {
+    const master = this.#master.master;
+    const cache = this.#targetsCache;
+    if (cache.replicas !== this.#replicas || cache.master !== master) {
+      const addresses = master
+        ? [...this.#replicas.values()].filter((r) =>
+          r.usable && r.checkedAgainst !== undefined &&
+          sameAddress(r.checkedAgainst, master.address)
+        ).map((r) => r.address)
+        : [];
+      this.#targetsCache = {
+        replicas: this.#replicas,
+        master,
+        targets: addresses.length > 0 ? { kind: "replica", addresses } : undefined,
+      };
+    }
+    const targets = this.#targetsCache.targets;
+    if (targets) return targets;
+    return this.database.whenNoReplica === "master" ? this.#master.targets : undefined;
+  }
+
+  /** Waits up to `timeoutMs` for somewhere to send a client. */
+  async waitForTargets(timeoutMs: number, signal: AbortSignal): Promise<Targets | undefined> {
+    const deadline = AbortSignal.any([AbortSignal.timeout(timeoutMs), signal]);
+    const expired = new Promise<void>((resolve) => {
+      if (deadline.aborted) resolve();
+      deadline.addEventListener("abort", () => resolve(), { once: true });
+    });
+    for (;;) {
+      const targets = this.targets;
+      if (targets || deadline.aborted) return targets;
+      if (this.#master.problem?.kind === "unknown") return undefined;
+      await Promise.race([this.#changed.promise, this.#master.nextChange, expired]);
+    }
+  }
+
+  /** A client could not connect to `address`: check now. */
+  reportUnreachable(_address: Address): void {
+    this.wake();
+  }
+
+  /** Waits up to `timeoutMs` for the check under way, or the next one, to end. */
+  async nextResolution(timeoutMs: number, signal: AbortSignal): Promise<void> {
+    const deadline = AbortSignal.any([AbortSignal.timeout(timeoutMs), signal]);
+    if (deadline.aborted) return;
+    const { promise, resolve } = Promise.withResolvers<void>();
+    deadline.addEventListener("abort", () => resolve(), { once: true });
+    await Promise.race([this.#resolved.promise, promise]);
+  }
+
+  /**
+   * A Sentinel event for this database. A replica being promoted, switched to,
+   * or flagged down loses its clients at once; the rest only wakes the loop.
+   */
+  onEvent(event: SentinelEvent, source: { readonly address: Address }): void {
+    const from = formatAddress(source.address);
+    switch (event.kind) {
+      case "switch-master":
+        return this.#cut(event.to, `+switch-master from ${from} makes it the master`);
+      case "promotion":
+        if (event.replica) {
+          return this.#cut(event.replica, `${event.channel} from ${from}: it is being promoted`);
+        }
+        return this.wake(true);
+      case "instance":
+        if (event.instanceType === "slave" && event.change === "down") {
+          return this.#cut(event.instance, `+sdown from ${from}: Sentinel sees it down`);
+        }
+        return this.wake();
+      case "failover-end":
+        return this.wake();
+      case "sentinel-added":
+        return;
+    }
+  }
+
+  /** Runs the next check soon: at once when `urgent`. */
+  wake(urgent = false): void {
+    if (urgent) this.#urgent = true;
+    if (this.#wake) this.#wake();
+    else this.#wakePending = true;
+  }
+
+  /** Checks until `signal` aborts. An unexpected error is logged and the loop goes on. */
+  async run(signal: AbortSignal): Promise<void> {
+    let crashes = 0;
+    let checkedFor: Address | undefined;
+    while (!signal.aborted) {
+      try {
+        checkedFor = await this.#checkOnce(signal);
+        crashes = 0;
+      } catch (error) {
+        if (signal.aborted) break;
+        crashes++;
+        log.error("Database {database}: replica check failed unexpectedly: {error}", {
+          database: this.database.name,
+          error: error instanceof Error ? (error.stack ?? error.message) : String(error),
+        });
+        await sleep(Math.min(100 * 2 ** crashes, 5000), signal);
+      }
+      await this.#sleepUntilDue(checkedFor, signal);
+    }
+    this.#probe?.reset();
+    this.#notify();
+  }
+
+  /** Returns the master the check was made against. */
+  async #checkOnce(signal: AbortSignal): Promise<Address | undefined> {
+    const generation = this.#generation;
+    this.#urgent = false;
+    try {
+      return await this.#check(generation, signal);
+    } finally {
+      this.#lastCheckAt = performance.now();
+      this.#resolved.resolve();
+      this.#resolved = Promise.withResolvers<void>();
+    }
+  }
+
+  async #check(generation: number, signal: AbortSignal): Promise<Address | undefined> {
+    const master = this.#master.master;
+    // No master to check against (a failover, say): no replica is usable for new clients, and the
+    // live ones keep reading; events cut the replica being promoted.
+    if (!master) return undefined;
+    const name = this.database.name;
+    const listed = await this.#sentinels.replicas(name, signal);
+    if (listed) this.#listed = listed;
+    const list = this.#listed ?? [];
+    const candidates: { address: Address; flagged: string | undefined }[] = [];
+    for (const info of list) {
+      if (sameAddress(info.replica, master.address)) continue;
+      const down = info.flags.filter((f) => DOWN_FLAGS.includes(f));
+      const flagged = down.length > 0
+        ? `Sentinel ${info.reportedBy} flags it ${down.join(",")}`
+        : info.masterLinkStatus !== null && info.masterLinkStatus !== "ok"
+        ? `Sentinel ${info.reportedBy} reports its master link ${info.masterLinkStatus}`
+        : undefined;
+      candidates.push({ address: info.replica, flagged });
+    }
+    const asked = candidates.filter((c) => c.flagged === undefined);
+    const [masterRole, ...roles] = await Promise.all([
+      this.#checkRole(master.address, signal),
+      ...asked.map((c) => this.#checkRole(c.address, signal)),
+    ]);
+    if (signal.aborted) return undefined;
+    if (this.#generation !== generation || this.#master.master !== master) {
+      // An event or a new master made this check stale: run a fresh one at once.
+      this.#wakePending = true;
+      this.#urgent = true;
+      return undefined;
+    }
+    this.#probe?.keepOnly([master.address, ...asked.map((c) => c.address)]);
+    const roleOf = new Map(asked.map((c, i) => [keyOf(c.address), roles[i]!]));
+    const masterView = masterRole!.kind === "role" && masterRole!.role === "master"
+      ? masterRole!.asMaster
+      : undefined;
+    const masterDetail = masterView ? undefined : describeMasterRole(master.address, masterRole!);
+    const now = Date.now();
+    const next = new Map<string, ReplicaStatus>();
+    for (const candidate of candidates) {
+      const key = keyOf(candidate.address);
+      const before = this.#replicas.get(key);
+      const role = roleOf.get(key);
+      const verdict = candidate.flagged !== undefined
+        ? { reason: candidate.flagged, lagBytes: undefined }
+        : judge(
+          candidate.address,
+          role!,
+          master.address,
+          masterView,
+          masterDetail,
+          before,
+          this.database.maxLagBytes,
+        );
+      next.set(key, {
+        address: candidate.address,
+        usable: verdict.reason === undefined,
+        reason: verdict.reason,
+        lagBytes: verdict.lagBytes,
+        checkedAgainst: master.address,
+        checkedAt: now,
+      });
+    }
+    this.#apply(next, master.address, listed === undefined);
+    return master.address;
+  }
+
+  /** Takes a check's verdicts: clients of a replica no longer usable are cut at once. */
+  #apply(next: Map<string, ReplicaStatus>, master: Address, listStale: boolean): void {
+    const name = this.database.name;
+    for (const [key, before] of this.#replicas) {
+      const after = next.get(key);
+      if (after?.usable) continue;
+      const closed = this.#registry.closeTo(before.address);
+      const reason = after?.reason ?? "no Sentinel lists it any more";
+      if (before.usable || closed > 0) {
+        log.warn(
+          "Database {database}: replica {replica} is not usable: {reason}; closed {closed} client connections to it",
+          {
+            database: name,
+            port: this.database.port,
+            replica: formatAddress(before.address),
+            reason,
+            closed,
+          },
+        );
+      }
+    }
+    for (const [key, after] of next) {
+      const before = this.#replicas.get(key);
+      if (after.usable && !before?.usable) {
+        log.info(
+          "Database {database}: replica {replica} is usable (lag {lag} bytes, master {master})",
+          {
+            database: name,
+            port: this.database.port,
+            replica: formatAddress(after.address),
+            lag: after.lagBytes ?? null,
+            master: formatAddress(master),
+          },
+        );
+      } else if (!after.usable && before?.reason !== after.reason && !before?.usable) {
+        log.debug("Database {database}: replica {replica} is not usable: {reason}", {
+          database: name,
+          replica: formatAddress(after.address),
+          reason: after.reason,
+        });
+      }
+    }
+    this.#replicas = next;
+    const unusable = [...next.values()].filter((r) => !r.usable);
+    this.#problem = unusable.length === next.size
+      ? {
+        kind: "unreachable",
+        detail: next.size === 0
+          ? `no Sentinel lists a replica of master ${formatAddress(master)}${
+            listStale ? " (no Sentinel answered SENTINEL replicas)" : ""
+          }`
+          : unusable.map((r) => `replica ${formatAddress(r.address)}: ${r.reason}`).join("; "),
+        since: this.#problem?.since ?? Date.now(),
+      }
+      : undefined;
+    this.#notify();
+  }
+
+  /** Cuts `address`'s clients and takes it out of use until a check finds it usable again. */
+  #cut(address: Address, reason: string): void {
+    this.#generation++;
+    const key = keyOf(address);
+    const before = this.#replicas.get(key);
+    if (before) {
+      const next = new Map(this.#replicas);
+      next.set(key, { ...before, usable: false, reason });
+      this.#replicas = next;
+    }
+    const closed = this.#registry.closeTo(address);
+    if (before?.usable || closed > 0) {
+      log.warn(
+        "Database {database}: replica {replica}: {reason}; closed {closed} client connections to it",
+        { database: this.database.name, replica: formatAddress(address), reason, closed },
+      );
+    }
+    this.#notify();
+    this.wake(true);
+  }
+
+  #notify(): void {
+    this.#changed.resolve();
+    this.#changed = Promise.withResolvers<void>();
+  }
+
+  /**
+   * Sleeps a poll interval, or until woken, or until the master changes from
+   * the one last checked against (a new master means a check at once).
+   */
+  async #sleepUntilDue(checkedFor: Address | undefined, signal: AbortSignal): Promise<void> {
+    const until = performance.now() + this.database.timeouts.pollIntervalMs;
+    while (!signal.aborted) {
+      const master = this.#master.master?.address;
+      const masterMoved = master !== undefined &&
+        (checkedFor === undefined || !sameAddress(master, checkedFor));
+      if (masterMoved) break;
+      const gapLeft = this.#lastCheckAt + MIN_CHECK_GAP_MS - performance.now();
+      if (this.#wakePending && (this.#urgent || gapLeft <= 0)) break;
+      const left = this.#wakePending ? gapLeft : until - performance.now();
+      if (left <= 0) break;
+      const woken = new AbortController();
+      this.#wake = () => {
+        this.#wakePending = true;
+        woken.abort();
+      };
+      try {
+        await Promise.race([
+          sleep(left, AbortSignal.any([signal, woken.signal])),
+          this.#master.nextChange,
+        ]);
+      } finally {
+        this.#wake = undefined;
+        // Ends the sleep when the master's change came first.
+        woken.abort();
+      }
+    }
+    this.#wakePending = false;
+  }
+}
+
+/** Whether one replica is usable, from its ROLE and the master's, and how far behind it is. */
+function judge(
+  address: Address,
+  role: RoleCheck,
+  master: Address,
+  masterView:
+    | { offset: number; replicas: readonly { address: Address; offset: number }[] }
+    | undefined,
+  masterDetail: string | undefined,
+  before: ReplicaStatus | undefined,
+  maxLagBytes: number,
+): { reason: string | undefined; lagBytes: number | undefined } {
+  const no = (reason: string) => ({ reason, lagBytes: undefined });
+  if (role.kind !== "role") return no(role.detail);
+  if (role.role !== "slave") return no(`it says it is ${role.role}`);
+  const own = role.asReplica;
+  if (!own) return no("its ROLE reply is malformed");
+  if (!sameAddress(own.master, master)) {
+    return no(
+      `it replicates from ${formatAddress(own.master)}, not the confirmed master ${
+        formatAddress(master)
+      }`,
+    );
+  }
+  if (own.state !== "connected") return no(`its link to the master is ${own.state}`);
+  if (!masterView) {
+    // The master cannot say (busy, say): a replica already usable against it stays so on its own
+    // word; a new one waits for the master's.
+    if (
+      before?.usable && before.checkedAgainst && sameAddress(before.checkedAgainst, master)
+    ) return { reason: undefined, lagBytes: before.lagBytes };
+    return no(`the master cannot confirm it: ${masterDetail}`);
+  }
+  if (!masterView.replicas.some((r) => sameAddress(r.address, address))) {
+    return no(`master ${formatAddress(master)} does not list it among its replicas`);
+  }
+  const lagBytes = Math.max(0, masterView.offset - own.offset);
+  if (lagBytes > maxLagBytes) {
+    return {
+      reason: `it is ${lagBytes} bytes behind the master (maxLagBytes ${maxLagBytes})`,
+      lagBytes,
+    };
+  }
+  return { reason: undefined, lagBytes };
+}
+
+function describeMasterRole(master: Address, role: RoleCheck): string {
+  const where = formatAddress(master);
+  if (role.kind !== "role") return role.detail;
+  if (role.role !== "master") return `${where} says it is ${role.role}`;
+  return `the ROLE reply of ${where} is malformed`;
+}
+
+function keyOf(address: Address): string {
+  return formatAddress(address).toLowerCase();
+}
