@@ -144,7 +144,8 @@ Deno.test(
     console.log(`PING answered in ${elapsed.toFixed(1)} ms after 2,000 resets before accept`);
     assert.equal(reply, "PONG");
     // Every reset failed the accept that met it, and none was logged as an accept failure.
-    const aborted = 'sentinel_tunnel_connections_aborted_before_accept_total{database="resets"}';
+    const aborted =
+      `sentinel_tunnel_connections_aborted_before_accept_total{database="resets",port="${port}",role="master"}`;
     assert.ok(await metric(adminPort, aborted) >= 1000, "the resets did not reach accept");
     assert.ok(!tunnel.logs.some((r) => /accept failed/.test(String(r.message))));
   },
@@ -259,7 +260,8 @@ Deno.test(
       refused,
       /^-ERR sentinel-tunnel: database "capped": too many clients \(2\): this database's maxClients/,
     );
-    const over = 'sentinel_tunnel_connections_over_limit_total{limit="database",database="capped"}';
+    const over =
+      `sentinel_tunnel_connections_over_limit_total{limit="database",database="capped",port="${port}",role="master"}`;
     assert.equal(await metric(adminPort, over), 1);
 
     // A client that leaves frees its slot.
@@ -301,7 +303,8 @@ Deno.test(
     // The other database's client takes the third slot while it waits for a master.
     using waiting = await Deno.connect({ hostname: "127.0.0.1", port: otherPort });
     await writeAll(waiting, encoder.encode("*1\r\n$4\r\nPING\r\n"));
-    const series = 'sentinel_tunnel_connections_total{database="waiting"}';
+    const series =
+      `sentinel_tunnel_connections_total{database="waiting",port="${otherPort}",role="master"}`;
     for (let i = 0; i < 100 && await metric(adminPort, series) < 1; i++) {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
@@ -312,7 +315,8 @@ Deno.test(
       reply.message,
       /^ERR sentinel-tunnel: database "total": too many clients \(3\): maxClients of all databases together/,
     );
-    const over = 'sentinel_tunnel_connections_over_limit_total{limit="total",database="total"}';
+    const over =
+      `sentinel_tunnel_connections_over_limit_total{limit="total",database="total",port="${port}",role="master"}`;
     assert.equal(await metric(adminPort, over), 1);
   },
 );
@@ -348,7 +352,8 @@ Deno.test(
     using idle = await Deno.connect({ hostname: "127.0.0.1", port });
     await writeAll(idle, encoder.encode("*1\r\n$4\r\nPING\r\n"));
     assert.equal(decoder.decode(await readToEnd(idle, 10_000)), "+PONG\r\n");
-    const closed = 'sentinel_tunnel_connections_idle_closed_total{database="idle"}';
+    const closed =
+      `sentinel_tunnel_connections_idle_closed_total{database="idle",port="${port}",role="master"}`;
     assert.equal(await metric(adminPort, closed), 1);
 
     // Off by default: idle for 3 s, then still served.

@@ -219,7 +219,7 @@ Deno.test(
     await _failing.waitForLog((r) => /was killed after 200 ms/.test(String(r.message)));
 
     // Both entries confirmed the new master; stopping waits for every hook queued: none ran twice.
-    await tunnel.waitForLog((r) =>
+    await tunnel.waitForLog(() =>
       tunnel.logs.filter((l) => /master is/.test(String(l.message)) && l.to === address)
         .length >= 2
     );

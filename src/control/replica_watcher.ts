@@ -92,6 +92,12 @@ export class ReplicaWatcher {
   /** The Sentinels' list last received, used while none answers. */
   #listed: readonly ReplicaInfo[] | undefined;
   #problem: MasterProblem | undefined;
+  /** The problem before the first check against a master. */
+  readonly #unchecked: MasterProblem = {
+    kind: "unreachable",
+    detail: "the replicas are not checked yet",
+    since: Date.now(),
+  };
   /** The targets made from one map of replicas (replaced, never changed) and one master. */
   #targetsCache: {
     replicas: Map<string, ReplicaStatus> | undefined;
@@ -152,8 +158,7 @@ export class ReplicaWatcher {
         since: masterProblem?.since ?? Date.now(),
       };
     }
-    return this.#problem ??
-      { kind: "unreachable", detail: "the replicas are not checked yet", since: Date.now() };
+    return this.#problem ?? this.#unchecked;
   }
 
   /**
@@ -390,19 +395,25 @@ export class ReplicaWatcher {
       }
     }
     this.#replicas = next;
-    const unusable = [...next.values()].filter((r) => !r.usable);
-    this.#problem = unusable.length === next.size
-      ? {
-        kind: "unreachable",
-        detail: next.size === 0
-          ? `no Sentinel lists a replica of master ${formatAddress(master)}${
-            listStale ? " (no Sentinel answered SENTINEL replicas)" : ""
-          }`
-          : unusable.map((r) => `replica ${formatAddress(r.address)}: ${r.reason}`).join("; "),
-        since: this.#problem?.since ?? Date.now(),
-      }
-      : undefined;
+    this.#problem = this.#summarize(
+      `no Sentinel lists a replica of master ${formatAddress(master)}${
+        listStale ? " (no Sentinel answered SENTINEL replicas)" : ""
+      }`,
+    );
     this.#notify();
+  }
+
+  /** Why no replica is usable, from the verdicts in force; `undefined` while one is. */
+  #summarize(whenNone: string): MasterProblem | undefined {
+    const all = [...this.#replicas.values()];
+    if (all.some((r) => r.usable)) return undefined;
+    return {
+      kind: "unreachable",
+      detail: all.length === 0
+        ? whenNone
+        : all.map((r) => `replica ${formatAddress(r.address)}: ${r.reason}`).join("; "),
+      since: this.#problem?.since ?? Date.now(),
+    };
   }
 
   /** Cuts `address`'s clients and takes it out of use until a check finds it usable again. */
@@ -414,6 +425,7 @@ export class ReplicaWatcher {
       const next = new Map(this.#replicas);
       next.set(key, { ...before, usable: false, reason });
       this.#replicas = next;
+      this.#problem = this.#summarize("no replica is usable");
     }
     const closed = this.#registry.closeTo(address);
     if (before?.usable || closed > 0) {

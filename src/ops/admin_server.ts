@@ -4,14 +4,21 @@
  * redacted), and Prometheus metrics. It is read-only and off unless
  * configured; it listens on loopback unless told otherwise.
  *
- * | path                 | what                                                   |
- * | -------------------- | ------------------------------------------------------ |
- * | `/healthz`           | 200 while the process runs                             |
- * | `/readyz`            | 200 when every database has a confirmed master, or 503 |
- * | `/api/topology`      | per database: master, how it was confirmed, replicas    |
- * | `/api/sentinels`     | known Sentinels, configured or discovered, reachability |
- * | `/api/configuration` | the resolved config, passwords redacted                |
- * | `/metrics`           | Prometheus text format, `sentinel_tunnel_*`            |
+ * | path                 | what                                                                |
+ * | -------------------- | ------------------------------------------------------------------- |
+ * | `/healthz`           | 200 while the process runs                                          |
+ * | `/readyz`            | 200 when every entry can serve a client now, or 503; per entry, why |
+ * | `/api/topology`      | per entry: role, master and how confirmed, replicas, connections;   |
+ * |                      | on a read port each replica's last check and live clients           |
+ * | `/api/sentinels`     | known Sentinels, configured or discovered, reachability             |
+ * | `/api/configuration` | the resolved config, passwords redacted                             |
+ * | `/metrics`           | Prometheus text, `sentinel_tunnel_*`, by `database`, `port`, `role` |
+ *
+ * One master name may be served on several ports: as its master, or as its
+ * replicas (`"role": "replica"`, a read port). Every answer lists entries, in
+ * config order, each named by its listen address as well as its name. A read
+ * port is ready when a new client would be sent somewhere now: to a usable
+ * replica, or to the master under `whenNoReplica: "master"`.
  *
  * @module
  */
@@ -20,7 +27,7 @@ import { type Address, formatAddress } from "../shared/address.ts";
 import { redactConfig } from "./config.ts";
 import { renderPrometheus } from "./metrics.ts";
 import { serveHttp } from "./http_server.ts";
-import type { TunnelServer } from "./tunnel_server.ts";
+import type { DatabaseRuntime, TunnelServer } from "./tunnel_server.ts";
 
 const log = getLogger(["sentinel-tunnel", "admin"]);
 
@@ -88,28 +95,38 @@ function handle(request: Request, tunnel: TunnelServer): Response {
 }
 
 function readiness(tunnel: TunnelServer): Response {
-  const databases = tunnel.databases.map(({ watcher }) => ({
-    name: watcher.database.name,
-    ready: watcher.master !== undefined,
-    master: watcher.master ? formatAddress(watcher.master.address) : null,
-    reason: watcher.master
-      ? null
-      : watcher.problem?.detail ?? "resolving: no answer from a Sentinel yet",
-  }));
+  const databases = tunnel.databases.map((entry) => {
+    const { watcher, source } = entry;
+    const targets = source.targets;
+    return {
+      name: watcher.database.name,
+      role: roleOf(entry),
+      listen: listenOf(entry),
+      ready: targets !== undefined,
+      master: watcher.master ? formatAddress(watcher.master.address) : null,
+      /** Where new clients go now: `replica` or `master`; `null` while nowhere. */
+      serving: targets?.kind ?? null,
+      reason: targets ? null : source.problem?.detail ?? "resolving: no answer from a Sentinel yet",
+    };
+  });
   const ready = databases.every((d) => d.ready);
   return json(ready ? 200 : 503, { ready, databases });
 }
 
-/** From the watchers' cached state: a request never opens a Sentinel connection. */
+/** From the watchers' cached state: a request never opens a Sentinel or node connection. */
 function topology(tunnel: TunnelServer): unknown {
   return {
-    databases: tunnel.databases.map(({ watcher, registry, listener }) => {
+    databases: tunnel.databases.map((entry) => {
+      const { watcher, registry, replicas: readWatcher, replicaRegistry, source } = entry;
       const master = watcher.master;
       const failover = watcher.failover;
       const replicas = watcher.replicas;
+      const targets = readWatcher ? source.targets : undefined;
+      const readProblem = readWatcher ? source.problem : undefined;
       return {
         name: watcher.database.name,
-        listen: formatAddress({ hostname: listener.address.hostname, port: listener.address.port }),
+        role: roleOf(entry),
+        listen: listenOf(entry),
         master: master
           ? {
             address: formatAddress(master.address),
@@ -133,14 +150,40 @@ function topology(tunnel: TunnelServer): unknown {
             since: iso(watcher.problem.since),
           }
           : null,
-        replicas: replicas?.replicas ?? null,
+        // Field by field: the Sentinel client's own record may grow (a parsed address, say).
+        replicas: replicas?.replicas.map((r) => ({
+          address: r.address,
+          flags: r.flags,
+          masterLinkStatus: r.masterLinkStatus,
+          replicationOffset: r.replicationOffset,
+          reportedBy: r.reportedBy,
+        })) ?? null,
         replicasReportedAt: replicas ? iso(replicas.at) : null,
+        // A read port's own view: each replica as last checked, and where new clients go.
+        readReplicas: readWatcher
+          ? readWatcher.replicas.map((r) => ({
+            address: formatAddress(r.address),
+            usable: r.usable,
+            reason: r.usable ? null : r.reason ?? null,
+            lagBytes: r.lagBytes ?? null,
+            checkedAgainst: r.checkedAgainst ? formatAddress(r.checkedAgainst) : null,
+            checkedAt: iso(r.checkedAt),
+            liveClients: replicaRegistry?.countTo(r.address) ?? 0,
+          }))
+          : null,
+        readTargets: targets
+          ? { kind: targets.kind, addresses: targets.addresses.map((a) => formatAddress(a)) }
+          : null,
+        readProblem: readProblem ? { kind: readProblem.kind, detail: readProblem.detail } : null,
         sentinels: tunnel.sentinels.watching(watcher.database.name).map((s) =>
           formatAddress(s.address)
         ),
         connections: {
-          active: registry.size,
+          active: registry.size + (replicaRegistry?.size ?? 0),
+          toMaster: registry.size,
+          toReplicas: replicaRegistry?.size ?? 0,
           byMaster: Object.fromEntries(registry.countsByMaster()),
+          byReplica: Object.fromEntries(replicaRegistry?.countsByMaster() ?? []),
         },
       };
     }),
@@ -163,18 +206,38 @@ function sentinels(tunnel: TunnelServer): unknown {
 
 function metrics(tunnel: TunnelServer): string {
   return renderPrometheus(
-    tunnel.databases.map(({ watcher, registry }) => ({
-      name: watcher.database.name,
-      stats: watcher.stats,
-      activeConnections: registry.size,
-      hasMaster: watcher.master !== undefined,
-    })),
+    tunnel.databases.map((entry) => {
+      const { watcher, registry, replicas, replicaRegistry, listener } = entry;
+      return {
+        name: watcher.database.name,
+        role: roleOf(entry),
+        port: listener.address.port,
+        listen: listenOf(entry),
+        stats: watcher.stats,
+        activeConnections: registry.size + (replicaRegistry?.size ?? 0),
+        hasMaster: watcher.master !== undefined,
+        replicas: (replicas?.replicas ?? []).map((r) => ({
+          address: formatAddress(r.address),
+          usable: r.usable,
+          lagBytes: r.lagBytes,
+          clients: replicaRegistry?.countTo(r.address) ?? 0,
+        })),
+      };
+    }),
     tunnel.sentinels.sentinels.map((s) => ({
       address: formatAddress(s.address),
       errors: s.errors,
       reachable: s.lastError === null,
     })),
   );
+}
+
+function roleOf(entry: DatabaseRuntime): "master" | "replica" {
+  return entry.replicas ? "replica" : "master";
+}
+
+function listenOf({ listener }: DatabaseRuntime): string {
+  return formatAddress({ hostname: listener.address.hostname, port: listener.address.port });
 }
 
 function iso(epochMs: number): string {
