@@ -19,9 +19,11 @@ function sleep(ms: number): Promise<void> {
 }
 
 /**
- * Routes through a tunnel configured with the Sentinels' host names, then
- * forces a failover and waits for new clients to reach the new master.
- * `portParameter` is the node's client port (`tls-port` on a TLS-only node).
+ * Routes through a tunnel configured with the Sentinels' host names, and
+ * reads from a replica through a read port (replicas named by host name
+ * too), then forces a failover and waits for new clients to reach the new
+ * master, and read clients a replica of it. `portParameter` is the node's
+ * client port (`tls-port` on a TLS-only node).
  */
 async function routesAndFollowsFailover(
   deployment: Deployment,
@@ -31,18 +33,32 @@ async function routesAndFollowsFailover(
   const oldMaster = deployment.nodes[0]!;
   assert.equal(await deployment.sentinelMaster(), `localhost:${oldMaster.port}`);
   const port = freePort();
+  const readPort = freePort();
   await using tunnel = await startTunnel({
     sentinels: deployment.sentinels.map((s) => s.address),
     timeouts: { clientWaitMs: 10_000 },
     ...config,
-    databases: [{ name: deployment.masterName, port }],
-  }, { ports: [port] });
+    databases: [
+      { name: deployment.masterName, port },
+      { name: deployment.masterName, port: readPort, role: "replica" },
+    ],
+  }, { ports: [port, readPort] });
   await tunnel.waitForLog((r) => /master is/.test(String(r.message)));
   const served = () => oneCommand(port, ["CONFIG", "GET", portParameter]);
 
   assert.deepEqual(await served(), [portParameter, String(oldMaster.port)]);
   assert.equal(await oneCommand(port, ["SET", "named:before", "1"]), "OK");
   assert.equal(await deployment.cli(oldMaster, "GET", "named:before"), "1");
+
+  // The read port reaches a replica, named localhost:PORT and checked as such.
+  await tunnel.waitForLog((r) => /replica localhost:\d+ is usable/.test(String(r.message)));
+  await deployment.cli(oldMaster, "WAIT", "2", "5000");
+  const readFrom = await oneCommand(readPort, ["CONFIG", "GET", portParameter]) as string[];
+  assert.ok(
+    deployment.nodes.slice(1).some((node) => String(node.port) === readFrom[1]),
+    `the read port reached ${JSON.stringify(readFrom)}, not a replica`,
+  );
+  assert.equal(await oneCommand(readPort, ["GET", "named:before"]), "1");
 
   await using watch = await deployment.watchSwitch();
   await deployment.forceFailover();
@@ -62,6 +78,11 @@ async function routesAndFollowsFailover(
   assert.equal(await oneCommand(port, ["SET", "named:after", "2"]), "OK");
   const newMaster = deployment.nodes.find((node) => node.port === newPort)!;
   assert.equal(await deployment.cli(newMaster, "GET", "named:after"), "2");
+
+  // Read clients go to a replica of the new master, never to the new master.
+  const reads = await oneCommand(readPort, ["CONFIG", "GET", portParameter]) as string[];
+  assert.notEqual(reads[1], String(newPort));
+  assert.equal(await oneCommand(readPort, ["GET", "named:before"]), "1");
 }
 
 Deno.test(
