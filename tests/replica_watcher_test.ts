@@ -1,0 +1,782 @@
+/**
+ * ReplicaWatcher's decisions, with a fake master watcher, fake Sentinels, fake
+ * ROLE answers and a fake registry, so that races (an event during a check, a
+ * master change during a check) can be set up exactly. Every wait is on an
+ * event (a check ending, a ROLE call), never on a time window. The read port
+ * integration tests cover the same code against real Redis.
+ */
+import assert from "node:assert/strict";
+import { type Address, formatAddress } from "../src/shared/address.ts";
+import { type DatabaseConfig, DEFAULT_TIMEOUTS } from "../src/shared/settings.ts";
+import type { ConfirmedMaster, MasterProblem, Targets } from "../src/control/master_watcher.ts";
+import {
+  type MasterState,
+  type ReplicaStatus,
+  ReplicaWatcher,
+} from "../src/control/replica_watcher.ts";
+import type { RoleCheck, RoleChecker } from "../src/control/role_probe.ts";
+import type { ReplicaInfo } from "../src/control/sentinel_client.ts";
+import type { SentinelEvent } from "../src/control/sentinel_events.ts";
+
+const M: Address = { hostname: "10.0.0.1", port: 6379 };
+const R1: Address = { hostname: "10.0.0.2", port: 6379 };
+const R2: Address = { hostname: "10.0.0.3", port: 6379 };
+const F: Address = { hostname: "10.6.6.6", port: 6379 };
+const S1: Address = { hostname: "10.0.0.9", port: 26379 };
+
+/** The master's offset in every scenario; lags are counted from it. */
+const OFFSET = 10_000_000;
+const MAX_LAG = 1000;
+/** Long enough that a test which passes cannot have waited for a poll. */
+const HOUR_MS = 3_600_000;
+
+const DATABASE: DatabaseConfig = {
+  name: "mymaster",
+  bind: "127.0.0.1",
+  port: 6381,
+  role: "replica",
+  maxLagBytes: MAX_LAG,
+  whenNoReplica: "reject",
+  timeouts: { ...DEFAULT_TIMEOUTS, pollIntervalMs: 20 },
+  maxClients: 100,
+  tcpKeepAlive: true,
+};
+
+/** The master watcher, as the replica watcher sees it: the test sets the master. */
+class FakeMaster implements MasterState {
+  database: DatabaseConfig;
+  master: ConfirmedMaster | undefined;
+  problem: MasterProblem | undefined;
+  #change = Promise.withResolvers<void>();
+
+  constructor(database: DatabaseConfig) {
+    this.database = database;
+  }
+
+  get nextChange(): Promise<void> {
+    return this.#change.promise;
+  }
+
+  get targets(): Targets | undefined {
+    return this.master && { kind: "master", addresses: [this.master.address] };
+  }
+
+  /** Confirms `address` (a new object each time, as a real confirmation makes), or none. */
+  set(address: Address | undefined, problem?: MasterProblem): void {
+    this.master = address && {
+      address,
+      confirmedAt: Date.now(),
+      via: "3 of 3 configured Sentinels at config-epoch 1",
+      epoch: 1,
+    };
+    this.problem = problem;
+    this.#change.resolve();
+    this.#change = Promise.withResolvers();
+  }
+}
+
+/** What `SENTINEL replicas` answers; `undefined` is no Sentinel answering. */
+class FakeSentinels {
+  listed: ReplicaInfo[] | undefined = [];
+
+  replicas(): Promise<ReplicaInfo[] | undefined> {
+    return Promise.resolve(this.listed && [...this.listed]);
+  }
+}
+
+function info(
+  replica: Address,
+  { flags = [] as string[], link = "ok" as string | null } = {},
+): ReplicaInfo {
+  return {
+    address: formatAddress(replica),
+    replica,
+    flags: ["slave", ...flags],
+    masterLinkStatus: link,
+    replicationOffset: OFFSET,
+    reportedBy: formatAddress(S1),
+  };
+}
+
+/**
+ * ROLE answers by address, and every call in order. An address not set is
+ * unreachable. A held address answers, with what was set when it was asked,
+ * only once released.
+ */
+class FakeNodes {
+  readonly asked: string[] = [];
+  readonly #answers = new Map<string, RoleCheck>();
+  readonly #gates = new Map<string, Promise<void>>();
+  #askWaiters: { key: string; resolve: () => void }[] = [];
+
+  set(address: Address, answer: RoleCheck): void {
+    this.#answers.set(formatAddress(address), answer);
+  }
+
+  /** Calls to `address` from now on wait for the function returned. */
+  hold(address: Address): () => void {
+    const key = formatAddress(address);
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#gates.set(key, promise);
+    const release = () => {
+      if (this.#gates.get(key) === promise) this.#gates.delete(key);
+      resolve();
+    };
+    this.#releases.push(release);
+    return release;
+  }
+
+  readonly #releases: (() => void)[] = [];
+
+  releaseAll(): void {
+    for (const release of this.#releases.splice(0)) release();
+  }
+
+  /** Resolves at the next ROLE call to `address`. */
+  asks(address: Address): Promise<void> {
+    const key = formatAddress(address);
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#askWaiters.push({ key, resolve });
+    return timeout(promise, `a ROLE call to ${key}`);
+  }
+
+  readonly check: RoleChecker = async (address, signal) => {
+    const key = formatAddress(address);
+    this.asked.push(key);
+    const answer = this.#answers.get(key) ??
+      { kind: "unreachable", detail: `ROLE check failed: ${key}: connection refused` };
+    const gate = this.#gates.get(key);
+    this.#askWaiters = this.#askWaiters.filter((w) => {
+      if (w.key !== key) return true;
+      w.resolve();
+      return false;
+    });
+    if (gate) {
+      await Promise.race([
+        gate,
+        new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true })),
+      ]);
+    }
+    return answer;
+  };
+}
+
+/** The replica port's live clients, by node; records every closeTo. */
+class FakeRegistry {
+  readonly cuts: { address: string; closed: number }[] = [];
+  readonly #clients = new Map<string, number>();
+
+  attach(address: Address, count: number): void {
+    const key = formatAddress(address);
+    this.#clients.set(key, (this.#clients.get(key) ?? 0) + count);
+  }
+
+  closeTo(address: Address): number {
+    const key = formatAddress(address);
+    const closed = this.#clients.get(key) ?? 0;
+    this.#clients.delete(key);
+    this.cuts.push({ address: key, closed });
+    return closed;
+  }
+
+  /** How many clients each closeTo of `address` closed, from the `from`th call on. */
+  cutsOf(address: Address, from = 0): number[] {
+    return this.cuts.slice(from).filter((c) => c.address === formatAddress(address))
+      .map((c) => c.closed);
+  }
+}
+
+function masterRole(offset: number, replicas: Address[]): RoleCheck {
+  return {
+    kind: "role",
+    role: "master",
+    asMaster: { offset, replicas: replicas.map((address) => ({ address, offset })) },
+  };
+}
+
+function replicaRole(master: Address, offset = OFFSET, state = "connected"): RoleCheck {
+  return { kind: "role", role: "slave", asReplica: { master, state, offset } };
+}
+
+function timeout<T>(promise: Promise<T>, what: string, ms = 3000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout>;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+interface Harness {
+  watcher: ReplicaWatcher;
+  master: FakeMaster;
+  sentinels: FakeSentinels;
+  nodes: FakeNodes;
+  registry: FakeRegistry;
+  /**
+   * Resolves when `count` more checks have ended. After a change, the second
+   * check to end is one that started after it.
+   */
+  rounds(count?: number): Promise<void>;
+  event(event: SentinelEvent): void;
+}
+
+/** M confirmed and listing R1 and R2, both following it at its offset. */
+function healthy(h: Harness): void {
+  h.master.set(M);
+  h.nodes.set(M, masterRole(OFFSET, [R1, R2]));
+  h.nodes.set(R1, replicaRole(M));
+  h.nodes.set(R2, replicaRole(M));
+  h.sentinels.listed = [info(R1), info(R2)];
+}
+
+async function withWatcher(
+  options: { database?: Partial<DatabaseConfig>; setup?: (h: Harness) => void },
+  body: (h: Harness) => Promise<void>,
+): Promise<void> {
+  const master = new FakeMaster({ ...DATABASE, ...options.database });
+  const sentinels = new FakeSentinels();
+  const nodes = new FakeNodes();
+  const registry = new FakeRegistry();
+  const watcher = new ReplicaWatcher({ master, sentinels, checkRole: nodes.check, registry });
+  const controller = new AbortController();
+  const harness: Harness = {
+    watcher,
+    master,
+    sentinels,
+    nodes,
+    registry,
+    async rounds(count = 2) {
+      for (let i = 0; i < count; i++) {
+        await timeout(watcher.nextResolution(10_000, controller.signal), "a replica check");
+      }
+    },
+    event: (event) => watcher.onEvent(event, { address: S1 }),
+  };
+  (options.setup ?? healthy)(harness);
+  const running = watcher.run(controller.signal);
+  try {
+    await body(harness);
+  } finally {
+    controller.abort();
+    nodes.releaseAll();
+    await running;
+  }
+}
+
+/** The replicas a new client may go to now, as `host:port`; none when targets are the master's. */
+function readable(h: Harness): string[] {
+  const targets = h.watcher.targets;
+  return targets?.kind === "replica" ? targets.addresses.map(formatAddress) : [];
+}
+
+function statusOf(h: Harness, address: Address): ReplicaStatus {
+  const status = h.watcher.replicas.find((r) =>
+    formatAddress(r.address) === formatAddress(address)
+  );
+  assert.ok(status, `no status for ${formatAddress(address)}`);
+  return status;
+}
+
+const both = [R1, R2].map(formatAddress);
+
+/** R1 and R2 usable, and two clients reading from R1. */
+async function servingBoth(h: Harness): Promise<void> {
+  await h.rounds(1);
+  assert.deepEqual(readable(h), both);
+  h.registry.attach(R1, 2);
+}
+
+type EventOf<K extends SentinelEvent["kind"]> = Extract<SentinelEvent, { kind: K }>;
+
+const selectedSlave = (replica: Address): EventOf<"promotion"> => ({
+  kind: "promotion",
+  channel: "+selected-slave",
+  master: DATABASE.name,
+  masterAddress: M,
+  replica,
+});
+const switchTo = (to: Address): SentinelEvent => ({
+  kind: "switch-master",
+  master: DATABASE.name,
+  from: M,
+  to,
+});
+const sdown = (instance: Address): EventOf<"instance"> => ({
+  kind: "instance",
+  change: "down",
+  instanceType: "slave",
+  instance,
+  master: DATABASE.name,
+});
+
+Deno.test("ReplicaWatcher makes usable every replica that passes every check", async () => {
+  await withWatcher({}, async (h) => {
+    await h.rounds(1);
+    assert.deepEqual(h.watcher.targets, { kind: "replica", addresses: [R1, R2] });
+    assert.equal(h.watcher.problem, undefined);
+    for (const replica of [R1, R2]) {
+      const status = statusOf(h, replica);
+      assert.equal(status.usable, true);
+      assert.equal(status.reason, undefined);
+      assert.equal(status.lagBytes, 0);
+      assert.deepEqual(status.checkedAgainst, M);
+    }
+    assert.deepEqual(h.registry.cuts, []);
+  });
+});
+
+/** One way for R1 to fail a rule, and the reason the watcher must give. */
+interface Rule {
+  readonly name: string;
+  readonly breakIt: (h: Harness) => void;
+  readonly reason: RegExp;
+  /** Whether R1 is still asked ROLE (Sentinel flags rule it out first). */
+  readonly asked?: boolean;
+}
+
+const SENTINEL = formatAddress(S1);
+const RULES: Rule[] = [
+  ...["s_down", "o_down", "disconnected"].map((flag): Rule => ({
+    name: `a Sentinel flags it ${flag}`,
+    breakIt: (h) => h.sentinels.listed = [info(R1, { flags: [flag] }), info(R2)],
+    reason: new RegExp(`^Sentinel ${SENTINEL} flags it ${flag}$`),
+    asked: false,
+  })),
+  {
+    name: "a Sentinel reports its master link err",
+    breakIt: (h) => h.sentinels.listed = [info(R1, { link: "err" }), info(R2)],
+    reason: new RegExp(`^Sentinel ${SENTINEL} reports its master link err$`),
+    asked: false,
+  },
+  {
+    name: "no Sentinel lists it any more",
+    breakIt: (h) => h.sentinels.listed = [info(R2)],
+    reason: /^no Sentinel lists it any more$/,
+    asked: false,
+  },
+  {
+    name: "its ROLE says master",
+    breakIt: (h) => h.nodes.set(R1, masterRole(0, [])),
+    reason: /^it says it is master$/,
+  },
+  {
+    name: "its ROLE names another master",
+    breakIt: (h) => h.nodes.set(R1, replicaRole(F)),
+    reason: /^it replicates from 10\.6\.6\.6:6379, not the confirmed master 10\.0\.0\.1:6379$/,
+  },
+  {
+    name: "its link to the master is not connected",
+    breakIt: (h) => h.nodes.set(R1, replicaRole(M, -1, "sync")),
+    reason: /^its link to the master is sync$/,
+  },
+  {
+    name: "its ROLE reply is malformed",
+    breakIt: (h) => h.nodes.set(R1, { kind: "role", role: "slave" }),
+    reason: /^its ROLE reply is malformed$/,
+  },
+  {
+    name: "its ROLE cannot be asked",
+    breakIt: (h) => h.nodes.set(R1, { kind: "unreachable", detail: "ROLE check failed: refused" }),
+    reason: /^ROLE check failed: refused$/,
+  },
+  {
+    name: "the master's ROLE does not list it",
+    breakIt: (h) => h.nodes.set(M, masterRole(OFFSET, [R2])),
+    reason: /^master 10\.0\.0\.1:6379 does not list it among its replicas$/,
+  },
+  {
+    name: "it lags more than maxLagBytes",
+    breakIt: (h) => h.nodes.set(R1, replicaRole(M, OFFSET - MAX_LAG - 1)),
+    reason: new RegExp(
+      `^it is ${MAX_LAG + 1} bytes behind the master \\(maxLagBytes ${MAX_LAG}\\)$`,
+    ),
+  },
+];
+
+for (const rule of RULES) {
+  Deno.test(`ReplicaWatcher cuts off and stops using a replica when ${rule.name}`, async () => {
+    await withWatcher({}, async (h) => {
+      await servingBoth(h);
+      const cutsBefore = h.registry.cuts.length;
+      rule.breakIt(h);
+      await h.rounds();
+      assert.deepEqual(readable(h), [formatAddress(R2)]);
+      assert.deepEqual(h.registry.cutsOf(R1, cutsBefore)[0], 2, "R1's clients were not cut");
+      assert.deepEqual(h.registry.cutsOf(R2), [], "R2's clients were cut");
+      assert.equal(h.watcher.problem, undefined);
+      const status = h.watcher.replicas.find((r) => formatAddress(r.address) === "10.0.0.2:6379");
+      if (rule.reason.source === "^no Sentinel lists it any more$") {
+        assert.equal(status, undefined, "a replica no Sentinel lists is still shown");
+        return;
+      }
+      assert.ok(status);
+      assert.equal(status.usable, false);
+      assert.match(status.reason ?? "", rule.reason);
+      if (rule.asked === false) {
+        // Ruled out by the Sentinel's word alone: it is not even asked.
+        const asked = h.nodes.asked.length;
+        await h.rounds();
+        assert.ok(!h.nodes.asked.slice(asked).includes(formatAddress(R1)), "R1 was asked ROLE");
+      }
+    });
+  });
+}
+
+Deno.test("ReplicaWatcher counts lag from the master's offset to the replica's own, up to maxLagBytes", async () => {
+  await withWatcher({
+    setup: (h) => {
+      healthy(h);
+      // The master's acknowledged offsets say 0 lag; the replicas' own offsets say otherwise.
+      h.nodes.set(R1, replicaRole(M, OFFSET - MAX_LAG));
+      h.nodes.set(R2, replicaRole(M, OFFSET - MAX_LAG - 1));
+    },
+  }, async (h) => {
+    await h.rounds(1);
+    assert.deepEqual(readable(h), [formatAddress(R1)]);
+    assert.equal(statusOf(h, R1).lagBytes, MAX_LAG);
+    assert.equal(statusOf(h, R2).lagBytes, MAX_LAG + 1);
+    // A replica ahead of the offset the master reported (read at once, not atomically) has no lag.
+    h.nodes.set(R2, replicaRole(M, OFFSET + 5));
+    await h.rounds();
+    assert.deepEqual(readable(h), both);
+    assert.equal(statusOf(h, R2).lagBytes, 0);
+  });
+});
+
+Deno.test("ReplicaWatcher gives every replica's reason in its problem when none is usable", async () => {
+  await withWatcher({
+    setup: (h) => {
+      healthy(h);
+      h.nodes.set(R1, replicaRole(M, OFFSET - 5000));
+      h.sentinels.listed = [info(R1), info(R2, { flags: ["s_down"] })];
+    },
+  }, async (h) => {
+    await h.rounds(1);
+    assert.equal(h.watcher.targets, undefined);
+    assert.equal(h.watcher.problem?.kind, "unreachable");
+    assert.equal(
+      h.watcher.problem?.detail,
+      "replica 10.0.0.2:6379: it is 5000 bytes behind the master (maxLagBytes 1000); " +
+        `replica 10.0.0.3:6379: Sentinel ${SENTINEL} flags it s_down`,
+    );
+    h.sentinels.listed = [];
+    await h.rounds();
+    assert.equal(
+      h.watcher.problem?.detail,
+      "no Sentinel lists a replica of master 10.0.0.1:6379",
+    );
+  });
+});
+
+Deno.test("ReplicaWatcher never uses a node the master does not list, whatever it and a Sentinel say", async () => {
+  await withWatcher({
+    setup: (h) => {
+      healthy(h);
+      // F: listed by a Sentinel, says it follows M, connected, at M's offset; M does not know it.
+      h.nodes.set(M, masterRole(OFFSET, [R1]));
+      h.nodes.set(F, replicaRole(M));
+      h.sentinels.listed = [info(F), info(R1)];
+    },
+  }, async (h) => {
+    await h.rounds(1);
+    assert.deepEqual(readable(h), [formatAddress(R1)]);
+    for (let i = 0; i < 3; i++) {
+      await h.rounds(1);
+      assert.ok(!readable(h).includes(formatAddress(F)), "a client could be sent to F");
+    }
+    const status = statusOf(h, F);
+    assert.equal(status.usable, false);
+    assert.equal(status.reason, "master 10.0.0.1:6379 does not list it among its replicas");
+    // Nor when it is the only candidate left.
+    h.nodes.set(R1, replicaRole(M, OFFSET, "sync"));
+    await h.rounds();
+    assert.equal(h.watcher.targets, undefined);
+    assert.match(h.watcher.problem?.detail ?? "", /10\.6\.6\.6:6379: master .* does not list it/);
+  });
+});
+
+/** What each cutting event is, and what is true of R1 once it has happened. */
+const CUTTING_EVENTS: {
+  name: string;
+  event: SentinelEvent;
+  reason: RegExp;
+  after: (h: Harness) => void;
+}[] = [
+  {
+    name: "+selected-slave naming it",
+    event: selectedSlave(R1),
+    reason: /^\+selected-slave from 10\.0\.0\.9:26379: it is being promoted$/,
+    after: (h) => h.nodes.set(R1, masterRole(OFFSET, [R2])),
+  },
+  {
+    name: "+switch-master to it",
+    event: switchTo(R1),
+    reason: /^\+switch-master from 10\.0\.0\.9:26379 makes it the master$/,
+    after: (h) => h.nodes.set(R1, masterRole(OFFSET, [R2])),
+  },
+  {
+    name: "+sdown of it",
+    event: sdown(R1),
+    reason: /^\+sdown from 10\.0\.0\.9:26379: Sentinel sees it down$/,
+    after: (h) => {
+      h.nodes.set(R1, { kind: "unreachable", detail: "ROLE check failed: timed out" });
+      h.sentinels.listed = [info(R1, { flags: ["s_down"] }), info(R2)];
+    },
+  },
+];
+
+for (const { name, event, reason, after } of CUTTING_EVENTS) {
+  Deno.test(`ReplicaWatcher cuts a replica's clients at ${name}, before any check`, async () => {
+    await withWatcher({}, async (h) => {
+      await servingBoth(h);
+      const cutsBefore = h.registry.cuts.length;
+      const askedBefore = h.nodes.asked.length;
+      h.event(event);
+      // No check has run since the event: the event alone did this.
+      assert.equal(h.nodes.asked.length, askedBefore);
+      assert.deepEqual(h.registry.cuts.slice(cutsBefore), [{
+        address: "10.0.0.2:6379",
+        closed: 2,
+      }]);
+      assert.deepEqual(readable(h), [formatAddress(R2)]);
+      assert.equal(statusOf(h, R1).usable, false);
+      assert.match(statusOf(h, R1).reason ?? "", reason);
+      after(h);
+      await h.rounds();
+      assert.deepEqual(readable(h), [formatAddress(R2)]);
+      assert.deepEqual(h.registry.cutsOf(R2), []);
+    });
+  });
+
+  Deno.test(`ReplicaWatcher discards a check under way at ${name}`, async () => {
+    await withWatcher({}, async (h) => {
+      await servingBoth(h);
+      // A check asks R1, which answers as it stood before the event, only after the event.
+      const releaseStale = h.nodes.hold(R1);
+      await h.nodes.asks(R1);
+      h.event(event);
+      after(h);
+      // The next check waits on M's ROLE, so what the stale one left can be looked at.
+      const releaseNext = h.nodes.hold(M);
+      const nextAsked = h.nodes.asks(M);
+      releaseStale();
+      await nextAsked;
+      assert.deepEqual(readable(h), [formatAddress(R2)], "a stale check made R1 usable again");
+      assert.equal(statusOf(h, R1).usable, false);
+      assert.match(statusOf(h, R1).reason ?? "", reason);
+      releaseNext();
+      await h.rounds(1);
+      assert.deepEqual(readable(h), [formatAddress(R2)]);
+    });
+  });
+}
+
+Deno.test("ReplicaWatcher sends no client to a replica checked against the old master, and checks the new one at once", async () => {
+  await withWatcher(
+    { database: { timeouts: { ...DATABASE.timeouts, pollIntervalMs: HOUR_MS } } },
+    async (h) => {
+      await servingBoth(h);
+      // R1 is promoted; R2 follows it; the old master is down.
+      h.nodes.set(R1, masterRole(OFFSET + 100, [R2]));
+      h.nodes.set(R2, replicaRole(R1, OFFSET + 100));
+      h.nodes.set(M, { kind: "unreachable", detail: "ROLE check failed: refused" });
+      h.sentinels.listed = [info(R2), info(M, { flags: ["s_down"] })];
+      const release = h.nodes.hold(R1);
+      const asked = h.nodes.asks(R1);
+      h.master.set(R1);
+      // R2 still shows usable, but against M: no new client goes there.
+      assert.equal(statusOf(h, R2).usable, true);
+      assert.deepEqual(statusOf(h, R2).checkedAgainst, M);
+      assert.equal(
+        h.watcher.targets,
+        undefined,
+        "a replica checked against the old master is a target",
+      );
+      assert.equal(h.watcher.problem?.kind, "unreachable");
+      // The poll interval is an hour: this check is the master change's.
+      await asked;
+      assert.equal(h.watcher.targets, undefined);
+      release();
+      await h.rounds(1);
+      assert.deepEqual(h.watcher.targets, { kind: "replica", addresses: [R2] });
+      assert.deepEqual(statusOf(h, R2).checkedAgainst, R1);
+      // R1, now the master, is no replica: its read clients are cut.
+      assert.equal(h.registry.cutsOf(R1)[0], 2, "R1's clients were not cut");
+    },
+  );
+});
+
+Deno.test("ReplicaWatcher discards a check made against a master that changed under it", async () => {
+  await withWatcher({}, async (h) => {
+    await servingBoth(h);
+    const release = h.nodes.hold(R2);
+    await h.nodes.asks(R2);
+    // R1 is promoted while the check against M waits for R2, which says it follows M.
+    h.nodes.set(R1, masterRole(OFFSET, [R2]));
+    h.master.set(R1);
+    const next = h.nodes.hold(R1);
+    const nextAsked = h.nodes.asks(R1);
+    release();
+    await nextAsked;
+    assert.equal(h.watcher.targets, undefined);
+    // Checked against R1, R2 (still following M) is not usable.
+    next();
+    await h.rounds(1);
+    assert.equal(h.watcher.targets, undefined);
+    assert.match(
+      statusOf(h, R2).reason ?? "",
+      /replicates from 10\.0\.0\.1:6379, not the confirmed/,
+    );
+    assert.deepEqual(statusOf(h, R2).checkedAgainst, R1);
+    h.nodes.set(R2, replicaRole(R1));
+    await h.rounds();
+    assert.deepEqual(readable(h), [formatAddress(R2)]);
+  });
+});
+
+Deno.test("ReplicaWatcher serves no replica while no master is confirmed, and says why", async () => {
+  const problem: MasterProblem = {
+    kind: "master-unreachable",
+    detail: "master 10.0.0.1:6379: ROLE check failed: refused",
+    since: Date.now(),
+  };
+  await withWatcher({ setup: (h) => h.master.set(undefined, problem) }, async (h) => {
+    await h.rounds(1);
+    assert.equal(h.watcher.targets, undefined);
+    assert.equal(h.watcher.problem?.kind, "master-unreachable");
+    assert.equal(
+      h.watcher.problem?.detail,
+      "no confirmed master to check the replicas against: master 10.0.0.1:6379: ROLE check failed: refused",
+    );
+    assert.deepEqual(h.nodes.asked, [], "a node was asked ROLE with no master to check against");
+    // A master confirmed: checked at once, and served.
+    healthy(h);
+    await h.rounds(1);
+    assert.deepEqual(readable(h), both);
+    // The master lost again (a failover): no new client, but nobody is cut.
+    h.master.set(undefined, { ...problem, kind: "failover", detail: "failover under way" });
+    assert.equal(h.watcher.targets, undefined);
+    assert.match(h.watcher.problem?.detail ?? "", /^no confirmed master .*: failover under way$/);
+    assert.deepEqual(h.registry.cuts, []);
+  });
+});
+
+Deno.test("ReplicaWatcher with no master confirmed and no problem yet says it is still resolving", async () => {
+  await withWatcher({ setup: () => {} }, async (h) => {
+    await h.rounds(1);
+    assert.equal(h.watcher.targets, undefined);
+    assert.equal(
+      h.watcher.problem?.detail,
+      "no confirmed master to check the replicas against: still resolving",
+    );
+  });
+});
+
+Deno.test("ReplicaWatcher with whenNoReplica master falls back on the master only while no replica is usable", async () => {
+  const database = { whenNoReplica: "master" } as const;
+  await withWatcher({ database, setup: () => {} }, async (h) => {
+    await h.rounds(1);
+    // No master confirmed: nowhere to go.
+    assert.equal(h.watcher.targets, undefined);
+    assert.match(h.watcher.problem?.detail ?? "", /no confirmed master/);
+    healthy(h);
+    h.nodes.set(R1, replicaRole(M, OFFSET - 2 * MAX_LAG));
+    h.nodes.set(R2, replicaRole(M, OFFSET, "sync"));
+    await h.rounds(1);
+    assert.deepEqual(h.watcher.targets, { kind: "master", addresses: [M] });
+    assert.equal(h.watcher.problem, undefined);
+    h.nodes.set(R1, replicaRole(M));
+    await h.rounds();
+    assert.deepEqual(h.watcher.targets, { kind: "replica", addresses: [R1] });
+  });
+});
+
+for (
+  const masterAnswer of [
+    { kind: "busy", detail: "ROLE on 10.0.0.1:6379 answered BUSY Redis is busy" },
+    { kind: "unreachable", detail: "ROLE check failed: connection refused" },
+  ] as const
+) {
+  Deno.test(`ReplicaWatcher keeps a usable replica, and takes no new one, while the master's ROLE is ${masterAnswer.kind}`, async () => {
+    await withWatcher({
+      setup: (h) => {
+        healthy(h);
+        h.sentinels.listed = [info(R1)];
+        h.nodes.set(R1, replicaRole(M, OFFSET - 10));
+      },
+    }, async (h) => {
+      await h.rounds(1);
+      assert.deepEqual(readable(h), [formatAddress(R1)]);
+      h.registry.attach(R1, 2);
+      h.nodes.set(M, masterAnswer);
+      h.sentinels.listed = [info(R1), info(R2)];
+      await h.rounds();
+      assert.deepEqual(readable(h), [formatAddress(R1)]);
+      assert.equal(statusOf(h, R1).lagBytes, 10, "the last lag known is kept");
+      assert.deepEqual(h.registry.cutsOf(R1), []);
+      assert.equal(statusOf(h, R2).usable, false);
+      assert.equal(statusOf(h, R2).reason, `the master cannot confirm it: ${masterAnswer.detail}`);
+      // Its own ROLE still counts: one that stops following the master goes.
+      h.nodes.set(R1, replicaRole(M, OFFSET, "connect"));
+      await h.rounds();
+      assert.equal(h.watcher.targets, undefined);
+      assert.equal(h.registry.cutsOf(R1)[0], 2, "R1's clients were not cut");
+    });
+  });
+}
+
+Deno.test("ReplicaWatcher takes no replica on its own word when a new master's ROLE is busy", async () => {
+  await withWatcher({}, async (h) => {
+    await servingBoth(h);
+    h.nodes.set(R1, { kind: "busy", detail: "ROLE check failed: no reply within 1000 ms" });
+    h.nodes.set(R2, replicaRole(R1));
+    h.sentinels.listed = [info(R2)];
+    h.master.set(R1);
+    await h.rounds();
+    assert.equal(h.watcher.targets, undefined);
+    assert.match(statusOf(h, R2).reason ?? "", /^the master cannot confirm it: .*no reply/);
+  });
+});
+
+Deno.test("ReplicaWatcher keeps the Sentinels' last list while none answers", async () => {
+  await withWatcher({}, async (h) => {
+    await servingBoth(h);
+    h.sentinels.listed = undefined;
+    await h.rounds();
+    assert.deepEqual(readable(h), both);
+    assert.deepEqual(h.registry.cuts, []);
+  });
+});
+
+Deno.test("ReplicaWatcher only wakes for a promotion without a replica, a -sdown, or a failover end", async () => {
+  await withWatcher({}, async (h) => {
+    await servingBoth(h);
+    const events: SentinelEvent[] = [
+      { ...selectedSlave(R1), replica: undefined },
+      { ...sdown(R1), change: "up" },
+      { ...sdown(M), instanceType: "master" },
+      { kind: "failover-end", channel: "+failover-end", master: DATABASE.name, masterAddress: M },
+      { kind: "sentinel-added", master: DATABASE.name },
+    ];
+    for (const event of events) h.event(event);
+    assert.deepEqual(h.registry.cuts, []);
+    assert.deepEqual(readable(h), both);
+  });
+});
+
+// A wake that came while the loop slept once only ended the sleep, and the loop slept on for the
+// whole poll interval: reportUnreachable() and the urgent re-check after an event were lost.
+Deno.test("ReplicaWatcher.wake() while the loop sleeps runs a check without waiting a poll interval", async () => {
+  await withWatcher(
+    { database: { timeouts: { ...DATABASE.timeouts, pollIntervalMs: HOUR_MS } } },
+    async (h) => {
+      await servingBoth(h);
+      h.nodes.set(R1, replicaRole(M, OFFSET, "sync"));
+      h.watcher.reportUnreachable(R1);
+      await h.rounds(1);
+      assert.deepEqual(readable(h), [formatAddress(R2)]);
+    },
+  );
+});
