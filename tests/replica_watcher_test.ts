@@ -48,6 +48,7 @@ class FakeMaster implements MasterState {
   master: ConfirmedMaster | undefined;
   problem: MasterProblem | undefined;
   #change = Promise.withResolvers<void>();
+  #confirmations = 0;
 
   constructor(database: DatabaseConfig) {
     this.database = database;
@@ -65,6 +66,7 @@ class FakeMaster implements MasterState {
   set(address: Address | undefined, problem?: MasterProblem): void {
     this.master = address && {
       address,
+      confirmation: ++this.#confirmations,
       confirmedAt: Date.now(),
       via: "3 of 3 configured Sentinels at config-epoch 1",
       epoch: 1,
@@ -779,4 +781,48 @@ Deno.test("ReplicaWatcher.wake() while the loop sleeps runs a check without wait
       assert.deepEqual(readable(h), [formatAddress(R2)]);
     },
   );
+});
+
+Deno.test("ReplicaWatcher checks the replicas again when the same master is lost and confirmed anew", async () => {
+  await withWatcher(
+    { database: { timeouts: { ...DATABASE.timeouts, pollIntervalMs: HOUR_MS } } },
+    async (h) => {
+      await h.rounds(1);
+      assert.deepEqual(readable(h), both);
+      // M is lost (a failover that then aborts, say) and confirmed again at the same address.
+      const release = h.nodes.hold(M);
+      const asked = h.nodes.asks(M);
+      h.master.set(undefined);
+      h.master.set(M);
+      // The verdicts were made against the earlier confirmation: no new client until a new check.
+      assert.equal(h.watcher.targets, undefined);
+      await asked;
+      assert.equal(h.watcher.targets, undefined);
+      release();
+      await h.rounds(1);
+      assert.deepEqual(readable(h), both);
+    },
+  );
+});
+
+Deno.test("ReplicaWatcher applies a check overtaken by an event to every replica but the one it names", async () => {
+  await withWatcher({}, async (h) => {
+    h.nodes.set(R2, replicaRole(F));
+    await h.rounds(1);
+    assert.deepEqual(readable(h), [formatAddress(R1)]);
+    // R2 now follows M; the check that sees it is overtaken by a +sdown of R1 while it runs.
+    h.nodes.set(R2, replicaRole(M));
+    const releaseR2 = h.nodes.hold(R2);
+    await h.nodes.asks(R2);
+    h.event(sdown(R1));
+    // The check after it waits on M, so what the overtaken check left can be looked at.
+    const releaseM = h.nodes.hold(M);
+    const nextAsked = h.nodes.asks(M);
+    releaseR2();
+    await nextAsked;
+    // A flood of events about R1 would discard every check if one discarded it whole.
+    assert.deepEqual(readable(h), [formatAddress(R2)]);
+    assert.match(statusOf(h, R1).reason ?? "", /\+sdown/);
+    releaseM();
+  });
 });

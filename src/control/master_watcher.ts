@@ -59,6 +59,11 @@ export interface MasterProblem {
 /** A confirmed master and how it was learned. */
 export interface ConfirmedMaster {
   readonly address: Address;
+  /**
+   * Which confirmation this is: a new number each time a master is confirmed
+   * after another one or none, the same while it stays confirmed.
+   */
+  readonly confirmation: number;
   readonly confirmedAt: number;
   /** How it was learned, such as `3 of 3 configured Sentinels at config-epoch 2`. */
   readonly via: string;
@@ -171,6 +176,7 @@ export class MasterWatcher {
   readonly #stats: DatabaseStats;
   readonly #onMasterChange: ((change: MasterChange) => void) | undefined;
   #master: ConfirmedMaster | undefined;
+  #confirmations = 0;
   /** The targets of the confirmed master, made once per master confirmed. */
   #targets: { master: ConfirmedMaster; targets: Targets } | undefined;
   /** The last master confirmed, kept while none is: a blip of the same master is no change. */
@@ -719,7 +725,13 @@ export class MasterWatcher {
       if (epoch !== undefined && epoch !== previous.epoch) this.#master = { ...previous, epoch };
       return;
     }
-    this.#master = { address, confirmedAt: Date.now(), via, epoch };
+    this.#master = {
+      address,
+      confirmation: ++this.#confirmations,
+      confirmedAt: Date.now(),
+      via,
+      epoch,
+    };
     const closed = this.#registry.closeAllExcept(address);
     const from = this.#lastConfirmed;
     this.#lastConfirmed = address;

@@ -14,11 +14,13 @@
  * 4. it is at most `maxLagBytes` behind: the master's offset minus its own,
  *    both read at once.
  *
- * A usable replica is usable for the master it was checked against only: when
- * the master changes, or while none is confirmed (a failover), no new client
- * is sent to any replica until a check against the new master. Events only
- * cut clients off and wake the loop: a promotion or a `+switch-master` naming
- * a replica, or a Sentinel flagging it down, closes its clients at once.
+ * A usable replica is usable for the master confirmation it was checked
+ * against only: when the master changes, is lost and confirmed again, or while
+ * none is confirmed (a failover), no new client is sent to any replica until a
+ * check against the master confirmed now. Events only cut clients off and wake
+ * the loop: a promotion or a `+switch-master` naming a replica, or a Sentinel
+ * flagging it down, closes its clients at once, and a check under way keeps
+ * it out.
  *
  * @module
  */
@@ -58,6 +60,8 @@ export interface ReplicaStatus {
   readonly lagBytes: number | undefined;
   /** The master it was checked against. */
   readonly checkedAgainst: Address | undefined;
+  /** Which confirmation of that master: a master confirmed anew (after a gap) is checked anew. */
+  readonly confirmation: number | undefined;
   /** When it was last checked (ms since the epoch). */
   readonly checkedAt: number;
 }
@@ -106,8 +110,11 @@ export class ReplicaWatcher {
   } = { replicas: undefined, master: undefined, targets: undefined };
   #changed = Promise.withResolvers<void>();
   #resolved = Promise.withResolvers<void>();
-  /** Bumped by every event that makes a check under way stale. */
-  #generation = 0;
+  /**
+   * While a check runs, the replicas an event cut meanwhile, with why: the
+   * check's verdict on them is stale, and they stay out until the next one.
+   */
+  #cutDuringCheck: Map<string, string> | undefined;
   #wake: (() => void) | undefined;
   #wakePending = false;
   #urgent = false;
@@ -171,8 +178,9 @@ export class ReplicaWatcher {
     if (cache.replicas !== this.#replicas || cache.master !== master) {
       const addresses = master
         ? [...this.#replicas.values()].filter((r) =>
-          r.usable && r.checkedAgainst !== undefined &&
-          sameAddress(r.checkedAgainst, master.address)
+          // The same confirmation, not only the same address: a master lost and found again
+          // (a failover that aborted) has its replicas checked again before they get clients.
+          r.usable && r.confirmation === master.confirmation
         ).map((r) => r.address)
         : [];
       this.#targetsCache = {
@@ -251,7 +259,7 @@ export class ReplicaWatcher {
   /** Checks until `signal` aborts. An unexpected error is logged and the loop goes on. */
   async run(signal: AbortSignal): Promise<void> {
     let crashes = 0;
-    let checkedFor: Address | undefined;
+    let checkedFor: number | undefined;
     while (!signal.aborted) {
       try {
         checkedFor = await this.#checkOnce(signal);
@@ -271,20 +279,21 @@ export class ReplicaWatcher {
     this.#notify();
   }
 
-  /** Returns the master the check was made against. */
-  async #checkOnce(signal: AbortSignal): Promise<Address | undefined> {
-    const generation = this.#generation;
+  /** Returns the confirmation of the master the check was made against. */
+  async #checkOnce(signal: AbortSignal): Promise<number | undefined> {
     this.#urgent = false;
+    this.#cutDuringCheck = new Map();
     try {
-      return await this.#check(generation, signal);
+      return await this.#check(signal);
     } finally {
+      this.#cutDuringCheck = undefined;
       this.#lastCheckAt = performance.now();
       this.#resolved.resolve();
       this.#resolved = Promise.withResolvers<void>();
     }
   }
 
-  async #check(generation: number, signal: AbortSignal): Promise<Address | undefined> {
+  async #check(signal: AbortSignal): Promise<number | undefined> {
     const master = this.#master.master;
     // No master to check against (a failover, say): no replica is usable for new clients, and the
     // live ones keep reading; events cut the replica being promoted.
@@ -310,8 +319,8 @@ export class ReplicaWatcher {
       ...asked.map((c) => this.#checkRole(c.address, signal)),
     ]);
     if (signal.aborted) return undefined;
-    if (this.#generation !== generation || this.#master.master !== master) {
-      // An event or a new master made this check stale: run a fresh one at once.
+    if (this.#master.master?.confirmation !== master.confirmation) {
+      // The master changed under this check: run a fresh one at once.
       this.#wakePending = true;
       this.#urgent = true;
       return undefined;
@@ -328,12 +337,17 @@ export class ReplicaWatcher {
       const key = keyOf(candidate.address);
       const before = this.#replicas.get(key);
       const role = roleOf.get(key);
-      const verdict = candidate.flagged !== undefined
+      // An event that cut it while this check ran is newer than what the check saw.
+      const cut = this.#cutDuringCheck?.get(key);
+      const verdict = cut !== undefined
+        ? { reason: cut, lagBytes: undefined }
+        : candidate.flagged !== undefined
         ? { reason: candidate.flagged, lagBytes: undefined }
         : judge(
           candidate.address,
           role!,
           master.address,
+          master.confirmation,
           masterView,
           masterDetail,
           before,
@@ -345,11 +359,12 @@ export class ReplicaWatcher {
         reason: verdict.reason,
         lagBytes: verdict.lagBytes,
         checkedAgainst: master.address,
+        confirmation: master.confirmation,
         checkedAt: now,
       });
     }
     this.#apply(next, master.address, listed === undefined);
-    return master.address;
+    return master.confirmation;
   }
 
   /** Takes a check's verdicts: clients of a replica no longer usable are cut at once. */
@@ -418,8 +433,9 @@ export class ReplicaWatcher {
 
   /** Cuts `address`'s clients and takes it out of use until a check finds it usable again. */
   #cut(address: Address, reason: string): void {
-    this.#generation++;
     const key = keyOf(address);
+    // Only this replica's verdict goes stale: a flood of events about one replica starves no check.
+    this.#cutDuringCheck?.set(key, reason);
     const before = this.#replicas.get(key);
     if (before) {
       const next = new Map(this.#replicas);
@@ -447,12 +463,12 @@ export class ReplicaWatcher {
    * Sleeps a poll interval, or until woken, or until the master changes from
    * the one last checked against (a new master means a check at once).
    */
-  async #sleepUntilDue(checkedFor: Address | undefined, signal: AbortSignal): Promise<void> {
+  async #sleepUntilDue(checkedFor: number | undefined, signal: AbortSignal): Promise<void> {
     const until = performance.now() + this.database.timeouts.pollIntervalMs;
     while (!signal.aborted) {
-      const master = this.#master.master?.address;
-      const masterMoved = master !== undefined &&
-        (checkedFor === undefined || !sameAddress(master, checkedFor));
+      // A master confirmed anew, even at the same address, is checked against at once.
+      const confirmation = this.#master.master?.confirmation;
+      const masterMoved = confirmation !== undefined && confirmation !== checkedFor;
       if (masterMoved) break;
       const gapLeft = this.#lastCheckAt + MIN_CHECK_GAP_MS - performance.now();
       if (this.#wakePending && (this.#urgent || gapLeft <= 0)) break;
@@ -483,6 +499,7 @@ function judge(
   address: Address,
   role: RoleCheck,
   master: Address,
+  confirmation: number,
   masterView:
     | { offset: number; replicas: readonly { address: Address; offset: number }[] }
     | undefined,
@@ -506,9 +523,9 @@ function judge(
   if (!masterView) {
     // The master cannot say (busy, say): a replica already usable against it stays so on its own
     // word; a new one waits for the master's.
-    if (
-      before?.usable && before.checkedAgainst && sameAddress(before.checkedAgainst, master)
-    ) return { reason: undefined, lagBytes: before.lagBytes };
+    if (before?.usable && before.confirmation === confirmation) {
+      return { reason: undefined, lagBytes: before.lagBytes };
+    }
     return no(`the master cannot confirm it: ${masterDetail}`);
   }
   if (!masterView.replicas.some((r) => sameAddress(r.address, address))) {
