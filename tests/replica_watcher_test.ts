@@ -826,3 +826,27 @@ Deno.test("ReplicaWatcher applies a check overtaken by an event to every replica
     releaseM();
   });
 });
+
+Deno.test("ReplicaWatcher asks ROLE only of replicas the master lists, however many a Sentinel lists", async () => {
+  await withWatcher({}, async (h) => {
+    const junk = Array.from({ length: 1000 }, (_, i) => ({ hostname: "10.9.0.1", port: 1000 + i }));
+    h.sentinels.listed = [info(R1), ...junk.map((address) => info(address)), info(R2)];
+    await h.rounds(2);
+    assert.deepEqual(readable(h), both);
+    // A Sentinel's list opens no connection: only the master and the replicas it lists are asked.
+    assert.deepEqual(
+      [...new Set(h.nodes.asked)].sort(),
+      [M, R1, R2].map(formatAddress).sort(),
+    );
+    assert.match(statusOf(h, junk[0]!).reason ?? "", /does not list it among its replicas/);
+    // A replica the master lists for the first time is asked then, and used.
+    const R3: Address = { hostname: "10.0.0.4", port: 6379 };
+    h.nodes.set(R3, replicaRole(M));
+    h.sentinels.listed = [info(R1), info(R2), info(R3)];
+    await h.rounds(2);
+    assert.deepEqual(readable(h), both);
+    h.nodes.set(M, masterRole(OFFSET, [R1, R2, R3]));
+    await h.rounds(2);
+    assert.deepEqual(readable(h), [...both, formatAddress(R3)]);
+  });
+});

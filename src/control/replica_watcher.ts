@@ -115,6 +115,8 @@ export class ReplicaWatcher {
    * check's verdict on them is stale, and they stay out until the next one.
    */
   #cutDuringCheck: Map<string, string> | undefined;
+  /** The replicas the master's ROLE listed at the last check that had it, by lower-case `host:port`. */
+  #masterListed = new Set<string>();
   #wake: (() => void) | undefined;
   #wakePending = false;
   #urgent = false;
@@ -313,11 +315,25 @@ export class ReplicaWatcher {
         : undefined;
       candidates.push({ address: info.replica, flagged });
     }
-    const asked = candidates.filter((c) => c.flagged === undefined);
-    const [masterRole, ...roles] = await Promise.all([
+    // Only replicas the master itself listed are asked, so that a Sentinel's list, however long
+    // or false, opens no connection anywhere else. Those it listed last time are asked with the
+    // master, for offsets read at the same moment; one it lists for the first time, just after.
+    const healthy = candidates.filter((c) => c.flagged === undefined);
+    const known = healthy.filter((c) => this.#masterListed.has(keyOf(c.address)));
+    const [masterRole, ...knownRoles] = await Promise.all([
       this.#checkRole(master.address, signal),
-      ...asked.map((c) => this.#checkRole(c.address, signal)),
+      ...known.map((c) => this.#checkRole(c.address, signal)),
     ]);
+    const masterView = masterRole!.kind === "role" && masterRole!.role === "master"
+      ? masterRole!.asMaster
+      : undefined;
+    const listedNow = masterView
+      ? new Set(masterView.replicas.map((r) => keyOf(r.address)))
+      : this.#masterListed;
+    const added = healthy.filter((c) =>
+      listedNow.has(keyOf(c.address)) && !this.#masterListed.has(keyOf(c.address))
+    );
+    const addedRoles = await Promise.all(added.map((c) => this.#checkRole(c.address, signal)));
     if (signal.aborted) return undefined;
     if (this.#master.master?.confirmation !== master.confirmation) {
       // The master changed under this check: run a fresh one at once.
@@ -325,11 +341,11 @@ export class ReplicaWatcher {
       this.#urgent = true;
       return undefined;
     }
+    this.#masterListed = listedNow;
+    const asked = [...known, ...added];
     this.#probe?.keepOnly([master.address, ...asked.map((c) => c.address)]);
+    const roles = [...knownRoles, ...addedRoles];
     const roleOf = new Map(asked.map((c, i) => [keyOf(c.address), roles[i]!]));
-    const masterView = masterRole!.kind === "role" && masterRole!.role === "master"
-      ? masterRole!.asMaster
-      : undefined;
     const masterDetail = masterView ? undefined : describeMasterRole(master.address, masterRole!);
     const now = Date.now();
     const next = new Map<string, ReplicaStatus>();
@@ -345,7 +361,7 @@ export class ReplicaWatcher {
         ? { reason: candidate.flagged, lagBytes: undefined }
         : judge(
           candidate.address,
-          role!,
+          role,
           master.address,
           master.confirmation,
           masterView,
@@ -497,7 +513,8 @@ export class ReplicaWatcher {
 /** Whether one replica is usable, from its ROLE and the master's, and how far behind it is. */
 function judge(
   address: Address,
-  role: RoleCheck,
+  /** Absent when it was not asked: the master does not list it, or cannot say. */
+  role: RoleCheck | undefined,
   master: Address,
   confirmation: number,
   masterView:
@@ -508,6 +525,13 @@ function judge(
   maxLagBytes: number,
 ): { reason: string | undefined; lagBytes: number | undefined } {
   const no = (reason: string) => ({ reason, lagBytes: undefined });
+  if (!role) {
+    return no(
+      masterView
+        ? `master ${formatAddress(master)} does not list it among its replicas`
+        : `the master cannot confirm it: ${masterDetail}`,
+    );
+  }
   if (role.kind !== "role") return no(role.detail);
   if (role.role !== "slave") return no(`it says it is ${role.role}`);
   const own = role.asReplica;
