@@ -62,9 +62,10 @@ async function main(): Promise<number> {
   }
   Deno.chdir(ROOT);
   const config = await loadConfig(CONFIG);
-  const database = config.databases[0]!;
+  const database = config.databases.find((d) => d.role === "master")!;
+  const readPort = config.databases.find((d) => d.role === "replica");
   const sentinelPorts = config.sentinels.map((s) => s.port);
-  for (const port of [...sentinelPorts, database.port]) {
+  for (const port of [...sentinelPorts, database.port, ...(readPort ? [readPort.port] : [])]) {
     if (!await portIsFree(port)) {
       console.error(
         `demo: port ${port} (from ${CONFIG}) is already in use; stop whatever holds it (another demo?) and retry`,
@@ -143,28 +144,37 @@ async function main(): Promise<number> {
       onAck: (ack) => acks.push(ack),
       onError: (message) => console.log(`  ${elapsed(started)} client saw: ${message}`),
     });
+    // Reads go through the read port when the config has one: they are served by replicas.
+    const readEntry = readPort ?? database;
+    if (readPort) {
+      console.log(bold(`and reads from the replicas through 127.0.0.1:${readPort.port}`));
+    }
     let reads = 0;
-    let readErrors = 0;
+    let readCuts = 0;
+    const readsByNode = new Map<number, number>();
     const reader = (async () => {
       while (!stopTraffic.signal.aborted) {
         try {
           using client = await RedisConnection.open(
-            { hostname: "127.0.0.1", port: database.port },
+            { hostname: "127.0.0.1", port: readEntry.port },
             {
               connectTimeoutMs: 2000,
               replyTimeoutMs: 15_000,
             },
           );
+          const parameter = certs ? "tls-port" : "port";
+          const node = Number((await client.call(["CONFIG", "GET", parameter]) as string[])[1]);
           while (!stopTraffic.signal.aborted) {
             const last = acks.at(-1);
             if (last) {
               await client.call(["GET", last.key]);
               reads++;
+              readsByNode.set(node, (readsByNode.get(node) ?? 0) + 1);
             }
             await sleep(5);
           }
         } catch {
-          readErrors++;
+          readCuts++;
           await sleep(10);
         }
       }
@@ -229,7 +239,19 @@ async function main(): Promise<number> {
     const lostBefore = await missingKeys(readFrom, acks.slice(0, acksBefore).map((a) => a.key));
     console.log(bold("\nSummary"));
     console.log(`  writes acknowledged                      ${acks.length}`);
-    console.log(`  reads answered                           ${reads}`);
+    console.log(
+      `  reads answered                           ${reads}${
+        readPort
+          ? `, by ${
+            [...readsByNode].map(([node, count]) =>
+              `127.0.0.1:${node}${
+                node === master.port || node === newPort ? " (a master)" : ""
+              } ${count}`
+            ).join(", ")
+          }; read connections cut ${readCuts}`
+          : ""
+      }`,
+    );
     console.log(
       `  failover detected by Sentinel after      ${((seenAt - failoverAt) / 1000).toFixed(2)} s`,
     );
