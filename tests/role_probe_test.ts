@@ -4,7 +4,9 @@
  * which the watchers treat as "cannot confirm".
  */
 import assert from "node:assert/strict";
-import { parseMasterRole, parseReplicaRole } from "../src/control/role_probe.ts";
+import { parseMasterRole, parseReplicaRole, RoleProbe } from "../src/control/role_probe.ts";
+import { formatAddress } from "../src/shared/address.ts";
+import { startFakeRedis } from "./_fake_redis.ts";
 
 Deno.test("parseMasterRole() reads a master's offset and every attached replica", () => {
   // As redis-cli shows it: the master's offset is an integer, each replica's fields are bulk strings.
@@ -100,4 +102,52 @@ Deno.test("parseReplicaRole() refuses a malformed reply", () => {
   for (const [what, reply] of malformed) {
     assert.equal(parseReplicaRole(reply), undefined, what);
   }
+});
+
+Deno.test({
+  name:
+    "RoleProbe tells at once when a node closes its ROLE connection between checks, and not when the probe closes it",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    await using node = await startFakeRedis({
+      handle: (command) =>
+        command[0]?.toUpperCase() === "ROLE"
+          ? ["slave", "127.0.0.1", 6379, "connected", 5]
+          : undefined,
+    });
+    const address = { hostname: "127.0.0.1", port: node.port };
+    const closed: string[] = [];
+    let heard = Promise.withResolvers<void>();
+    const probe = new RoleProbe(
+      () => ({ connectTimeoutMs: 1000, replyTimeoutMs: 1000 }),
+      (peer) => {
+        closed.push(formatAddress(peer));
+        heard.resolve();
+      },
+    );
+    const nodeCloses = async () => {
+      heard = Promise.withResolvers();
+      node.clients.at(-1)!.close();
+      await heard.promise;
+    };
+    try {
+      const first = await probe.check(address, new AbortController().signal);
+      assert.equal(first.kind === "role" && first.role, "slave");
+      // The node drops the connection while nobody asks anything: the probe hears of it.
+      await nodeCloses();
+      assert.deepEqual(closed, [formatAddress(address)]);
+      // A new connection for the next check; it carries on as before.
+      const second = await probe.check(address, new AbortController().signal);
+      assert.equal(second.kind === "role" && second.role, "slave");
+      assert.equal(node.connections, 2);
+      // Closed by the probe itself: no report. The node's next close is the second report.
+      probe.reset();
+      await probe.check(address, new AbortController().signal);
+      await nodeCloses();
+      assert.deepEqual(closed, [formatAddress(address), formatAddress(address)]);
+    } finally {
+      probe.reset();
+    }
+  },
 });

@@ -31,9 +31,17 @@ export class ControlConnection implements Disposable {
   /** How many connections were opened: once, while the peer stays healthy. */
   opened = 0;
 
-  constructor(address: Address, settings: () => ConnectSettings) {
+  readonly #onPeerClosed: (() => void) | undefined;
+
+  /**
+   * `settings` is read for every new connection. With `onPeerClosed`, a read
+   * is kept pending between calls, and it runs as soon as the peer closes the
+   * connection (see {@linkcode RedisConnection.watchIdle}).
+   */
+  constructor(address: Address, settings: () => ConnectSettings, onPeerClosed?: () => void) {
     this.address = address;
     this.#settings = settings;
+    this.#onPeerClosed = onPeerClosed;
   }
 
   /**
@@ -115,6 +123,13 @@ export class ControlConnection implements Disposable {
         throw new RedisCallError(this.address, "unreachable", "control connection closed");
       }
       this.#connection = connection;
+      const onPeerClosed = this.#onPeerClosed;
+      if (onPeerClosed) {
+        connection.watchIdle(() => {
+          if (this.#connection === connection) this.#connection = undefined;
+          onPeerClosed();
+        });
+      }
       return connection;
     } catch (error) {
       if (!signal.aborted && error instanceof RedisCallError) {

@@ -290,6 +290,11 @@ export class MasterWatcher {
     return this.targets;
   }
 
+  /** How long a failover may take, as the Sentinels last said (`failover-timeout`). */
+  get failoverTimeoutMs(): number {
+    return this.#failoverTimeoutMs;
+  }
+
   /** Settles at the next change of state: a master confirmed or lost, a problem, a cut-off. */
   get nextChange(): Promise<void> {
     return this.#changed.promise;

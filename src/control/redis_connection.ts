@@ -67,6 +67,9 @@ export class RedisConnection implements Disposable {
   #start = 0;
   #end = 0;
   #closed = false;
+  /** A read kept pending between calls by {@linkcode watchIdle}; the next call takes it over. */
+  #idleRead: Promise<number | null> | undefined;
+  #onPeerClosed: (() => void) | undefined;
 
   private constructor(
     address: Address,
@@ -136,9 +139,48 @@ export class RedisConnection implements Disposable {
     signal?: AbortSignal,
   ): Promise<RespValue> {
     await this.send(args);
-    return await this.read({
-      timeoutMs: this.#replyTimeoutMs,
-      ...(signal ? { signal } : {}),
+    try {
+      return await this.read({
+        timeoutMs: this.#replyTimeoutMs,
+        ...(signal ? { signal } : {}),
+      });
+    } finally {
+      this.#armIdleRead();
+    }
+  }
+
+  /**
+   * Keeps a read pending between calls, so that a peer that closes the
+   * connection (a node killed or restarted) is seen at once, not at the next
+   * call: `onClosed` runs then, once. A close by this side does not call it.
+   */
+  watchIdle(onClosed: () => void): void {
+    this.#onPeerClosed = onClosed;
+    this.#armIdleRead();
+  }
+
+  #armIdleRead(): void {
+    if (!this.#onPeerClosed || this.#closed || this.#idleRead) return;
+    // Between calls the buffer is empty; bytes a peer sends unasked are kept for the next call.
+    if (this.#end === this.#buffer.length) return;
+    const read = this.#conn.read(this.#buffer.subarray(this.#end));
+    this.#idleRead = read;
+    const peerClosed = () => {
+      if (this.#closed) return;
+      this.close();
+      this.#onPeerClosed?.();
+    };
+    read.then((n) => {
+      // A call took the read over: it counts the bytes.
+      if (this.#idleRead !== read) return;
+      this.#idleRead = undefined;
+      if (n === null) return peerClosed();
+      this.#end += n;
+      this.#armIdleRead();
+    }, () => {
+      if (this.#idleRead !== read) return;
+      this.#idleRead = undefined;
+      peerClosed();
     });
   }
 
@@ -185,8 +227,16 @@ export class RedisConnection implements Disposable {
         if (this.#closed) {
           throw new Deno.errors.BadResource("connection closed");
         }
-        if (this.#end === this.#buffer.length) this.#makeRoom();
-        const n = await this.#conn.read(this.#buffer.subarray(this.#end));
+        let n: number | null;
+        const idle = this.#idleRead;
+        if (idle) {
+          // The idle read reads into the buffer as it is: take it over before moving anything.
+          this.#idleRead = undefined;
+          n = await idle;
+        } else {
+          if (this.#end === this.#buffer.length) this.#makeRoom();
+          n = await this.#conn.read(this.#buffer.subarray(this.#end));
+        }
         if (n === null) {
           this.close();
           throw new RedisCallError(

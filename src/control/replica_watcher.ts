@@ -47,6 +47,8 @@ export interface MasterState {
   readonly nextChange: Promise<void>;
   /** The targets of the master itself, for `whenNoReplica: "master"`. */
   readonly targets: Targets | undefined;
+  /** How long a failover may take, as the Sentinels say. @default {180000} */
+  readonly failoverTimeoutMs?: number;
 }
 
 /** One replica as last checked. */
@@ -80,6 +82,15 @@ export interface ReplicaWatcherOptions {
 /** Checks that no event made urgent run at least this far apart. */
 const MIN_CHECK_GAP_MS = 100;
 
+/** Replicas an event may take out while one check runs; past it, the check is void. */
+const MAX_OUT_DURING_CHECK = 1024;
+
+/** Replicas held as being promoted at once; the oldest goes first. */
+const MAX_PROMOTING = 64;
+
+/** When the Sentinels do not say: Sentinel's own default failover-timeout. */
+const DEFAULT_FAILOVER_TIMEOUT_MS = 180_000;
+
 /** Sentinel flags that rule a replica out. */
 const DOWN_FLAGS = ["s_down", "o_down", "disconnected"];
 
@@ -111,10 +122,20 @@ export class ReplicaWatcher {
   #changed = Promise.withResolvers<void>();
   #resolved = Promise.withResolvers<void>();
   /**
-   * While a check runs, the replicas an event cut meanwhile, with why: the
-   * check's verdict on them is stale, and they stay out until the next one.
+   * While a check runs, the replicas an event took out meanwhile, with why:
+   * the check's verdict on them is stale, and they stay out until the next one.
    */
-  #cutDuringCheck: Map<string, string> | undefined;
+  #outDuringCheck: Map<string, string> | undefined;
+  /** Set when more replicas were taken out during a check than it can remember: it is void. */
+  #checkVoid = false;
+  /**
+   * Replicas a Sentinel announced it is promoting, with why and until when
+   * (`performance.now()`): out of use until the failover ends or times out,
+   * whatever the master watcher makes of the event.
+   */
+  readonly #promoting = new Map<string, { reason: string; until: number }>();
+  /** The master confirmation the last check began with. */
+  #lastConfirmation: number | undefined;
   /** The replicas the master's ROLE listed at the last check that had it, by lower-case `host:port`. */
   #masterListed = new Set<string>();
   #wake: (() => void) | undefined;
@@ -128,12 +149,16 @@ export class ReplicaWatcher {
     if (options.checkRole) {
       this.#checkRole = options.checkRole;
     } else {
-      this.#probe = new RoleProbe(() => ({
-        connectTimeoutMs: this.database.timeouts.masterConnectMs,
-        replyTimeoutMs: this.database.timeouts.masterReplyMs,
-        auth: this.database.masterAuth,
-        tls: this.database.tls,
-      }));
+      this.#probe = new RoleProbe(
+        () => ({
+          connectTimeoutMs: this.database.timeouts.masterConnectMs,
+          replyTimeoutMs: this.database.timeouts.masterReplyMs,
+          auth: this.database.masterAuth,
+          tls: this.database.tls,
+        }),
+        // A node that closes its ROLE connection died or restarted: whatever it is now, check first.
+        (address) => this.#suspend(address, "it closed its ROLE connection; checking it again"),
+      );
       this.#checkRole = this.#probe.check;
     }
     this.#registry = options.registry;
@@ -211,9 +236,15 @@ export class ReplicaWatcher {
     }
   }
 
-  /** A client could not connect to `address`: check now. */
-  reportUnreachable(_address: Address): void {
-    this.wake();
+  /** A client could not connect to `address`: no new client goes there until a check passes. */
+  reportUnreachable(address: Address): void {
+    this.#suspend(address, "a client could not connect to it; checking it again");
+  }
+
+  /** The settings changed (a reload): new ROLE connections, with the new credentials, and a check. */
+  settingsChanged(): void {
+    this.#probe?.reset();
+    this.wake(true);
   }
 
   /** Waits up to `timeoutMs` for the check under way, or the next one, to end. */
@@ -233,10 +264,23 @@ export class ReplicaWatcher {
     const from = formatAddress(source.address);
     switch (event.kind) {
       case "switch-master":
+        // The failover is over: whichever replica was being promoted is the master now, or not.
+        this.#promoting.clear();
         return this.#cut(event.to, `+switch-master from ${from} makes it the master`);
       case "promotion":
         if (event.replica) {
-          return this.#cut(event.replica, `${event.channel} from ${from}: it is being promoted`);
+          const reason = `${event.channel} from ${from}: it is being promoted`;
+          // Out of use until the failover ends: a check may find it a replica until it is not.
+          this.#promoting.delete(keyOf(event.replica));
+          if (this.#promoting.size >= MAX_PROMOTING) {
+            this.#promoting.delete(this.#promoting.keys().next().value!);
+          }
+          this.#promoting.set(keyOf(event.replica), {
+            reason,
+            until: performance.now() +
+              (this.#master.failoverTimeoutMs ?? DEFAULT_FAILOVER_TIMEOUT_MS),
+          });
+          return this.#cut(event.replica, reason);
         }
         return this.wake(true);
       case "instance":
@@ -245,6 +289,7 @@ export class ReplicaWatcher {
         }
         return this.wake();
       case "failover-end":
+        this.#promoting.clear();
         return this.wake();
       case "sentinel-added":
         return;
@@ -284,11 +329,12 @@ export class ReplicaWatcher {
   /** Returns the confirmation of the master the check was made against. */
   async #checkOnce(signal: AbortSignal): Promise<number | undefined> {
     this.#urgent = false;
-    this.#cutDuringCheck = new Map();
+    this.#outDuringCheck = new Map();
+    this.#checkVoid = false;
     try {
       return await this.#check(signal);
     } finally {
-      this.#cutDuringCheck = undefined;
+      this.#outDuringCheck = undefined;
       this.#lastCheckAt = performance.now();
       this.#resolved.resolve();
       this.#resolved = Promise.withResolvers<void>();
@@ -298,8 +344,21 @@ export class ReplicaWatcher {
   async #check(signal: AbortSignal): Promise<number | undefined> {
     const master = this.#master.master;
     // No master to check against (a failover, say): no replica is usable for new clients, and the
-    // live ones keep reading; events cut the replica being promoted.
-    if (!master) return undefined;
+    // live ones keep reading, unless one says it is not a replica any more.
+    if (!master) {
+      await this.#guardWithoutMaster(signal);
+      return undefined;
+    }
+    if (master.confirmation !== this.#lastConfirmation) {
+      this.#lastConfirmation = master.confirmation;
+      // A failover (or its abort) is over; and a replica just made master reads no more for us,
+      // whatever this check's other calls wait for.
+      this.#promoting.clear();
+      // Only a node that was a replica can have clients here.
+      if (this.#replicas.has(keyOf(master.address))) {
+        this.#takeOut(master.address, "it is the confirmed master", true);
+      }
+    }
     const name = this.database.name;
     const listed = await this.#sentinels.replicas(name, signal);
     if (listed) this.#listed = listed;
@@ -335,7 +394,7 @@ export class ReplicaWatcher {
     );
     const addedRoles = await Promise.all(added.map((c) => this.#checkRole(c.address, signal)));
     if (signal.aborted) return undefined;
-    if (this.#master.master?.confirmation !== master.confirmation) {
+    if (this.#master.master?.confirmation !== master.confirmation || this.#checkVoid) {
       // The master changed under this check: run a fresh one at once.
       this.#wakePending = true;
       this.#urgent = true;
@@ -353,10 +412,10 @@ export class ReplicaWatcher {
       const key = keyOf(candidate.address);
       const before = this.#replicas.get(key);
       const role = roleOf.get(key);
-      // An event that cut it while this check ran is newer than what the check saw.
-      const cut = this.#cutDuringCheck?.get(key);
-      const verdict = cut !== undefined
-        ? { reason: cut, lagBytes: undefined }
+      // An event that took it out while this check ran is newer than what the check saw.
+      const out = this.#outDuringCheck?.get(key) ?? this.#promotingReason(key);
+      const verdict = out !== undefined
+        ? { reason: out, lagBytes: undefined }
         : candidate.flagged !== undefined
         ? { reason: candidate.flagged, lagBytes: undefined }
         : judge(
@@ -449,25 +508,74 @@ export class ReplicaWatcher {
 
   /** Cuts `address`'s clients and takes it out of use until a check finds it usable again. */
   #cut(address: Address, reason: string): void {
+    this.#takeOut(address, reason, true);
+    this.wake(true);
+  }
+
+  /** Takes `address` out of use, keeping its clients, until a check finds it usable: it may be fine. */
+  #suspend(address: Address, reason: string): void {
+    this.#takeOut(address, reason, false);
+    this.wake(true);
+  }
+
+  #takeOut(address: Address, reason: string, cutClients: boolean): void {
     const key = keyOf(address);
     // Only this replica's verdict goes stale: a flood of events about one replica starves no check.
-    this.#cutDuringCheck?.set(key, reason);
+    if (this.#outDuringCheck) {
+      if (this.#outDuringCheck.size < MAX_OUT_DURING_CHECK) this.#outDuringCheck.set(key, reason);
+      else this.#checkVoid = true;
+    }
     const before = this.#replicas.get(key);
-    if (before) {
+    if (before?.usable) {
       const next = new Map(this.#replicas);
       next.set(key, { ...before, usable: false, reason });
       this.#replicas = next;
       this.#problem = this.#summarize("no replica is usable");
     }
-    const closed = this.#registry.closeTo(address);
+    const closed = cutClients ? this.#registry.closeTo(address) : 0;
     if (before?.usable || closed > 0) {
       log.warn(
-        "Database {database}: replica {replica}: {reason}; closed {closed} client connections to it",
-        { database: this.database.name, replica: formatAddress(address), reason, closed },
+        "Database {database}: replica {replica}: {reason}; {what}",
+        {
+          database: this.database.name,
+          replica: formatAddress(address),
+          reason,
+          what: cutClients
+            ? `closed ${closed} client connections to it`
+            : "no new client goes to it until it is checked",
+          closed,
+        },
       );
     }
     this.#notify();
-    this.wake(true);
+  }
+
+  /** Why a replica a Sentinel is promoting is out of use, while it is. */
+  #promotingReason(key: string): string | undefined {
+    const promoting = this.#promoting.get(key);
+    if (!promoting) return undefined;
+    if (performance.now() < promoting.until) return promoting.reason;
+    this.#promoting.delete(key);
+    return undefined;
+  }
+
+  /**
+   * With no confirmed master, nothing is checked against one; but a replica
+   * in use that says it is not a replica any more (promoted while events were
+   * missed), or cannot be reached, loses its clients.
+   */
+  async #guardWithoutMaster(signal: AbortSignal): Promise<void> {
+    const inUse = [...this.#replicas.values()].filter((r) => r.usable);
+    const roles = await Promise.all(inUse.map((r) => this.#checkRole(r.address, signal)));
+    if (signal.aborted) return;
+    inUse.forEach(({ address }, i) => {
+      const role = roles[i]!;
+      if (role.kind === "role" && role.role !== "slave") {
+        this.#cut(address, `it says it is ${role.role}`);
+      } else if (role.kind === "unreachable") {
+        this.#cut(address, role.detail);
+      }
+    });
   }
 
   #notify(): void {

@@ -55,9 +55,16 @@ export class RoleProbe implements Disposable {
   readonly #settings: () => ConnectSettings;
   readonly #connections = new Map<string, ControlConnection>();
 
-  /** `settings` is read for every new connection, so new credentials apply after a reload. */
-  constructor(settings: () => ConnectSettings) {
+  readonly #onPeerClosed: ((address: Address) => void) | undefined;
+
+  /**
+   * `settings` is read for every new connection, so new credentials apply after a reload.
+   * `onPeerClosed` runs as soon as a node closes its connection between checks (it died,
+   * say), rather than at the next check.
+   */
+  constructor(settings: () => ConnectSettings, onPeerClosed?: (address: Address) => void) {
     this.#settings = settings;
+    this.#onPeerClosed = onPeerClosed;
   }
 
   /** Asks `address` for its role. Never rejects. */
@@ -65,7 +72,12 @@ export class RoleProbe implements Disposable {
     const key = formatAddress(address).toLowerCase();
     let connection = this.#connections.get(key);
     if (!connection) {
-      connection = new ControlConnection(address, this.#settings);
+      const onPeerClosed = this.#onPeerClosed;
+      connection = new ControlConnection(
+        address,
+        this.#settings,
+        onPeerClosed && (() => onPeerClosed(address)),
+      );
       this.#connections.set(key, connection);
     }
     const where = formatAddress(address);

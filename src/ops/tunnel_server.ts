@@ -229,9 +229,19 @@ export class TunnelServer {
     for (const database of next.databases) {
       const running = this.#databases.get(entryKey(database));
       if (!running) continue;
-      if (JSON.stringify(running.watcher.database) !== JSON.stringify(database)) {
+      const before = running.watcher.database;
+      if (JSON.stringify(before) !== JSON.stringify(database)) {
         running.watcher.update(database);
         running.hooks.hook = database.onMasterChange;
+        running.replicas?.settingsChanged();
+        if (before.whenNoReplica === "master" && database.whenNoReplica !== "master") {
+          // Reads may no longer go to the master: the clients it was given leave it.
+          const closed = running.registry.closeAll();
+          log.info(
+            "Database {database}: whenNoReplica is {whenNoReplica} now; closed {closed} read-port client connections to the master",
+            { database: database.name, whenNoReplica: database.whenNoReplica, closed },
+          );
+        }
       }
       if (summary.sentinelsChanged) running.watcher.sentinelsChanged();
       running.replicas?.wake();
