@@ -161,22 +161,21 @@ export class RedisConnection implements Disposable {
 
   #armIdleRead(): void {
     if (!this.#onPeerClosed || this.#closed || this.#idleRead) return;
-    // Between calls the buffer is empty; bytes a peer sends unasked are kept for the next call.
-    if (this.#end === this.#buffer.length) return;
-    const read = this.#conn.read(this.#buffer.subarray(this.#end));
-    this.#idleRead = read;
     const peerClosed = () => {
       if (this.#closed) return;
       this.close();
       this.#onPeerClosed?.();
     };
-    read.then((n) => {
-      // A call took the read over: it counts the bytes.
+    // Between calls nothing is owed: bytes left over, or sent unasked, would be taken for the
+    // next call's reply. Such a peer is dropped like one that closed.
+    if (this.#start !== this.#end) return peerClosed();
+    const read = this.#conn.read(this.#buffer.subarray(this.#end));
+    this.#idleRead = read;
+    read.then(() => {
+      // A call took the read over: its bytes are the call's reply.
       if (this.#idleRead !== read) return;
       this.#idleRead = undefined;
-      if (n === null) return peerClosed();
-      this.#end += n;
-      this.#armIdleRead();
+      peerClosed();
     }, () => {
       if (this.#idleRead !== read) return;
       this.#idleRead = undefined;

@@ -133,7 +133,9 @@ export class ReplicaWatcher {
    * (`performance.now()`): out of use until the failover ends or times out,
    * whatever the master watcher makes of the event.
    */
-  readonly #promoting = new Map<string, { reason: string; until: number }>();
+  readonly #promoting = new Map<string, { reason: string; until: number; from: string }>();
+  /** Replicas taken out of use with their clients kept (they may be fine): guarded like those in use. */
+  readonly #suspended = new Set<string>();
   /** The master confirmation the last check began with. */
   #lastConfirmation: number | undefined;
   /** The replicas the master's ROLE listed at the last check that had it, by lower-case `host:port`. */
@@ -264,22 +266,13 @@ export class ReplicaWatcher {
     const from = formatAddress(source.address);
     switch (event.kind) {
       case "switch-master":
-        // The failover is over: whichever replica was being promoted is the master now, or not.
-        this.#promoting.clear();
+        // The announcing Sentinel's failover is over: its replica is the master now, or not.
+        this.#endPromotions(from);
         return this.#cut(event.to, `+switch-master from ${from} makes it the master`);
       case "promotion":
         if (event.replica) {
           const reason = `${event.channel} from ${from}: it is being promoted`;
-          // Out of use until the failover ends: a check may find it a replica until it is not.
-          this.#promoting.delete(keyOf(event.replica));
-          if (this.#promoting.size >= MAX_PROMOTING) {
-            this.#promoting.delete(this.#promoting.keys().next().value!);
-          }
-          this.#promoting.set(keyOf(event.replica), {
-            reason,
-            until: performance.now() +
-              (this.#master.failoverTimeoutMs ?? DEFAULT_FAILOVER_TIMEOUT_MS),
-          });
+          this.#holdPromoted(event.replica, reason, from);
           return this.#cut(event.replica, reason);
         }
         return this.wake(true);
@@ -289,7 +282,8 @@ export class ReplicaWatcher {
         }
         return this.wake();
       case "failover-end":
-        this.#promoting.clear();
+        // Only the end of the announcing Sentinel's own failover releases its replica.
+        this.#endPromotions(from);
         return this.wake();
       case "sentinel-added":
         return;
@@ -305,6 +299,7 @@ export class ReplicaWatcher {
 
   /** Checks until `signal` aborts. An unexpected error is logged and the loop goes on. */
   async run(signal: AbortSignal): Promise<void> {
+    const following = this.#followMaster(signal);
     let crashes = 0;
     let checkedFor: number | undefined;
     while (!signal.aborted) {
@@ -322,8 +317,33 @@ export class ReplicaWatcher {
       }
       await this.#sleepUntilDue(checkedFor, signal);
     }
+    await following;
     this.#probe?.reset();
     this.#notify();
+  }
+
+  /**
+   * Acts on each new master confirmation at once, whatever a check under way
+   * waits for: a replica made master reads no more for this port, and the
+   * failover that promoted it (or aborted) is over.
+   */
+  async #followMaster(signal: AbortSignal): Promise<void> {
+    const aborted = new Promise<void>((resolve) => {
+      if (signal.aborted) resolve();
+      signal.addEventListener("abort", () => resolve(), { once: true });
+    });
+    while (!signal.aborted) {
+      const master = this.#master.master;
+      if (master && master.confirmation !== this.#lastConfirmation) {
+        this.#lastConfirmation = master.confirmation;
+        this.#promoting.clear();
+        // Only a node that was a replica can have clients here.
+        if (this.#replicas.has(keyOf(master.address))) {
+          this.#takeOut(master.address, "it is the confirmed master", true);
+        }
+      }
+      await Promise.race([this.#master.nextChange, aborted]);
+    }
   }
 
   /** Returns the confirmation of the master the check was made against. */
@@ -348,16 +368,6 @@ export class ReplicaWatcher {
     if (!master) {
       await this.#guardWithoutMaster(signal);
       return undefined;
-    }
-    if (master.confirmation !== this.#lastConfirmation) {
-      this.#lastConfirmation = master.confirmation;
-      // A failover (or its abort) is over; and a replica just made master reads no more for us,
-      // whatever this check's other calls wait for.
-      this.#promoting.clear();
-      // Only a node that was a replica can have clients here.
-      if (this.#replicas.has(keyOf(master.address))) {
-        this.#takeOut(master.address, "it is the confirmed master", true);
-      }
     }
     const name = this.database.name;
     const listed = await this.#sentinels.replicas(name, signal);
@@ -485,6 +495,8 @@ export class ReplicaWatcher {
       }
     }
     this.#replicas = next;
+    // Every replica has its verdict now: the ones out of use lost their clients above.
+    this.#suspended.clear();
     this.#problem = this.#summarize(
       `no Sentinel lists a replica of master ${formatAddress(master)}${
         listStale ? " (no Sentinel answered SENTINEL replicas)" : ""
@@ -512,10 +524,39 @@ export class ReplicaWatcher {
     this.wake(true);
   }
 
-  /** Takes `address` out of use, keeping its clients, until a check finds it usable: it may be fine. */
+  /**
+   * Takes `address` out of use, keeping its clients, until a check finds it
+   * usable: it may be fine. The check keeps the gap between checks, so that a
+   * node that closes every connection cannot make them run back to back.
+   */
   #suspend(address: Address, reason: string): void {
     this.#takeOut(address, reason, false);
-    this.wake(true);
+    this.wake();
+  }
+
+  /** Keeps `replica` out of use while a Sentinel's failover may promote it. */
+  #holdPromoted(replica: Address, reason: string, from: string): void {
+    const key = keyOf(replica);
+    this.#promoting.delete(key);
+    if (this.#promoting.size >= MAX_PROMOTING) {
+      // Full (a flood of announcements): nodes that are no replica here go first.
+      const drop = [...this.#promoting.keys()].find((k) => !this.#replicas.has(k)) ??
+        this.#promoting.keys().next().value!;
+      this.#promoting.delete(drop);
+    }
+    // At least Sentinel's default failover-timeout: one Sentinel's small value shortens nothing.
+    const holdMs = Math.max(
+      this.#master.failoverTimeoutMs ?? DEFAULT_FAILOVER_TIMEOUT_MS,
+      DEFAULT_FAILOVER_TIMEOUT_MS,
+    );
+    this.#promoting.set(key, { reason, until: performance.now() + holdMs, from });
+  }
+
+  /** The failover `from` announced is over: its replicas are held no more. */
+  #endPromotions(from: string): void {
+    for (const [key, promoting] of this.#promoting) {
+      if (promoting.from === from) this.#promoting.delete(key);
+    }
   }
 
   #takeOut(address: Address, reason: string, cutClients: boolean): void {
@@ -533,6 +574,8 @@ export class ReplicaWatcher {
       this.#problem = this.#summarize("no replica is usable");
     }
     const closed = cutClients ? this.#registry.closeTo(address) : 0;
+    if (cutClients) this.#suspended.delete(key);
+    else if (before?.usable || this.#suspended.has(key)) this.#suspended.add(key);
     if (before?.usable || closed > 0) {
       log.warn(
         "Database {database}: replica {replica}: {reason}; {what}",
@@ -565,7 +608,9 @@ export class ReplicaWatcher {
    * missed), or cannot be reached, loses its clients.
    */
   async #guardWithoutMaster(signal: AbortSignal): Promise<void> {
-    const inUse = [...this.#replicas.values()].filter((r) => r.usable);
+    const inUse = [...this.#replicas.values()].filter((r) =>
+      r.usable || this.#suspended.has(keyOf(r.address))
+    );
     const roles = await Promise.all(inUse.map((r) => this.#checkRole(r.address, signal)));
     if (signal.aborted) return;
     inUse.forEach(({ address }, i) => {
