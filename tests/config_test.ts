@@ -462,7 +462,7 @@ Deno.test("parseConfig() suggests the known key closest to an unknown one", () =
   }));
   assert.ok(
     error.problems.includes(
-      `${SOURCE}: databases[0]: unknown key "prot": did you mean "port"? (known keys: name, port, role, maxLagBytes, whenNoReplica, bind, masterAuth, timeouts, onMasterChange, maxClients, tls, listenTls)`,
+      `${SOURCE}: databases[0]: unknown key "prot": did you mean "port"? (known keys: name, port, role, maxLagBytes, whenNoReplica, bind, masterAuth, timeouts, onMasterChange, maxClients, tls, listenTls, fence)`,
     ),
     error.message,
   );
@@ -475,7 +475,7 @@ Deno.test("parseConfig() suggests a top-level key for a misspelt one", () => {
   }));
   assert.ok(
     error.problems.includes(
-      `${SOURCE}: top level: unknown key "databses": did you mean "databases"? (known keys: sentinels, bind, admin, sentinelAuth, masterAuth, timeouts, maxSentinels, maxClients, tcpKeepAlive, onMasterChange, tls, sentinelTls, listenTls, maxLagBytes, whenNoReplica, databases)`,
+      `${SOURCE}: top level: unknown key "databses": did you mean "databases"? (known keys: sentinels, bind, admin, sentinelAuth, masterAuth, timeouts, maxSentinels, maxClients, tcpKeepAlive, onMasterChange, tls, sentinelTls, listenTls, maxLagBytes, whenNoReplica, fence, databases)`,
     ),
     error.message,
   );
@@ -557,6 +557,7 @@ Deno.test("redactConfig() hides passwords from the config and from the environme
         name: "a",
         listen: "127.0.0.1:6380",
         role: "master",
+        fence: false,
         masterAuth: {
           username: "app",
           password: "<redacted: from env MASTER_PW>",
@@ -574,6 +575,7 @@ Deno.test("redactConfig() hides passwords from the config and from the environme
         name: "b",
         listen: "127.0.0.1:6381",
         role: "master",
+        fence: false,
         masterAuth: { password: "<redacted>" },
         timeouts: {
           masterConnectMs: 1000,
@@ -1881,4 +1883,41 @@ Deno.test("config/example.jsonc: its commented TLS settings are valid once uncom
   assert.equal(config.sentinelTls, undefined);
   assert.equal(config.databases[0]?.tls?.serverName, "redis.internal");
   assert.equal(config.databases[0]?.listenTls?.certFile, "/etc/sentinel-tunnel/tls.crt");
+});
+
+Deno.test("parseConfig() reads the write fence: off by default, top level for every database, false per database", () => {
+  assert.equal(parse(documented()).databases[0]!.fence, undefined);
+  const config = parse(documented({
+    fence: { afterMs: 5000 },
+    databases: [
+      { name: "a", port: 6380 },
+      { name: "a", port: 6381, role: "replica" },
+      { name: "b", port: 6382, fence: false },
+      { name: "c", port: 6383, fence: { afterMs: 250 } },
+    ],
+  }));
+  assert.deepEqual(config.databases.map((d) => d.fence), [
+    { afterMs: 5000 },
+    { afterMs: 5000 },
+    undefined,
+    { afterMs: 250 },
+  ]);
+  const redacted = redactConfig(config) as { databases: Record<string, unknown>[] };
+  assert.deepEqual(redacted.databases.map((d) => d.fence), [
+    { afterMs: 5000 },
+    { afterMs: 5000 },
+    false,
+    { afterMs: 250 },
+  ]);
+});
+
+Deno.test("parseConfig() refuses a fence that is not { afterMs } within bounds, saying what it takes", () => {
+  for (const fence of [{ afterMs: 10 }, { afterMs: 1.5e7 }, { after: 1000 }, true, 5000]) {
+    const error = configError(documented({ fence }));
+    assert.match(
+      error.message,
+      /fence is false \(off\) or \{ "afterMs": N \}, N a whole number of milliseconds from 100 to 3600000/,
+      JSON.stringify(fence),
+    );
+  }
 });

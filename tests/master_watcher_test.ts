@@ -130,12 +130,23 @@ class FakeNodes {
       typeof answer === "string" ? { kind: "role", role: answer } : answer,
     );
   }
-  readonly check = (address: Address): Promise<RoleCheck> => {
+  /** While set, ROLE answers wait for it (with the answer set when they were asked). */
+  gate: PromiseWithResolvers<void> | undefined;
+  #askWaiters: (() => void)[] = [];
+  readonly check = async (address: Address): Promise<RoleCheck> => {
     this.asked.push(formatAddress(address));
-    return Promise.resolve(
-      this.answers.get(formatAddress(address)) ?? { kind: "unreachable", detail: "refused" },
-    );
+    const answer = this.answers.get(formatAddress(address)) ??
+      { kind: "unreachable", detail: "refused" } as const;
+    for (const resolve of this.#askWaiters.splice(0)) resolve();
+    if (this.gate) await this.gate.promise;
+    return answer;
   };
+  /** Resolves at the next ROLE call. */
+  nextAsk(): Promise<void> {
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#askWaiters.push(resolve);
+    return timeout(promise, "a ROLE call");
+  }
 }
 
 class FakeTunnel implements RegisteredTunnel {
@@ -175,13 +186,14 @@ interface Harness {
 async function withWatcher(
   setup: (sentinels: FakeSentinels, nodes: FakeNodes) => void,
   body: (h: Harness) => Promise<void>,
+  database: DatabaseConfig = DATABASE,
 ): Promise<void> {
   const sentinels = new FakeSentinels();
   const nodes = new FakeNodes();
   setup(sentinels, nodes);
   const registry = new ConnectionRegistry<FakeTunnel>();
   const changes: MasterChange[] = [];
-  const watcher = new MasterWatcher(DATABASE, {
+  const watcher = new MasterWatcher(database, {
     sentinels,
     registry,
     checkRole: nodes.check,
@@ -213,6 +225,7 @@ async function withWatcher(
   } finally {
     controller.abort();
     sentinels.gate?.resolve();
+    nodes.gate?.resolve();
     await running;
   }
 }
@@ -661,4 +674,81 @@ Deno.test("MasterWatcher survives an unexpected error in a check and goes on che
     assert.deepEqual(await h.master(), A);
     assert.ok(thrown > 1);
   });
+});
+
+const FENCED: DatabaseConfig = { ...DATABASE, fence: { afterMs: 150 } };
+
+/** Every configured Sentinel fails: the tunnel is cut off from them. */
+function sentinelsGone(h: Harness): void {
+  for (const s of [S1, S2, S3]) h.sentinels.say(s, { failed: "no reply within 500 ms" });
+}
+
+/** Resolves when the watcher's problem is of `kind`. */
+async function problemOf(h: Harness, kind: string): Promise<void> {
+  const deadline = performance.now() + 3000;
+  while (h.watcher.problem?.kind !== kind) {
+    if (performance.now() > deadline) {
+      throw new Error(`no ${kind} problem; it is ${JSON.stringify(h.watcher.problem)}`);
+    }
+    await timeout(h.watcher.nextChange, `a change to a ${kind} problem`);
+  }
+}
+
+Deno.test("MasterWatcher with a fence cuts the master when no Sentinel confirms it for afterMs, until one does", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    nodes.set(A, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    const tunnel = attach(h, A);
+    sentinelsGone(h);
+    // The master still says master, and nothing else is wrong: only the fence cuts it.
+    await timeout(tunnel.closed.promise, "the fence to cut A's tunnel");
+    assert.equal(h.watcher.master, undefined);
+    await problemOf(h, "fenced");
+    assert.match(h.watcher.problem!.detail, /^write fence closed/);
+    // Later checks keep saying why, and still confirm nothing on the master's own word.
+    await h.sentinels.moreRounds(3);
+    assert.equal(h.watcher.master, undefined);
+    assert.match(h.watcher.problem?.detail ?? "", /^write fence closed/);
+    // A Sentinel confirms the master again: the fence opens.
+    h.sentinels.allSay(A, 1);
+    assert.deepEqual(await h.master(), A);
+    assert.equal(h.watcher.problem, undefined);
+  }, FENCED);
+});
+
+Deno.test("MasterWatcher without a fence keeps the master it confirmed while no Sentinel answers", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    nodes.set(A, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    const tunnel = attach(h, A);
+    sentinelsGone(h);
+    // Many times the fence's 150 ms: the master stays.
+    await h.sentinels.moreRounds(20);
+    assert.deepEqual(h.watcher.master?.address, A);
+    assert.equal(tunnel.closes, 0);
+  });
+});
+
+Deno.test("MasterWatcher's fence voids a check that would keep the master on its own word", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    nodes.set(A, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    const tunnel = attach(h, A);
+    sentinelsGone(h);
+    // A check that found no Sentinel asks A's ROLE; the answer comes only after the fence closed.
+    h.nodes.gate = Promise.withResolvers();
+    await h.nodes.nextAsk();
+    await timeout(tunnel.closed.promise, "the fence to cut A's tunnel");
+    h.nodes.gate.resolve();
+    h.nodes.gate = undefined;
+    await h.sentinels.moreRounds(2);
+    assert.equal(h.watcher.master, undefined, "a check begun before the fence kept A");
+    assert.match(h.watcher.problem?.detail ?? "", /write fence closed/);
+  }, FENCED);
 });

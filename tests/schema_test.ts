@@ -36,6 +36,7 @@ Deno.test("config/schema.json lists every key the validator accepts, and only th
   assert.equal(schema.additionalProperties, false);
   assert.deepEqual(database.slice().sort(), [
     "bind",
+    "fence",
     "listenTls",
     "masterAuth",
     "maxClients",
@@ -77,6 +78,7 @@ Deno.test("config/schema.json lists every key the validator accepts, and only th
     listenTls: { certFile: "/etc/tls/server.crt", keyFile: "/etc/tls/server.key" },
     maxLagBytes: 4096,
     whenNoReplica: "master",
+    fence: { afterMs: 5000 },
     databases: [{
       name: "m",
       port: 6380,
@@ -94,6 +96,7 @@ Deno.test("config/schema.json lists every key the validator accepts, and only th
       onMasterChange: { command: ["/bin/true"] },
       tls: false,
       listenTls: { certFile: "/etc/tls/server.crt", keyFile: "/etc/tls/server.key" },
+      fence: { afterMs: 1000 },
     }],
   };
   assert.deepEqual(Object.keys(full).sort(), topLevel);

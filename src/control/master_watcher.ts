@@ -51,7 +51,9 @@ export interface MasterProblem {
     | "master-unreachable"
     | "busy"
     | "failover"
-    | "error";
+    | "error"
+    /** The write fence is closed: no Sentinel confirmed the master for `fence.afterMs`. */
+    | "fenced";
   readonly detail: string;
   readonly since: number;
 }
@@ -177,6 +179,10 @@ export class MasterWatcher {
   readonly #onMasterChange: ((change: MasterChange) => void) | undefined;
   #master: ConfirmedMaster | undefined;
   #confirmations = 0;
+  /** The write fence's timer, restarted by each Sentinel confirmation of the master. */
+  #fenceTimer: ReturnType<typeof setTimeout> | undefined;
+  /** When the write fence closed, while it is closed. */
+  #fencedSince: number | undefined;
   /** The targets of the confirmed master, made once per master confirmed. */
   #targets: { master: ConfirmedMaster; targets: Targets } | undefined;
   /** The last master confirmed, kept while none is: a blip of the same master is no change. */
@@ -347,7 +353,51 @@ export class MasterWatcher {
       }
     }
     this.#probe?.reset();
+    clearTimeout(this.#fenceTimer);
     this.#notify();
+  }
+
+  /** (Re)starts the write fence's time, when the database has a fence. */
+  #armFence(): void {
+    clearTimeout(this.#fenceTimer);
+    this.#fenceTimer = undefined;
+    if (this.#fencedSince !== undefined) {
+      log.info(
+        "Database {database}: write fence open again: a Sentinel confirmed master {master}",
+        {
+          database: this.database.name,
+          master: this.#master ? formatAddress(this.#master.address) : null,
+        },
+      );
+      this.#fencedSince = undefined;
+    }
+    const fence = this.database.fence;
+    if (!fence) return;
+    this.#fenceTimer = setTimeout(() => this.#closeFence(fence.afterMs), fence.afterMs);
+  }
+
+  /**
+   * No Sentinel confirmed the master for `afterMs`: stop tunnelling to it until
+   * one does. A check under way, which might keep it on its own word, is void.
+   */
+  #closeFence(afterMs: number): void {
+    this.#fenceTimer = undefined;
+    const master = this.#master?.address ?? this.#lastConfirmed;
+    if (!master || !this.database.fence) return;
+    this.#generation++;
+    this.#master = undefined;
+    this.#fencedSince = Date.now();
+    const closed = this.#registry.closeTo(master);
+    const detail = `write fence closed: no Sentinel has confirmed master ${
+      formatAddress(master)
+    } for ${afterMs} ms (fence.afterMs); nothing is tunnelled to it until a Sentinel confirms a master`;
+    log.warn("Database {database}: {detail}; closed {closed} client connections to it", {
+      database: this.database.name,
+      detail,
+      closed,
+    });
+    this.#fail("fenced", detail);
+    this.wake(true);
   }
 
   /**
@@ -569,6 +619,13 @@ export class MasterWatcher {
     if (stale()) return;
     this.#probe?.keepOnly([candidate]);
     this.#actOnRole(candidate, via, epoch, named, role);
+    if (
+      agreement.kind === "agreed" && sameAddress(agreement.address, candidate) &&
+      this.#master && sameAddress(this.#master.address, candidate)
+    ) {
+      // The Sentinels named it and it says master: the fence's time starts again.
+      this.#armFence();
+    }
     if (this.#master && agreement.kind !== "agreed") {
       // Serving, but say why the Sentinels did not agree (readiness and the log show it).
       this.#fail(agreement.kind === "unknown" ? "unknown" : "unreachable", agreement.detail);
@@ -775,7 +832,15 @@ export class MasterWatcher {
   }
 
   /** Records a problem and wakes waiters; it changes no master by itself. */
-  #fail(kind: MasterProblem["kind"], detail: string): void {
+  #fail(failed: MasterProblem["kind"], failure: string): void {
+    // While the fence is closed, every problem is the fence's and says so first: it is why no
+    // master is used.
+    const kind = this.#fencedSince === undefined ? failed : "fenced";
+    const detail = this.#fencedSince !== undefined && failed !== "fenced"
+      ? `write fence closed since ${
+        new Date(this.#fencedSince).toISOString()
+      } (no Sentinel confirms a master); ${failure}`
+      : failure;
     const now = Date.now();
     const last = this.#lastFailureLog;
     const repeated = last.kind === kind && last.detail === detail;

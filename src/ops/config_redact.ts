@@ -55,6 +55,7 @@ export function redactConfig(config: TunnelConfig): unknown {
       ...(db.role === "replica"
         ? { maxLagBytes: db.maxLagBytes, whenNoReplica: db.whenNoReplica }
         : {}),
+      fence: db.fence ?? false,
       masterAuth: credentials(db.masterAuth),
       timeouts: {
         masterConnectMs: db.timeouts.masterConnectMs,

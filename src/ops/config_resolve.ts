@@ -205,6 +205,7 @@ function resolve(
       role: db.role ?? "master",
       maxLagBytes: db.maxLagBytes ?? input.maxLagBytes ?? DEFAULT_MAX_LAG_BYTES,
       whenNoReplica: db.whenNoReplica ?? input.whenNoReplica ?? "reject",
+      ...(fenceOf(db.fence, input.fence)),
       ...(masterAuth === undefined ? {} : { masterAuth }),
       timeouts: withOverrides(timeouts, db.timeouts),
       maxClients: db.maxClients ?? input.maxClients ?? DEFAULT_MAX_CLIENTS,
@@ -303,4 +304,13 @@ function withOverrides(
     if (value !== undefined) result[key as keyof Timeouts] = value;
   }
   return result;
+}
+
+/** A database's fence: its own (`false` turns the top-level one off), else the top-level one. */
+function fenceOf(
+  own: { afterMs: number } | false | undefined,
+  topLevel: { afterMs: number } | undefined,
+): { fence?: { afterMs: number } } {
+  const fence = own === undefined ? topLevel : own || undefined;
+  return fence === undefined ? {} : { fence: { afterMs: fence.afterMs } };
 }

@@ -38,6 +38,17 @@ const maxLagDescription =
   "A replica further behind the master than this many bytes of replication stream gets no new client and loses its clients";
 const whenNoReplicaDescription =
   'With no usable replica: "reject" (a client waits clientWaitMs, then gets a RESP error) or "master" (it goes to the confirmed master, so writes succeed through the read port)';
+const FENCE_RULE =
+  'fence is false (off) or { "afterMs": N }, N a whole number of milliseconds from 100 to 3600000, such as { "afterMs": 5000 }';
+const fence = z.strictObject({
+  afterMs: z.number({ error: FENCE_RULE }).int({ error: FENCE_RULE }).min(100, {
+    error: FENCE_RULE,
+  }).max(3_600_000, { error: FENCE_RULE }).describe(
+    "How long the master may go without a Sentinel's confirmation before the fence closes",
+  ),
+}, { error: FENCE_RULE });
+const fenceDescription =
+  "The write fence, off by default: when no Sentinel has confirmed the current master for afterMs, its clients are cut and new ones refused with a RESP error until a Sentinel confirms a master again. Safety over availability when the tunnel is cut off from the Sentinels";
 const port = z.number({ error: PORT_RULE }).int({ error: PORT_RULE })
   .min(1, { error: PORT_RULE }).max(65535, { error: PORT_RULE });
 const millis = z.number({ error: MS_RULE }).int({ error: MS_RULE })
@@ -232,6 +243,7 @@ export const documentedSchema = z.strictObject({
   whenNoReplica: whenNoReplica.optional().describe(
     `${whenNoReplicaDescription}; for every "role": "replica" entry. Default "reject"`,
   ),
+  fence: fence.optional().describe(`${fenceDescription}; for every database`),
   databases: z.array(
     z.strictObject({
       name: nonEmpty("a database name (the Sentinel master name)").describe(
@@ -264,6 +276,9 @@ export const documentedSchema = z.strictObject({
           'listenTls is false (plaintext) or an object with "certFile" and "keyFile", such as { "certFile": "/etc/sentinel-tunnel/tls.crt", "keyFile": "/etc/sentinel-tunnel/tls.key" }',
       }).optional().describe(
         `${listenTlsDescription}: false turns a top-level listenTls off for this database; an object replaces it. Default: the top-level listenTls`,
+      ),
+      fence: z.union([z.literal(false), fence], { error: FENCE_RULE }).optional().describe(
+        `${fenceDescription}. false turns a top-level fence off for this database. Default: the top-level fence`,
       ),
     }).superRefine((db, ctx) => {
       // Zod may run this on an entry with other problems: only a role known to be master counts.

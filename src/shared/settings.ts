@@ -78,6 +78,12 @@ export interface TlsServerSettings {
   readonly key: string;
 }
 
+/** The write fence of {@linkcode DatabaseConfig.fence}. */
+export interface FenceConfig {
+  /** How long the master may go without a Sentinel's confirmation, in milliseconds. */
+  readonly afterMs: number;
+}
+
 /** What a database's port serves: the master, or its replicas (a read port). */
 export type DatabaseRole = "master" | "replica";
 
@@ -102,6 +108,11 @@ export interface DatabaseConfig {
   readonly maxLagBytes: number;
   /** Replica ports: with no usable replica, wait and refuse, or use the master. @default {"reject"} */
   readonly whenNoReplica: WhenNoReplica;
+  /**
+   * The write fence: when no Sentinel has confirmed the master for this long,
+   * its clients are cut and new ones refused until one does. Off when absent.
+   */
+  readonly fence?: FenceConfig;
   readonly masterAuth?: Credentials;
   readonly timeouts: Timeouts;
   readonly onMasterChange?: HookConfig;
