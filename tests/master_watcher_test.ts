@@ -752,3 +752,22 @@ Deno.test("MasterWatcher's fence voids a check that would keep the master on its
     assert.match(h.watcher.problem?.detail ?? "", /write fence closed/);
   }, FENCED);
 });
+
+Deno.test("MasterWatcher's fence closes when only a minority of the configured Sentinels still name the master", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    nodes.set(A, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    const tunnel = attach(h, A);
+    // Cut off with one Sentinel, which still names A: the agreement keeps A, the fence does not.
+    h.sentinels.say(S2, { failed: "no reply within 500 ms" });
+    h.sentinels.say(S3, { failed: "no reply within 500 ms" });
+    await timeout(tunnel.closed.promise, "the fence to cut A's tunnel");
+    await problemOf(h, "fenced");
+    // Two of three name A again: a majority, and the fence opens.
+    h.sentinels.say(S2, { address: A, epoch: 1 });
+    assert.deepEqual(await h.master(), A);
+    assert.equal(h.watcher.problem, undefined);
+  }, FENCED);
+});

@@ -363,7 +363,7 @@ export class MasterWatcher {
     this.#fenceTimer = undefined;
     if (this.#fencedSince !== undefined) {
       log.info(
-        "Database {database}: write fence open again: a Sentinel confirmed master {master}",
+        "Database {database}: write fence open again: a majority of the configured Sentinels confirmed master {master}",
         {
           database: this.database.name,
           master: this.#master ? formatAddress(this.#master.address) : null,
@@ -388,9 +388,10 @@ export class MasterWatcher {
     this.#master = undefined;
     this.#fencedSince = Date.now();
     const closed = this.#registry.closeTo(master);
-    const detail = `write fence closed: no Sentinel has confirmed master ${
-      formatAddress(master)
-    } for ${afterMs} ms (fence.afterMs); nothing is tunnelled to it until a Sentinel confirms a master`;
+    const detail =
+      `write fence closed: no majority of the configured Sentinels has confirmed master ${
+        formatAddress(master)
+      } for ${afterMs} ms (fence.afterMs); nothing is tunnelled to it until a majority confirms a master`;
     log.warn("Database {database}: {detail}; closed {closed} client connections to it", {
       database: this.database.name,
       detail,
@@ -611,6 +612,19 @@ export class MasterWatcher {
       return;
     }
 
+    if (
+      this.#fencedSince !== undefined &&
+      !(agreement.kind === "agreed" && namedByConfiguredMajority(views, candidate))
+    ) {
+      // The fence opens only with a majority of the configured Sentinels behind a master.
+      this.#fail(
+        "fenced",
+        `no majority of the configured Sentinels names ${formatAddress(candidate)} (${
+          agreement.kind === "agreed" ? agreement.via : agreement.detail
+        })`,
+      );
+      return;
+    }
     if (known && !sameAddress(known, candidate)) {
       // A trusted view names another node: every other node is demoted, so cut their clients now.
       this.#cutOff(candidate, via);
@@ -621,9 +635,11 @@ export class MasterWatcher {
     this.#actOnRole(candidate, via, epoch, named, role);
     if (
       agreement.kind === "agreed" && sameAddress(agreement.address, candidate) &&
-      this.#master && sameAddress(this.#master.address, candidate)
+      this.#master && sameAddress(this.#master.address, candidate) &&
+      namedByConfiguredMajority(views, candidate)
     ) {
-      // The Sentinels named it and it says master: the fence's time starts again.
+      // A majority of the configured Sentinels named it and it says master: the fence's time
+      // starts again. One Sentinel cut off with this host (a minority) does not hold it open.
       this.#armFence();
     }
     if (this.#master && agreement.kind !== "agreed") {
@@ -839,7 +855,7 @@ export class MasterWatcher {
     const detail = this.#fencedSince !== undefined && failed !== "fenced"
       ? `write fence closed since ${
         new Date(this.#fencedSince).toISOString()
-      } (no Sentinel confirms a master); ${failure}`
+      } (no majority of the configured Sentinels confirms a master); ${failure}`
       : failure;
     const now = Date.now();
     const last = this.#lastFailureLog;
@@ -907,4 +923,16 @@ export class MasterWatcher {
     }
     this.#wakePending = false;
   }
+}
+
+/** Whether a strict majority of the configured Sentinels name `address`. */
+function namedByConfiguredMajority(views: readonly SentinelView[], address: Address): boolean {
+  let configured = 0;
+  let naming = 0;
+  for (const { origin, answer } of views) {
+    if (origin !== "configured") continue;
+    configured++;
+    if (answer.kind === "master" && sameAddress(answer.address, address)) naming++;
+  }
+  return naming * 2 > configured;
 }

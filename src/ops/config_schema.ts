@@ -44,11 +44,11 @@ const fence = z.strictObject({
   afterMs: z.number({ error: FENCE_RULE }).int({ error: FENCE_RULE }).min(100, {
     error: FENCE_RULE,
   }).max(3_600_000, { error: FENCE_RULE }).describe(
-    "How long the master may go without a Sentinel's confirmation before the fence closes",
+    "How long the master may go without the confirmation of a majority of the configured Sentinels before the fence closes",
   ),
 }, { error: FENCE_RULE });
 const fenceDescription =
-  "The write fence, off by default: when no Sentinel has confirmed the current master for afterMs, its clients are cut and new ones refused with a RESP error until a Sentinel confirms a master again. Safety over availability when the tunnel is cut off from the Sentinels";
+  "The write fence, off by default: when no majority of the configured Sentinels has confirmed the current master for afterMs, its clients are cut and new ones refused with a RESP error until a majority confirms a master again. Safety over availability when the tunnel is cut off from the Sentinels";
 const port = z.number({ error: PORT_RULE }).int({ error: PORT_RULE })
   .min(1, { error: PORT_RULE }).max(65535, { error: PORT_RULE });
 const millis = z.number({ error: MS_RULE }).int({ error: MS_RULE })

@@ -109,8 +109,9 @@ export interface DatabaseConfig {
   /** Replica ports: with no usable replica, wait and refuse, or use the master. @default {"reject"} */
   readonly whenNoReplica: WhenNoReplica;
   /**
-   * The write fence: when no Sentinel has confirmed the master for this long,
-   * its clients are cut and new ones refused until one does. Off when absent.
+   * The write fence: when no majority of the configured Sentinels has confirmed
+   * the master for this long, its clients are cut and new ones refused until a
+   * majority does. Off when absent.
    */
   readonly fence?: FenceConfig;
   readonly masterAuth?: Credentials;
