@@ -441,7 +441,18 @@ export class SentinelClient {
     let failures = 0;
     while (!signal.aborted) {
       try {
-        await this.#subscribeOnce(address, handlers, signal, () => failures = 0);
+        await this.#subscribeOnce(address, handlers, signal, () => {
+          if (failures > 0) {
+            log.info(
+              "Subscription to Sentinel {sentinel} restored after {failures} failed attempts",
+              {
+                sentinel: formatAddress(address),
+                failures,
+              },
+            );
+          }
+          failures = 0;
+        });
       } catch (error) {
         if (signal.aborted) break;
         failures++;
