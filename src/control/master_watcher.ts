@@ -179,6 +179,8 @@ export class MasterWatcher {
   readonly #onMasterChange: ((change: MasterChange) => void) | undefined;
   #master: ConfirmedMaster | undefined;
   #confirmations = 0;
+  /** A node whose every connect has timed out since `since`, and whether its tunnels were cut. */
+  #silence: { address: Address; since: number; cut: boolean } | undefined;
   /** The write fence's timer, restarted by each Sentinel confirmation of the master. */
   #fenceTimer: ReturnType<typeof setTimeout> | undefined;
   /** When the write fence closed, while it is closed. */
@@ -632,6 +634,7 @@ export class MasterWatcher {
     const role = await this.#checkRole(candidate, signal);
     if (stale()) return;
     this.#probe?.keepOnly([candidate]);
+    if (!(role.kind === "unreachable" && role.silent)) this.#silence = undefined;
     this.#actOnRole(candidate, via, epoch, named, role);
     if (
       agreement.kind === "agreed" && sameAddress(agreement.address, candidate) &&
@@ -743,10 +746,39 @@ export class MasterWatcher {
       // Not known to be demoted: keep its tunnels, but send no new client there.
       this.#master = undefined;
       this.#fail("master-unreachable", `master ${where} from ${via}: ${role.detail}`);
+      if (role.kind === "unreachable" && role.silent) this.#noteSilence(candidate);
     } else {
       this.#master = undefined;
       this.#fail("error", role.detail);
     }
+  }
+
+  /**
+   * Every connect to `address` timed out (a silent link, not a dead process,
+   * which refuses). Its tunnels would hang until TCP gives up (about 15
+   * minutes of retransmissions for one with a command in flight, which
+   * keepalive does not probe), so once it stays silent long enough they are cut.
+   */
+  #noteSilence(address: Address): void {
+    const now = performance.now();
+    const silence = this.#silence;
+    if (!silence || !sameAddress(silence.address, address)) {
+      this.#silence = { address, since: now, cut: false };
+      return;
+    }
+    const boundMs = silentCutMs(this.database.timeouts.pollIntervalMs);
+    if (silence.cut || now - silence.since < boundMs) return;
+    silence.cut = true;
+    const closed = this.#registry.closeTo(address);
+    log.warn(
+      "Database {database}: master {master} has been silent for {ms} ms (every connect timed out); closed {closed} client connections to it, which would hang until TCP gives up",
+      {
+        database: this.database.name,
+        master: formatAddress(address),
+        ms: Math.round(now - silence.since),
+        closed,
+      },
+    );
   }
 
   #startHold(master: Address, reason: string, sentinel: string | undefined): void {
@@ -935,4 +967,9 @@ function namedByConfiguredMajority(views: readonly SentinelView[], address: Addr
     if (answer.kind === "master" && sameAddress(answer.address, address)) naming++;
   }
   return naming * 2 > configured;
+}
+
+/** How long a master stays silent before its tunnels are cut: three polls, and at least 3 s. */
+export function silentCutMs(pollIntervalMs: number): number {
+  return Math.max(3 * pollIntervalMs, 3000);
 }

@@ -39,8 +39,11 @@ export type RoleCheck =
   }
   /** It is there but gave no answer: `-BUSY`, `-LOADING`, or the reply deadline passed. */
   | { readonly kind: "busy"; readonly detail: string }
-  /** It could not be reached: refused, reset, closed. */
-  | { readonly kind: "unreachable"; readonly detail: string }
+  /**
+   * It could not be reached: refused, reset, closed; `silent` when the connect
+   * timed out (no answer at all: a dead link, not a dead process).
+   */
+  | { readonly kind: "unreachable"; readonly detail: string; readonly silent?: boolean }
   /** Anything else: AUTH refused, a malformed reply. */
   | { readonly kind: "error"; readonly detail: string };
 
@@ -111,7 +114,7 @@ export class RoleProbe implements Disposable {
         return { kind: "busy", detail };
       }
       return error.kind === "unreachable" || error.kind === "timeout"
-        ? { kind: "unreachable", detail }
+        ? { kind: "unreachable", detail, ...(error.kind === "timeout" ? { silent: true } : {}) }
         : { kind: "error", detail: `${detail}${noAuthHint(authCode(error.message), hasAuth)}` };
     }
   };
