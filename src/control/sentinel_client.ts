@@ -656,10 +656,15 @@ export function parseMasterReply(reply: RespValue): MasterAnswer {
 }
 
 function failedView(sentinel: Readonly<KnownSentinel>, detail: string): SentinelView {
+  // A call's error names the Sentinel already; the view's reader names it too.
+  const named = `${formatAddress(sentinel.address)}: `;
   return {
     sentinel: sentinel.address,
     origin: sentinel.origin,
-    answer: { kind: "failed", detail },
+    answer: {
+      kind: "failed",
+      detail: detail.startsWith(named) ? detail.slice(named.length) : detail,
+    },
   };
 }
 

@@ -106,7 +106,10 @@ function readiness(tunnel: TunnelServer): Response {
       master: watcher.master ? formatAddress(watcher.master.address) : null,
       /** Where new clients go now: `replica` or `master`; `null` while nowhere. */
       serving: targets?.kind ?? null,
-      reason: targets ? null : source.problem?.detail ?? "resolving: no answer from a Sentinel yet",
+      // Ready but degraded (every Sentinel gone, a busy master): the master watcher's problem.
+      reason: targets
+        ? watcher.problem?.detail ?? null
+        : source.problem?.detail ?? "resolving: no answer from a Sentinel yet",
     };
   });
   const ready = databases.every((d) => d.ready);
