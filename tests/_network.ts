@@ -30,13 +30,34 @@
  * hangs TCP both ways (the handshake needs both directions); it differs from a
  * two-way cut only for traffic that needs no answer.
  *
+ * Sentinels on hosts of their own: `startNetworkDeployment` puts a Sentinel
+ * beside each node by default, on the same address, so a cut between hosts
+ * parts a node and its Sentinel together. To cut Sentinels without cutting
+ * the master (a tunnel host that loses every Sentinel; the old master on one
+ * side of a partition and every Sentinel, its own included, on the other),
+ * give the Sentinels hosts of their own (`s1`..`s3`, `sentinelHosts`): each
+ * is then a namespace and an address like any other host, and every cut stays
+ * the silent drop described above. The two alternatives do not work here:
+ *
+ * - A second address for the Sentinel in the node's namespace: traffic between
+ *   two addresses of one namespace goes over `lo`, where no input rule is
+ *   consulted (the packet keeps its output route), so the only cut left is an
+ *   output rule, and a blackhole there fails the sender's connect at once with
+ *   EINVAL (tried: `from <sentinel> to <node> blackhole`) instead of hanging it.
+ * - A cut by port (`ip rule ... ipproto tcp dport 26379 blackhole`): it parts
+ *   connections *to* a Sentinel, but a node's own outgoing connections (a
+ *   replica's link to its master) leave from an ephemeral port, like the
+ *   Sentinel's, so no rule can tell them apart, and the Sentinel and node of
+ *   one host still share `lo`.
+ *
  * It does not do: delay, loss rates or reordering (no netem), IPv6, or DNS
  * (unless `etcHosts`, hosts are named by IP).
  *
  * Needs root and iproute2; {@linkcode canRunNamespaces} says why not.
  *
- * The tunnel and the writer probe are here too: {@linkcode startTunnelOn},
- * {@linkcode startWriter}. Redis and Sentinel are in `_network_deployment.ts`.
+ * The tunnel and the probes are here too: {@linkcode startTunnelOn},
+ * {@linkcode startWriter}, {@linkcode startSubscriber}, {@linkcode httpGet}.
+ * Redis and Sentinel are in `_network_deployment.ts`.
  *
  * @module
  */
@@ -227,6 +248,17 @@ export class Host {
    */
   run(command: string, args: readonly string[] = [], options: RunOptions = {}): HostProcess {
     return this.#bed.track(this, command, args, options);
+  }
+
+  /**
+   * Sets kernel parameters for this host alone (`sysctl -w`), such as
+   * `{ "net.ipv4.tcp_keepalive_time": 2 }`: the `net.*` ones that are per
+   * namespace (TCP keepalive and retries are) leave every other host as it was.
+   * Throws when one cannot be set.
+   */
+  async sysctl(settings: Record<string, string | number>): Promise<void> {
+    const args = Object.entries(settings).map(([key, value]) => `${key}=${value}`);
+    if (args.length > 0) await this.exec("sysctl", ["-q", "-w", ...args]);
   }
 
   /**
@@ -838,6 +870,117 @@ export function startWriter(host: Host, options: WriterOptions): Writer {
     records: lines.records,
     writes: () => lines.records.filter((r): r is WriteRecord => r.type === "write"),
     waitFor: (match, timeoutMs = 10_000) => lines.waitFor(match, timeoutMs, "writer record"),
+    stop,
+    async [Symbol.asyncDispose]() {
+      await stop();
+    },
+  };
+}
+
+/** What {@linkcode httpGet} got. */
+export interface HttpReply {
+  status: number;
+  body: string;
+}
+
+/**
+ * GETs `url` from inside `host` (a `deno eval` there: the test process cannot
+ * reach a host's own `127.0.0.1`, such as the tunnel's `--admin` port).
+ */
+export async function httpGet(
+  host: Host,
+  url: string,
+  options: { timeoutMs?: number } = {},
+): Promise<HttpReply> {
+  const { timeoutMs = 5000 } = options;
+  const script = `const r = await fetch(${JSON.stringify(url)}, ` +
+    `{ signal: AbortSignal.timeout(${timeoutMs}) });` +
+    "console.log(JSON.stringify({ status: r.status, body: await r.text() }));";
+  const text = await host.exec(Deno.execPath(), ["eval", "--quiet", script], {
+    timeoutMs: timeoutMs + 15_000,
+  });
+  return JSON.parse(text.split("\n").at(-1) ?? "{}") as HttpReply;
+}
+
+/** What the subscriber probe reports; `at` is a `Date.now()` value. */
+export type SubscriberRecord =
+  | { type: "connect"; conn: number; node: string; at: number }
+  | { type: "closed"; conn: number; node: string; error?: string; at: number }
+  | {
+    type: "error";
+    conn: number;
+    phase: "connect" | "identify" | "subscribe";
+    error: string;
+    at: number;
+  }
+  | { type: "end"; at: number };
+
+/** Options for {@linkcode startSubscriber}. */
+export interface SubscriberOptions {
+  /** The port to connect to, on the host's 127.0.0.1 (the tunnel's). */
+  port: number;
+  /** @default {"127.0.0.1"} */
+  hostname?: string;
+  /** Parallel connections. @default {1} */
+  connections?: number;
+  /** @default {1000} */
+  connectTimeoutMs?: number;
+  /**
+   * For `CONFIG GET` and `SUBSCRIBE`; raise it above `clientWaitMs` to see RESP errors.
+   * @default {1000}
+   */
+  replyTimeoutMs?: number;
+  /** Pause before reconnecting. @default {100} */
+  retryMs?: number;
+  /** @default {"idle"} */
+  channel?: string;
+}
+
+/** The subscriber probe running on a bed host. */
+export interface Subscriber extends AsyncDisposable {
+  readonly process: HostProcess;
+  /** Every record so far, in order. */
+  readonly records: SubscriberRecord[];
+  /** Waits for a matching record; throws with the last records after `timeoutMs` (10 s). */
+  waitFor(
+    match: (record: SubscriberRecord) => boolean,
+    timeoutMs?: number,
+  ): Promise<SubscriberRecord>;
+  /** Sends SIGTERM and returns every record, once the output is read to its end. */
+  stop(): Promise<SubscriberRecord[]>;
+}
+
+/**
+ * Starts tests/probes/subscriber_probe.ts inside `host`: `connections` idle
+ * clients (each learns its node, SUBSCRIBEs, then only reads) that report
+ * when their connection ends, and reconnect. Idle connections are the ones
+ * TCP keepalive can end; a client waiting for a reply is not (see the probe).
+ */
+export function startSubscriber(host: Host, options: SubscriberOptions): Subscriber {
+  const probeOptions = { ...options, host: options.hostname ?? "127.0.0.1" };
+  const process = host.run(
+    Deno.execPath(),
+    ["run", "--quiet", "-A", `${PROBES}subscriber_probe.ts`, JSON.stringify(probeOptions)],
+    { stdout: "piped" },
+  );
+  const lines = new JsonLines<SubscriberRecord>(
+    process.child.stdout,
+    (line) => JSON.parse(line) as SubscriberRecord,
+  );
+  let stopped: Promise<SubscriberRecord[]> | undefined;
+  const stop = () =>
+    stopped ??= (async () => {
+      process.kill("SIGTERM");
+      const timer = setTimeout(() => process.kill("SIGKILL"), 5_000);
+      await process.status;
+      clearTimeout(timer);
+      await lines.done;
+      return lines.records;
+    })();
+  return {
+    process,
+    records: lines.records,
+    waitFor: (match, timeoutMs = 10_000) => lines.waitFor(match, timeoutMs, "subscriber record"),
     stop,
     async [Symbol.asyncDispose]() {
       await stop();

@@ -13,6 +13,11 @@
  * const { address, seenAt } = await watch.next;
  * ```
  *
+ * To cut Sentinels apart from the nodes they watch (a tunnel host that loses
+ * every Sentinel but not the master; a partition with the old master on one
+ * side and every Sentinel on the other), give them hosts of their own:
+ * `startNetworkDeployment({ hosts: [r1, r2, r3], sentinelHosts: [s1, s2, s3], ... })`.
+ *
  * Every process is a bed process (the bed kills it too), and every
  * `redis-cli` runs in the namespace of the process it asks, so a cut never
  * hides a process from the test.
@@ -192,8 +197,18 @@ async function started(redis: RedisHandle): Promise<BedRedis> {
 
 /** Options for {@linkcode startNetworkDeployment}. */
 export interface NetworkDeploymentOptions {
-  /** One node and one Sentinel on each; the first host's node starts as master. */
+  /**
+   * One node on each (and one Sentinel, unless `sentinelHosts`); the first host's node starts
+   * as master.
+   */
   hosts: readonly Host[];
+  /**
+   * Hosts for the Sentinels instead, one Sentinel on each, in their own
+   * namespaces: so that a cut can part a Sentinel from the node it sits beside
+   * in production (see "Sentinels on hosts of their own" in `_network.ts`).
+   * @default {hosts}
+   */
+  sentinelHosts?: readonly Host[];
   /** @default {"mymaster"} */
   masterName?: string;
   /** The port of every node (each on its own address). @default {6379} */
@@ -301,7 +316,8 @@ class Deployment implements NetworkDeployment {
     for (const r of replicas) if (r.status === "fulfilled") this.nodes.push(r.value);
     for (const r of replicas) if (r.status === "rejected") throw r.reason;
     await Promise.all(this.nodes.slice(1).map((replica) => waitLinkUp(replica)));
-    const sentinels = await Promise.allSettled(options.hosts.map((host) =>
+    const sentinelHosts = options.sentinelHosts ?? options.hosts;
+    const sentinels = await Promise.allSettled(sentinelHosts.map((host) =>
       startSentinel(host, {
         dir,
         master: master.address,
