@@ -1893,21 +1893,21 @@ Deno.test("parseConfig() reads the write fence: off by default, top level for ev
       { name: "a", port: 6380 },
       { name: "a", port: 6381, role: "replica" },
       { name: "b", port: 6382, fence: false },
-      { name: "c", port: 6383, fence: { afterMs: 250 } },
+      { name: "c", port: 6383, fence: { afterMs: 2500 } },
     ],
   }));
   assert.deepEqual(config.databases.map((d) => d.fence), [
     { afterMs: 5000 },
     { afterMs: 5000 },
     undefined,
-    { afterMs: 250 },
+    { afterMs: 2500 },
   ]);
   const redacted = redactConfig(config) as { databases: Record<string, unknown>[] };
   assert.deepEqual(redacted.databases.map((d) => d.fence), [
     { afterMs: 5000 },
     { afterMs: 5000 },
     false,
-    { afterMs: 250 },
+    { afterMs: 2500 },
   ]);
 });
 
@@ -1920,4 +1920,27 @@ Deno.test("parseConfig() refuses a fence that is not { afterMs } within bounds, 
       JSON.stringify(fence),
     );
   }
+});
+
+Deno.test("parseConfig() refuses a fence that would close between two healthy checks", () => {
+  const error = configError(documented({ fence: { afterMs: 2000 } }));
+  assert.ok(
+    error.problems.includes(
+      `${SOURCE}: fence.afterMs: 2000 is too short for databases[0] ("mymaster", role "master"): the Sentinels are asked every pollIntervalMs (1000) and answer within sentinelConnectMs + sentinelReplyMs (1000), so the fence would close between two healthy checks; give it more than 2000 ms`,
+    ),
+    error.message,
+  );
+  const own = configError(JSON.stringify({
+    sentinels: ["127.0.0.1:26379"],
+    timeouts: { pollIntervalMs: 200 },
+    databases: [{ name: "a", port: 6380, fence: { afterMs: 1000 } }],
+  }));
+  assert.match(
+    own.message,
+    /databases\[0\]\.fence\.afterMs: 1000 is too short: .*more than 1200 ms/,
+  );
+  assert.equal(
+    parse(documented({ fence: { afterMs: 2001 } })).databases[0]!.fence?.afterMs,
+    2001,
+  );
 });

@@ -96,7 +96,7 @@ Deno.test("config/schema.json lists every key the validator accepts, and only th
       onMasterChange: { command: ["/bin/true"] },
       tls: false,
       listenTls: { certFile: "/etc/tls/server.crt", keyFile: "/etc/tls/server.key" },
-      fence: { afterMs: 1000 },
+      fence: { afterMs: 5000 },
     }],
   };
   assert.deepEqual(Object.keys(full).sort(), topLevel);

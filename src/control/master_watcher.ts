@@ -185,6 +185,12 @@ export class MasterWatcher {
   #fenceTimer: ReturnType<typeof setTimeout> | undefined;
   /** When the write fence closed, while it is closed. */
   #fencedSince: number | undefined;
+  /**
+   * Where the fence's time runs from (`performance.now()`): the last check in
+   * which a majority of the configured Sentinels named the master, or the first
+   * confirmation when none has yet.
+   */
+  #fenceFrom: number | undefined;
   /** The targets of the confirmed master, made once per master confirmed. */
   #targets: { master: ConfirmedMaster; targets: Targets } | undefined;
   /** The last master confirmed, kept while none is: a blip of the same master is no change. */
@@ -249,7 +255,14 @@ export class MasterWatcher {
       JSON.stringify(database.tls) !== JSON.stringify(this.#database.tls) ||
       database.timeouts.masterConnectMs !== this.#database.timeouts.masterConnectMs ||
       database.timeouts.masterReplyMs !== this.#database.timeouts.masterReplyMs;
+    const fenceChanged = JSON.stringify(database.fence) !== JSON.stringify(this.#database.fence);
     this.#database = database;
+    if (fenceChanged) {
+      // Turned off, a closed fence opens (the next check may confirm a master without a
+      // majority); added or changed, the timer runs from the last majority's word.
+      if (!database.fence) this.#fencedSince = undefined;
+      this.#scheduleFence();
+    }
     if (credentialsChanged) {
       // A check under way would see its ROLE connection closed under it: drop what it learns.
       this.#generation++;
@@ -359,10 +372,9 @@ export class MasterWatcher {
     this.#notify();
   }
 
-  /** (Re)starts the write fence's time, when the database has a fence. */
-  #armFence(): void {
-    clearTimeout(this.#fenceTimer);
-    this.#fenceTimer = undefined;
+  /** A majority of the configured Sentinels named the master: the fence's time starts again. */
+  #renewFence(): void {
+    this.#fenceFrom = performance.now();
     if (this.#fencedSince !== undefined) {
       log.info(
         "Database {database}: write fence open again: a majority of the configured Sentinels confirmed master {master}",
@@ -373,9 +385,18 @@ export class MasterWatcher {
       );
       this.#fencedSince = undefined;
     }
+    this.#scheduleFence();
+  }
+
+  /** Sets the fence's timer from `#fenceFrom` and the settings in force (a reload may change them). */
+  #scheduleFence(): void {
+    clearTimeout(this.#fenceTimer);
+    this.#fenceTimer = undefined;
     const fence = this.database.fence;
-    if (!fence) return;
-    this.#fenceTimer = setTimeout(() => this.#closeFence(fence.afterMs), fence.afterMs);
+    if (!fence || this.#fencedSince !== undefined) return;
+    const from = this.#fenceFrom ??= performance.now();
+    const left = Math.max(0, from + fence.afterMs - performance.now());
+    this.#fenceTimer = setTimeout(() => this.#closeFence(fence.afterMs), left);
   }
 
   /**
@@ -389,6 +410,9 @@ export class MasterWatcher {
     this.#generation++;
     this.#master = undefined;
     this.#fencedSince = Date.now();
+    // What the Sentinels said before the fence is stale: a majority's next word is taken as is
+    // (redeployed Sentinels restart their epochs).
+    this.#epoch = undefined;
     const closed = this.#registry.closeTo(master);
     const detail =
       `write fence closed: no majority of the configured Sentinels has confirmed master ${
@@ -611,6 +635,15 @@ export class MasterWatcher {
       named = false;
     } else {
       this.#fail(agreement.kind === "unknown" ? "unknown" : "unreachable", agreement.detail);
+      // A master that went silent keeps its tunnels until the silence is long enough to cut
+      // them, even when nothing names it any more: keep asking it, to cut, never to confirm.
+      const silent = this.#silence;
+      if (silent && !silent.cut) {
+        const role = await this.#checkRole(silent.address, signal);
+        if (stale()) return;
+        if (role.kind === "unreachable" && role.silent) this.#noteSilence(silent.address);
+        else this.#silence = undefined;
+      }
       return;
     }
 
@@ -627,6 +660,13 @@ export class MasterWatcher {
       );
       return;
     }
+    const namedByMajority = agreement.kind === "agreed" &&
+      sameAddress(agreement.address, candidate) && namedByConfiguredMajority(views, candidate);
+    if (namedByMajority && this.#master && sameAddress(this.#master.address, candidate)) {
+      // A majority names the master in use: the fence's time starts again, however long its
+      // ROLE takes (a busy master is not lost).
+      this.#renewFence();
+    }
     if (known && !sameAddress(known, candidate)) {
       // A trusted view names another node: every other node is demoted, so cut their clients now.
       this.#cutOff(candidate, via);
@@ -636,14 +676,11 @@ export class MasterWatcher {
     this.#probe?.keepOnly([candidate]);
     if (!(role.kind === "unreachable" && role.silent)) this.#silence = undefined;
     this.#actOnRole(candidate, via, epoch, named, role);
-    if (
-      agreement.kind === "agreed" && sameAddress(agreement.address, candidate) &&
-      this.#master && sameAddress(this.#master.address, candidate) &&
-      namedByConfiguredMajority(views, candidate)
-    ) {
-      // A majority of the configured Sentinels named it and it says master: the fence's time
-      // starts again. One Sentinel cut off with this host (a minority) does not hold it open.
-      this.#armFence();
+    if (this.#master && sameAddress(this.#master.address, candidate)) {
+      // Confirmed. With a majority behind it the fence's time starts again; without one (a
+      // minority cut off with this host, discovered Sentinels) it runs on, started if it was not.
+      if (namedByMajority) this.#renewFence();
+      else if (this.#fenceTimer === undefined) this.#scheduleFence();
     }
     if (this.#master && agreement.kind !== "agreed") {
       // Serving, but say why the Sentinels did not agree (readiness and the log show it).

@@ -11,6 +11,7 @@ import { type ConnectSettings, ControlConnection } from "./control_connection.ts
 import { RedisCallError } from "./redis_connection.ts";
 import { RespErrorReply } from "./resp.ts";
 import { parseReportedAddress } from "./sentinel_events.ts";
+import { HANDSHAKE_TIMEOUT } from "../shared/connect.ts";
 
 /** A master's ROLE: its replication offset and the replicas attached to it. */
 export interface MasterRole {
@@ -110,7 +111,12 @@ export class RoleProbe implements Disposable {
     } catch (error) {
       const detail = `ROLE check failed: ${(error as Error).message}`;
       if (!(error instanceof RedisCallError)) return { kind: "unreachable", detail };
-      if (error.kind === "timeout" && /no reply/.test(error.message)) {
+      // No reply, or a TLS handshake that a node which took the TCP connection never finished:
+      // alive but not answering (busy, frozen), not a silent link.
+      if (
+        error.kind === "timeout" &&
+        (/no reply/.test(error.message) || error.message.includes(HANDSHAKE_TIMEOUT))
+      ) {
         return { kind: "busy", detail };
       }
       return error.kind === "unreachable" || error.kind === "timeout"

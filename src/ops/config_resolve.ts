@@ -188,6 +188,23 @@ function resolve(
           }address; give one of them another port`,
       );
     }
+    const fence = db.fence === undefined ? input.fence : db.fence || undefined;
+    // A healthy check brings the Sentinels' word at most this far apart: a shorter fence would
+    // close between two of them.
+    const checkSpanMs = timeouts.pollIntervalMs + timeouts.sentinelConnectMs +
+      timeouts.sentinelReplyMs;
+    if (fence && fence.afterMs <= checkSpanMs) {
+      const own = db.fence !== undefined;
+      problems.push(
+        `${
+          describePath(own ? [databasesKey, i, "fence", "afterMs"] : ["fence", "afterMs"])
+        }: ${fence.afterMs} is too short${
+          own ? "" : ` for ${entry(i, false)}`
+        }: the Sentinels are asked every pollIntervalMs (${timeouts.pollIntervalMs}) and answer within sentinelConnectMs + sentinelReplyMs (${
+          timeouts.sentinelConnectMs + timeouts.sentinelReplyMs
+        }), so the fence would close between two healthy checks; give it more than ${checkSpanMs} ms`,
+      );
+    }
     const masterAuth = db.masterAuth === undefined
       ? globalMasterAuth
       : credentials(db.masterAuth, `databases[${i}].masterAuth`);

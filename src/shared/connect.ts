@@ -72,6 +72,7 @@ export async function connectTo(address: Address, options: ConnectOptions): Prom
   const timer = setTimeout(() => controller.abort(TIMED_OUT), options.timeoutMs);
   const onAbort = () => controller.abort(options.signal!.reason);
   options.signal?.addEventListener("abort", onAbort, { once: true });
+  const progress = { tcpConnected: false };
   try {
     if (!options.tls) {
       const conn = await Deno.connect({
@@ -88,16 +89,20 @@ export async function connectTo(address: Address, options: ConnectOptions): Prom
       deadline: performance.now() + options.timeoutMs,
       keepAlive: options.keepAlive ?? false,
       resolve: options.resolve ?? resolveHost,
+      progress,
     });
   } catch (error) {
     // The last address's share of the deadline may end a moment before the deadline itself.
     const timedOut = controller.signal.reason === TIMED_OUT ||
       (error instanceof DOMException && error.name === "TimeoutError");
     if (timedOut) {
+      // A node that took the TCP connection but not the handshake is alive (frozen, busy): say so.
       throw new ConnectError(
         address,
         "timeout",
-        `no connection within ${options.timeoutMs} ms`,
+        progress.tcpConnected
+          ? `connected, but ${HANDSHAKE_TIMEOUT} within ${options.timeoutMs} ms`
+          : `no connection within ${options.timeoutMs} ms`,
         { cause: error },
       );
     }
@@ -112,14 +117,19 @@ export async function connectTo(address: Address, options: ConnectOptions): Prom
 
 const TIMED_OUT = Symbol("timed out");
 
+/** The words of a deadline that passed after the TCP connect, during the TLS handshake. */
+export const HANDSHAKE_TIMEOUT = "no TLS handshake";
+
 async function connectTlsTo(
   address: Address,
   tls: TlsClientSettings,
-  { signal, deadline, keepAlive, resolve }: {
+  { signal, deadline, keepAlive, resolve, progress }: {
     signal: AbortSignal;
     deadline: number;
     keepAlive: boolean;
     resolve: (hostname: string) => Promise<string[]>;
+    /** Set when a TCP connection is made, so that a timeout can say where it stopped. */
+    progress: { tcpConnected: boolean };
   },
 ): Promise<ByteStream> {
   // A resolver cannot be aborted: the deadline stops the wait for it.
@@ -136,6 +146,7 @@ async function connectTlsTo(
         ip,
         tls,
         keepAlive,
+        progress,
         AbortSignal.any([
           signal,
           AbortSignal.timeout(Math.max(1, share)),
@@ -190,11 +201,13 @@ async function handshake(
   ip: string,
   tls: TlsClientSettings,
   keepAlive: boolean,
+  progress: { tcpConnected: boolean },
   signal: AbortSignal,
 ): Promise<ByteStream> {
   const checkedName = tls.serverName ?? address.hostname;
   const secureContext = secureContextOf(tls);
   const conn = await Deno.connect({ hostname: ip, port: address.port, signal });
+  progress.tcpConnected = true;
   conn.setNoDelay(true);
   if (keepAlive) conn.setKeepAlive(true);
   let started;

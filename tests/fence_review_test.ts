@@ -1,0 +1,547 @@
+/**
+ * A hostile review of the write fence (`fence.afterMs`) and the silent-master
+ * cut of issue #11. Each test sets a race or a path up exactly, with fake
+ * Sentinels and fake ROLE answers (the harness of master_watcher_test.ts),
+ * except the TLS ones, which use a real socket that accepts and never answers.
+ * Tests named "(held)" guard properties that held; every other one failed
+ * against the first version of the fence (e0882d8) and guards its fix.
+ */
+import assert from "node:assert/strict";
+import { type Address, formatAddress, sameAddress } from "../src/shared/address.ts";
+import {
+  type DatabaseConfig,
+  DEFAULT_MAX_LAG_BYTES,
+  DEFAULT_TIMEOUTS,
+} from "../src/shared/settings.ts";
+import { ConnectionRegistry, type RegisteredTunnel } from "../src/data/connection_registry.ts";
+import type { SentinelOrigin, SentinelView } from "../src/control/master_agreement.ts";
+import { MasterWatcher, type SentinelSource } from "../src/control/master_watcher.ts";
+import { type RoleCheck, RoleProbe } from "../src/control/role_probe.ts";
+import { ReplicaWatcher } from "../src/control/replica_watcher.ts";
+import type { ReplicaInfo } from "../src/control/sentinel_client.ts";
+import { parseConfig } from "../src/ops/config.ts";
+
+const A: Address = { hostname: "10.0.0.1", port: 6379 };
+const B: Address = { hostname: "10.0.0.2", port: 6379 };
+const R: Address = { hostname: "10.0.0.3", port: 6379 };
+const S1: Address = { hostname: "10.0.0.9", port: 26379 };
+const S2: Address = { hostname: "10.0.0.10", port: 26379 };
+const S3: Address = { hostname: "10.0.0.11", port: 26379 };
+const D1: Address = { hostname: "10.0.1.9", port: 26379 };
+const D2: Address = { hostname: "10.0.1.10", port: 26379 };
+const D3: Address = { hostname: "10.0.1.11", port: 26379 };
+const D4: Address = { hostname: "10.0.1.12", port: 26379 };
+
+const DATABASE: DatabaseConfig = {
+  name: "mymaster",
+  bind: "127.0.0.1",
+  port: 6380,
+  role: "master",
+  maxLagBytes: DEFAULT_MAX_LAG_BYTES,
+  whenNoReplica: "reject",
+  timeouts: { ...DEFAULT_TIMEOUTS, pollIntervalMs: 20 },
+  maxClients: 100,
+  tcpKeepAlive: true,
+};
+const FENCED: DatabaseConfig = { ...DATABASE, fence: { afterMs: 150 } };
+
+type Script =
+  | { address: Address; epoch: number; flags?: string[] }
+  | { failed: string };
+
+class FakeSentinels implements SentinelSource {
+  readonly #scripts = new Map<string, { sentinel: Address; origin: SentinelOrigin; s: Script }>();
+  rounds = 0;
+  /** How long each round takes to answer (a Sentinel's round trip). */
+  delayMs = 0;
+  replicaList: ReplicaInfo[] = [];
+  #roundWaiters: { at: number; resolve: () => void }[] = [];
+
+  say(sentinel: Address, script: Script, origin: SentinelOrigin = "configured"): void {
+    this.#scripts.set(formatAddress(sentinel), { sentinel, origin, s: script });
+  }
+  allSay(address: Address, epoch: number): void {
+    for (const s of [S1, S2, S3]) this.say(s, { address, epoch });
+  }
+  async masterViews(_name: string, signal: AbortSignal): Promise<SentinelView[]> {
+    const views = [...this.#scripts.values()].map(({ sentinel, origin, s }): SentinelView => ({
+      sentinel,
+      origin,
+      answer: "failed" in s ? { kind: "failed", detail: s.failed } : {
+        kind: "master",
+        address: s.address,
+        epoch: s.epoch,
+        flags: s.flags ?? ["master"],
+        failoverTimeoutMs: 60_000,
+      },
+    }));
+    if (this.delayMs > 0) await sleepFor(this.delayMs, signal);
+    this.rounds++;
+    this.#roundWaiters = this.#roundWaiters.filter((w) => {
+      if (this.rounds < w.at) return true;
+      w.resolve();
+      return false;
+    });
+    return views;
+  }
+  moreRounds(count: number): Promise<void> {
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#roundWaiters.push({ at: this.rounds + count, resolve });
+    return timeout(promise, `${count} more check rounds`);
+  }
+  discoverSentinels(): Promise<Address[]> {
+    return Promise.resolve([]);
+  }
+  replicas(): Promise<ReplicaInfo[]> {
+    return Promise.resolve(this.replicaList);
+  }
+}
+
+/** ROLE answers by address; an address not listed refuses. Each answer may take `delayMs`. */
+class FakeNodes {
+  readonly answers = new Map<string, RoleCheck>();
+  delayMs = 0;
+  set(address: Address, answer: RoleCheck | string): void {
+    this.answers.set(
+      formatAddress(address),
+      typeof answer === "string" ? { kind: "role", role: answer } : answer,
+    );
+  }
+  readonly check = async (address: Address, signal: AbortSignal): Promise<RoleCheck> => {
+    const answer = this.answers.get(formatAddress(address)) ??
+      { kind: "unreachable", detail: "refused" } as const;
+    if (this.delayMs > 0) await sleepFor(this.delayMs, signal);
+    return answer;
+  };
+}
+
+class FakeTunnel implements RegisteredTunnel {
+  readonly master: Address;
+  readonly closed = Promise.withResolvers<void>();
+  closes = 0;
+  constructor(master: Address) {
+    this.master = master;
+  }
+  close(): void {
+    this.closes++;
+    this.closed.resolve();
+  }
+}
+
+function sleepFor(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
+
+function timeout<T>(promise: Promise<T>, what: string, ms = 3000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout>;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+interface Harness {
+  watcher: MasterWatcher;
+  registry: ConnectionRegistry<FakeTunnel>;
+  sentinels: FakeSentinels;
+  nodes: FakeNodes;
+  signal: AbortSignal;
+  master(fresh?: boolean): Promise<Address>;
+}
+
+async function withWatcher(
+  setup: (sentinels: FakeSentinels, nodes: FakeNodes) => void,
+  body: (h: Harness) => Promise<void>,
+  database: DatabaseConfig = DATABASE,
+): Promise<void> {
+  const sentinels = new FakeSentinels();
+  const nodes = new FakeNodes();
+  setup(sentinels, nodes);
+  const registry = new ConnectionRegistry<FakeTunnel>();
+  const watcher = new MasterWatcher(database, {
+    sentinels,
+    registry,
+    checkRole: nodes.check,
+    holdCheckIntervalMs: 20,
+  });
+  const controller = new AbortController();
+  const running = watcher.run(controller.signal);
+  const harness: Harness = {
+    watcher,
+    registry,
+    sentinels,
+    nodes,
+    signal: controller.signal,
+    async master(fresh = false) {
+      if (fresh) await sentinels.moreRounds(1);
+      const master = await watcher.waitForMaster(3000, controller.signal);
+      if (!master) throw new Error(`no master confirmed: ${watcher.problem?.detail}`);
+      return master.address;
+    },
+  };
+  try {
+    await body(harness);
+  } finally {
+    controller.abort();
+    await running;
+  }
+}
+
+function attach(h: Harness, address: Address): FakeTunnel {
+  const tunnel = new FakeTunnel(address);
+  h.registry.add(tunnel);
+  return tunnel;
+}
+
+function sentinelsGone(h: Harness, which: Address[] = [S1, S2, S3]): void {
+  for (const s of which) h.sentinels.say(s, { failed: "no reply within 500 ms" });
+}
+
+async function problemOf(h: Harness, kind: string, ms = 3000): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (h.watcher.problem?.kind !== kind) {
+    if (performance.now() > deadline) {
+      throw new Error(`no ${kind} problem; it is ${JSON.stringify(h.watcher.problem)}`);
+    }
+    await timeout(h.watcher.nextChange, `a change to a ${kind} problem`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Findings: these fail on the code under review.
+// ---------------------------------------------------------------------------------------------
+
+Deno.test("fence review: a tunnel started with only a minority of the configured Sentinels is fenced after afterMs", async () => {
+  await withWatcher((sentinels, nodes) => {
+    // Started inside the partition: one configured Sentinel of three names A, the others are gone.
+    sentinels.say(S1, { address: A, epoch: 1 });
+    sentinels.say(S2, { failed: "no reply within 500 ms" });
+    sentinels.say(S3, { failed: "no reply within 500 ms" });
+    nodes.set(A, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    const tunnel = attach(h, A);
+    // No majority has ever confirmed A: after afterMs (150 ms) the fence must be closed.
+    await timeout(
+      tunnel.closed.promise,
+      "the fence to cut A's tunnel (never armed at startup)",
+      2000,
+    );
+    assert.equal(h.watcher.master, undefined);
+  }, FENCED);
+});
+
+Deno.test("fence review: a tunnel started with only discovered Sentinels answering is fenced after afterMs", async () => {
+  await withWatcher((sentinels, nodes) => {
+    for (const s of [S1, S2, S3]) sentinels.say(s, { failed: "no reply within 500 ms" });
+    // 4 of the 7 Sentinels watching the master: a majority, with no configured one answering.
+    for (const d of [D1, D2, D3, D4]) sentinels.say(d, { address: A, epoch: 1 }, "discovered");
+    nodes.set(A, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    const tunnel = attach(h, A);
+    await timeout(
+      tunnel.closed.promise,
+      "the fence to cut A's tunnel (never armed at startup)",
+      2000,
+    );
+  }, FENCED);
+});
+
+Deno.test("fence review: a reload that adds a fence while the Sentinels are already gone closes it after afterMs", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    nodes.set(A, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    const tunnel = attach(h, A);
+    sentinelsGone(h);
+    await h.sentinels.moreRounds(2);
+    h.watcher.update(FENCED);
+    await timeout(tunnel.closed.promise, "the fence added by a reload to cut A's tunnel", 2000);
+  });
+});
+
+Deno.test("fence review: a reload that shortens fence.afterMs applies to the running fence", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    nodes.set(A, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    await h.sentinels.moreRounds(1);
+    const tunnel = attach(h, A);
+    sentinelsGone(h);
+    await h.sentinels.moreRounds(2);
+    h.watcher.update(FENCED); // afterMs 3600000 -> 150
+    await timeout(tunnel.closed.promise, "the shortened fence to cut A's tunnel", 2000);
+  }, { ...DATABASE, fence: { afterMs: 3_600_000 } });
+});
+
+Deno.test("fence review: a reload that turns the fence off opens a closed fence", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    nodes.set(A, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    // Left with one configured Sentinel, which still names A: fenced.
+    sentinelsGone(h, [S2, S3]);
+    await problemOf(h, "fenced");
+    // The operator turns the fence off to get writes back: the agreement (S1) names A, A says master.
+    h.watcher.update(DATABASE);
+    assert.deepEqual(await h.master(), A, "still fenced after the fence was turned off");
+  }, FENCED);
+});
+
+Deno.test("fence review: a closed fence opens when a majority names a new master at a lower config-epoch (Sentinels redeployed)", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 5);
+    nodes.set(A, "master");
+    nodes.set(B, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    // The Sentinels are redeployed (config-epochs start again) and take longer than afterMs.
+    sentinelsGone(h);
+    await problemOf(h, "fenced");
+    // Back: all three name B at epoch 0; A is now B's replica, B says master.
+    h.nodes.set(A, "slave");
+    h.sentinels.allSay(B, 0);
+    // Unfenced, the "older view" path asks A, sees slave, forgets the epoch and follows B.
+    // Fenced, the gate refuses A (no majority names it) before ROLE: the epoch is never forgotten.
+    assert.deepEqual(await h.master(), B, "fenced for good with 3 of 3 Sentinels naming B");
+  }, FENCED);
+});
+
+Deno.test("fence review: a healthy majority keeps the fence open for a busy master whose ROLE takes masterReplyMs", async () => {
+  // The defaults pollIntervalMs 1000 and masterReplyMs 1000 with "afterMs": 2000 (twice the poll),
+  // scaled down ten times; each Sentinel round trip takes 5 ms.
+  const database: DatabaseConfig = {
+    ...DATABASE,
+    fence: { afterMs: 200 },
+    timeouts: { ...DATABASE.timeouts, pollIntervalMs: 100, masterReplyMs: 100 },
+  };
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    sentinels.delayMs = 5;
+    nodes.set(A, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    const tunnel = attach(h, A);
+    // Busy: no reply within masterReplyMs. The design keeps a busy master and its clients.
+    h.nodes.delayMs = 100;
+    h.nodes.set(A, { kind: "busy", detail: "ROLE check failed: no reply within 100 ms" });
+    // Every round has 3 of 3 configured Sentinels naming A, about every 205 ms; the fence's
+    // time restarts only after the ROLE answer, so it runs out between two confirmations.
+    await h.sentinels.moreRounds(6);
+    assert.equal(tunnel.closes, 0, `cut with a healthy majority: ${h.watcher.problem?.detail}`);
+    assert.notEqual(h.watcher.problem?.kind, "fenced");
+  }, database);
+});
+
+Deno.test("fence review: the config refuses a fence.afterMs below the span of a healthy check", () => {
+  // Was a bug: afterMs 100 with the default pollIntervalMs 1000 closed the fence between two
+  // healthy checks, every poll. The config refuses it now (tests/config_test.ts has the message).
+  assert.throws(
+    () =>
+      parseConfig(
+        JSON.stringify({
+          sentinels: ["127.0.0.1:26379"],
+          fence: { afterMs: 100 },
+          databases: [{ name: "mymaster", port: 6380 }],
+        }),
+        "review.jsonc",
+        { getEnv: () => undefined },
+      ),
+    /fence\.afterMs: 100 is too short/,
+  );
+});
+
+Deno.test("silent review: a master that goes silent while every Sentinel is gone too has its tunnels cut", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    nodes.set(A, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    const tunnel = attach(h, A);
+    // The tunnel's host loses its uplink: Sentinels and master alike go silent.
+    sentinelsGone(h);
+    h.nodes.set(A, {
+      kind: "unreachable",
+      detail: "ROLE check failed: no connection within 1000 ms",
+      silent: true,
+    });
+    // After the first silent ROLE A is no longer confirmed, no view names it, and no later check
+    // asks it again: #noteSilence never runs a second time, so the tunnel hangs until TCP gives up.
+    await timeout(tunnel.closed.promise, "the silent master's tunnels to be cut", 6000);
+  });
+});
+
+/** A TCP port that accepts connections and never reads or writes: a frozen process (SIGSTOP). */
+async function withFrozenNode(body: (address: Address) => Promise<void>): Promise<void> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepted: Deno.Conn[] = [];
+  const accepting = (async () => {
+    try {
+      for await (const conn of listener) accepted.push(conn);
+    } catch { /* closed */ }
+  })();
+  try {
+    await body({ hostname: "127.0.0.1", port: listener.addr.port });
+  } finally {
+    listener.close();
+    await accepting;
+    for (const conn of accepted) {
+      try {
+        conn.close();
+      } catch { /* already closed */ }
+    }
+  }
+}
+
+Deno.test("silent review: over TLS, a frozen master that accepts TCP is busy, not silent (as it is in plain TCP)", async () => {
+  await withFrozenNode(async (address) => {
+    for (const tls of [undefined, { verify: false }]) {
+      using probe = new RoleProbe(() => ({
+        connectTimeoutMs: 200,
+        replyTimeoutMs: 200,
+        ...(tls ? { tls } : {}),
+      }));
+      const role = await probe.check(address, new AbortController().signal);
+      const label = tls ? "TLS" : "plain";
+      // Plain: connect succeeds, ROLE has no reply: busy, and a confirmed master keeps its clients.
+      // TLS: the handshake times out: "silent", and its clients are cut after 3 s.
+      assert.equal(role.kind, "busy", `${label}: ${JSON.stringify(role)}`);
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// What held: regression tests that pass.
+// ---------------------------------------------------------------------------------------------
+
+Deno.test("fence review (held): a stopped watcher leaves no fence timer behind, even with afterMs of an hour", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    nodes.set(A, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    await h.sentinels.moreRounds(2);
+    // The op sanitizer fails this test if the 1-hour timer outlives run().
+  }, { ...DATABASE, fence: { afterMs: 3_600_000 } });
+});
+
+Deno.test("fence review (held): discovered Sentinels alone do not open a closed fence", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    nodes.set(A, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    const tunnel = attach(h, A);
+    sentinelsGone(h);
+    await timeout(tunnel.closed.promise, "the fence to cut A's tunnel");
+    for (const d of [D1, D2, D3]) h.sentinels.say(d, { address: A, epoch: 1 }, "discovered");
+    await h.sentinels.moreRounds(5);
+    assert.equal(h.watcher.master, undefined);
+    assert.equal(h.watcher.problem?.kind, "fenced");
+  }, FENCED);
+});
+
+Deno.test("fence review (held): a configured minority naming a newer master does not open a closed fence", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    nodes.set(A, "master");
+    nodes.set(B, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    sentinelsGone(h);
+    await problemOf(h, "fenced");
+    h.sentinels.say(S1, { address: B, epoch: 2 });
+    await h.sentinels.moreRounds(5);
+    assert.equal(h.watcher.master, undefined);
+    // A majority at the newest epoch opens it, on B.
+    h.sentinels.say(S2, { address: B, epoch: 2 });
+    assert.deepEqual(await h.master(), B);
+  }, FENCED);
+});
+
+Deno.test("fence review (held): a failover hold that outlives afterMs fences, and the switch confirmed by a majority opens it", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    nodes.set(A, "master");
+    nodes.set(B, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    const tunnel = attach(h, A);
+    // A configured majority reports the failover under way, for longer than afterMs.
+    for (const s of [S1, S2, S3]) {
+      h.sentinels.say(s, { address: A, epoch: 1, flags: ["master", "failover_in_progress"] });
+    }
+    await timeout(tunnel.closed.promise, "the hold to cut A's tunnel");
+    await problemOf(h, "fenced");
+    assert.equal(h.watcher.master, undefined);
+    h.nodes.set(A, "slave");
+    h.sentinels.allSay(B, 2);
+    assert.deepEqual(await h.master(), B);
+    assert.equal(h.watcher.problem, undefined);
+  }, FENCED);
+});
+
+Deno.test("fence review (held): a read port of a fenced database offers neither replicas nor the master to new clients", async () => {
+  const database: DatabaseConfig = { ...FENCED, role: "replica", whenNoReplica: "master" };
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    sentinels.replicaList = [{
+      address: formatAddress(R),
+      replica: R,
+      flags: ["slave"],
+      masterLinkStatus: "ok",
+      replicationOffset: 100,
+      reportedBy: formatAddress(S1),
+    }];
+    nodes.set(A, {
+      kind: "role",
+      role: "master",
+      asMaster: { offset: 100, replicas: [{ address: R, offset: 100 }] },
+    });
+    nodes.set(R, {
+      kind: "role",
+      role: "slave",
+      asReplica: { master: A, state: "connected", offset: 100 },
+    });
+  }, async (h) => {
+    const replicaRegistry = new ConnectionRegistry<FakeTunnel>();
+    const replicas = new ReplicaWatcher({
+      master: h.watcher,
+      sentinels: h.sentinels,
+      registry: replicaRegistry,
+      checkRole: h.nodes.check,
+    });
+    const controller = new AbortController();
+    const running = replicas.run(AbortSignal.any([controller.signal, h.signal]));
+    try {
+      const deadline = performance.now() + 3000;
+      while (replicas.targets?.kind !== "replica" && performance.now() < deadline) {
+        await sleepFor(20);
+      }
+      const targets = replicas.targets;
+      assert.deepEqual(targets?.kind, "replica");
+      assert.ok(targets?.addresses.some((a) => sameAddress(a, R)));
+      sentinelsGone(h);
+      await problemOf(h, "fenced");
+      assert.equal(replicas.targets, undefined, "a fenced read port still offers somewhere");
+      assert.equal(replicas.problem?.kind, "fenced");
+    } finally {
+      controller.abort();
+      await running;
+    }
+  }, database);
+});
