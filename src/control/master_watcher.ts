@@ -52,7 +52,7 @@ export interface MasterProblem {
     | "busy"
     | "failover"
     | "error"
-    /** The write fence is closed: no Sentinel confirmed the master for `fence.afterMs`. */
+    /** The write fence is closed: no configured majority confirmed the master for `fence.afterMs`. */
     | "fenced";
   readonly detail: string;
   readonly since: number;
@@ -181,7 +181,7 @@ export class MasterWatcher {
   #confirmations = 0;
   /** A node whose every connect has timed out since `since`, and whether its tunnels were cut. */
   #silence: { address: Address; since: number; cut: boolean } | undefined;
-  /** The write fence's timer, restarted by each Sentinel confirmation of the master. */
+  /** The write fence's timer, restarted whenever a majority of the configured Sentinels names the master. */
   #fenceTimer: ReturnType<typeof setTimeout> | undefined;
   /** When the write fence closed, while it is closed. */
   #fencedSince: number | undefined;
@@ -400,8 +400,9 @@ export class MasterWatcher {
   }
 
   /**
-   * No Sentinel confirmed the master for `afterMs`: stop tunnelling to it until
-   * one does. A check under way, which might keep it on its own word, is void.
+   * No majority of the configured Sentinels confirmed the master for `afterMs`:
+   * stop tunnelling to it until one does. A check under way, which might keep
+   * it on its own word, is void.
    */
   #closeFence(afterMs: number): void {
     this.#fenceTimer = undefined;
