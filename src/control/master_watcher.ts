@@ -21,6 +21,11 @@
  * with the new master confirmed, or, when the failover aborts or outlives its
  * failover-timeout, with the old master confirmed again by ROLE.
  *
+ * With a write fence (`fence.afterMs`), a master no majority of the configured
+ * Sentinels has named for that long is cut off until a majority names one. A
+ * master whose every connect times out (a silent link) for three polls has its
+ * tunnels cut, which would otherwise hang until TCP gives up.
+ *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
