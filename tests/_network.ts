@@ -845,17 +845,42 @@ export interface Writer extends AsyncDisposable {
  * Works with nodes started by `_network_deployment.ts` (one bind address each).
  */
 export function startWriter(host: Host, options: WriterOptions): Writer {
+  const probe = startProbe<WriterRecord>(host, "writer_probe.ts", options, "writer record");
+  return {
+    ...probe,
+    writes: () => probe.records.filter((r): r is WriteRecord => r.type === "write"),
+  };
+}
+
+/** A JSON-lines probe running inside a host, as the writer and the subscriber are. */
+interface Probe<T> {
+  readonly process: HostProcess;
+  readonly records: T[];
+  waitFor(match: (record: T) => boolean, timeoutMs?: number): Promise<T>;
+  stop(): Promise<T[]>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/**
+ * Runs `tests/probes/<script>` inside `host` with `options` (plus `host`, the
+ * address it connects to) as its one argument, reading one JSON record per
+ * line of its output. Stopping sends SIGTERM (SIGKILL 5 s later) and returns
+ * every record once the output is read to its end.
+ */
+function startProbe<T>(
+  host: Host,
+  script: string,
+  options: { hostname?: string },
+  what: string,
+): Probe<T> {
   const probeOptions = { ...options, host: options.hostname ?? "127.0.0.1" };
   const process = host.run(
     Deno.execPath(),
-    ["run", "--quiet", "-A", `${PROBES}writer_probe.ts`, JSON.stringify(probeOptions)],
+    ["run", "--quiet", "-A", `${PROBES}${script}`, JSON.stringify(probeOptions)],
     { stdout: "piped" },
   );
-  const lines = new JsonLines<WriterRecord>(
-    process.child.stdout,
-    (line) => JSON.parse(line) as WriterRecord,
-  );
-  let stopped: Promise<WriterRecord[]> | undefined;
+  const lines = new JsonLines<T>(process.child.stdout, (line) => JSON.parse(line) as T);
+  let stopped: Promise<T[]> | undefined;
   const stop = () =>
     stopped ??= (async () => {
       process.kill("SIGTERM");
@@ -868,8 +893,7 @@ export function startWriter(host: Host, options: WriterOptions): Writer {
   return {
     process,
     records: lines.records,
-    writes: () => lines.records.filter((r): r is WriteRecord => r.type === "write"),
-    waitFor: (match, timeoutMs = 10_000) => lines.waitFor(match, timeoutMs, "writer record"),
+    waitFor: (match, timeoutMs = 10_000) => lines.waitFor(match, timeoutMs, what),
     stop,
     async [Symbol.asyncDispose]() {
       await stop();
@@ -957,35 +981,7 @@ export interface Subscriber extends AsyncDisposable {
  * TCP keepalive can end; a client waiting for a reply is not (see the probe).
  */
 export function startSubscriber(host: Host, options: SubscriberOptions): Subscriber {
-  const probeOptions = { ...options, host: options.hostname ?? "127.0.0.1" };
-  const process = host.run(
-    Deno.execPath(),
-    ["run", "--quiet", "-A", `${PROBES}subscriber_probe.ts`, JSON.stringify(probeOptions)],
-    { stdout: "piped" },
-  );
-  const lines = new JsonLines<SubscriberRecord>(
-    process.child.stdout,
-    (line) => JSON.parse(line) as SubscriberRecord,
-  );
-  let stopped: Promise<SubscriberRecord[]> | undefined;
-  const stop = () =>
-    stopped ??= (async () => {
-      process.kill("SIGTERM");
-      const timer = setTimeout(() => process.kill("SIGKILL"), 5_000);
-      await process.status;
-      clearTimeout(timer);
-      await lines.done;
-      return lines.records;
-    })();
-  return {
-    process,
-    records: lines.records,
-    waitFor: (match, timeoutMs = 10_000) => lines.waitFor(match, timeoutMs, "subscriber record"),
-    stop,
-    async [Symbol.asyncDispose]() {
-      await stop();
-    },
-  };
+  return startProbe<SubscriberRecord>(host, "subscriber_probe.ts", options, "subscriber record");
 }
 
 function errorMessage(error: unknown): string {

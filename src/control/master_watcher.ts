@@ -41,7 +41,7 @@ import { DatabaseStats } from "../shared/stats.ts";
 import { type RoleCheck, type RoleChecker, RoleProbe } from "./role_probe.ts";
 import type { ReplicaInfo, SentinelClient } from "./sentinel_client.ts";
 import type { SentinelEvent } from "./sentinel_events.ts";
-import { sleep } from "../shared/io.ts";
+import { sleep, untilAborted } from "../shared/io.ts";
 
 export type { RoleCheck, RoleChecker } from "./role_probe.ts";
 
@@ -443,10 +443,7 @@ export class MasterWatcher {
   ): Promise<ConfirmedMaster | undefined> {
     if (this.#master) return this.#master;
     const deadline = AbortSignal.any([AbortSignal.timeout(timeoutMs), signal]);
-    const expired = new Promise<void>((resolve) => {
-      if (deadline.aborted) resolve();
-      deadline.addEventListener("abort", () => resolve(), { once: true });
-    });
+    const expired = untilAborted(deadline);
     while (!this.#master && !deadline.aborted) {
       if (this.#problem?.kind === "unknown") return undefined;
       await Promise.race([this.#changed.promise, expired]);
@@ -492,9 +489,7 @@ export class MasterWatcher {
   async nextResolution(timeoutMs: number, signal: AbortSignal): Promise<void> {
     const deadline = AbortSignal.any([AbortSignal.timeout(timeoutMs), signal]);
     if (deadline.aborted) return;
-    const { promise, resolve } = Promise.withResolvers<void>();
-    deadline.addEventListener("abort", () => resolve(), { once: true });
-    await Promise.race([this.#resolved.promise, promise]);
+    await Promise.race([this.#resolved.promise, untilAborted(deadline)]);
   }
 
   /**

@@ -28,7 +28,7 @@ import { getLogger } from "@logtape/logtape";
 import { type Address, formatAddress, sameAddress } from "../shared/address.ts";
 import type { DatabaseConfig } from "../shared/settings.ts";
 import { DatabaseStats } from "../shared/stats.ts";
-import { sleep } from "../shared/io.ts";
+import { sleep, untilAborted } from "../shared/io.ts";
 import type { ClientCutter, ConfirmedMaster, MasterProblem, Targets } from "./master_watcher.ts";
 
 export type { Targets } from "./master_watcher.ts";
@@ -226,10 +226,7 @@ export class ReplicaWatcher {
   /** Waits up to `timeoutMs` for somewhere to send a client. */
   async waitForTargets(timeoutMs: number, signal: AbortSignal): Promise<Targets | undefined> {
     const deadline = AbortSignal.any([AbortSignal.timeout(timeoutMs), signal]);
-    const expired = new Promise<void>((resolve) => {
-      if (deadline.aborted) resolve();
-      deadline.addEventListener("abort", () => resolve(), { once: true });
-    });
+    const expired = untilAborted(deadline);
     for (;;) {
       const targets = this.targets;
       if (targets || deadline.aborted) return targets;
@@ -253,9 +250,7 @@ export class ReplicaWatcher {
   async nextResolution(timeoutMs: number, signal: AbortSignal): Promise<void> {
     const deadline = AbortSignal.any([AbortSignal.timeout(timeoutMs), signal]);
     if (deadline.aborted) return;
-    const { promise, resolve } = Promise.withResolvers<void>();
-    deadline.addEventListener("abort", () => resolve(), { once: true });
-    await Promise.race([this.#resolved.promise, promise]);
+    await Promise.race([this.#resolved.promise, untilAborted(deadline)]);
   }
 
   /**
@@ -328,10 +323,7 @@ export class ReplicaWatcher {
    * failover that promoted it (or aborted) is over.
    */
   async #followMaster(signal: AbortSignal): Promise<void> {
-    const aborted = new Promise<void>((resolve) => {
-      if (signal.aborted) resolve();
-      signal.addEventListener("abort", () => resolve(), { once: true });
-    });
+    const aborted = untilAborted(signal);
     while (!signal.aborted) {
       const master = this.#master.master;
       if (master && master.confirmation !== this.#lastConfirmation) {

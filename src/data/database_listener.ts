@@ -341,8 +341,9 @@ export class DatabaseListener {
         ? this.#leastLoaded(targets.addresses, tunnels)
         : targets.addresses[0]!;
       let upstream: ByteStream;
-      const dialKey = formatAddress(address).toLowerCase();
-      this.#dialing.set(dialKey, (this.#dialing.get(dialKey) ?? 0) + 1);
+      // Clients still connecting count in the balance: only replicas are balanced.
+      const dialKey = targets.kind === "replica" ? formatAddress(address).toLowerCase() : undefined;
+      if (dialKey !== undefined) this.#dialing.set(dialKey, (this.#dialing.get(dialKey) ?? 0) + 1);
       try {
         upstream = await connectTo(address, {
           timeoutMs: timeouts.masterConnectMs,
@@ -366,9 +367,11 @@ export class DatabaseListener {
         ]);
         continue;
       } finally {
-        const left = this.#dialing.get(dialKey)! - 1;
-        if (left === 0) this.#dialing.delete(dialKey);
-        else this.#dialing.set(dialKey, left);
+        if (dialKey !== undefined) {
+          const left = this.#dialing.get(dialKey)! - 1;
+          if (left === 0) this.#dialing.delete(dialKey);
+          else this.#dialing.set(dialKey, left);
+        }
       }
       // The targets may have changed while connecting: never join a client to a node taken out.
       if (!stillTargeted(watcher.targets, targets.kind, address) || signal.aborted) {

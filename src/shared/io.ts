@@ -19,6 +19,14 @@ export function sleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
+/** Settles when `signal` aborts (at once if it has); never rejects. */
+export function untilAborted(signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) =>
+    signal.addEventListener("abort", () => resolve(), { once: true })
+  );
+}
+
 /** A short human description of a network error: "connection refused", "timed out after 500 ms". */
 export function describeNetworkError(error: unknown): string {
   if (error instanceof Deno.errors.ConnectionRefused) {
