@@ -1,221 +1,40 @@
 /**
  * A hostile review of the write fence (`fence.afterMs`) and the silent-master
  * cut of issue #11. Each test sets a race or a path up exactly, with fake
- * Sentinels and fake ROLE answers (the harness of master_watcher_test.ts),
+ * Sentinels and fake ROLE answers (the harness in _master_harness.ts),
  * except the TLS ones, which use a real socket that accepts and never answers.
  * Tests named "(held)" guard properties that held; every other one failed
  * against the first version of the fence (e0882d8) and guards its fix.
  */
 import assert from "node:assert/strict";
 import { type Address, formatAddress, sameAddress } from "../src/shared/address.ts";
-import {
-  type DatabaseConfig,
-  DEFAULT_MAX_LAG_BYTES,
-  DEFAULT_TIMEOUTS,
-} from "../src/shared/settings.ts";
-import { ConnectionRegistry, type RegisteredTunnel } from "../src/data/connection_registry.ts";
-import type { SentinelOrigin, SentinelView } from "../src/control/master_agreement.ts";
-import { MasterWatcher, type SentinelSource } from "../src/control/master_watcher.ts";
-import { type RoleCheck, RoleProbe } from "../src/control/role_probe.ts";
+import type { DatabaseConfig } from "../src/shared/settings.ts";
+import { ConnectionRegistry } from "../src/data/connection_registry.ts";
+import { RoleProbe } from "../src/control/role_probe.ts";
 import { ReplicaWatcher } from "../src/control/replica_watcher.ts";
-import type { ReplicaInfo } from "../src/control/sentinel_client.ts";
 import { parseConfig } from "../src/ops/config.ts";
+import {
+  A,
+  attach,
+  B,
+  DATABASE,
+  type FakeTunnel,
+  FENCED,
+  problemOf,
+  S1,
+  S2,
+  S3,
+  sentinelsGone,
+  sleepFor,
+  timeout,
+  withWatcher,
+} from "./_master_harness.ts";
 
-const A: Address = { hostname: "10.0.0.1", port: 6379 };
-const B: Address = { hostname: "10.0.0.2", port: 6379 };
 const R: Address = { hostname: "10.0.0.3", port: 6379 };
-const S1: Address = { hostname: "10.0.0.9", port: 26379 };
-const S2: Address = { hostname: "10.0.0.10", port: 26379 };
-const S3: Address = { hostname: "10.0.0.11", port: 26379 };
 const D1: Address = { hostname: "10.0.1.9", port: 26379 };
 const D2: Address = { hostname: "10.0.1.10", port: 26379 };
 const D3: Address = { hostname: "10.0.1.11", port: 26379 };
 const D4: Address = { hostname: "10.0.1.12", port: 26379 };
-
-const DATABASE: DatabaseConfig = {
-  name: "mymaster",
-  bind: "127.0.0.1",
-  port: 6380,
-  role: "master",
-  maxLagBytes: DEFAULT_MAX_LAG_BYTES,
-  whenNoReplica: "reject",
-  timeouts: { ...DEFAULT_TIMEOUTS, pollIntervalMs: 20 },
-  maxClients: 100,
-  tcpKeepAlive: true,
-};
-const FENCED: DatabaseConfig = { ...DATABASE, fence: { afterMs: 150 } };
-
-type Script =
-  | { address: Address; epoch: number; flags?: string[] }
-  | { failed: string };
-
-class FakeSentinels implements SentinelSource {
-  readonly #scripts = new Map<string, { sentinel: Address; origin: SentinelOrigin; s: Script }>();
-  rounds = 0;
-  /** How long each round takes to answer (a Sentinel's round trip). */
-  delayMs = 0;
-  replicaList: ReplicaInfo[] = [];
-  #roundWaiters: { at: number; resolve: () => void }[] = [];
-
-  say(sentinel: Address, script: Script, origin: SentinelOrigin = "configured"): void {
-    this.#scripts.set(formatAddress(sentinel), { sentinel, origin, s: script });
-  }
-  allSay(address: Address, epoch: number): void {
-    for (const s of [S1, S2, S3]) this.say(s, { address, epoch });
-  }
-  async masterViews(_name: string, signal: AbortSignal): Promise<SentinelView[]> {
-    const views = [...this.#scripts.values()].map(({ sentinel, origin, s }): SentinelView => ({
-      sentinel,
-      origin,
-      answer: "failed" in s ? { kind: "failed", detail: s.failed } : {
-        kind: "master",
-        address: s.address,
-        epoch: s.epoch,
-        flags: s.flags ?? ["master"],
-        failoverTimeoutMs: 60_000,
-      },
-    }));
-    if (this.delayMs > 0) await sleepFor(this.delayMs, signal);
-    this.rounds++;
-    this.#roundWaiters = this.#roundWaiters.filter((w) => {
-      if (this.rounds < w.at) return true;
-      w.resolve();
-      return false;
-    });
-    return views;
-  }
-  moreRounds(count: number): Promise<void> {
-    const { promise, resolve } = Promise.withResolvers<void>();
-    this.#roundWaiters.push({ at: this.rounds + count, resolve });
-    return timeout(promise, `${count} more check rounds`);
-  }
-  discoverSentinels(): Promise<Address[]> {
-    return Promise.resolve([]);
-  }
-  replicas(): Promise<ReplicaInfo[]> {
-    return Promise.resolve(this.replicaList);
-  }
-}
-
-/** ROLE answers by address; an address not listed refuses. Each answer may take `delayMs`. */
-class FakeNodes {
-  readonly answers = new Map<string, RoleCheck>();
-  delayMs = 0;
-  set(address: Address, answer: RoleCheck | string): void {
-    this.answers.set(
-      formatAddress(address),
-      typeof answer === "string" ? { kind: "role", role: answer } : answer,
-    );
-  }
-  readonly check = async (address: Address, signal: AbortSignal): Promise<RoleCheck> => {
-    const answer = this.answers.get(formatAddress(address)) ??
-      { kind: "unreachable", detail: "refused" } as const;
-    if (this.delayMs > 0) await sleepFor(this.delayMs, signal);
-    return answer;
-  };
-}
-
-class FakeTunnel implements RegisteredTunnel {
-  readonly master: Address;
-  readonly closed = Promise.withResolvers<void>();
-  closes = 0;
-  constructor(master: Address) {
-    this.master = master;
-  }
-  close(): void {
-    this.closes++;
-    this.closed.resolve();
-  }
-}
-
-function sleepFor(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener("abort", done, { once: true });
-  });
-}
-
-function timeout<T>(promise: Promise<T>, what: string, ms = 3000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout>;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-interface Harness {
-  watcher: MasterWatcher;
-  registry: ConnectionRegistry<FakeTunnel>;
-  sentinels: FakeSentinels;
-  nodes: FakeNodes;
-  signal: AbortSignal;
-  master(fresh?: boolean): Promise<Address>;
-}
-
-async function withWatcher(
-  setup: (sentinels: FakeSentinels, nodes: FakeNodes) => void,
-  body: (h: Harness) => Promise<void>,
-  database: DatabaseConfig = DATABASE,
-): Promise<void> {
-  const sentinels = new FakeSentinels();
-  const nodes = new FakeNodes();
-  setup(sentinels, nodes);
-  const registry = new ConnectionRegistry<FakeTunnel>();
-  const watcher = new MasterWatcher(database, {
-    sentinels,
-    registry,
-    checkRole: nodes.check,
-    holdCheckIntervalMs: 20,
-  });
-  const controller = new AbortController();
-  const running = watcher.run(controller.signal);
-  const harness: Harness = {
-    watcher,
-    registry,
-    sentinels,
-    nodes,
-    signal: controller.signal,
-    async master(fresh = false) {
-      if (fresh) await sentinels.moreRounds(1);
-      const master = await watcher.waitForMaster(3000, controller.signal);
-      if (!master) throw new Error(`no master confirmed: ${watcher.problem?.detail}`);
-      return master.address;
-    },
-  };
-  try {
-    await body(harness);
-  } finally {
-    controller.abort();
-    await running;
-  }
-}
-
-function attach(h: Harness, address: Address): FakeTunnel {
-  const tunnel = new FakeTunnel(address);
-  h.registry.add(tunnel);
-  return tunnel;
-}
-
-function sentinelsGone(h: Harness, which: Address[] = [S1, S2, S3]): void {
-  for (const s of which) h.sentinels.say(s, { failed: "no reply within 500 ms" });
-}
-
-async function problemOf(h: Harness, kind: string, ms = 3000): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (h.watcher.problem?.kind !== kind) {
-    if (performance.now() > deadline) {
-      throw new Error(`no ${kind} problem; it is ${JSON.stringify(h.watcher.problem)}`);
-    }
-    await timeout(h.watcher.nextChange, `a change to a ${kind} problem`);
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Findings: these fail on the code under review.

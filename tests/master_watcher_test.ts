@@ -6,235 +6,25 @@
  * against real Redis.
  */
 import assert from "node:assert/strict";
-import { type Address, formatAddress, sameAddress } from "../src/shared/address.ts";
-import {
-  type DatabaseConfig,
-  DEFAULT_MAX_LAG_BYTES,
-  DEFAULT_TIMEOUTS,
-} from "../src/shared/settings.ts";
-import { ConnectionRegistry, type RegisteredTunnel } from "../src/data/connection_registry.ts";
-import type { SentinelOrigin, SentinelView } from "../src/control/master_agreement.ts";
-import {
-  type MasterChange,
-  MasterWatcher,
-  type SentinelSource,
-} from "../src/control/master_watcher.ts";
-import type { RoleCheck } from "../src/control/role_probe.ts";
+import { type Address, formatAddress } from "../src/shared/address.ts";
 import type { SentinelEvent } from "../src/control/sentinel_events.ts";
+import {
+  A,
+  attach,
+  B,
+  DATABASE,
+  FENCED,
+  LIAR,
+  problemOf,
+  S1,
+  S2,
+  S3,
+  sentinelsGone,
+  timeout,
+  withWatcher,
+} from "./_master_harness.ts";
 
-const A: Address = { hostname: "10.0.0.1", port: 6379 };
-const B: Address = { hostname: "10.0.0.2", port: 6379 };
 const F: Address = { hostname: "10.6.6.6", port: 6379 };
-const S1: Address = { hostname: "10.0.0.9", port: 26379 };
-const S2: Address = { hostname: "10.0.0.10", port: 26379 };
-const S3: Address = { hostname: "10.0.0.11", port: 26379 };
-const LIAR: Address = { hostname: "10.6.6.7", port: 26379 };
-
-const DATABASE: DatabaseConfig = {
-  name: "mymaster",
-  bind: "127.0.0.1",
-  port: 6380,
-  role: "master",
-  maxLagBytes: DEFAULT_MAX_LAG_BYTES,
-  whenNoReplica: "reject",
-  timeouts: { ...DEFAULT_TIMEOUTS, pollIntervalMs: 20 },
-  maxClients: 100,
-  tcpKeepAlive: true,
-};
-
-/** One Sentinel's scripted answer. */
-type Script =
-  | { address: Address; epoch: number; flags?: string[]; failoverTimeoutMs?: number }
-  | { failed: string };
-
-/** Sentinels whose answers the test sets; a round can be held until released. */
-class FakeSentinels implements SentinelSource {
-  readonly #scripts = new Map<string, { sentinel: Address; origin: SentinelOrigin; s: Script }>();
-  /** While set, rounds wait for it (with the answers they had when they started). */
-  gate: PromiseWithResolvers<void> | undefined;
-  /** How long each round takes to answer. */
-  delayMs = 0;
-  rounds = 0;
-  #roundWaiters: { at: number; resolve: () => void }[] = [];
-  #startWaiters: (() => void)[] = [];
-
-  say(sentinel: Address, script: Script, origin: SentinelOrigin = "configured"): void {
-    this.#scripts.set(formatAddress(sentinel), { sentinel, origin, s: script });
-  }
-
-  /** Every configured Sentinel S1..S3 names `address` at `epoch`. */
-  allSay(address: Address, epoch: number, flags: string[] = ["master"]): void {
-    for (const s of [S1, S2, S3]) this.say(s, { address, epoch, flags });
-  }
-
-  async masterViews(_name: string, signal: AbortSignal): Promise<SentinelView[]> {
-    const views = [...this.#scripts.values()].map(({ sentinel, origin, s }): SentinelView => ({
-      sentinel,
-      origin,
-      answer: "failed" in s ? { kind: "failed", detail: s.failed } : {
-        kind: "master",
-        address: s.address,
-        epoch: s.epoch,
-        flags: s.flags ?? ["master"],
-        failoverTimeoutMs: s.failoverTimeoutMs ?? 60_000,
-      },
-    }));
-    for (const resolve of this.#startWaiters.splice(0)) resolve();
-    if (this.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.delayMs));
-    if (this.gate) {
-      const gate = this.gate.promise;
-      await Promise.race([
-        gate,
-        new Promise((resolve) => signal.addEventListener("abort", resolve)),
-      ]);
-    }
-    this.rounds++;
-    this.#roundWaiters = this.#roundWaiters.filter((w) => {
-      if (this.rounds < w.at) return true;
-      w.resolve();
-      return false;
-    });
-    return views;
-  }
-
-  /** Resolves when `count` more rounds have returned their views. */
-  moreRounds(count: number): Promise<void> {
-    const { promise, resolve } = Promise.withResolvers<void>();
-    this.#roundWaiters.push({ at: this.rounds + count, resolve });
-    return timeout(promise, `${count} more check rounds`);
-  }
-
-  /** Resolves when the next round starts. */
-  nextRoundStarts(): Promise<void> {
-    const { promise, resolve } = Promise.withResolvers<void>();
-    this.#startWaiters.push(resolve);
-    return timeout(promise, "a check round to start");
-  }
-
-  discoverSentinels(): Promise<Address[]> {
-    return Promise.resolve([]);
-  }
-
-  replicas(): Promise<[]> {
-    return Promise.resolve([]);
-  }
-}
-
-/** ROLE answers by address, and every call in order. An address not listed is unreachable. */
-class FakeNodes {
-  readonly answers = new Map<string, RoleCheck>();
-  readonly asked: string[] = [];
-  set(address: Address, answer: RoleCheck | string): void {
-    this.answers.set(
-      formatAddress(address),
-      typeof answer === "string" ? { kind: "role", role: answer } : answer,
-    );
-  }
-  /** While set, ROLE answers wait for it (with the answer set when they were asked). */
-  gate: PromiseWithResolvers<void> | undefined;
-  #askWaiters: (() => void)[] = [];
-  readonly check = async (address: Address): Promise<RoleCheck> => {
-    this.asked.push(formatAddress(address));
-    const answer = this.answers.get(formatAddress(address)) ??
-      { kind: "unreachable", detail: "refused" } as const;
-    for (const resolve of this.#askWaiters.splice(0)) resolve();
-    if (this.gate) await this.gate.promise;
-    return answer;
-  };
-  /** Resolves at the next ROLE call. */
-  nextAsk(): Promise<void> {
-    const { promise, resolve } = Promise.withResolvers<void>();
-    this.#askWaiters.push(resolve);
-    return timeout(promise, "a ROLE call");
-  }
-}
-
-class FakeTunnel implements RegisteredTunnel {
-  readonly master: Address;
-  readonly closed = Promise.withResolvers<void>();
-  closes = 0;
-  constructor(master: Address) {
-    this.master = master;
-  }
-  close(): void {
-    this.closes++;
-    this.closed.resolve();
-  }
-}
-
-function timeout<T>(promise: Promise<T>, what: string, ms = 3000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout>;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-interface Harness {
-  watcher: MasterWatcher;
-  registry: ConnectionRegistry<FakeTunnel>;
-  sentinels: FakeSentinels;
-  nodes: FakeNodes;
-  changes: MasterChange[];
-  /** Resolves with the next confirmed master (now, if one is confirmed and `fresh` is false). */
-  master(fresh?: boolean): Promise<Address>;
-  event(event: SentinelEvent, from: Address): void;
-}
-
-async function withWatcher(
-  setup: (sentinels: FakeSentinels, nodes: FakeNodes) => void,
-  body: (h: Harness) => Promise<void>,
-  database: DatabaseConfig = DATABASE,
-): Promise<void> {
-  const sentinels = new FakeSentinels();
-  const nodes = new FakeNodes();
-  setup(sentinels, nodes);
-  const registry = new ConnectionRegistry<FakeTunnel>();
-  const changes: MasterChange[] = [];
-  const watcher = new MasterWatcher(database, {
-    sentinels,
-    registry,
-    checkRole: nodes.check,
-    onMasterChange: (change) => changes.push(change),
-    holdCheckIntervalMs: 20,
-  });
-  const controller = new AbortController();
-  const running = watcher.run(controller.signal);
-  const harness: Harness = {
-    watcher,
-    registry,
-    sentinels,
-    nodes,
-    changes,
-    async master(fresh = false) {
-      if (fresh) await sentinels.moreRounds(1);
-      const master = await watcher.waitForMaster(3000, controller.signal);
-      if (!master) throw new Error(`no master confirmed: ${watcher.problem?.detail}`);
-      return master.address;
-    },
-    event: (event, from) =>
-      watcher.onEvent(event, {
-        address: from,
-        origin: sameAddress(from, LIAR) ? "discovered" : "configured",
-      }),
-  };
-  try {
-    await body(harness);
-  } finally {
-    controller.abort();
-    sentinels.gate?.resolve();
-    nodes.gate?.resolve();
-    await running;
-  }
-}
-
-function attach(h: Harness, address: Address): FakeTunnel {
-  const tunnel = new FakeTunnel(address);
-  h.registry.add(tunnel);
-  return tunnel;
-}
 
 const switchTo = (to: Address): SentinelEvent => ({
   kind: "switch-master",
@@ -675,24 +465,6 @@ Deno.test("MasterWatcher survives an unexpected error in a check and goes on che
     assert.ok(thrown > 1);
   });
 });
-
-const FENCED: DatabaseConfig = { ...DATABASE, fence: { afterMs: 150 } };
-
-/** Every configured Sentinel fails: the tunnel is cut off from them. */
-function sentinelsGone(h: Harness): void {
-  for (const s of [S1, S2, S3]) h.sentinels.say(s, { failed: "no reply within 500 ms" });
-}
-
-/** Resolves when the watcher's problem is of `kind`. */
-async function problemOf(h: Harness, kind: string): Promise<void> {
-  const deadline = performance.now() + 3000;
-  while (h.watcher.problem?.kind !== kind) {
-    if (performance.now() > deadline) {
-      throw new Error(`no ${kind} problem; it is ${JSON.stringify(h.watcher.problem)}`);
-    }
-    await timeout(h.watcher.nextChange, `a change to a ${kind} problem`);
-  }
-}
 
 Deno.test("MasterWatcher with a fence cuts the master when no Sentinel confirms it for afterMs, until one does", async () => {
   await withWatcher((sentinels, nodes) => {

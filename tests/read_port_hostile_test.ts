@@ -9,17 +9,8 @@
  */
 import assert from "node:assert/strict";
 import { type Address, formatAddress } from "../src/shared/address.ts";
-import { type DatabaseConfig, DEFAULT_TIMEOUTS } from "../src/shared/settings.ts";
-import type { ConfirmedMaster, MasterProblem, Targets } from "../src/control/master_watcher.ts";
-import { type MasterState, ReplicaWatcher } from "../src/control/replica_watcher.ts";
-import {
-  parseMasterRole,
-  parseReplicaRole,
-  type RoleCheck,
-  type RoleChecker,
-} from "../src/control/role_probe.ts";
-import type { ReplicaInfo } from "../src/control/sentinel_client.ts";
-import type { SentinelEvent } from "../src/control/sentinel_events.ts";
+import { ReplicaWatcher } from "../src/control/replica_watcher.ts";
+import { parseMasterRole, parseReplicaRole } from "../src/control/role_probe.ts";
 import { type FakeRedis, startFakeRedis } from "./_fake_redis.ts";
 import { renderPrometheus } from "../src/ops/metrics.ts";
 import { DatabaseStats } from "../src/shared/stats.ts";
@@ -27,257 +18,26 @@ import { freePort, type RedisProcess, startDeployment, startRedis } from "./_dep
 import { connectClient, startTunnel, type TunnelProcess } from "./_tunnel.ts";
 import type { RedisConnection } from "../src/control/redis_connection.ts";
 import { RespErrorReply } from "../src/control/resp.ts";
-
-// ---------------------------------------------------------------------------------------------
-// Fakes (as in tests/replica_watcher_test.ts)
-
-const M: Address = { hostname: "10.0.0.1", port: 6379 };
-const R1: Address = { hostname: "10.0.0.2", port: 6379 };
-const R2: Address = { hostname: "10.0.0.3", port: 6379 };
-const S1: Address = { hostname: "10.0.0.9", port: 26379 };
-const OFFSET = 10_000_000;
-const HOUR_MS = 3_600_000;
-
-const DATABASE: DatabaseConfig = {
-  name: "mymaster",
-  bind: "127.0.0.1",
-  port: 6381,
-  role: "replica",
-  maxLagBytes: 1000,
-  whenNoReplica: "reject",
-  timeouts: { ...DEFAULT_TIMEOUTS, pollIntervalMs: 20 },
-  maxClients: 100,
-  tcpKeepAlive: true,
-};
-
-class FakeMaster implements MasterState {
-  database: DatabaseConfig;
-  master: ConfirmedMaster | undefined;
-  problem: MasterProblem | undefined;
-  #change = Promise.withResolvers<void>();
-  #confirmations = 0;
-
-  constructor(database: DatabaseConfig) {
-    this.database = database;
-  }
-
-  get nextChange(): Promise<void> {
-    return this.#change.promise;
-  }
-
-  get targets(): Targets | undefined {
-    return this.master && { kind: "master", addresses: [this.master.address] };
-  }
-
-  set(address: Address | undefined, problem?: MasterProblem): void {
-    this.master = address && {
-      address,
-      confirmation: ++this.#confirmations,
-      confirmedAt: Date.now(),
-      via: "3 of 3 configured Sentinels at config-epoch 1",
-      epoch: 1,
-    };
-    this.problem = problem;
-    this.#change.resolve();
-    this.#change = Promise.withResolvers();
-  }
-}
-
-class FakeSentinels {
-  listed: ReplicaInfo[] | undefined = [];
-  /** While set, `SENTINEL replicas` hangs until it settles (a hung Sentinel, up to its deadline). */
-  gate: Promise<void> | undefined;
-
-  async replicas(_name: string, signal: AbortSignal): Promise<ReplicaInfo[] | undefined> {
-    if (this.gate) {
-      await Promise.race([
-        this.gate,
-        new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true })),
-      ]);
-    }
-    return this.listed && [...this.listed];
-  }
-}
-
-function info(replica: Address, flags: string[] = []): ReplicaInfo {
-  return {
-    address: formatAddress(replica),
-    replica,
-    flags: ["slave", ...flags],
-    masterLinkStatus: "ok",
-    replicationOffset: OFFSET,
-    reportedBy: formatAddress(S1),
-  };
-}
-
-class FakeNodes {
-  readonly asked: string[] = [];
-  readonly #answers = new Map<string, RoleCheck>();
-  readonly #gates = new Map<string, Promise<void>>();
-  readonly #releases: (() => void)[] = [];
-  #askWaiters: { key: string; resolve: () => void }[] = [];
-
-  set(address: Address, answer: RoleCheck): void {
-    this.#answers.set(formatAddress(address), answer);
-  }
-
-  hold(address: Address): () => void {
-    const key = formatAddress(address);
-    const { promise, resolve } = Promise.withResolvers<void>();
-    this.#gates.set(key, promise);
-    const release = () => {
-      if (this.#gates.get(key) === promise) this.#gates.delete(key);
-      resolve();
-    };
-    this.#releases.push(release);
-    return release;
-  }
-
-  releaseAll(): void {
-    for (const release of this.#releases.splice(0)) release();
-  }
-
-  asks(address: Address): Promise<void> {
-    const key = formatAddress(address);
-    const { promise, resolve } = Promise.withResolvers<void>();
-    this.#askWaiters.push({ key, resolve });
-    return timeout(promise, `a ROLE call to ${key}`);
-  }
-
-  readonly check: RoleChecker = async (address, signal) => {
-    const key = formatAddress(address);
-    this.asked.push(key);
-    const answer = this.#answers.get(key) ??
-      { kind: "unreachable", detail: `ROLE check failed: ${key}: connection refused` };
-    const gate = this.#gates.get(key);
-    this.#askWaiters = this.#askWaiters.filter((w) => {
-      if (w.key !== key) return true;
-      w.resolve();
-      return false;
-    });
-    if (gate) {
-      await Promise.race([
-        gate,
-        new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true })),
-      ]);
-    }
-    return answer;
-  };
-}
-
-class FakeRegistry {
-  readonly cuts: { address: string; closed: number }[] = [];
-  readonly #clients = new Map<string, number>();
-
-  attach(address: Address, count: number): void {
-    const key = formatAddress(address);
-    this.#clients.set(key, (this.#clients.get(key) ?? 0) + count);
-  }
-
-  live(address: Address): number {
-    return this.#clients.get(formatAddress(address)) ?? 0;
-  }
-
-  closeTo(address: Address): number {
-    const key = formatAddress(address);
-    const closed = this.#clients.get(key) ?? 0;
-    this.#clients.delete(key);
-    this.cuts.push({ address: key, closed });
-    return closed;
-  }
-}
-
-function masterRole(offset: number, replicas: Address[]): RoleCheck {
-  return {
-    kind: "role",
-    role: "master",
-    asMaster: { offset, replicas: replicas.map((address) => ({ address, offset })) },
-  };
-}
-
-function replicaRole(master: Address, offset = OFFSET, state = "connected"): RoleCheck {
-  return { kind: "role", role: "slave", asReplica: { master, state, offset } };
-}
-
-function timeout<T>(promise: Promise<T>, what: string, ms = 3000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout>;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-interface Harness {
-  watcher: ReplicaWatcher;
-  master: FakeMaster;
-  sentinels: FakeSentinels;
-  nodes: FakeNodes;
-  registry: FakeRegistry;
-  rounds(count?: number): Promise<void>;
-  event(event: SentinelEvent): void;
-}
-
-function healthy(h: Harness): void {
-  h.master.set(M);
-  h.nodes.set(M, masterRole(OFFSET, [R1, R2]));
-  h.nodes.set(R1, replicaRole(M));
-  h.nodes.set(R2, replicaRole(M));
-  h.sentinels.listed = [info(R1), info(R2)];
-}
-
-async function withWatcher(
-  options: { database?: Partial<DatabaseConfig>; checkRole?: RoleChecker },
-  body: (h: Harness) => Promise<void>,
-): Promise<void> {
-  const master = new FakeMaster({ ...DATABASE, ...options.database });
-  const sentinels = new FakeSentinels();
-  const nodes = new FakeNodes();
-  const registry = new FakeRegistry();
-  const watcher = new ReplicaWatcher({
-    master,
-    sentinels,
-    ...(options.checkRole ? {} : { checkRole: nodes.check }),
-    registry,
-  });
-  const controller = new AbortController();
-  const h: Harness = {
-    watcher,
-    master,
-    sentinels,
-    nodes,
-    registry,
-    async rounds(count = 2) {
-      for (let i = 0; i < count; i++) {
-        await timeout(watcher.nextResolution(10_000, controller.signal), "a replica check");
-      }
-    },
-    event: (event) => watcher.onEvent(event, { address: S1 }),
-  };
-  if (!options.checkRole) healthy(h);
-  const running = watcher.run(controller.signal);
-  try {
-    await body(h);
-  } finally {
-    controller.abort();
-    nodes.releaseAll();
-    await running;
-  }
-}
-
-function readable(h: Harness): string[] {
-  const targets = h.watcher.targets;
-  return targets?.kind === "replica" ? targets.addresses.map(formatAddress) : [];
-}
-
-async function servingBoth(h: Harness): Promise<void> {
-  await h.rounds(1);
-  assert.deepEqual(readable(h), [R1, R2].map(formatAddress));
-  h.registry.attach(R1, 2);
-}
+import {
+  DATABASE,
+  delay,
+  FakeMaster,
+  FakeRegistry,
+  FakeSentinels,
+  type Harness,
+  HOUR_MS,
+  info,
+  M,
+  masterRole,
+  OFFSET,
+  R1,
+  R2,
+  readable,
+  replicaRole,
+  servingBoth,
+  timeout,
+  withWatcher,
+} from "./_replica_harness.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Was a bug: no replica is checked while no master is confirmed.
@@ -341,7 +101,7 @@ for (
         await servingBoth(h);
         h.nodes.set(R1, masterRole(OFFSET + 10, [R2]));
         h.nodes.set(R2, replicaRole(R1, OFFSET + 10));
-        h.sentinels.listed = [info(R2), info(M, ["s_down"])];
+        h.sentinels.listed = [info(R2), info(M, { flags: ["s_down"] })];
         const release = hung.hold(h);
         h.master.set(R1);
         // Let the check against R1 start and hang; give it ample time otherwise.

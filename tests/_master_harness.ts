@@ -1,0 +1,279 @@
+/**
+ * The harness of the MasterWatcher tests (master_watcher_test.ts, fence_review_test.ts): fake
+ * Sentinels and fake ROLE answers, so that races which real processes hit only by chance can be
+ * set up exactly. Every wait is on an event (a check round ending, a ROLE call, a tunnel
+ * closing), never on sampled state.
+ */
+import { type Address, formatAddress, sameAddress } from "../src/shared/address.ts";
+import {
+  type DatabaseConfig,
+  DEFAULT_MAX_LAG_BYTES,
+  DEFAULT_TIMEOUTS,
+} from "../src/shared/settings.ts";
+import { ConnectionRegistry, type RegisteredTunnel } from "../src/data/connection_registry.ts";
+import type { SentinelOrigin, SentinelView } from "../src/control/master_agreement.ts";
+import {
+  type MasterChange,
+  MasterWatcher,
+  type SentinelSource,
+} from "../src/control/master_watcher.ts";
+import type { RoleCheck } from "../src/control/role_probe.ts";
+import type { SentinelEvent } from "../src/control/sentinel_events.ts";
+import type { ReplicaInfo } from "../src/control/sentinel_client.ts";
+
+export const A: Address = { hostname: "10.0.0.1", port: 6379 };
+export const B: Address = { hostname: "10.0.0.2", port: 6379 };
+export const S1: Address = { hostname: "10.0.0.9", port: 26379 };
+export const S2: Address = { hostname: "10.0.0.10", port: 26379 };
+export const S3: Address = { hostname: "10.0.0.11", port: 26379 };
+/** A discovered Sentinel: events from it carry the "discovered" origin (see Harness.event). */
+export const LIAR: Address = { hostname: "10.6.6.7", port: 26379 };
+
+export const DATABASE: DatabaseConfig = {
+  name: "mymaster",
+  bind: "127.0.0.1",
+  port: 6380,
+  role: "master",
+  maxLagBytes: DEFAULT_MAX_LAG_BYTES,
+  whenNoReplica: "reject",
+  timeouts: { ...DEFAULT_TIMEOUTS, pollIntervalMs: 20 },
+  maxClients: 100,
+  tcpKeepAlive: true,
+};
+
+/** One Sentinel's scripted answer. */
+export type Script =
+  | { address: Address; epoch: number; flags?: string[]; failoverTimeoutMs?: number }
+  | { failed: string };
+
+/** Sentinels whose answers the test sets; a round can be held until released. */
+export class FakeSentinels implements SentinelSource {
+  readonly #scripts = new Map<string, { sentinel: Address; origin: SentinelOrigin; s: Script }>();
+  /** While set, rounds wait for it (with the answers they had when they started). */
+  gate: PromiseWithResolvers<void> | undefined;
+  /** How long each round takes to answer (a Sentinel's round trip); cut short by the abort. */
+  delayMs = 0;
+  /** What `replicas` answers. */
+  replicaList: ReplicaInfo[] = [];
+  rounds = 0;
+  #roundWaiters: { at: number; resolve: () => void }[] = [];
+  #startWaiters: (() => void)[] = [];
+
+  say(sentinel: Address, script: Script, origin: SentinelOrigin = "configured"): void {
+    this.#scripts.set(formatAddress(sentinel), { sentinel, origin, s: script });
+  }
+
+  /** Every configured Sentinel S1..S3 names `address` at `epoch`. */
+  allSay(address: Address, epoch: number, flags: string[] = ["master"]): void {
+    for (const s of [S1, S2, S3]) this.say(s, { address, epoch, flags });
+  }
+
+  async masterViews(_name: string, signal: AbortSignal): Promise<SentinelView[]> {
+    const views = [...this.#scripts.values()].map(({ sentinel, origin, s }): SentinelView => ({
+      sentinel,
+      origin,
+      answer: "failed" in s ? { kind: "failed", detail: s.failed } : {
+        kind: "master",
+        address: s.address,
+        epoch: s.epoch,
+        flags: s.flags ?? ["master"],
+        failoverTimeoutMs: s.failoverTimeoutMs ?? 60_000,
+      },
+    }));
+    for (const resolve of this.#startWaiters.splice(0)) resolve();
+    if (this.delayMs > 0) await sleepFor(this.delayMs, signal);
+    if (this.gate) {
+      const gate = this.gate.promise;
+      await Promise.race([
+        gate,
+        new Promise((resolve) => signal.addEventListener("abort", resolve)),
+      ]);
+    }
+    this.rounds++;
+    this.#roundWaiters = this.#roundWaiters.filter((w) => {
+      if (this.rounds < w.at) return true;
+      w.resolve();
+      return false;
+    });
+    return views;
+  }
+
+  /** Resolves when `count` more rounds have returned their views. */
+  moreRounds(count: number): Promise<void> {
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#roundWaiters.push({ at: this.rounds + count, resolve });
+    return timeout(promise, `${count} more check rounds`);
+  }
+
+  /** Resolves when the next round starts. */
+  nextRoundStarts(): Promise<void> {
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#startWaiters.push(resolve);
+    return timeout(promise, "a check round to start");
+  }
+
+  discoverSentinels(): Promise<Address[]> {
+    return Promise.resolve([]);
+  }
+
+  replicas(): Promise<ReplicaInfo[]> {
+    return Promise.resolve(this.replicaList);
+  }
+}
+
+/**
+ * ROLE answers by address, and every call in order. An address not listed is unreachable
+ * (refused). Each answer may take `delayMs`.
+ */
+export class FakeNodes {
+  readonly answers = new Map<string, RoleCheck>();
+  readonly asked: string[] = [];
+  /** How long each answer takes; cut short by the abort. */
+  delayMs = 0;
+  set(address: Address, answer: RoleCheck | string): void {
+    this.answers.set(
+      formatAddress(address),
+      typeof answer === "string" ? { kind: "role", role: answer } : answer,
+    );
+  }
+  /** While set, ROLE answers wait for it (with the answer set when they were asked). */
+  gate: PromiseWithResolvers<void> | undefined;
+  #askWaiters: (() => void)[] = [];
+  readonly check = async (address: Address, signal: AbortSignal): Promise<RoleCheck> => {
+    this.asked.push(formatAddress(address));
+    const answer = this.answers.get(formatAddress(address)) ??
+      { kind: "unreachable", detail: "refused" } as const;
+    for (const resolve of this.#askWaiters.splice(0)) resolve();
+    if (this.delayMs > 0) await sleepFor(this.delayMs, signal);
+    if (this.gate) await this.gate.promise;
+    return answer;
+  };
+  /** Resolves at the next ROLE call. */
+  nextAsk(): Promise<void> {
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#askWaiters.push(resolve);
+    return timeout(promise, "a ROLE call");
+  }
+}
+
+export class FakeTunnel implements RegisteredTunnel {
+  readonly master: Address;
+  readonly closed = Promise.withResolvers<void>();
+  closes = 0;
+  constructor(master: Address) {
+    this.master = master;
+  }
+  close(): void {
+    this.closes++;
+    this.closed.resolve();
+  }
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+export function sleepFor(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
+
+export function timeout<T>(promise: Promise<T>, what: string, ms = 3000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout>;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+export interface Harness {
+  watcher: MasterWatcher;
+  registry: ConnectionRegistry<FakeTunnel>;
+  sentinels: FakeSentinels;
+  nodes: FakeNodes;
+  changes: MasterChange[];
+  /** Aborts when the body is done and the watcher stops. */
+  signal: AbortSignal;
+  /** Resolves with the next confirmed master (now, if one is confirmed and `fresh` is false). */
+  master(fresh?: boolean): Promise<Address>;
+  /** Delivers `event` from `from`: "discovered" if `from` is LIAR, else "configured". */
+  event(event: SentinelEvent, from: Address): void;
+}
+
+export async function withWatcher(
+  setup: (sentinels: FakeSentinels, nodes: FakeNodes) => void,
+  body: (h: Harness) => Promise<void>,
+  database: DatabaseConfig = DATABASE,
+): Promise<void> {
+  const sentinels = new FakeSentinels();
+  const nodes = new FakeNodes();
+  setup(sentinels, nodes);
+  const registry = new ConnectionRegistry<FakeTunnel>();
+  const changes: MasterChange[] = [];
+  const watcher = new MasterWatcher(database, {
+    sentinels,
+    registry,
+    checkRole: nodes.check,
+    onMasterChange: (change) => changes.push(change),
+    holdCheckIntervalMs: 20,
+  });
+  const controller = new AbortController();
+  const running = watcher.run(controller.signal);
+  const harness: Harness = {
+    watcher,
+    registry,
+    sentinels,
+    nodes,
+    changes,
+    signal: controller.signal,
+    async master(fresh = false) {
+      if (fresh) await sentinels.moreRounds(1);
+      const master = await watcher.waitForMaster(3000, controller.signal);
+      if (!master) throw new Error(`no master confirmed: ${watcher.problem?.detail}`);
+      return master.address;
+    },
+    event: (event, from) =>
+      watcher.onEvent(event, {
+        address: from,
+        origin: sameAddress(from, LIAR) ? "discovered" : "configured",
+      }),
+  };
+  try {
+    await body(harness);
+  } finally {
+    controller.abort();
+    sentinels.gate?.resolve();
+    nodes.gate?.resolve();
+    await running;
+  }
+}
+
+export function attach(h: Harness, address: Address): FakeTunnel {
+  const tunnel = new FakeTunnel(address);
+  h.registry.add(tunnel);
+  return tunnel;
+}
+
+export const FENCED: DatabaseConfig = { ...DATABASE, fence: { afterMs: 150 } };
+
+/** Every configured Sentinel (or those in `which`) fails: the tunnel is cut off from them. */
+export function sentinelsGone(h: Harness, which: Address[] = [S1, S2, S3]): void {
+  for (const s of which) h.sentinels.say(s, { failed: "no reply within 500 ms" });
+}
+
+/** Resolves when the watcher's problem is of `kind`; fails after `ms`. */
+export async function problemOf(h: Harness, kind: string, ms = 3000): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (h.watcher.problem?.kind !== kind) {
+    if (performance.now() > deadline) {
+      throw new Error(`no ${kind} problem; it is ${JSON.stringify(h.watcher.problem)}`);
+    }
+    await timeout(h.watcher.nextChange, `a change to a ${kind} problem`);
+  }
+}

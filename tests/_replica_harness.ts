@@ -1,0 +1,349 @@
+/**
+ * Test utility: ReplicaWatcher with a fake master watcher, fake Sentinels,
+ * fake ROLE answers and a fake registry, so that races (an event during a
+ * check, a master change during a check) can be set up exactly. Every wait is
+ * on an event (a check ending, a ROLE call), never on a time window. Used by
+ * replica_watcher_test.ts, read_port_hostile_test.ts and
+ * read_port_review2_test.ts.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { type Address, formatAddress } from "../src/shared/address.ts";
+import { type DatabaseConfig, DEFAULT_TIMEOUTS } from "../src/shared/settings.ts";
+import type { ConfirmedMaster, MasterProblem, Targets } from "../src/control/master_watcher.ts";
+import {
+  type MasterState,
+  type ReplicaStatus,
+  ReplicaWatcher,
+} from "../src/control/replica_watcher.ts";
+import type { RoleCheck, RoleChecker } from "../src/control/role_probe.ts";
+import type { ReplicaInfo } from "../src/control/sentinel_client.ts";
+import type { SentinelEvent } from "../src/control/sentinel_events.ts";
+
+export const M: Address = { hostname: "10.0.0.1", port: 6379 };
+export const R1: Address = { hostname: "10.0.0.2", port: 6379 };
+export const R2: Address = { hostname: "10.0.0.3", port: 6379 };
+export const F: Address = { hostname: "10.6.6.6", port: 6379 };
+export const S1: Address = { hostname: "10.0.0.9", port: 26379 };
+
+/** The master's offset in every scenario; lags are counted from it. */
+export const OFFSET = 10_000_000;
+export const MAX_LAG = 1000;
+/** Long enough that a test which passes cannot have waited for a poll. */
+export const HOUR_MS = 3_600_000;
+
+export const DATABASE: DatabaseConfig = {
+  name: "mymaster",
+  bind: "127.0.0.1",
+  port: 6381,
+  role: "replica",
+  maxLagBytes: MAX_LAG,
+  whenNoReplica: "reject",
+  timeouts: { ...DEFAULT_TIMEOUTS, pollIntervalMs: 20 },
+  maxClients: 100,
+  tcpKeepAlive: true,
+};
+
+/** The master watcher, as the replica watcher sees it: the test sets the master. */
+export class FakeMaster implements MasterState {
+  database: DatabaseConfig;
+  failoverTimeoutMs = 180_000;
+  master: ConfirmedMaster | undefined;
+  problem: MasterProblem | undefined;
+  #change = Promise.withResolvers<void>();
+  #confirmations = 0;
+
+  constructor(database: DatabaseConfig) {
+    this.database = database;
+  }
+
+  get nextChange(): Promise<void> {
+    return this.#change.promise;
+  }
+
+  get targets(): Targets | undefined {
+    return this.master && { kind: "master", addresses: [this.master.address] };
+  }
+
+  /** Confirms `address` (a new object each time, as a real confirmation makes), or none. */
+  set(address: Address | undefined, problem?: MasterProblem): void {
+    this.master = address && {
+      address,
+      confirmation: ++this.#confirmations,
+      confirmedAt: Date.now(),
+      via: "3 of 3 configured Sentinels at config-epoch 1",
+      epoch: 1,
+    };
+    this.problem = problem;
+    this.#change.resolve();
+    this.#change = Promise.withResolvers();
+  }
+}
+
+/** What `SENTINEL replicas` answers; `undefined` is no Sentinel answering. */
+export class FakeSentinels {
+  listed: ReplicaInfo[] | undefined = [];
+  /** While set, `SENTINEL replicas` hangs until it settles (a hung Sentinel, up to its deadline). */
+  gate: Promise<void> | undefined;
+  /** How many times SENTINEL replicas was asked: once per replica check against a master. */
+  calls = 0;
+
+  async replicas(_name: string, signal: AbortSignal): Promise<ReplicaInfo[] | undefined> {
+    this.calls++;
+    if (this.gate) {
+      await Promise.race([
+        this.gate,
+        new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true })),
+      ]);
+    }
+    return this.listed && [...this.listed];
+  }
+}
+
+export function info(
+  replica: Address,
+  { flags = [] as string[], link = "ok" as string | null } = {},
+): ReplicaInfo {
+  return {
+    address: formatAddress(replica),
+    replica,
+    flags: ["slave", ...flags],
+    masterLinkStatus: link,
+    replicationOffset: OFFSET,
+    reportedBy: formatAddress(S1),
+  };
+}
+
+/**
+ * ROLE answers by address, and every call in order. An address not set is
+ * unreachable. A held address answers, with what was set when it was asked,
+ * only once released.
+ */
+export class FakeNodes {
+  readonly asked: string[] = [];
+  readonly #answers = new Map<string, RoleCheck>();
+  readonly #gates = new Map<string, Promise<void>>();
+  readonly #releases: (() => void)[] = [];
+  #askWaiters: { key: string; resolve: () => void }[] = [];
+
+  set(address: Address, answer: RoleCheck): void {
+    this.#answers.set(formatAddress(address), answer);
+  }
+
+  /** Calls to `address` from now on wait for the function returned. */
+  hold(address: Address): () => void {
+    const key = formatAddress(address);
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#gates.set(key, promise);
+    const release = () => {
+      if (this.#gates.get(key) === promise) this.#gates.delete(key);
+      resolve();
+    };
+    this.#releases.push(release);
+    return release;
+  }
+
+  releaseAll(): void {
+    for (const release of this.#releases.splice(0)) release();
+  }
+
+  /** Resolves at the next ROLE call to `address`. */
+  asks(address: Address): Promise<void> {
+    const key = formatAddress(address);
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#askWaiters.push({ key, resolve });
+    return timeout(promise, `a ROLE call to ${key}`);
+  }
+
+  readonly check: RoleChecker = async (address, signal) => {
+    const key = formatAddress(address);
+    this.asked.push(key);
+    const answer = this.#answers.get(key) ??
+      { kind: "unreachable", detail: `ROLE check failed: ${key}: connection refused` };
+    const gate = this.#gates.get(key);
+    this.#askWaiters = this.#askWaiters.filter((w) => {
+      if (w.key !== key) return true;
+      w.resolve();
+      return false;
+    });
+    if (gate) {
+      await Promise.race([
+        gate,
+        new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true })),
+      ]);
+    }
+    return answer;
+  };
+}
+
+/** The replica port's live clients, by node; records every closeTo. */
+export class FakeRegistry {
+  readonly cuts: { address: string; closed: number }[] = [];
+  readonly #clients = new Map<string, number>();
+
+  attach(address: Address, count: number): void {
+    const key = formatAddress(address);
+    this.#clients.set(key, (this.#clients.get(key) ?? 0) + count);
+  }
+
+  /** How many clients of `address` are still open. */
+  live(address: Address): number {
+    return this.#clients.get(formatAddress(address)) ?? 0;
+  }
+
+  closeTo(address: Address): number {
+    const key = formatAddress(address);
+    const closed = this.#clients.get(key) ?? 0;
+    this.#clients.delete(key);
+    this.cuts.push({ address: key, closed });
+    return closed;
+  }
+
+  /** How many clients each closeTo of `address` closed, from the `from`th call on. */
+  cutsOf(address: Address, from = 0): number[] {
+    return this.cuts.slice(from).filter((c) => c.address === formatAddress(address))
+      .map((c) => c.closed);
+  }
+}
+
+export function masterRole(offset: number, replicas: Address[]): RoleCheck {
+  return {
+    kind: "role",
+    role: "master",
+    asMaster: { offset, replicas: replicas.map((address) => ({ address, offset })) },
+  };
+}
+
+export function replicaRole(master: Address, offset = OFFSET, state = "connected"): RoleCheck {
+  return { kind: "role", role: "slave", asReplica: { master, state, offset } };
+}
+
+export function timeout<T>(promise: Promise<T>, what: string, ms = 3000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout>;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+export const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export interface Harness {
+  watcher: ReplicaWatcher;
+  master: FakeMaster;
+  sentinels: FakeSentinels;
+  nodes: FakeNodes;
+  registry: FakeRegistry;
+  /**
+   * Resolves when `count` more checks have ended. After a change, the second
+   * check to end is one that started after it.
+   */
+  rounds(count?: number): Promise<void>;
+  event(event: SentinelEvent): void;
+}
+
+/** M confirmed and listing R1 and R2, both following it at its offset. */
+export function healthy(h: Harness): void {
+  h.master.set(M);
+  h.nodes.set(M, masterRole(OFFSET, [R1, R2]));
+  h.nodes.set(R1, replicaRole(M));
+  h.nodes.set(R2, replicaRole(M));
+  h.sentinels.listed = [info(R1), info(R2)];
+}
+
+/**
+ * Runs `body` against a running ReplicaWatcher. `checkRole` defaults to the
+ * fake nodes' answers; `setup` defaults to {@linkcode healthy}, or to none when
+ * a `checkRole` is given.
+ */
+export async function withWatcher(
+  options: {
+    database?: Partial<DatabaseConfig>;
+    setup?: (h: Harness) => void;
+    checkRole?: RoleChecker;
+  },
+  body: (h: Harness) => Promise<void>,
+): Promise<void> {
+  const master = new FakeMaster({ ...DATABASE, ...options.database });
+  const sentinels = new FakeSentinels();
+  const nodes = new FakeNodes();
+  const registry = new FakeRegistry();
+  const watcher = new ReplicaWatcher({
+    master,
+    sentinels,
+    checkRole: options.checkRole ?? nodes.check,
+    registry,
+  });
+  const controller = new AbortController();
+  const harness: Harness = {
+    watcher,
+    master,
+    sentinels,
+    nodes,
+    registry,
+    async rounds(count = 2) {
+      for (let i = 0; i < count; i++) {
+        await timeout(watcher.nextResolution(10_000, controller.signal), "a replica check");
+      }
+    },
+    event: (event) => watcher.onEvent(event, { address: S1 }),
+  };
+  (options.setup ?? (options.checkRole ? undefined : healthy))?.(harness);
+  const running = watcher.run(controller.signal);
+  try {
+    await body(harness);
+  } finally {
+    controller.abort();
+    nodes.releaseAll();
+    await running;
+  }
+}
+
+/** The replicas a new client may go to now, as `host:port`; none when targets are the master's. */
+export function readable(h: Harness): string[] {
+  const targets = h.watcher.targets;
+  return targets?.kind === "replica" ? targets.addresses.map(formatAddress) : [];
+}
+
+export function statusOf(h: Harness, address: Address): ReplicaStatus {
+  const status = h.watcher.replicas.find((r) =>
+    formatAddress(r.address) === formatAddress(address)
+  );
+  assert.ok(status, `no status for ${formatAddress(address)}`);
+  return status;
+}
+
+export const both = [R1, R2].map(formatAddress);
+
+/** R1 and R2 usable, and two clients reading from R1. */
+export async function servingBoth(h: Harness): Promise<void> {
+  await h.rounds(1);
+  assert.deepEqual(readable(h), both);
+  h.registry.attach(R1, 2);
+}
+
+export type EventOf<K extends SentinelEvent["kind"]> = Extract<SentinelEvent, { kind: K }>;
+
+export const selectedSlave = (replica: Address): EventOf<"promotion"> => ({
+  kind: "promotion",
+  channel: "+selected-slave",
+  master: DATABASE.name,
+  masterAddress: M,
+  replica,
+});
+export const switchTo = (to: Address): SentinelEvent => ({
+  kind: "switch-master",
+  master: DATABASE.name,
+  from: M,
+  to,
+});
+export const sdown = (instance: Address): EventOf<"instance"> => ({
+  kind: "instance",
+  change: "down",
+  instanceType: "slave",
+  instance,
+  master: DATABASE.name,
+});
