@@ -38,6 +38,7 @@ export const DATABASE: DatabaseConfig = {
   whenNoReplica: "reject",
   timeouts: { ...DEFAULT_TIMEOUTS, pollIntervalMs: 20 },
   maxClients: 100,
+  preconnect: 0,
   tcpKeepAlive: true,
 };
 

@@ -75,6 +75,7 @@ Deno.test("parseConfig() resolves a minimal config with the defaults", () => {
       whenNoReplica: "reject",
       timeouts: DEFAULT_TIMEOUTS,
       maxClients: 10_000,
+      preconnect: 0,
       tcpKeepAlive: true,
     }],
     maxSentinels: 16,
@@ -131,6 +132,7 @@ Deno.test("parseConfig() resolves the original sentinel_tunnel format", () => {
       whenNoReplica: "reject",
       timeouts: DEFAULT_TIMEOUTS,
       maxClients: 10_000,
+      preconnect: 0,
       tcpKeepAlive: true,
     }],
     maxSentinels: 16,
@@ -179,6 +181,7 @@ Deno.test("parseConfig() applies global settings and per-database overrides", ()
     masterAuth: { password: "global-pw", passwordSource: "config" },
     timeouts,
     maxClients: 10_000,
+    preconnect: 0,
     tcpKeepAlive: true,
   });
   assert.deepEqual(b, {
@@ -195,6 +198,7 @@ Deno.test("parseConfig() applies global settings and per-database overrides", ()
     },
     timeouts: { ...timeouts, masterConnectMs: 300, clientWaitMs: 100 },
     maxClients: 10_000,
+    preconnect: 0,
     tcpKeepAlive: true,
   });
 });
@@ -462,7 +466,7 @@ Deno.test("parseConfig() suggests the known key closest to an unknown one", () =
   }));
   assert.ok(
     error.problems.includes(
-      `${SOURCE}: databases[0]: unknown key "prot": did you mean "port"? (known keys: name, port, role, maxLagBytes, whenNoReplica, bind, masterAuth, timeouts, onMasterChange, maxClients, tls, listenTls, fence)`,
+      `${SOURCE}: databases[0]: unknown key "prot": did you mean "port"? (known keys: name, port, role, maxLagBytes, whenNoReplica, bind, masterAuth, timeouts, onMasterChange, maxClients, tls, listenTls, preconnect, fence)`,
     ),
     error.message,
   );
@@ -475,7 +479,7 @@ Deno.test("parseConfig() suggests a top-level key for a misspelt one", () => {
   }));
   assert.ok(
     error.problems.includes(
-      `${SOURCE}: top level: unknown key "databses": did you mean "databases"? (known keys: sentinels, bind, admin, sentinelAuth, masterAuth, timeouts, maxSentinels, maxClients, tcpKeepAlive, onMasterChange, tls, sentinelTls, listenTls, maxLagBytes, whenNoReplica, fence, databases)`,
+      `${SOURCE}: top level: unknown key "databses": did you mean "databases"? (known keys: sentinels, bind, admin, sentinelAuth, masterAuth, timeouts, maxSentinels, maxClients, tcpKeepAlive, onMasterChange, tls, sentinelTls, listenTls, maxLagBytes, whenNoReplica, fence, preconnect, databases)`,
     ),
     error.message,
   );
@@ -569,6 +573,7 @@ Deno.test("redactConfig() hides passwords from the config and from the environme
           clientIdleMs: 0,
         },
         maxClients: 10_000,
+        preconnect: 0,
         tcpKeepAlive: true,
       },
       {
@@ -584,6 +589,7 @@ Deno.test("redactConfig() hides passwords from the config and from the environme
           clientIdleMs: 0,
         },
         maxClients: 10_000,
+        preconnect: 0,
         tcpKeepAlive: true,
       },
     ],

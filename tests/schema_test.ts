@@ -44,6 +44,7 @@ Deno.test("config/schema.json lists every key the validator accepts, and only th
     "name",
     "onMasterChange",
     "port",
+    "preconnect",
     "role",
     "timeouts",
     "tls",
@@ -79,6 +80,7 @@ Deno.test("config/schema.json lists every key the validator accepts, and only th
     maxLagBytes: 4096,
     whenNoReplica: "master",
     fence: { afterMs: 5000 },
+    preconnect: 2,
     databases: [{
       name: "m",
       port: 6380,
@@ -97,7 +99,7 @@ Deno.test("config/schema.json lists every key the validator accepts, and only th
       tls: false,
       listenTls: { certFile: "/etc/tls/server.crt", keyFile: "/etc/tls/server.key" },
       fence: { afterMs: 5000 },
-    }],
+    }, { name: "m", port: 6381, preconnect: 8 }],
   };
   assert.deepEqual(Object.keys(full).sort(), topLevel);
   const config = parseConfig(JSON.stringify(full), "full.jsonc", {
@@ -118,6 +120,8 @@ Deno.test("config/schema.json lists every key the validator accepts, and only th
     ],
     ["replica", 0, "reject"],
   );
+  // preconnect is a master entry's: a read port has none, the top level's is a default.
+  assert.deepEqual([config.databases[0]?.preconnect, config.databases[1]?.preconnect], [0, 8]);
   // Each shipped example names the schema.
   for (const example of ["example.jsonc", "demo.jsonc"]) {
     const text = await Deno.readTextFile(new URL(`../config/${example}`, import.meta.url));

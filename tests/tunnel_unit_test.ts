@@ -182,6 +182,7 @@ function serve(
     role: "master",
     maxLagBytes: DEFAULT_MAX_LAG_BYTES,
     whenNoReplica: "reject",
+    preconnect: 0,
   });
   const registry = new ConnectionRegistry<Tunnel>();
   const controller = new AbortController();

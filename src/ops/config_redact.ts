@@ -64,6 +64,7 @@ export function redactConfig(config: TunnelConfig): unknown {
         clientIdleMs: db.timeouts.clientIdleMs,
       },
       maxClients: db.maxClients,
+      ...(db.role === "replica" ? {} : { preconnect: db.preconnect }),
       tcpKeepAlive: db.tcpKeepAlive,
       onMasterChange: db.onMasterChange,
       tls: tlsClient(db.tls),

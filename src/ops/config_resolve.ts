@@ -17,6 +17,7 @@ import {
   DEFAULT_MAX_LAG_BYTES,
   DEFAULT_MAX_SENTINELS,
   DEFAULT_TIMEOUTS,
+  DEFAULT_TLS_PRECONNECT,
   type Timeouts,
   type TunnelConfig,
 } from "../shared/settings.ts";
@@ -226,6 +227,9 @@ function resolve(
       ...(masterAuth === undefined ? {} : { masterAuth }),
       timeouts: withOverrides(timeouts, db.timeouts),
       maxClients: db.maxClients ?? input.maxClients ?? DEFAULT_MAX_CLIENTS,
+      preconnect: (db.role ?? "master") === "replica"
+        ? 0
+        : db.preconnect ?? input.preconnect ?? (tls ? DEFAULT_TLS_PRECONNECT : 0),
       tcpKeepAlive: input.tcpKeepAlive ?? true,
       ...(hookInput === undefined ? {} : {
         onMasterChange: {

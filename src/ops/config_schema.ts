@@ -38,6 +38,11 @@ const maxLagDescription =
   "A replica further behind the master than this many bytes of replication stream gets no new client and loses its clients";
 const whenNoReplicaDescription =
   'With no usable replica: "reject" (a client waits clientWaitMs, then gets a RESP error) or "master" (it goes to the confirmed master, so writes succeed through the read port)';
+const PRECONNECT_RULE = "preconnect is a whole number of connections from 0 to 1000";
+const preconnect = z.number({ error: PRECONNECT_RULE }).int({ error: PRECONNECT_RULE })
+  .min(0, { error: PRECONNECT_RULE }).max(1000, { error: PRECONNECT_RULE });
+const preconnectDescription =
+  "Connections kept open and untouched (no AUTH, no command; with TLS, handshake done) to the confirmed master, each handed to a new client at once instead of a dial; emptied whenever the master stops being confirmed. They count against maxClients. 0 turns it off";
 const FENCE_RULE =
   'fence is false (off) or { "afterMs": N }, N a whole number of milliseconds from 100 to 3600000, such as { "afterMs": 5000 }';
 const fence = z.strictObject({
@@ -244,6 +249,9 @@ export const documentedSchema = z.strictObject({
     `${whenNoReplicaDescription}; for every "role": "replica" entry. Default "reject"`,
   ),
   fence: fence.optional().describe(`${fenceDescription}; for every database`),
+  preconnect: preconnect.optional().describe(
+    `${preconnectDescription}; for every "role": "master" entry. Default 4 for a database with TLS to its master, else 0`,
+  ),
   databases: z.array(
     z.strictObject({
       name: nonEmpty("a database name (the Sentinel master name)").describe(
@@ -277,11 +285,23 @@ export const documentedSchema = z.strictObject({
       }).optional().describe(
         `${listenTlsDescription}: false turns a top-level listenTls off for this database; an object replaces it. Default: the top-level listenTls`,
       ),
+      preconnect: preconnect.optional().describe(
+        `${preconnectDescription}. "role": "master" entries only. Default: the top-level preconnect, else 4 with TLS to the master, 0 without`,
+      ),
       fence: z.union([z.literal(false), fence], { error: FENCE_RULE }).optional().describe(
         `${fenceDescription}. false turns a top-level fence off for this database. Default: the top-level fence`,
       ),
     }).superRefine((db, ctx) => {
       // Zod may run this on an entry with other problems: only a role known to be master counts.
+      if (db.role === "replica" && db.preconnect !== undefined) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["preconnect"],
+          message: `preconnect applies to "role": "master" entries only, and database ${
+            JSON.stringify(db.name)
+          } on port ${db.port} is a read port ("role": "replica"); remove preconnect, or add it to the name's master entry`,
+        });
+      }
       if (db.role !== undefined && db.role !== "master") return;
       for (const field of ["maxLagBytes", "whenNoReplica"] as const) {
         if (db[field] === undefined) continue;

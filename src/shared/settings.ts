@@ -119,6 +119,12 @@ export interface DatabaseConfig {
   readonly onMasterChange?: HookConfig;
   /** The most live clients of this database; the one over gets a RESP error. */
   readonly maxClients: number;
+  /**
+   * Master ports: connections kept open and untouched to the confirmed master,
+   * each handed to a new client instead of a dial; 0 is off. They count
+   * against `maxClients`. Always 0 on a read port.
+   */
+  readonly preconnect: number;
   /** Whether both sockets of every tunnel have TCP keepalive on (the system's timers). */
   readonly tcpKeepAlive: boolean;
   /** TLS to this database's master, for tunnels and ROLE checks; plaintext when absent. */
@@ -147,6 +153,16 @@ export interface TunnelConfig {
 
 /** The default of {@linkcode TunnelConfig.maxClients}, and of each database's own cap. */
 export const DEFAULT_MAX_CLIENTS = 10_000;
+
+/**
+ * The default of {@linkcode DatabaseConfig.preconnect} for a database with TLS
+ * to its master (0 without). A TLS client pays two round trips and a key
+ * exchange on both ends before its first command; a ready connection saves it
+ * all, and four cover a burst of new clients while more are dialled, for four
+ * idle connections on the master per tunnel. Plaintext saves one round trip
+ * only: opening connections nobody asked for is left to the operator there.
+ */
+export const DEFAULT_TLS_PRECONNECT = 4;
 
 /**
  * The default of {@linkcode DatabaseConfig.maxLagBytes}: 1 MiB, about a second
