@@ -59,6 +59,8 @@ export interface ScenarioOptions {
   label?: string;
   /** The setting that tells the nodes apart, for the writers. @default {"port"} */
   portParameter?: WriterOptions["portParameter"];
+  /** Writers open a new connection after this many writes (`preconnect` tests). */
+  writesPerConnection?: number;
   /** The keys among `keys` that the new master at `newPort` does not hold. */
   missingOnNewMaster: (newPort: number, keys: readonly string[]) => Promise<string[]>;
 }
@@ -117,6 +119,7 @@ export async function masterFrozen(deployment: Deployment, options: ScenarioOpti
     clients: 6,
     pauseMs: 1,
     ...(options.portParameter ? { portParameter: options.portParameter } : {}),
+    ...(options.writesPerConnection ? { writesPerConnection: options.writesPerConnection } : {}),
   });
   const { acks } = writers;
   let switchAt: number;
@@ -153,4 +156,5 @@ export async function masterFrozen(deployment: Deployment, options: ScenarioOpti
   const onNewMaster = report.acks.filter((a) => a.node === newPort);
   assert.ok(onNewMaster.length > 0);
   assert.deepEqual(lost.filter((key) => onNewMaster.some((a) => a.key === key)), []);
+  return { acks: report.acks, switchAt, newPort, oldPort: oldMaster.port };
 }

@@ -32,6 +32,8 @@ export interface WriterOptions {
   portParameter?: "port" | "tls-port";
   /** The wait between writes on one connection, in ms. @default {0} */
   pauseMs?: number;
+  /** Closes each connection after this many writes and opens the next; 1 is a connection per write. */
+  writesPerConnection?: number;
   /** Called on each acknowledged write. */
   onAck?: (ack: Ack) => void;
   /** Called when a connection fails or is closed. */
@@ -80,7 +82,8 @@ export async function runWriters(
         });
         const parameter = options.portParameter ?? "port";
         const node = nodePort(await connection.call(["CONFIG", "GET", parameter]), parameter);
-        while (!options.signal.aborted) {
+        let written = 0;
+        while (!options.signal.aborted && written++ !== options.writesPerConnection) {
           const key = `${options.prefix ?? "w"}:${client}:${sequence++}`;
           const reply = await connection.call(["SET", key, String(sequence)]);
           if (reply !== "OK") {

@@ -217,6 +217,7 @@ Deno.test("renderPrometheus() labels entries by port and role, and by address wh
     listen,
     stats: new DatabaseStats(),
     activeConnections: 0,
+    readyConnections: 0,
     hasMaster: true,
     replicas: role === "replica"
       ? [

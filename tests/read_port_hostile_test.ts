@@ -219,6 +219,7 @@ Deno.test("HOLDS: metrics of one name on several entries never repeat a series",
     listen,
     stats: new DatabaseStats(),
     activeConnections: 0,
+    readyConnections: 0,
     hasMaster: true,
     replicas: replicas.map((address) => ({ address, usable: true, lagBytes: 0, clients: 1 })),
   });

@@ -197,7 +197,8 @@ export class MasterWatcher {
    */
   #fenceFrom: number | undefined;
   /** The targets of the confirmed master, made once per master confirmed. */
-  #targets: { master: ConfirmedMaster; targets: Targets } | undefined;
+  /** One object per confirmation: a new epoch of the same confirmation keeps it. */
+  #targets: { confirmation: number; targets: Targets } | undefined;
   /** The last master confirmed, kept while none is: a blip of the same master is no change. */
   #lastConfirmed: Address | undefined;
   /** The config-epoch of the view last acted on: an older view never overrides it. */
@@ -300,12 +301,19 @@ export class MasterWatcher {
     return this.#master;
   }
 
-  /** Where a new client may go: the confirmed master, if any. */
+  /**
+   * Where a new client may go: the confirmed master, if any. The same object
+   * for as long as one confirmation lasts, a new one for each: connections
+   * made for one are never used for another (the preconnect pool).
+   */
   get targets(): Targets | undefined {
     const master = this.#master;
     if (!master) return undefined;
-    if (this.#targets?.master !== master) {
-      this.#targets = { master, targets: { kind: "master", addresses: [master.address] } };
+    if (this.#targets?.confirmation !== master.confirmation) {
+      this.#targets = {
+        confirmation: master.confirmation,
+        targets: { kind: "master", addresses: [master.address] },
+      };
     }
     return this.#targets.targets;
   }

@@ -22,6 +22,7 @@ import {
 } from "../shared/io.ts";
 import { RejectionLog } from "./rejection_log.ts";
 import { Tunnel, type TunnelBuffers } from "./tunnel.ts";
+import type { ReadyConnection, ReadyPool } from "./ready_pool.ts";
 import { encodeError } from "./resp_error.ts";
 
 const log = getLogger(["sentinel-tunnel", "listener"]);
@@ -38,6 +39,8 @@ export interface DatabaseListenerOptions {
   replicaRegistry?: ConnectionRegistry<Tunnel>;
   /** Where tunnels take their buffers. */
   buffers: TunnelBuffers;
+  /** Ready connections to the master (`preconnect`), taken before dialling. */
+  ready?: ReadyPool;
   /**
    * The live clients of every database together (the top-level `maxClients`).
    * @default {undefined} no cap over all databases
@@ -277,13 +280,15 @@ export class DatabaseListener {
         ? (this.#rejections.rejected(peer, reason), closeQuietly(conn))
         : this.#refuse(conn, peer, reason, signal);
     databaseSlots.limit = maxClients;
-    if (!databaseSlots.tryTake()) {
+    // Ready connections hold slots too: a client over a cap takes one's slot, closing it.
+    const { ready } = options;
+    if (!databaseSlots.tryTake() && !(ready?.shedOne() && databaseSlots.tryTake())) {
       watcher.stats.connectionsOverDatabaseLimit++;
       return await refuse(
         `too many clients (${maxClients}): this database's maxClients is reached; retry later, or raise the database's maxClients`,
       );
     }
-    if (slots !== undefined && !slots.tryTake()) {
+    if (slots !== undefined && !slots.tryTake() && !(ready?.shedOne() && slots.tryTake())) {
       databaseSlots.give();
       watcher.stats.connectionsOverTotalLimit++;
       return await refuse(
@@ -317,7 +322,8 @@ export class DatabaseListener {
   async #tunnelClient(
     client: ByteStream,
     peer: string,
-    { watcher, registry, replicaRegistry = registry, buffers }: DatabaseListenerOptions,
+    { watcher, registry, replicaRegistry = registry, buffers, ready: pool }:
+      DatabaseListenerOptions,
     signal: AbortSignal,
   ): Promise<void> {
     const { timeouts, tcpKeepAlive } = watcher.database;
@@ -340,12 +346,16 @@ export class DatabaseListener {
       const address = targets.kind === "replica"
         ? this.#leastLoaded(targets.addresses, tunnels)
         : targets.addresses[0]!;
+      // A ready connection for this very confirmation saves the dial.
+      const ready: ReadyConnection | undefined = targets.kind === "master"
+        ? pool?.take(targets)
+        : undefined;
       let upstream: ByteStream;
       // Clients still connecting count in the balance: only replicas are balanced.
       const dialKey = targets.kind === "replica" ? formatAddress(address).toLowerCase() : undefined;
       if (dialKey !== undefined) this.#dialing.set(dialKey, (this.#dialing.get(dialKey) ?? 0) + 1);
       try {
-        upstream = await connectTo(address, {
+        upstream = ready?.stream ?? await connectTo(address, {
           timeoutMs: timeouts.masterConnectMs,
           signal,
           tls: watcher.database.tls,
@@ -384,6 +394,7 @@ export class DatabaseListener {
         await tunnel.run(buffers, {
           idleMs: timeouts.clientIdleMs,
           ...(early ? { firstRead: early.result() } : {}),
+          ...(ready ? { masterRead: ready } : {}),
         });
       } finally {
         tunnels.delete(tunnel);

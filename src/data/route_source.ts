@@ -12,7 +12,9 @@ import type { DatabaseStats } from "../shared/stats.ts";
 
 /**
  * Where a new client may go: the confirmed master, or the replicas usable now.
- * The control plane replaces the object when it changes, never edits it.
+ * The control plane replaces the object when it changes, never edits it; on a
+ * master port the object is the same exactly while one confirmation of the
+ * master lasts.
  */
 export interface Targets {
   readonly kind: "master" | "replica";

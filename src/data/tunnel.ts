@@ -48,6 +48,12 @@ export interface TunnelRunOptions {
    * the client waited for a master: its bytes go to the master first.
    */
   firstRead?: { read: Promise<number | null>; bytes: Uint8Array };
+  /**
+   * A read of the master already under way into `bytes`, a small buffer of the
+   * tunnels' pool (a ready connection's): it is the first read of the master,
+   * and `bytes` becomes that direction's own buffer.
+   */
+  masterRead?: { read: Promise<number | null>; bytes: Uint8Array };
 }
 
 /**
@@ -137,7 +143,7 @@ export class Tunnel {
     if (idleMs > 0) this.#closeWhenIdle(idleMs);
     return Promise.all([
       copyClientToMaster(this, buffers, options.firstRead),
-      copyMasterToClient(this, buffers),
+      copyMasterToClient(this, buffers, options.masterRead),
     ]);
   }
 
@@ -214,13 +220,18 @@ async function copyClientToMaster(
 }
 
 /** Copies what the master sends to the client, then forwards the master's half-close. */
-async function copyMasterToClient(tunnel: Tunnel, buffers: TunnelBuffers): Promise<void> {
+async function copyMasterToClient(
+  tunnel: Tunnel,
+  buffers: TunnelBuffers,
+  masterRead: TunnelRunOptions["masterRead"],
+): Promise<void> {
   const { client, upstream, counters } = tunnel;
-  const own = buffers.small.take();
+  const own = masterRead?.bytes ?? buffers.small.take();
   let buffer = own;
   let halfClosed = false;
   try {
-    for (let n = await upstream.read(buffer); n !== null; n = await upstream.read(buffer)) {
+    let n = masterRead ? await masterRead.read : await upstream.read(buffer);
+    for (; n !== null; n = await upstream.read(buffer)) {
       tunnel.moved = true;
       await writeAll(client, buffer, n);
       counters.bytesMasterToClient += n;

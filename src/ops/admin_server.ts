@@ -210,7 +210,7 @@ function sentinels(tunnel: TunnelServer): unknown {
 function metrics(tunnel: TunnelServer): string {
   return renderPrometheus(
     tunnel.databases.map((entry) => {
-      const { watcher, registry, replicas, replicaRegistry, listener } = entry;
+      const { watcher, registry, replicas, replicaRegistry, listener, ready } = entry;
       return {
         name: watcher.database.name,
         role: roleOf(entry),
@@ -218,6 +218,7 @@ function metrics(tunnel: TunnelServer): string {
         listen: listenOf(entry),
         stats: watcher.stats,
         activeConnections: registry.size + (replicaRegistry?.size ?? 0),
+        readyConnections: ready?.size ?? 0,
         hasMaster: watcher.master !== undefined,
         replicas: (replicas?.replicas ?? []).map((r) => ({
           address: formatAddress(r.address),

@@ -27,6 +27,8 @@ export interface DatabaseSample {
   readonly stats: DatabaseStats;
   /** Live tunnels of the port, to the master and to replicas together. */
   readonly activeConnections: number;
+  /** Ready connections to the master (`preconnect`) open now. */
+  readonly readyConnections: number;
   readonly hasMaster: boolean;
   /** A read port's replicas as last checked; empty on a master port. */
   readonly replicas: readonly ReplicaSample[];
@@ -86,6 +88,24 @@ export function renderPrometheus(
     "gauge",
     "Client connections tunnelled right now.",
     perDatabase("connections_active", (d) => d.activeConnections),
+  );
+  family(
+    "ready_connections",
+    "gauge",
+    "Connections open to the master and untouched, waiting for a client (preconnect); they count against maxClients.",
+    perDatabase("ready_connections", (d) => d.readyConnections),
+  );
+  family(
+    "ready_connections_used_total",
+    "counter",
+    "Clients that took a ready connection instead of dialling the master.",
+    perDatabase("ready_connections_used_total", (d) => d.stats.readyConnectionsUsed),
+  );
+  family(
+    "ready_connections_discarded_total",
+    "counter",
+    "Ready connections closed unused: cut off with the master, closed by the master, replaced for age, or shed for a client over maxClients.",
+    perDatabase("ready_connections_discarded_total", (d) => d.stats.readyConnectionsDiscarded),
   );
   family(
     "connections_total",

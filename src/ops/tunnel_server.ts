@@ -28,6 +28,7 @@ import type {
 import { ClientSlots } from "../data/client_slots.ts";
 import { ConnectionRegistry } from "../data/connection_registry.ts";
 import { DatabaseListener } from "../data/database_listener.ts";
+import { ReadyPool } from "../data/ready_pool.ts";
 import { HookQueue } from "./hooks.ts";
 import { MasterWatcher } from "../control/master_watcher.ts";
 import { ReplicaWatcher } from "../control/replica_watcher.ts";
@@ -58,6 +59,8 @@ export interface DatabaseRuntime {
   readonly replicas: ReplicaWatcher | undefined;
   /** A replica port's tunnels to replicas. */
   readonly replicaRegistry: ConnectionRegistry<Tunnel> | undefined;
+  /** A master port's ready connections (`preconnect`). */
+  readonly ready: ReadyPool | undefined;
   /** What the port's listener asks: the replica watcher on a replica port, else the master's. */
   readonly source: RouteSource;
 }
@@ -234,6 +237,7 @@ export class TunnelServer {
         running.watcher.update(database);
         running.hooks.hook = database.onMasterChange;
         running.replicas?.settingsChanged();
+        running.ready?.settingsChanged();
         if (before.whenNoReplica === "master" && database.whenNoReplica !== "master") {
           // Reads may no longer go to the master: the clients it was given leave it.
           const closed = running.registry.closeAll();
@@ -308,14 +312,29 @@ export class TunnelServer {
     const signal = AbortSignal.any([this.#signal, controller.signal]);
     const registry = new ConnectionRegistry<Tunnel>();
     const hooks = new HookQueue(database.onMasterChange, signal);
+    const databaseSlots = new ClientSlots(database.maxClients);
+    // Set once the watcher exists: the pool asks it, and its cut-offs reach the pool.
+    let ready: ReadyPool | undefined;
     const watcher = new MasterWatcher(database, {
       sentinels: this.sentinels,
-      registry,
+      // The counts logged are of clients; ready connections are closed alike, uncounted.
+      registry: {
+        closeTo: (address) => (ready?.closeTo(address), registry.closeTo(address)),
+        closeAllExcept: (address) => (
+          ready?.closeAllExcept(address), registry.closeAllExcept(address)
+        ),
+      },
       onMasterChange: (change) => {
         // A name served on several ports runs each hook once per change, from its first entry.
         if (this.#runsHook(watcher.database)) hooks.push(change);
       },
     });
+    if (database.role === "master") {
+      ready = new ReadyPool(watcher, this.#buffers, watcher.stats, {
+        database: databaseSlots,
+        total: this.#slots,
+      });
+    }
     const replicaRegistry = database.role === "replica"
       ? new ConnectionRegistry<Tunnel>()
       : undefined;
@@ -330,6 +349,7 @@ export class TunnelServer {
       controller,
       registry,
       replicaRegistry,
+      ready,
       listener,
       hooks,
       watcher,
@@ -354,9 +374,10 @@ export class TunnelServer {
       registry,
       ...(replicaRegistry ? { replicaRegistry } : {}),
       buffers: this.#buffers,
+      ...(ready ? { ready } : {}),
       slots: this.#slots,
       // The database's count outlives a listener reopened after a failure.
-      databaseSlots: new ClientSlots(database.maxClients),
+      databaseSlots,
     };
     // One database's bug restarts that database's loop; the others and the admin API go on.
     const done = Promise.all([
@@ -368,6 +389,7 @@ export class TunnelServer {
           onFailure: restartLogger("the replica check loop"),
         })
         : undefined,
+      ready?.run(signal),
       supervise(
         async (s) => {
           if (running.listener.closed && !s.aborted) {

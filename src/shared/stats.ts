@@ -55,6 +55,10 @@ export class DatabaseStats {
   connectionsIdleClosed = 0;
   /** Connections that reset or aborted before the listener accepted them, and were skipped. */
   connectionsAbortedBeforeAccept = 0;
+  /** Clients that took a ready connection (`preconnect`) instead of dialling the master. */
+  readyConnectionsUsed = 0;
+  /** Ready connections closed unused: cut off, closed by the master, too old, or shed for a client. */
+  readyConnectionsDiscarded = 0;
   bytesClientToMaster = 0;
   bytesMasterToClient = 0;
   masterChanges = 0;
