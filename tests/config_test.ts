@@ -1950,3 +1950,46 @@ Deno.test("parseConfig() refuses a fence that would close between two healthy ch
     2001,
   );
 });
+
+Deno.test({
+  name:
+    "parseConfig() resolves preconnect: 4 with TLS to the master, else 0; top level and per entry; not on read ports",
+  permissions: { read: true, write: true },
+  async fn() {
+    await withPemDirectory((dir) => {
+      const config = parseIn(dir, {
+        ...BASE,
+        databases: [
+          { name: "plain", port: 6380 },
+          { name: "secure", port: 6381, tls: {} },
+          { name: "secure-off", port: 6382, tls: {}, preconnect: 0 },
+          { name: "plain-on", port: 6383, preconnect: 16 },
+          { name: "plain", port: 6384, role: "replica" },
+        ],
+      });
+      assert.deepEqual(config.databases.map((d) => d.preconnect), [0, 4, 0, 16, 0]);
+      const topLevel = parseIn(dir, {
+        ...BASE,
+        tls: {},
+        preconnect: 2,
+        databases: [{ name: "a", port: 6380 }, { name: "a", port: 6381, role: "replica" }],
+      });
+      assert.deepEqual(topLevel.databases.map((d) => d.preconnect), [2, 0]);
+      assert.deepEqual(
+        problemsIn(dir, {
+          ...BASE,
+          databases: [
+            { name: "a", port: 6380, role: "replica", preconnect: 2 },
+            { name: "b", port: 6381, preconnect: 1001 },
+            { name: "c", port: 6382, preconnect: 1.5 },
+          ],
+        }),
+        [
+          'databases[0].preconnect: 2 is not valid: preconnect applies to "role": "master" entries only, and database "a" on port 6380 is a read port ("role": "replica"); remove preconnect, or add it to the name\'s master entry',
+          "databases[1].preconnect: 1001 is not valid: preconnect is a whole number of connections from 0 to 1000",
+          "databases[2].preconnect: 1.5 is not valid: preconnect is a whole number of connections from 0 to 1000",
+        ],
+      );
+    });
+  },
+});
