@@ -42,7 +42,22 @@ async function tunnelFor(
     assert.ok(line, `no ${name} in /metrics`);
     return Number(line.slice(line.lastIndexOf(" ") + 1));
   };
-  return { port, tunnel, metric };
+  /** Rewrites the config with `more` merged into the entry, and reloads it (SIGHUP). */
+  const reload = async (more: Record<string, unknown>) => {
+    await Deno.writeTextFile(
+      tunnel.configPath,
+      JSON.stringify({
+        sentinels: deployment.sentinels.map((s) => s.address),
+        admin,
+        timeouts: { clientWaitMs: 10_000 },
+        ...config,
+        databases: [{ name: deployment.masterName, port, ...database, ...more }],
+      }),
+    );
+    tunnel.kill("SIGHUP");
+    await tunnel.waitForLog((r) => /reload/i.test(String(r.message)) && r.level !== "DEBUG");
+  };
+  return { port, tunnel, metric, reload };
 }
 
 async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 10_000) {
@@ -92,6 +107,28 @@ Deno.test(
     } finally {
       await deployment.cli(deployment.nodes[0]!, "CONFIG", "SET", "timeout", "0");
     }
+  },
+);
+
+Deno.test(
+  "preconnect: a reload resizes the pool, and 0 closes every ready connection",
+  processes,
+  async () => {
+    await using deployment = await startDeployment({
+      masterName: "ready-reload",
+      replicas: 0,
+      sentinels: 1,
+    });
+    const { port, tunnel, metric, reload } = await tunnelFor(deployment, { preconnect: 2 });
+    await using _tunnel = tunnel;
+    await eventually("2 ready connections", async () => await metric("ready_connections") === 2);
+    await reload({ preconnect: 0 });
+    await eventually("none", async () => await metric("ready_connections") === 0);
+    await eventually("none on the master", async () => await untouchedClients(deployment) === 0);
+    assert.equal(await oneCommand(port, ["PING"]), "PONG");
+    await reload({ preconnect: 5 });
+    await eventually("5 ready connections", async () => await metric("ready_connections") === 5);
+    assert.ok(await untouchedClients(deployment) >= 5);
   },
 );
 
