@@ -237,18 +237,17 @@ export class DatabaseListener {
     options: DatabaseListenerOptions,
     signal: AbortSignal,
   ): Promise<void> {
-    const peer = formatAddress(conn.remoteAddr);
     let client: ByteStream = conn;
     try {
       conn.setNoDelay(true);
       if (options.watcher.database.tcpKeepAlive) conn.setKeepAlive(true);
-      await this.#serveClient(conn, peer, (stream) => client = stream, options, signal);
+      await this.#serveClient(conn, (stream) => client = stream, options, signal);
     } catch (error) {
       log.error(
         "Database {database}: serving client {client} failed unexpectedly, and it was closed: {error}; this is a bug: please report it with this line",
         {
           database: this.database.name,
-          client: peer,
+          client: peerOf(conn),
           error: error instanceof Error ? (error.stack ?? error.message) : String(error),
         },
       );
@@ -264,7 +263,6 @@ export class DatabaseListener {
    */
   async #serveClient(
     conn: Deno.TcpConn,
-    peer: string,
     onTls: (stream: ByteStream) => void,
     options: DatabaseListenerOptions,
     signal: AbortSignal,
@@ -277,8 +275,8 @@ export class DatabaseListener {
     // Over a cap, a TLS client is closed before its handshake costs anything; it cannot read plaintext.
     const refuse = (reason: string) =>
       listenTls
-        ? (this.#rejections.rejected(peer, reason), closeQuietly(conn))
-        : this.#refuse(conn, peer, reason, signal);
+        ? (this.#rejections.rejected(peerOf(conn), reason), closeQuietly(conn))
+        : this.#refuse(conn, conn, reason, signal);
     databaseSlots.limit = maxClients;
     // Ready connections hold slots too: a client over a cap takes one's slot, closing it.
     const { ready } = options;
@@ -302,12 +300,12 @@ export class DatabaseListener {
           client = await acceptTls(conn, listenTls, timeouts.clientWaitMs, signal);
         } catch (error) {
           watcher.stats.connectionsRejected++;
-          this.#rejections.rejected(peer, (error as Error).message);
+          this.#rejections.rejected(peerOf(conn), (error as Error).message);
           return;
         }
         onTls(client);
       }
-      await this.#tunnelClient(client, peer, options, signal);
+      await this.#tunnelClient(client, conn, options, signal);
     } finally {
       databaseSlots.give();
       slots?.give();
@@ -321,7 +319,7 @@ export class DatabaseListener {
    */
   async #tunnelClient(
     client: ByteStream,
-    peer: string,
+    peer: Deno.TcpConn,
     { watcher, registry, replicaRegistry = registry, buffers, ready: pool }:
       DatabaseListenerOptions,
     signal: AbortSignal,
@@ -425,7 +423,7 @@ export class DatabaseListener {
   /** Refuses a client that nowhere could be found for, saying why. */
   async #reject(
     client: ByteStream,
-    peer: string,
+    peer: Deno.TcpConn,
     watcher: RouteSource,
     signal: AbortSignal,
     dialError: string | undefined,
@@ -449,14 +447,14 @@ export class DatabaseListener {
   /** Answers a client with a RESP error naming the database and `reason`, then closes it. */
   async #refuse(
     client: ByteStream,
-    peer: string,
+    peer: Deno.TcpConn,
     reason: string,
     signal: AbortSignal,
     pendingRead?: Promise<unknown>,
   ): Promise<void> {
     const { name, role, port } = this.database;
     const label = role === "replica" ? ` (replicas, port ${port})` : "";
-    this.#rejections.rejected(peer, reason);
+    this.#rejections.rejected(peerOf(peer), reason);
     try {
       await client.write(
         encodeError(`ERR sentinel-tunnel: database "${name}"${label}: ${reason}`),
@@ -487,6 +485,11 @@ export class DatabaseListener {
       closeQuietly(client);
     }
   }
+}
+
+/** A client's address for a log line; made only when one is written. */
+function peerOf(conn: Deno.TcpConn): string {
+  return formatAddress(conn.remoteAddr);
 }
 
 /** Whether `targets` still sends clients of `kind` to `address`. */
