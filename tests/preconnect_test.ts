@@ -57,7 +57,7 @@ async function tunnelFor(
     tunnel.kill("SIGHUP");
     await tunnel.waitForLog((r) => /reload/i.test(String(r.message)) && r.level !== "DEBUG");
   };
-  return { port, tunnel, metric, reload };
+  return { port, tunnel, metric, reload, admin };
 }
 
 async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 10_000) {
@@ -83,9 +83,12 @@ Deno.test(
       replicas: 1,
       sentinels: 1,
     });
-    const { port, tunnel, metric } = await tunnelFor(deployment, { preconnect: 3 });
+    const { port, tunnel, metric, admin } = await tunnelFor(deployment, { preconnect: 3 });
     await using _tunnel = tunnel;
     await eventually("3 ready connections", async () => await metric("ready_connections") === 3);
+    const topology = await (await fetch(`http://${admin}/api/topology`)).json();
+    assert.equal(topology.databases[0].connections.ready, 3);
+    assert.equal(topology.databases[0].connections.active, 0);
     // The master sees them as clients that never sent a command: no AUTH, no PING, nothing.
     assert.ok(await untouchedClients(deployment) >= 3);
     for (let i = 0; i < 20; i++) assert.equal(await oneCommand(port, ["PING"]), "PONG");

@@ -187,6 +187,8 @@ function topology(tunnel: TunnelServer): unknown {
           toReplicas: replicaRegistry?.size ?? 0,
           byMaster: Object.fromEntries(registry.countsByMaster()),
           byReplica: Object.fromEntries(replicaRegistry?.countsByMaster() ?? []),
+          // Open to the master, untouched, waiting for a client (preconnect); not in `active`.
+          ready: entry.ready?.size ?? 0,
         },
       };
     }),
