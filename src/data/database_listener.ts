@@ -41,6 +41,8 @@ export interface DatabaseListenerOptions {
   buffers: TunnelBuffers;
   /** Ready connections to the master (`preconnect`), taken before dialling. */
   ready?: ReadyPool;
+  /** The ready connections of every database: a client over the top-level cap takes one's slot. */
+  anyReady?: Shedder;
   /**
    * The live clients of every database together (the top-level `maxClients`).
    * @default {undefined} no cap over all databases
@@ -280,13 +282,13 @@ export class DatabaseListener {
     databaseSlots.limit = maxClients;
     // Ready connections hold slots too: a client over a cap takes one's slot, closing it.
     const { ready } = options;
-    if (!databaseSlots.tryTake() && !(ready?.shedOne() && databaseSlots.tryTake())) {
+    if (!takeSlot(databaseSlots, ready)) {
       watcher.stats.connectionsOverDatabaseLimit++;
       return await refuse(
         `too many clients (${maxClients}): this database's maxClients is reached; retry later, or raise the database's maxClients`,
       );
     }
-    if (slots !== undefined && !slots.tryTake() && !(ready?.shedOne() && slots.tryTake())) {
+    if (slots !== undefined && !takeSlot(slots, options.anyReady ?? ready)) {
       databaseSlots.give();
       watcher.stats.connectionsOverTotalLimit++;
       return await refuse(
@@ -309,6 +311,7 @@ export class DatabaseListener {
     } finally {
       databaseSlots.give();
       slots?.give();
+      ready?.refill();
     }
   }
 
@@ -485,6 +488,18 @@ export class DatabaseListener {
       closeQuietly(client);
     }
   }
+}
+
+/** What can give up ready connections for a client's slot. */
+export interface Shedder {
+  /** Closes one ready connection (or voids a dial), freeing its slots; `false` when none. */
+  shedOne(): boolean;
+}
+
+/** Takes a slot, shedding ready connections for it while there are any. */
+function takeSlot(slots: ClientSlots, shed: Shedder | undefined): boolean {
+  while (!slots.tryTake()) if (!shed?.shedOne()) return false;
+  return true;
 }
 
 /** A client's address for a log line; made only when one is written. */

@@ -120,10 +120,14 @@ export class ReadyPool {
   /** Oldest first: a take uses the oldest, so each is used or replaced well before its age ends. */
   #ready: ReadyConnection[] = [];
   #dialing = 0;
+  /** Dials under way, oldest first; one voided to free its slots for a client never joins. */
+  #dials: { voided: boolean }[] = [];
   /** Bumped whenever everything is closed: a dial begun before must not join. */
   #generation = 0;
   #backoffMs = 0;
   #retryAt = 0;
+  /** The targets of the last sync: a new master starts without the old one's backoff. */
+  #syncedFor: Targets | undefined;
   #signal: AbortSignal | undefined;
   /** The one timer of the pool: the oldest's age, or the end of a backoff. */
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -185,21 +189,36 @@ export class ReadyPool {
       }
       this.#discard(ready);
     }
-    if (taken) this.#stats.readyConnectionsUsed++;
+    if (taken) {
+      this.#stats.readyConnectionsUsed++;
+      this.#backoffMs = 0;
+    }
     this.#refill();
     return taken;
   }
 
   /**
-   * Closes one ready connection to free its slots for a client over a cap.
-   * Returns whether there was one.
+   * Closes one ready connection, or else voids a dial under way, to free its
+   * slots for a client over a cap. Returns whether there was one.
    */
   shedOne(): boolean {
     const ready = this.#ready.pop();
-    if (!ready) return false;
+    if (!ready) {
+      const dial = this.#dials.findLast((d) => !d.voided);
+      if (!dial) return false;
+      dial.voided = true;
+      this.#dialing--;
+      this.#release();
+      return true;
+    }
     this.#release();
     this.#discard(ready);
     return true;
+  }
+
+  /** Dials what is missing now: a client left, and its slots are free. */
+  refill(): void {
+    this.#refill();
   }
 
   /** Closes the ready connections to `address` (the watcher's cut-off). Returns how many. */
@@ -251,6 +270,11 @@ export class ReadyPool {
     const targets = this.#source.targets;
     const now = performance.now();
     const wanted = this.#wanted(targets);
+    if (targets !== this.#syncedFor) {
+      this.#syncedFor = targets;
+      this.#backoffMs = 0;
+      this.#retryAt = 0;
+    }
     if (this.#ready.some((ready) => ready.closed || ready.ended || ready.targets !== targets)) {
       this.#closeWhere((ready) => ready.closed || ready.ended || ready.targets !== targets);
     }
@@ -300,6 +324,8 @@ export class ReadyPool {
     const signal = this.#signal!;
     const { timeouts, tcpKeepAlive, tls, name } = this.#source.database;
     this.#dialing++;
+    const record = { voided: false };
+    this.#dials.push(record);
     let stream: ByteStream;
     try {
       stream = await this.#connect(address, {
@@ -309,6 +335,8 @@ export class ReadyPool {
         keepAlive: tcpKeepAlive,
       });
     } catch (error) {
+      this.#dials.splice(this.#dials.indexOf(record), 1);
+      if (record.voided) return;
       this.#dialing--;
       this.#release();
       if (signal.aborted) return;
@@ -320,6 +348,11 @@ export class ReadyPool {
       });
       return;
     }
+    this.#dials.splice(this.#dials.indexOf(record), 1);
+    if (record.voided) {
+      closeQuietly(stream);
+      return;
+    }
     this.#dialing--;
     // The master may have changed, or been cut off, while dialling: such a connection never joins.
     if (
@@ -328,9 +361,9 @@ export class ReadyPool {
     ) {
       this.#release();
       closeQuietly(stream);
+      if (!signal.aborted) this.#refill();
       return;
     }
-    this.#backoffMs = 0;
     const ready = new ReadyConnection(stream, address, targets, this.#buffers.small.take());
     this.#ready.push(ready);
     if (this.#timer === undefined) this.#schedule();
@@ -355,7 +388,10 @@ export class ReadyPool {
       why,
     });
     if (performance.now() - ready.readyAt < SHORT_LIVED_MS) this.#failed();
-    else this.#refill();
+    else {
+      this.#backoffMs = 0;
+      this.#refill();
+    }
   }
 
   /** A dial failed, or its connection ended at once: wait before the next, longer each time. */

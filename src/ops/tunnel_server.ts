@@ -27,7 +27,7 @@ import type {
 } from "../shared/settings.ts";
 import { ClientSlots } from "../data/client_slots.ts";
 import { ConnectionRegistry } from "../data/connection_registry.ts";
-import { DatabaseListener } from "../data/database_listener.ts";
+import { DatabaseListener, type Shedder } from "../data/database_listener.ts";
 import { ReadyPool } from "../data/ready_pool.ts";
 import { HookQueue } from "./hooks.ts";
 import { MasterWatcher } from "../control/master_watcher.ts";
@@ -70,6 +70,8 @@ interface RunningDatabase extends DatabaseRuntime {
   listener: DatabaseListener;
   readonly hooks: HookQueue;
   readonly controller: AbortController;
+  /** The entry's own `maxClients` count, which its ready connections share with its clients. */
+  readonly databaseSlots: ClientSlots;
 }
 
 /** What a reload did, by database entry: its name, with ` (replicas)` for a replica port. */
@@ -95,6 +97,13 @@ export class TunnelServer {
   readonly #buffers: TunnelBuffers;
   /** The top-level maxClients, shared by every database's listener. */
   readonly #slots: ClientSlots;
+  /** Every master port's ready connections, shed for a client over the top-level cap. */
+  readonly #anyReady: Shedder = {
+    shedOne: () => {
+      for (const running of this.#databases.values()) if (running.ready?.shedOne()) return true;
+      return false;
+    },
+  };
   readonly #databases = new Map<string, RunningDatabase>();
   readonly #running = new Set<Promise<void>>();
   #config: TunnelConfig;
@@ -237,6 +246,8 @@ export class TunnelServer {
         running.watcher.update(database);
         running.hooks.hook = database.onMasterChange;
         running.replicas?.settingsChanged();
+        // Before the pool refills: it must not fill past a lowered cap.
+        running.databaseSlots.limit = database.maxClients;
         running.ready?.settingsChanged();
         if (before.whenNoReplica === "master" && database.whenNoReplica !== "master") {
           // Reads may no longer go to the master: the clients it was given leave it.
@@ -352,6 +363,7 @@ export class TunnelServer {
       ready,
       listener,
       hooks,
+      databaseSlots,
       watcher,
       replicas,
       source: replicas ?? watcher,
@@ -375,6 +387,7 @@ export class TunnelServer {
       ...(replicaRegistry ? { replicaRegistry } : {}),
       buffers: this.#buffers,
       ...(ready ? { ready } : {}),
+      anyReady: this.#anyReady,
       slots: this.#slots,
       // The database's count outlives a listener reopened after a failure.
       databaseSlots,
