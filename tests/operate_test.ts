@@ -106,6 +106,7 @@ Deno.test(
       toReplicas: 0,
       byMaster: { [deployment.nodes[0]!.address]: 1 },
       byReplica: {},
+      ready: 0,
     });
 
     const { body: sentinels } = await getJson(`${admin}/api/sentinels`);

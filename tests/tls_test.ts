@@ -412,6 +412,8 @@ Deno.test(
     const { port, tunnel } = await tunnelFor(deployment, {
       sentinelTls: clientTls(certs),
       tls: files,
+      // Each new client dials here: a ready connection made before the rotation would still work.
+      preconnect: 0,
     }, { clientWaitMs: CLIENT_WAIT_MS });
     await using _tunnel = tunnel;
 
