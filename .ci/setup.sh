@@ -73,4 +73,16 @@ for need in openssl:openssl ip:iproute2; do
   fi
 done
 
+# The benchmark's round-trip section (make bench, as root) compiles bench/delay_line.c, which needs
+# gcc and the kernel headers of libc6-dev (linux/if_tun.h).
+if ! command -v gcc >/dev/null 2>&1 || [ ! -e /usr/include/linux/if_tun.h ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing gcc and libc6-dev with apt-get"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev >/dev/null
+  else
+    echo "setup: gcc or /usr/include/linux/if_tun.h is missing, so make bench cannot build its delay line; install gcc and libc6-dev" >&2
+  fi
+fi
+
 "$tools/bin/deno" install --frozen --quiet

@@ -10,15 +10,15 @@ import type { IdleResult } from "./_idle.ts";
 import type { BenchmarkRow } from "./_redis_benchmark.ts";
 
 /**
- * Where redis-benchmark connects: Redis itself, the tunnel, the tunnel with
- * large fixed buffers (to check that adaptive buffers cost nothing), or
- * HAProxy; and, in the TLS section, a TLS-only master itself, or the tunnel
+ * Where redis-benchmark connects: Redis itself, the tunnel, the Deno floor
+ * (bench/floor_proxy.ts: a minimal Deno proxy straight to the master, what
+ * Deno costs before any of the tunnel's code), or HAProxy; and, in the TLS section, a TLS-only master itself, or the tunnel
  * or HAProxy in front of it (the client side stays plaintext).
  */
 export type TargetName =
   | "direct"
   | "tunnel"
-  | "tunnel_fixed"
+  | "floor"
   | "haproxy"
   | "direct_tls"
   | "tunnel_tls"
@@ -28,7 +28,7 @@ export type TargetName =
 export const TARGET_LABELS: Readonly<Record<TargetName, string>> = {
   direct: "Direct",
   tunnel: "Tunnel",
-  tunnel_fixed: "Tunnel, fixed 64 KiB buffers",
+  floor: "Deno floor",
   haproxy: "HAProxy",
   direct_tls: "Direct TLS",
   tunnel_tls: "Tunnel → TLS master",
@@ -61,6 +61,8 @@ export interface SummaryRow {
   directRps: number;
   /** By target: the median over rounds of its rps divided by direct's rps in the same round. */
   ratios: Map<TargetName, number>;
+  /** By target other than direct and the floor: the same, divided by the Deno floor's rps. */
+  floorRatios: Map<TargetName, number>;
   /** By target: the median over rounds of redis-benchmark's p50 latency, in ms. */
   p50Ms: Map<TargetName, number>;
   /** By target: the median over rounds of redis-benchmark's p99 latency, in ms. */
@@ -100,6 +102,7 @@ export function summarize(workloads: readonly WorkloadRuns[]): SummaryRow[] {
         test,
         directRps: median(direct.map(rowOf).filter((r) => r !== undefined).map((r) => r.rps)),
         ratios: new Map(),
+        floorRatios: new Map(),
         p50Ms: new Map(),
         p99Ms: new Map(),
       };
@@ -116,6 +119,10 @@ export function summarize(workloads: readonly WorkloadRuns[]): SummaryRow[] {
           return mine && baseRow && baseRow.rps > 0 ? [mine.rps / baseRow.rps] : [];
         });
         if (ratios.length > 0) row.ratios.set(target, median(ratios));
+        const toFloor = target === "direct" || target === "floor"
+          ? undefined
+          : ratioOverRounds(workload, test, target, "floor");
+        if (toFloor !== undefined) row.floorRatios.set(target, toFloor);
       }
       summary.push(row);
     }
@@ -123,17 +130,22 @@ export function summarize(workloads: readonly WorkloadRuns[]): SummaryRow[] {
   return summary;
 }
 
-/** The throughput and latency table. */
+/**
+ * The throughput and latency table: each target's ratio to direct and, when
+ * the Deno floor ran, each proxy's ratio to the floor.
+ */
 export function throughputTable(
   rows: readonly SummaryRow[],
   targets: readonly TargetName[],
 ): string {
   const others = targets.filter((target) => target !== "direct");
+  const overFloor = targets.includes("floor") ? others.filter((target) => target !== "floor") : [];
   const header = [
     "Workload",
     "Test",
     "Direct rps",
     ...others.map((target) => `${TARGET_LABELS[target]} / direct`),
+    ...overFloor.map((target) => `${TARGET_LABELS[target]} / floor`),
     ...targets.map((target) => `${TARGET_LABELS[target]} p50 / p99 ms`),
   ];
   const lines = rows.map((row) => [
@@ -141,6 +153,7 @@ export function throughputTable(
     row.test,
     formatInteger(row.directRps),
     ...others.map((target) => formatRatio(row.ratios.get(target))),
+    ...overFloor.map((target) => formatRatio(row.floorRatios.get(target))),
     ...targets.map((target) =>
       `${formatMs(row.p50Ms.get(target))} / ${formatMs(row.p99Ms.get(target))}`
     ),
@@ -306,8 +319,19 @@ export function connectTable(
   return markdownTable(header, lines, [0]);
 }
 
-/** The idle-connection table. */
+/** The RSS one idle connection costs, in KiB; `undefined` when none opened. */
+export function idleKibPerConnection(result: IdleResult): number | undefined {
+  return result.opened > 0 ? (result.rssAfterKb - result.rssBeforeKb) / result.opened : undefined;
+}
+
+/**
+ * The idle-connection table; when the Deno floor was measured, the tunnel's
+ * row also says how much more than the floor each connection costs it.
+ */
 export function idleTable(reports: readonly IdleReport[]): string {
+  const floor = reports.find((report) => report.target === "floor");
+  const floorKib = floor && idleKibPerConnection(floor.result);
+  const formatKib = (kib: number | undefined) => kib === undefined ? "-" : `${kib.toFixed(1)} KiB`;
   const header = [
     "Target",
     "Connections open",
@@ -315,17 +339,26 @@ export function idleTable(reports: readonly IdleReport[]): string {
     "RSS before",
     "RSS with all open",
     "RSS per connection",
+    ...(floor ? ["Over the Deno floor, per connection"] : []),
   ];
-  const lines = reports.map(({ target, result }) => [
-    TARGET_LABELS[target],
-    `${formatInteger(result.opened)} of ${formatInteger(result.requested)}`,
-    formatInteger(result.answered),
-    `${(result.rssBeforeKb / 1024).toFixed(1)} MiB`,
-    `${(result.rssAfterKb / 1024).toFixed(1)} MiB`,
-    result.opened > 0
-      ? `${((result.rssAfterKb - result.rssBeforeKb) / result.opened).toFixed(1)} KiB`
-      : "-",
-  ]);
+  const lines = reports.map(({ target, result }) => {
+    const kib = idleKibPerConnection(result);
+    return [
+      TARGET_LABELS[target],
+      `${formatInteger(result.opened)} of ${formatInteger(result.requested)}`,
+      formatInteger(result.answered),
+      `${(result.rssBeforeKb / 1024).toFixed(1)} MiB`,
+      `${(result.rssAfterKb / 1024).toFixed(1)} MiB`,
+      formatKib(kib),
+      ...(floor
+        ? [
+          target === "tunnel" && kib !== undefined && floorKib !== undefined
+            ? `${kib - floorKib >= 0 ? "+" : "−"}${Math.abs(kib - floorKib).toFixed(1)} KiB`
+            : "",
+        ]
+        : []),
+    ];
+  });
   return markdownTable(header, lines, [0]);
 }
 
@@ -420,6 +453,7 @@ const SECTION_ORDER = [
   "## Method",
   "## Throughput and latency",
   "## TLS",
+  "## Over a 1 ms round trip",
   "## Idle connections",
   "## Failover",
   WHAT_WAS_TRIED,

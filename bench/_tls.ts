@@ -27,6 +27,11 @@ export type Dialer =
     cert: string;
     /** PEM key of `cert`. */
     key: string;
+    /**
+     * The name the server's certificate must carry, and the SNI.
+     * @default {the host connected to}
+     */
+    servername?: string;
   };
 
 /** Options for {@linkcode timeConnects}. */
@@ -41,13 +46,18 @@ export interface TimeConnectsOptions {
    * @default {undefined}
    */
   signal?: AbortSignal;
+  /**
+   * The address to connect to.
+   * @default {"127.0.0.1"}
+   */
+  hostname?: string;
 }
 
 const PING = new TextEncoder().encode("PING\r\n");
 const PONG = "+PONG\r\n";
 
 /**
- * Opens `count` connections to 127.0.0.1:`port` one after the other; each
+ * Opens `count` connections to 127.0.0.1:`port` (or `options.hostname`) one after the other; each
  * sends `PING` and is closed once `+PONG` is read. Returns the time from the
  * start of each connect to its `+PONG`, in milliseconds, in order: the close
  * is not timed.
@@ -61,6 +71,7 @@ export async function timeConnects(
   options: TimeConnectsOptions = {},
 ): Promise<number[]> {
   const timeoutMs = options.timeoutMs ?? 5000;
+  const hostname = options.hostname ?? "127.0.0.1";
   const times: number[] = [];
   for (let i = 0; i < count; i++) {
     options.signal?.throwIfAborted();
@@ -69,7 +80,9 @@ export async function timeConnects(
       : AbortSignal.timeout(timeoutMs);
     const started = performance.now();
     try {
-      await (dialer.kind === "plain" ? pingPlain(port, signal) : pingTls(port, dialer, signal));
+      await (dialer.kind === "plain"
+        ? pingPlain(hostname, port, signal)
+        : pingTls(hostname, port, dialer, signal));
     } catch (error) {
       options.signal?.throwIfAborted();
       throw new Error(
@@ -85,8 +98,8 @@ export async function timeConnects(
 }
 
 /** Connect, PING, read PONG over plain TCP; the close happens after the answer. */
-async function pingPlain(port: number, signal: AbortSignal): Promise<void> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port, signal });
+async function pingPlain(hostname: string, port: number, signal: AbortSignal): Promise<void> {
+  const conn = await Deno.connect({ hostname, port, signal });
   const onAbort = () => conn.close();
   signal.addEventListener("abort", onAbort, { once: true });
   try {
@@ -114,14 +127,16 @@ async function pingPlain(port: number, signal: AbortSignal): Promise<void> {
 
 /** Connect with `node:tls` (verifying the server), PING, read PONG; destroys the socket after. */
 function pingTls(
+  host: string,
   port: number,
   dialer: Extract<Dialer, { kind: "tls" }>,
   signal: AbortSignal,
 ): Promise<void> {
   return new Promise((resolve, reject) => {
     const socket = connectTls({
-      host: "127.0.0.1",
+      host,
       port,
+      ...(dialer.servername === undefined ? {} : { servername: dialer.servername }),
       ca: dialer.ca,
       cert: dialer.cert,
       key: dialer.key,

@@ -3,15 +3,17 @@
  * reference, on a throwaway local deployment.
  *
  * It starts one master, two replicas and three Sentinels on loopback, the
- * tunnel (the bundle under `make bench`) and, when it is installed, HAProxy
- * with the usual `role:master` tcp-check. Then:
+ * tunnel (the bundle under `make bench`), the Deno floor (bench/floor_proxy.ts,
+ * a minimal Deno proxy straight to the master) and, when it is installed,
+ * HAProxy with the usual `role:master` tcp-check. Then:
  *
  * - redis-benchmark workloads, in interleaved rounds: each round runs each
  *   workload against every target back to back, the target order rotating,
  *   so that noise on a shared machine hits every target alike. The report
  *   gives medians over rounds, as ratios to direct Redis in the same round;
- * - idle connections: the proxy's memory per connection, and whether every
- *   connection still gets answers;
+ * - idle connections: the proxy's memory per connection (the tunnel's, the
+ *   Deno floor's and HAProxy's), and whether every connection still gets
+ *   answers;
  * - failover: the time from `+switch-master` to the first write the new
  *   master acknowledges through each proxy, over forced failovers;
  * - TLS: a second, TLS-only deployment, with redis-benchmark straight to its
@@ -47,8 +49,17 @@ import {
   type HaproxyServerTls,
   startHaproxy,
 } from "./_haproxy.ts";
+import { FLOOR_SCRIPT, IDLE_FLOOR_BUFFER_BYTES, startFloor } from "./_floor.ts";
 import { measureIdleConnections } from "./_idle.ts";
 import { benchmarkCommand, runRedisBenchmark } from "./_redis_benchmark.ts";
+import { delayBedUnavailable } from "./_delay_bed.ts";
+import {
+  RTT_GROUP,
+  RTT_NAMES,
+  type RttSection,
+  rttSectionMarkdown,
+  runRttSection,
+} from "./_rtt.ts";
 import {
   type ConnectRun,
   connectTable,
@@ -168,7 +179,12 @@ const TLS_GROUP = "tls";
 
 /** Measurements that are not redis-benchmark workloads. */
 const EXTRAS = ["idle", "failover"] as const;
-const ALL_NAMES = [...WORKLOADS.map((workload) => workload.name), ...TLS_NAMES, ...EXTRAS];
+const ALL_NAMES = [
+  ...WORKLOADS.map((workload) => workload.name),
+  ...TLS_NAMES,
+  ...RTT_NAMES,
+  ...EXTRAS,
+];
 
 const IDLE_MAX = 10_000;
 const IDLE_SMOKE = 200;
@@ -187,7 +203,8 @@ const USAGE = `Usage: deno run --allow-all bench/bench.ts [options]
   --write         write ${RESULTS_FILE} even for a smoke or --only run: the sections this
                   run measured replace theirs, the rest of the file is kept
   --only A,B      run only these: ${ALL_NAMES.join(", ")};
-                  "${TLS_GROUP}" stands for all of ${TLS_NAMES.join(", ")}
+                  "${TLS_GROUP}" stands for all of ${TLS_NAMES.join(", ")};
+                  "${RTT_GROUP}" for all of ${RTT_NAMES.join(", ")} (needs root)
   --no-haproxy    leave out the HAProxy column
   -h, --help      show this help`;
 
@@ -262,6 +279,8 @@ interface BenchResults {
   failovers: FailoverSample[] | undefined;
   failoverTargets: TargetName[];
   tls: TlsSection | undefined;
+  /** The section over a 1 ms round trip (bench/_rtt.ts). */
+  rtt: RttSection | undefined;
 }
 
 /**
@@ -293,13 +312,15 @@ function parseOptions(args: string[]): BenchOptions | "help" {
   }
   const only = values.only === undefined ? new Set(ALL_NAMES) : new Set(
     values.only.split(",").map((name) => name.trim()).filter(Boolean).flatMap((name) =>
-      name === TLS_GROUP ? TLS_NAMES : [name]
+      name === TLS_GROUP ? TLS_NAMES : name === RTT_GROUP ? RTT_NAMES : [name]
     ),
   );
   const unknown = [...only].filter((name) => !ALL_NAMES.includes(name));
   if (unknown.length > 0 || only.size === 0) {
     throw new RangeError(
-      `Invalid --only "${values.only}": choose from ${ALL_NAMES.join(", ")}, or ${TLS_GROUP}`,
+      `Invalid --only "${values.only}": choose from ${
+        ALL_NAMES.join(", ")
+      }, or ${TLS_GROUP}, or ${RTT_GROUP}`,
     );
   }
   return {
@@ -322,6 +343,15 @@ function progress(message: string): void {
 /** Starts the deployment, the tunnel and HAProxy, runs every selected measurement, and stops them. */
 async function runBench(options: BenchOptions, signal: AbortSignal): Promise<BenchResults> {
   const startedAt = new Date();
+  // Before anything runs: the round-trip section needs root, ip and gcc.
+  const rttMissing = RTT_NAMES.some((name) => options.only.has(name))
+    ? await delayBedUnavailable()
+    : undefined;
+  if (rttMissing) {
+    throw new Error(
+      `Cannot run the round-trip section ("${RTT_GROUP}"): ${rttMissing}; or leave it out with --only`,
+    );
+  }
   const haproxy = options.haproxy
     ? await ensureHaproxy(signal)
     : { available: false as const, reason: "left out with --no-haproxy" };
@@ -344,13 +374,10 @@ async function runBench(options: BenchOptions, signal: AbortSignal): Promise<Ben
     databases: [{ name: MASTER_NAME, port: tunnelPort }],
   }, { ports: [tunnelPort] });
   await waitRoutesTo(tunnelPort, master.port, { consecutive: 1, signal });
-  // The same tunnel with large fixed buffers, for throughput only: adaptive buffers must cost nothing.
-  const fixedPort = freePort();
-  await using fixedTunnel = await startTunnel({
-    sentinels: deployment.sentinels.map((sentinel) => sentinel.address),
-    databases: [{ name: MASTER_NAME, port: fixedPort }],
-  }, { ports: [fixedPort], env: { SENTINEL_TUNNEL_BUFFER_BYTES: "65536,65536" } });
-  await waitRoutesTo(fixedPort, master.port, { consecutive: 1, signal });
+  // The Deno floor, for throughput: a minimal Deno proxy straight to the master, 64 KiB buffers.
+  const floorPort = freePort();
+  progress(`starting the Deno floor (${FLOOR_SCRIPT}) on port ${floorPort}`);
+  await using floor = await startFloor({ port: floorPort, upstream: master.address });
 
   const servers = deployment.nodes.map((node) => node.address);
   const haproxyPort = freePort();
@@ -368,14 +395,13 @@ async function runBench(options: BenchOptions, signal: AbortSignal): Promise<Ben
   const targets: Target[] = [
     { name: "direct", port: master.port, pid: master.pid },
     { name: "tunnel", port: tunnelPort, pid: tunnel.pid },
-    { name: "tunnel_fixed", port: fixedPort, pid: fixedTunnel.pid },
+    { name: "floor", port: floorPort, pid: floor.pid },
     ...(haproxyProcess
       ? [{ name: "haproxy" as const, port: haproxyPort, pid: haproxyProcess.pid }]
       : []),
   ];
-  const proxies = targets.filter((target) =>
-    target.name !== "direct" && target.name !== "tunnel_fixed"
-  );
+  // The floor follows no failover: the idle measurement starts its own, and failovers leave it out.
+  const proxies = targets.filter((target) => target.name !== "direct" && target.name !== "floor");
 
   const workloads = await runWorkloads(
     WORKLOADS.filter((workload) => options.only.has(workload.name)),
@@ -386,11 +412,14 @@ async function runBench(options: BenchOptions, signal: AbortSignal): Promise<Ben
   // Before the failovers, which move the master away from the "direct" port.
   const tls = TLS_NAMES.some((name) => options.only.has(name))
     ? await runTlsSection(
-      targets.filter((target) => target.name !== "tunnel_fixed"),
+      targets.filter((target) => target.name !== "floor"),
       haproxy,
       options,
       signal,
     )
+    : undefined;
+  const rtt = RTT_NAMES.some((name) => options.only.has(name))
+    ? await runRttSection({ ...options, haproxy, signal, progress })
     : undefined;
   const idle = options.only.has("idle")
     ? await measureIdleOnFreshTunnel(deployment, proxies, idleCount, signal)
@@ -412,6 +441,7 @@ async function runBench(options: BenchOptions, signal: AbortSignal): Promise<Ben
     failovers,
     failoverTargets: proxies.map((target) => target.name),
     tls,
+    rtt,
   };
 }
 
@@ -657,7 +687,8 @@ async function idleConnectionCount(smoke: boolean): Promise<{ count: number; not
 /**
  * Measures idle connections through a tunnel process started for it: one that
  * ran the throughput rounds reuses the heap it grew then, which would flatter
- * the figure.
+ * the figure. The Deno floor is measured alike, on a process started for it
+ * with the tunnel's small buffers, to the current master.
  */
 async function measureIdleOnFreshTunnel(
   deployment: Deployment,
@@ -674,10 +705,22 @@ async function measureIdleOnFreshTunnel(
   const master = deployment.nodes.find((node) => node.address === address);
   if (!master) throw new Error(`Sentinel names ${address}, which is not a node of this deployment`);
   await waitRoutesTo(port, master.port, { consecutive: 1, signal });
+  const floorPort = freePort();
+  await using floor = await startFloor({
+    port: floorPort,
+    upstream: master.address,
+    bufferBytes: IDLE_FLOOR_BUFFER_BYTES,
+  });
   return await runIdle(
     deployment,
-    proxies.map((proxy) =>
-      proxy.name === "tunnel" ? { name: "tunnel", port, pid: fresh.pid } : proxy
+    proxies.flatMap((proxy): Target[] =>
+      proxy.name === "tunnel"
+        ? [{ name: "tunnel", port, pid: fresh.pid }, {
+          name: "floor",
+          port: floorPort,
+          pid: floor.pid,
+        }]
+        : [proxy]
     ),
     idleCount,
     signal,
@@ -777,7 +820,9 @@ function resultSections(results: BenchResults): string[] {
           others.length === 1 ? "is" : "are each"
         } the median ` +
         "over rounds of that target's requests per second divided by direct Redis's in the same " +
-        "round (1.00× = as fast as direct). Latencies are redis-benchmark's, medians over rounds." +
+        'round (1.00× = as fast as direct). "/ floor" is the same against the Deno floor ' +
+        "(a minimal Deno proxy, bench/floor_proxy.ts, in the same rounds): 1.00× = as fast as " +
+        "Deno itself allows. Latencies are redis-benchmark's, medians over rounds." +
         (results.haproxyNote ? ` No HAProxy column: ${results.haproxyNote}.` : ""),
         "",
         throughputTable(summarize(results.workloads), results.targets),
@@ -785,6 +830,7 @@ function resultSections(results: BenchResults): string[] {
     );
   }
   if (results.tls) sections.push(tlsSection(results.tls, results.options));
+  if (results.rtt) sections.push(rttSectionMarkdown(results.rtt));
   if (results.idle) {
     const { idle } = results;
     sections.push(
@@ -795,7 +841,10 @@ function resultSections(results: BenchResults): string[] {
         "benchmark process, each sending one PING so that the proxy has dialled the master, then " +
         "left idle for 2 s before the proxy's VmRSS is read; then every connection sends PING " +
         "again. The tunnel measured is a process started just for this, so that heap grown " +
-        "during the throughput rounds does not flatter the figure. Redis `maxclients` was raised to " +
+        "during the throughput rounds does not flatter the figure; so is the Deno floor, with " +
+        `${IDLE_FLOOR_BUFFER_BYTES}-byte buffers (the tunnel's small ones), so that "over the ` +
+        'Deno floor" is what the tunnel holds beyond two Deno sockets with a pending read ' +
+        "each and their buffers. Redis `maxclients` was raised to " +
         `${REDIS_MAXCLIENTS.toLocaleString("en-US")} and reads back as ${idle.maxclients}.` +
         (idle.countNote ? ` ${idle.countNote}` : ""),
         "",
@@ -935,6 +984,10 @@ function resultsFile(results: BenchResults, whatWasTried: string | undefined): s
     "- One master, two replicas and three Sentinels (`redis-server` processes on 127.0.0.1), " +
     "started by the benchmark. Direct means redis-benchmark connects to the master itself.",
     `- The tunnel runs \`${ENTRY}\` with \`--log-format json --log-level debug\`.`,
+    `- The Deno floor runs \`${FLOOR_SCRIPT}\` with the same Deno (\`deno run --quiet ` +
+    "--allow-net`), dialling the master directly: accept, connect, `TCP_NODELAY` on both " +
+    "sockets, one 64 KiB buffer per direction and connection, a `read()`/`write()` loop each " +
+    "way, both sockets closed when either direction ends; no Sentinel, caps, timers or logs.",
     "- Interleaved rounds: each round runs each workload against every target back to back, " +
     "the order of the targets rotating from round to round, after one warm-up run per target. " +
     "The machine is shared and noisy, so ratios within a round mean more than absolute numbers.",
