@@ -197,7 +197,7 @@ const HAPROXY_FAILOVER_WAIT_MS = 45_000;
 
 const USAGE = `Usage: deno run --allow-all bench/bench.ts [options]
 
-  --rounds N      interleaved rounds of the redis-benchmark workloads (default 3)
+  --rounds N      interleaved rounds of the redis-benchmark workloads (default 5: the goals are medians of at least 5)
   --smoke         one short round, few requests, ${IDLE_SMOKE} idle connections, one failover;
                   writes no results file unless --write is given
   --write         write ${RESULTS_FILE} even for a smoke or --only run: the sections this
@@ -304,7 +304,7 @@ function parseOptions(args: string[]): BenchOptions | "help" {
     allowPositionals: false,
   });
   if (values.help) return "help";
-  const rounds = values.rounds === undefined ? (values.smoke ? 1 : 3) : Number(values.rounds);
+  const rounds = values.rounds === undefined ? (values.smoke ? 1 : 5) : Number(values.rounds);
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 50) {
     throw new RangeError(
       `Invalid --rounds "${values.rounds}": must be a whole number from 1 to 50`,
