@@ -6,30 +6,16 @@
  */
 import assert from "node:assert/strict";
 import { RespErrorReply } from "../src/control/resp.ts";
-import type { Address } from "../src/shared/address.ts";
 import { type ByteStream, connectTo } from "../src/shared/connect.ts";
-import { DEFAULT_TIMEOUTS } from "../src/shared/settings.ts";
 import { DatabaseStats } from "../src/shared/stats.ts";
 import { ClientSlots } from "../src/data/client_slots.ts";
-import { type Dialer, ReadyPool, type ReadySource } from "../src/data/ready_pool.ts";
-import type { Targets } from "../src/data/route_source.ts";
+import type { Dialer } from "../src/data/ready_pool.ts";
 import { Tunnel, TunnelBuffers } from "../src/data/tunnel.ts";
 import { type Deployment, freePort, startDeployment } from "./_deployment.ts";
 import { connectClient, oneCommand, startTunnel } from "./_tunnel.ts";
+import { FakeMaster, FakeSource, sleep, startPool, until } from "./_ready_pool_harness.ts";
 
 const processes = { sanitizeOps: false, sanitizeResources: false };
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-async function until(what: string, condition: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
 
 async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 10_000) {
   const deadline = performance.now() + timeoutMs;
@@ -37,97 +23,6 @@ async function eventually(what: string, check: () => Promise<boolean>, timeoutMs
     if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(20);
   }
-}
-
-/**
- * A fake master: records each connection; `onAccept` may answer it (a master
- * at maxclients says so and closes), else it answers every chunk with +PONG.
- */
-class FakeMaster implements AsyncDisposable {
-  readonly listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  readonly conns: { conn: Deno.TcpConn; closed: boolean }[] = [];
-  readonly address: Address = { hostname: "127.0.0.1", port: this.listener.addr.port };
-  #accepting: Promise<void>;
-
-  constructor(onAccept?: (conn: Deno.TcpConn) => Promise<void>) {
-    this.#accepting = (async () => {
-      for await (const conn of this.listener) {
-        const entry = { conn, closed: false };
-        this.conns.push(entry);
-        void (async () => {
-          try {
-            if (onAccept) {
-              await onAccept(conn);
-            } else {
-              const buffer = new Uint8Array(1024);
-              for (let n = await conn.read(buffer); n !== null; n = await conn.read(buffer)) {
-                await conn.write(new TextEncoder().encode("+PONG\r\n"));
-              }
-            }
-          } catch { /* closed */ }
-          entry.closed = true;
-        })();
-      }
-    })().catch(() => {});
-  }
-
-  get open(): number {
-    return this.conns.filter((c) => !c.closed).length;
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.listener.close();
-    for (const { conn } of this.conns) {
-      try {
-        conn.close();
-      } catch { /* closed already */ }
-    }
-    await this.#accepting;
-  }
-}
-
-class FakeSource implements ReadySource {
-  database = { name: "db", preconnect: 2, timeouts: DEFAULT_TIMEOUTS, tcpKeepAlive: false };
-  targets: Targets | undefined;
-  #changed = Promise.withResolvers<void>();
-
-  constructor(address: Address) {
-    this.targets = { kind: "master", addresses: [address] };
-  }
-
-  get nextChange(): Promise<void> {
-    return this.#changed.promise;
-  }
-
-  /** A new confirmation (or none): a new targets object, as the master watcher makes. */
-  confirm(address: Address | undefined): Targets | undefined {
-    this.targets = address && { kind: "master", addresses: [address] };
-    this.#changed.resolve();
-    this.#changed = Promise.withResolvers();
-    return this.targets;
-  }
-}
-
-function startPool(
-  source: FakeSource,
-  options: { slots?: ClientSlots; connect?: Dialer; buffers?: TunnelBuffers } = {},
-) {
-  const controller = new AbortController();
-  const stats = new DatabaseStats();
-  const buffers = options.buffers ?? new TunnelBuffers();
-  const slots = options.slots ?? new ClientSlots(100);
-  const pool = new ReadyPool(source, buffers, stats, { database: slots }, options.connect);
-  const running = pool.run(controller.signal);
-  return {
-    pool,
-    stats,
-    buffers,
-    slots,
-    async [Symbol.asyncDispose]() {
-      controller.abort();
-      await running;
-    },
-  };
 }
 
 /** A dialer that connects for real, then waits at a gate the test opens. */
@@ -166,7 +61,7 @@ Deno.test("ReadyPool: the backoff grows against a master that accepts and drops 
     await conn.write(new TextEncoder().encode("-ERR max number of clients reached\r\n"));
     conn.close();
   });
-  const source = new FakeSource(master.address);
+  const source = new FakeSource(master.address, 2);
   source.database = { ...source.database, preconnect: 1 };
   await using _pool = startPool(source);
   await sleep(3000);
@@ -179,7 +74,7 @@ Deno.test("ReadyPool: the backoff grows against a master that accepts and drops 
 Deno.test("ReadyPool refills for the new master after dials to the old one, under way at the change, are voided", async () => {
   await using first = new FakeMaster();
   await using second = new FakeMaster();
-  const source = new FakeSource(first.address);
+  const source = new FakeSource(first.address, 2);
   const dialer = gatedDialer();
   await using p = startPool(source, { connect: dialer.connect });
   await until("2 dials under way to the first", () => dialer.held.length === 2);
@@ -193,7 +88,7 @@ Deno.test("ReadyPool refills for the new master after dials to the old one, unde
 
 Deno.test("ReadyPool refills after a reload voids the dials under way (settingsChanged)", async () => {
   await using master = new FakeMaster();
-  const source = new FakeSource(master.address);
+  const source = new FakeSource(master.address, 2);
   const dialer = gatedDialer();
   await using p = startPool(source, { connect: dialer.connect });
   await until("2 dials under way", () => dialer.held.length === 2);
@@ -206,7 +101,7 @@ Deno.test("ReadyPool refills after a reload voids the dials under way (settingsC
 
 Deno.test("ReadyPool: a client under maxClients gets a slot while the pool's dials hold them (shedOne sheds a dial)", async () => {
   await using master = new FakeMaster();
-  const source = new FakeSource(master.address);
+  const source = new FakeSource(master.address, 2);
   const slots = new ClientSlots(2);
   const dialer = gatedDialer();
   dialer.openAll();
@@ -358,7 +253,7 @@ Deno.test(
 
 Deno.test("ReadyPool (held): no small buffer is given back twice through takes, tunnels, discards and abort", async () => {
   await using master = new FakeMaster();
-  const source = new FakeSource(master.address);
+  const source = new FakeSource(master.address, 2);
   const buffers = new TunnelBuffers();
   const p = startPool(source, { buffers });
   await until("2 ready", () => p.pool.size === 2);
