@@ -154,6 +154,8 @@ export interface RttOptions {
   rounds: number;
   smoke: boolean;
   only: ReadonlySet<string>;
+  /** Whether the whole bench runs (no `--only`), for the command the section names. */
+  fullRun: boolean;
   haproxy: HaproxyAvailability;
   signal: AbortSignal;
   progress: (message: string) => void;
@@ -181,6 +183,7 @@ export interface RttSection {
   startedAt: Date;
   rounds: number;
   smoke: boolean;
+  fullRun: boolean;
   selected: string[];
   shape: string;
   delayUs: number;
@@ -487,6 +490,7 @@ export async function runRttSection(options: RttOptions): Promise<RttSection> {
     startedAt,
     rounds: options.rounds,
     smoke,
+    fullRun: options.fullRun,
     selected: RTT_NAMES.filter((name) => options.only.has(name)),
     shape: describeShape(shape),
     delayUs: DELAY_US,
@@ -1025,11 +1029,16 @@ function delayLineTable(section: RttSection): string {
 /** The section, as printed and as written to bench/RESULTS.md. */
 export function rttSectionMarkdown(section: RttSection): string {
   const rounds = section.rounds;
+  const alone = `make bench BENCH_ARGS="--only ${
+    section.selected.length === RTT_NAMES.length ? RTT_GROUP : section.selected.join(",")
+  } --rounds ${rounds}"`;
   const command = section.smoke
-    ? "make bench-smoke"
-    : `make bench BENCH_ARGS="--only ${
-      section.selected.length === RTT_NAMES.length ? RTT_GROUP : section.selected.join(",")
-    } --rounds ${rounds}"`;
+    ? "`make bench-smoke`"
+    : section.fullRun
+    ? `\`make bench${
+      rounds === 5 ? "" : ` BENCH_ARGS="--rounds ${rounds}"`
+    }\` (this section alone: \`${alone}\`)`
+    : `\`${alone}\``;
   const when = section.startedAt.toISOString().slice(0, 16).replace("T", " ");
   const { delayed, zero, plain } = section.link;
   const rtt = median(delayed.connectMs);
@@ -1038,7 +1047,7 @@ export function rttSectionMarkdown(section: RttSection): string {
     "",
     "The same targets across a link with a real round trip of about 1 ms, where a new " +
     "connection to the master costs a round trip instead of the few microseconds of loopback: " +
-    `what \`preconnect\` is for. Measured on ${when} UTC with \`${command}\` in ` +
+    `what \`preconnect\` is for. Measured on ${when} UTC with ${command} in ` +
     `${(section.durationMs / 60_000).toFixed(1)} minutes: ${rounds} interleaved ` +
     `round${rounds === 1 ? "" : "s"} (each workload against every target back to back, the ` +
     "order rotating), after one warm-up run per target; medians over rounds. The 1-minute load " +

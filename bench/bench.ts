@@ -419,7 +419,13 @@ async function runBench(options: BenchOptions, signal: AbortSignal): Promise<Ben
     )
     : undefined;
   const rtt = RTT_NAMES.some((name) => options.only.has(name))
-    ? await runRttSection({ ...options, haproxy, signal, progress })
+    ? await runRttSection({
+      ...options,
+      fullRun: options.only.size === ALL_NAMES.length,
+      haproxy,
+      signal,
+      progress,
+    })
     : undefined;
   const idle = options.only.has("idle")
     ? await measureIdleOnFreshTunnel(deployment, proxies, idleCount, signal)
@@ -877,11 +883,16 @@ function resultSections(results: BenchResults): string[] {
 function tlsSection(tls: TlsSection, options: BenchOptions): string {
   const rounds = options.rounds;
   const selected = TLS_NAMES.filter((name) => options.only.has(name));
+  const alone = `make bench BENCH_ARGS="--only ${
+    selected.length === TLS_NAMES.length ? TLS_GROUP : selected.join(",")
+  } --rounds ${rounds}"`;
   const command = options.smoke
-    ? "make bench-smoke"
-    : `make bench BENCH_ARGS="--only ${
-      selected.length === TLS_NAMES.length ? TLS_GROUP : selected.join(",")
-    } --rounds ${rounds}"`;
+    ? "`make bench-smoke`"
+    : options.only.size === ALL_NAMES.length
+    ? `\`make bench${
+      rounds === 5 ? "" : ` BENCH_ARGS="--rounds ${rounds}"`
+    }\` (this section alone: \`${alone}\`)`
+    : `\`${alone}\``;
   const when = tls.startedAt.toISOString().slice(0, 16).replace("T", " ");
   const haproxy = tls.targets.includes("haproxy_tls")
     ? [
@@ -908,7 +919,7 @@ function tlsSection(tls: TlsSection, options: BenchOptions): string {
     `(${tls.shape}; \`port 0\`, \`tls-port\`, \`tls-replication yes\`, ` +
     "`tls-auth-clients yes`), runs beside the plaintext one, with the EC P-256 certificates " +
     `of tests/_certs.ts; its master negotiates ${tls.negotiated} (as \`openssl s_client\` ` +
-    `reports it). Measured on ${when} UTC with \`${command}\`: ${rounds} interleaved ` +
+    `reports it). Measured on ${when} UTC with ${command}: ${rounds} interleaved ` +
     `round${rounds === 1 ? "" : "s"} as above (each workload against every target back to ` +
     "back, the order rotating), after one warm-up run per target. The 1-minute load average " +
     `was ${tls.loadAverage[0]} at the start and ${tls.loadAverage[1]} at the end, on ` +
