@@ -123,6 +123,31 @@ Deno.test("ReadyPool: a dial under way when the master changes never joins the p
   ready.close();
 });
 
+Deno.test("ReadyPool: a dial under way at a reload never joins: it was made with the old settings", async () => {
+  await using master = new FakeMaster();
+  const source = new FakeSource(master.address);
+  const held: PromiseWithResolvers<void>[] = [];
+  // The first three dials (made before the reload) wait for the test; later ones go through.
+  const connect: Dialer = async (address, options) => {
+    const stream = await connectTo(address, options);
+    if (held.length < 3) {
+      const gate = Promise.withResolvers<void>();
+      held.push(gate);
+      await gate.promise;
+    }
+    return stream;
+  };
+  await using p = startPool(source, { connect });
+  await until("3 dials under way", () => held.length === 3 && master.conns.length === 3);
+  // New TLS files, say: the same master, other settings.
+  p.pool.settingsChanged();
+  await until("3 ready, dialled after the reload", () => p.pool.size === 3);
+  for (const gate of held) gate.resolve();
+  await until("the old dials closed", () => master.conns.slice(0, 3).every((c) => c.closed));
+  assert.equal(p.pool.size, 3);
+  assert.equal(p.slots.taken, 3, "the old dials' slots were given back at the reload");
+});
+
 Deno.test("ReadyPool replaces a ready connection the master closes, and drops one that speaks unasked", async () => {
   await using master = new FakeMaster();
   const source = new FakeSource(master.address);

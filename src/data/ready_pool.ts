@@ -119,11 +119,12 @@ export class ReadyPool {
   readonly #connect: Dialer;
   /** Oldest first: a take uses the oldest, so each is used or replaced well before its age ends. */
   #ready: ReadyConnection[] = [];
-  #dialing = 0;
-  /** Dials under way, oldest first; one voided to free its slots for a client never joins. */
+  /**
+   * Dials under way, oldest first, each holding slots. One voided (shed for a
+   * client, or everything closed) leaves the list and gives its slots back at
+   * once, and its connection is closed when it comes.
+   */
   #dials: { voided: boolean }[] = [];
-  /** Bumped whenever everything is closed: a dial begun before must not join. */
-  #generation = 0;
   #backoffMs = 0;
   #retryAt = 0;
   /** The targets of the last sync: a new master starts without the old one's backoff. */
@@ -206,22 +207,14 @@ export class ReadyPool {
    */
   shedOne(): boolean {
     const ready = this.#ready.pop();
-    if (!ready) {
-      const dial = this.#dials.findLast((d) => !d.voided);
-      if (!dial) return false;
-      dial.voided = true;
-      this.#dialing--;
+    if (ready) {
       this.#release();
+      this.#discard(ready);
       return true;
     }
-    this.#release();
-    this.#discard(ready);
-    return true;
-  }
-
-  /** Dials what is missing now: a client left, and its slots are free. */
-  refill(): void {
-    this.#refill();
+    const dial = this.#dials.pop();
+    if (dial) this.#void(dial);
+    return dial !== undefined;
   }
 
   /** Closes the ready connections to `address` (the watcher's cut-off). Returns how many. */
@@ -236,7 +229,7 @@ export class ReadyPool {
 
   /** Closes every ready connection, and voids dials under way. Returns how many were closed. */
   closeAll(): number {
-    this.#generation++;
+    for (const dial of this.#dials.splice(0)) this.#void(dial);
     return this.#closeWhere(() => true);
   }
 
@@ -278,9 +271,7 @@ export class ReadyPool {
       this.#backoffMs = 0;
       this.#retryAt = 0;
     }
-    if (this.#ready.some((ready) => ready.closed || ready.ended || ready.targets !== targets)) {
-      this.#closeWhere((ready) => ready.closed || ready.ended || ready.targets !== targets);
-    }
+    this.#closeWhere((ready) => ready.closed || ready.ended || ready.targets !== targets);
     while (
       this.#ready.length > 0 &&
       (this.#ready.length > wanted || now - this.#ready[0]!.readyAt >= READY_MAX_AGE_MS)
@@ -289,7 +280,7 @@ export class ReadyPool {
       this.#release();
       this.#discard(oldest);
     }
-    this.#refill();
+    this.refill();
     this.#schedule();
   }
 
@@ -321,26 +312,27 @@ export class ReadyPool {
     if (this.#refillTimer !== undefined) return;
     this.#refillTimer = setTimeout(() => {
       this.#refillTimer = undefined;
-      this.#refill();
+      this.refill();
     }, 0);
   }
 
-  /** Dials until ready and dialling reach the size wanted, unless backing off or out of slots. */
-  #refill(): void {
+  /**
+   * Dials until ready and dialling reach the size wanted, unless backing off or
+   * out of slots; the listener calls it when a client leaves and frees its slots.
+   */
+  refill(): void {
     const targets = this.#source.targets;
     if (!targets || this.#signal?.aborted !== false || performance.now() < this.#retryAt) return;
     const wanted = this.#wanted(targets);
-    while (this.#ready.length + this.#dialing < wanted && this.#takeSlots()) {
+    while (this.#ready.length + this.#dials.length < wanted && this.#takeSlots()) {
       void this.#dial(targets);
     }
   }
 
   async #dial(targets: Targets): Promise<void> {
     const address = targets.addresses[0]!;
-    const generation = this.#generation;
     const signal = this.#signal!;
     const { timeouts, tcpKeepAlive, tls, name } = this.#source.database;
-    this.#dialing++;
     const record = { voided: false };
     this.#dials.push(record);
     let stream: ByteStream;
@@ -352,9 +344,8 @@ export class ReadyPool {
         keepAlive: tcpKeepAlive,
       });
     } catch (error) {
-      this.#dials.splice(this.#dials.indexOf(record), 1);
       if (record.voided) return;
-      this.#dialing--;
+      this.#dials.splice(this.#dials.indexOf(record), 1);
       this.#release();
       if (signal.aborted) return;
       this.#failed();
@@ -365,20 +356,19 @@ export class ReadyPool {
       });
       return;
     }
-    this.#dials.splice(this.#dials.indexOf(record), 1);
     if (record.voided) {
       closeQuietly(stream);
       return;
     }
-    this.#dialing--;
+    this.#dials.splice(this.#dials.indexOf(record), 1);
     // The master may have changed, or been cut off, while dialling: such a connection never joins.
     if (
-      signal.aborted || generation !== this.#generation || this.#source.targets !== targets ||
+      signal.aborted || this.#source.targets !== targets ||
       this.#ready.length >= this.#source.database.preconnect
     ) {
       this.#release();
       closeQuietly(stream);
-      if (!signal.aborted) this.#refill();
+      if (!signal.aborted) this.refill();
       return;
     }
     const ready = new ReadyConnection(stream, address, targets, this.#buffers.small.take());
@@ -407,7 +397,7 @@ export class ReadyPool {
     if (performance.now() - ready.readyAt < SHORT_LIVED_MS) this.#failed();
     else {
       this.#backoffMs = 0;
-      this.#refill();
+      this.refill();
     }
   }
 
@@ -426,6 +416,12 @@ export class ReadyPool {
     ready.close();
     const give = () => this.#buffers.small.give(ready.bytes);
     ready.read.then(give, give);
+  }
+
+  /** A dial under way, already out of `#dials`, gives its slots back; its connection will not join. */
+  #void(dial: { voided: boolean }): void {
+    dial.voided = true;
+    this.#release();
   }
 
   #takeSlots(): boolean {
