@@ -21,6 +21,7 @@
  *
  * Usage: deno run -A subscriber_probe.ts '<SubscriberProbeOptions as JSON>'
  */
+import { message, print, sleep } from "./_probe.ts";
 
 /** The probe's options, as a JSON argument. */
 interface SubscriberProbeOptions {
@@ -51,16 +52,6 @@ const {
 } = options;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-function print(record: Record<string, unknown>): void {
-  console.log(JSON.stringify(record));
-}
-
-function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function command(args: string[]): Uint8Array {
   let text = `*${args.length}\r\n`;

@@ -18,6 +18,7 @@
  *
  * Usage: deno run -A writer_probe.ts '<WriterProbeOptions as JSON>'
  */
+import { message, print, sleep } from "./_probe.ts";
 
 /** The probe's options, as a JSON argument. */
 interface WriterProbeOptions {
@@ -57,16 +58,6 @@ const {
 } = options;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-function print(record: Record<string, unknown>): void {
-  console.log(JSON.stringify(record));
-}
-
-function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Parses one RESP2 value at `offset`; undefined when more bytes are needed. */
 function parse(bytes: Uint8Array, offset: number): { value: Resp; next: number } | undefined {
