@@ -180,6 +180,8 @@ export class ReadyPool {
    * confirmation. The caller owns what it gets, and the pool refills.
    */
   take(targets: Targets): ReadyConnection | undefined {
+    // Off (the plaintext default): nothing to hand out, and no refill to schedule per client.
+    if (this.#ready.length === 0 && this.#source.database.preconnect === 0) return undefined;
     let taken: ReadyConnection | undefined;
     while (this.#ready.length > 0) {
       const ready = this.#ready.shift()!;
