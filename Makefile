@@ -87,7 +87,7 @@ release: bundle
 
 # config/schema.json is generated from the validator; tests/schema_test.ts keeps it in step.
 schema: setup
-	@$(DENO) eval --quiet 'import { configJsonSchema } from "./src/ops/config.ts"; Deno.writeTextFileSync("config/schema.json", JSON.stringify(configJsonSchema(), null, 2) + "\n");'
+	@$(DENO) eval --quiet 'import { configJsonSchema } from "./src/config/mod.ts"; Deno.writeTextFileSync("config/schema.json", JSON.stringify(configJsonSchema(), null, 2) + "\n");'
 	@$(DENO) fmt --quiet config/schema.json
 	@echo "make schema: wrote config/schema.json"
 

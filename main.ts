@@ -19,7 +19,7 @@ import {
   ENVIRONMENT_KEYS,
   loadConfig,
   redactConfig,
-} from "./src/ops/config.ts";
+} from "./src/config/mod.ts";
 import type { TunnelConfig } from "./src/shared/settings.ts";
 import { ListenError } from "./src/shared/io.ts";
 import { flushLogs, LOG_LEVELS, setupLogging } from "./src/ops/log.ts";

@@ -11,7 +11,7 @@ import {
   MAX_CONFIG_DEPTH,
   MAX_REPORTED_PROBLEMS,
   parseConfig,
-} from "../src/ops/config.ts";
+} from "../src/config/mod.ts";
 import { DEFAULT_MAX_LAG_BYTES, DEFAULT_TIMEOUTS } from "../src/shared/settings.ts";
 
 /** Runs per property: enough to find the classes of bugs above, few enough for 2 shared cores. */

@@ -10,7 +10,7 @@ import {
   MAX_REPORTED_PROBLEMS,
   parseConfig,
   redactConfig,
-} from "../src/ops/config.ts";
+} from "../src/config/mod.ts";
 import {
   DEFAULT_BIND,
   DEFAULT_MAX_LAG_BYTES,

@@ -21,7 +21,7 @@ import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { parse as parseJsonc } from "jsonc-parser";
 import { formatAddress } from "../src/shared/address.ts";
-import { loadConfig } from "../src/ops/config.ts";
+import { loadConfig } from "../src/config/mod.ts";
 import { RedisConnection } from "../src/control/redis_connection.ts";
 import { deploymentTls, temporaryCertificates, type TestCertificates } from "./_certs.ts";
 import { startDeployment } from "./_deployment.ts";

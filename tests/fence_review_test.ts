@@ -12,7 +12,7 @@ import type { DatabaseConfig } from "../src/shared/settings.ts";
 import { ConnectionRegistry } from "../src/data/connection_registry.ts";
 import { RoleProbe } from "../src/control/role_probe.ts";
 import { ReplicaWatcher } from "../src/control/replica_watcher.ts";
-import { parseConfig } from "../src/ops/config.ts";
+import { parseConfig } from "../src/config/mod.ts";
 import {
   A,
   attach,

@@ -1,6 +1,7 @@
 /**
  * The code's planes depend one way: `control/` and `data/` import only
- * `shared/` (and npm packages), `shared/` imports nothing of the tunnel, and
+ * `shared/` (and npm packages), `shared/` imports nothing of the tunnel,
+ * `config/` turns a file or the environment into `shared/`'s settings, and
  * only `ops/` may import every plane.
  */
 import assert from "node:assert/strict";
@@ -13,7 +14,8 @@ const ALLOWED: Record<string, string[]> = {
   shared: [],
   control: ["shared"],
   data: ["shared"],
-  ops: ["shared", "control", "data"],
+  config: ["shared"],
+  ops: ["shared", "control", "data", "config"],
 };
 
 Deno.test("src/ planes import only the planes below them", async () => {

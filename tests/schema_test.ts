@@ -4,7 +4,7 @@
  * when the committed file falls behind.
  */
 import assert from "node:assert/strict";
-import { configJsonSchema, parseConfig } from "../src/ops/config.ts";
+import { configJsonSchema, parseConfig } from "../src/config/mod.ts";
 
 const SCHEMA_PATH = new URL("../config/schema.json", import.meta.url);
 

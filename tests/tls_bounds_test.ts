@@ -17,7 +17,7 @@ import { acceptTls } from "../src/shared/tls_stream.ts";
 import { deploymentTls, temporaryCertificates } from "./_certs.ts";
 import { freePort, startDeployment } from "./_deployment.ts";
 import { oneCommand, runCli, startTunnel, writeConfig } from "./_tunnel.ts";
-import { configFromEnvironment } from "../src/ops/config.ts";
+import { configFromEnvironment } from "../src/config/mod.ts";
 
 const processes = { sanitizeOps: false, sanitizeResources: false };
 const MiB = 2 ** 20;

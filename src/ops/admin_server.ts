@@ -24,7 +24,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { type Address, formatAddress } from "../shared/address.ts";
-import { redactConfig } from "./config.ts";
+import { redactConfig } from "../config/mod.ts";
 import { renderPrometheus } from "./metrics.ts";
 import { serveHttp } from "./http_server.ts";
 import type { DatabaseRuntime, TunnelServer } from "./tunnel_server.ts";

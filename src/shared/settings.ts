@@ -1,5 +1,5 @@
 /**
- * The resolved settings every part of the tunnel reads: what `ops/config.ts`
+ * The resolved settings every part of the tunnel reads: what `config/mod.ts`
  * produces from a file or the environment, and their defaults. Types and
  * constants only, so that the control and data planes need not know how a
  * config is parsed.

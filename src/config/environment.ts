@@ -6,8 +6,8 @@
  */
 import type { TunnelConfig } from "../shared/settings.ts";
 import { ConfigError } from "./config_error.ts";
-import { describeValue, formatPath, nearest } from "./config_messages.ts";
-import { validateConfig, type ValidateConfigOptions } from "./config_resolve.ts";
+import { describeValue, formatPath, nearest } from "./messages.ts";
+import { validateConfig, type ValidateConfigOptions } from "./resolve.ts";
 
 /** Names of the environment variables that {@linkcode configFromEnvironment} reads. */
 export const ENVIRONMENT_KEYS = {

@@ -10,8 +10,8 @@
  */
 import { isAbsolute, resolve as resolvePath } from "node:path";
 import type { TlsClientSettings, TlsServerSettings, TunnelConfig } from "../shared/settings.ts";
-import type { DescribePath } from "./config_messages.ts";
-import type { TlsClientInput, TlsServerInput } from "./config_schema.ts";
+import type { DescribePath } from "./messages.ts";
+import type { TlsClientInput, TlsServerInput } from "./schema.ts";
 
 /** The largest PEM file read, in bytes: a CA bundle is a few hundred kilobytes at most. */
 export const MAX_PEM_BYTES = 1024 * 1024;

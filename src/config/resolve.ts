@@ -21,15 +21,15 @@ import {
   type Timeouts,
   type TunnelConfig,
 } from "../shared/settings.ts";
-import { describeIssue, type DescribePath, formatPath } from "./config_messages.ts";
-import { TlsFiles } from "./config_tls.ts";
+import { describeIssue, type DescribePath, formatPath } from "./messages.ts";
+import { TlsFiles } from "./tls_files.ts";
 import {
   type AuthInput,
   type DocumentedInput,
   documentedSchema,
   type OriginalInput,
   originalSchema,
-} from "./config_schema.ts";
+} from "./schema.ts";
 
 /** Options for {@linkcode validateConfig}. */
 export interface ValidateConfigOptions {

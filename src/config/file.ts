@@ -11,7 +11,7 @@ import { type FileHandle, open } from "node:fs/promises";
 import { dirname, resolve as resolvePath } from "node:path";
 import type { TunnelConfig } from "../shared/settings.ts";
 import { ConfigError } from "./config_error.ts";
-import { MAX_CONFIG_BYTES, parseConfig, type ParseConfigOptions } from "./config_parse.ts";
+import { MAX_CONFIG_BYTES, parseConfig, type ParseConfigOptions } from "./parse.ts";
 
 /** The default deadline for reading a config file. */
 export const CONFIG_READ_TIMEOUT_MS = 10_000;

@@ -10,8 +10,8 @@
 import { createScanner, type JSONPath, printParseErrorCode, visit } from "jsonc-parser";
 import type { TunnelConfig } from "../shared/settings.ts";
 import { ConfigError } from "./config_error.ts";
-import { describeParseError, formatPath } from "./config_messages.ts";
-import { validateConfig } from "./config_resolve.ts";
+import { describeParseError, formatPath } from "./messages.ts";
+import { validateConfig } from "./resolve.ts";
 
 /** The largest config accepted, in bytes of the file (and characters of text): 1 MiB. */
 export const MAX_CONFIG_BYTES = 1024 * 1024;
