@@ -9,7 +9,7 @@
 import { parseArgs } from "node:util";
 import { getLogger, type LogLevel } from "@logtape/logtape";
 import denoJson from "./deno.json" with { type: "json" };
-import { type Address, parseAdminAddress } from "./src/shared/address.ts";
+import { type Address, parseAdminAddress, sameAddress } from "./src/shared/address.ts";
 import { startAdminServer } from "./src/ops/admin_server.ts";
 import {
   ConfigError,
@@ -24,7 +24,7 @@ import type { TunnelConfig } from "./src/shared/settings.ts";
 import { ListenError } from "./src/shared/io.ts";
 import { flushLogs, LOG_LEVELS, setupLogging } from "./src/ops/log.ts";
 import { type BufferSizes, DEFAULT_BUFFER_SIZES } from "./src/data/tunnel.ts";
-import { TunnelServer } from "./src/ops/tunnel_server.ts";
+import { Runtime } from "./src/wiring/runtime.ts";
 
 const USAGE = `Usage: sentinel-tunnel [options] <config> [log-file]
        sentinel-tunnel [options]      (configured by SENTINEL_TUNNEL_* variables)
@@ -205,7 +205,7 @@ async function main(args: string[]): Promise<number> {
   const controller = new AbortController();
   // Signals are handled before any port opens: a SIGHUP's default action ends the process, and a
   // reload may come as soon as the port answers. Until the tunnel runs there is nothing to reload.
-  let server: TunnelServer | undefined;
+  let server: Runtime | undefined;
   const stop = (signal: Deno.Signal) => () => {
     if (controller.signal.aborted) return;
     log.info("Received {signal}: stopping", { signal });
@@ -223,7 +223,10 @@ async function main(args: string[]): Promise<number> {
     try {
       const next = withAdmin(await loadConfig(cli.configPath), cli);
       if (controller.signal.aborted || server === undefined) return;
-      if (JSON.stringify(next.admin) !== JSON.stringify(server.config.admin)) {
+      const admin = server.config.admin;
+      if (
+        next.admin === undefined ? admin !== undefined : !admin || !sameAddress(next.admin, admin)
+      ) {
         log.warning(
           "Reload: the admin address changed; restart sentinel-tunnel to move the admin API",
         );
@@ -235,8 +238,14 @@ async function main(args: string[]): Promise<number> {
       );
       for (const warning of configWarnings(next)) log.warning(warning);
       log.info(
-        "Reloaded {config}: added {added}, removed {removed}, replaced {replaced}, updated {updated}, unchanged {unchanged}, failed {failed}; Sentinels changed: {sentinelsChanged}",
-        { config: cli.configPath, ...summary },
+        "Reloaded {config}: added {added}, removed {removed}, replaced {replaced}, updated {updated}, unchanged {unchanged}, failed {failed}; master names added {mastersAdded}, removed {mastersRemoved}, updated {mastersUpdated}; Sentinels changed: {sentinelsChanged}",
+        {
+          config: cli.configPath,
+          ...summary,
+          mastersAdded: summary.masters.added,
+          mastersRemoved: summary.masters.removed,
+          mastersUpdated: summary.masters.updated,
+        },
       );
     } catch (error) {
       if (!(error instanceof ConfigError || error instanceof ListenError)) throw error;
@@ -265,7 +274,7 @@ async function main(args: string[]): Promise<number> {
   };
   let admin;
   try {
-    server = TunnelServer.start(config, { buffers: bufferSizes(), signal: controller.signal });
+    server = Runtime.start(config, { buffers: bufferSizes(), signal: controller.signal });
     admin = config.admin ? startAdminServer(config.admin, server, controller.signal) : undefined;
   } catch (error) {
     controller.abort();

@@ -1,8 +1,9 @@
 /**
- * The harness of the MasterWatcher tests (master_watcher_test.ts, fence_review_test.ts): fake
- * Sentinels and fake ROLE answers, so that races which real processes hit only by chance can be
- * set up exactly. Every wait is on an event (a check round ending, a ROLE call, a tunnel
- * closing), never on sampled state.
+ * The harness of the master-side tests of the control plane (master_watcher_test.ts,
+ * write_fence_test.ts, control_plane_test.ts...): a real ControlPlane with fake Sentinels and fake
+ * ROLE answers, so that races which real processes hit only by chance can be set up exactly, and
+ * a master port attached to it whose tunnels are fakes. Every wait is on an event (a check round
+ * ending, a ROLE call, a tunnel closing), never on sampled state.
  */
 import { type Address, formatAddress, sameAddress } from "../src/shared/address.ts";
 import {
@@ -10,16 +11,20 @@ import {
   DEFAULT_MAX_LAG_BYTES,
   DEFAULT_TIMEOUTS,
 } from "../src/shared/settings.ts";
+import { masterSettingsOf } from "../src/shared/master_settings.ts";
+import { supervise } from "../src/shared/io.ts";
 import { ConnectionRegistry, type RegisteredTunnel } from "../src/data/connection_registry.ts";
 import type { SentinelOrigin, SentinelView } from "../src/control/master_agreement.ts";
+import type { MasterChange } from "../src/control/master_watcher.ts";
 import {
-  type MasterChange,
-  MasterWatcher,
+  ControlPlane,
+  type PortLink,
+  type PortRoute,
   type SentinelSource,
-} from "../src/control/master_watcher.ts";
+} from "../src/control/control_plane.ts";
 import type { RoleCheck } from "../src/control/role_probe.ts";
 import type { SentinelEvent } from "../src/control/sentinel_events.ts";
-import type { ReplicaInfo } from "../src/control/sentinel_client.ts";
+import type { KnownSentinel, ReplicaInfo } from "../src/control/sentinel_client.ts";
 
 export const A: Address = { hostname: "10.0.0.1", port: 6379 };
 export const B: Address = { hostname: "10.0.0.2", port: 6379 };
@@ -117,8 +122,25 @@ export class FakeSentinels implements SentinelSource {
     return Promise.resolve([]);
   }
 
+  /** How many times SENTINEL replicas was asked. */
+  replicaCalls = 0;
+
   replicas(): Promise<ReplicaInfo[]> {
+    this.replicaCalls++;
     return Promise.resolve(this.replicaList);
+  }
+
+  /** Every scripted Sentinel, as the Sentinel client would know it. */
+  watching(): readonly Readonly<KnownSentinel>[] {
+    return [...this.#scripts.values()].map(({ sentinel, origin }) => ({
+      address: sentinel,
+      origin,
+      lastError: null,
+      lastReplyAt: undefined,
+      errors: 0,
+      failuresInRow: 0,
+      subscribed: true,
+    }));
   }
 }
 
@@ -194,17 +216,37 @@ export function timeout<T>(promise: Promise<T>, what: string, ms = 3000): Promis
 }
 
 export interface Harness {
-  watcher: MasterWatcher;
+  /** The control plane of the name, running. */
+  plane: ControlPlane;
+  /** The route of the master port attached to it (port 6380). */
+  route: PortRoute;
+  /** The master port's tunnels. */
   registry: ConnectionRegistry<FakeTunnel>;
   sentinels: FakeSentinels;
   nodes: FakeNodes;
+  /** The changes the plane reported for hooks, once each. */
   changes: MasterChange[];
-  /** Aborts when the body is done and the watcher stops. */
+  /** Failures of the check loop that supervise() restarted. */
+  crashes: unknown[];
+  /** Aborts when the body is done and the plane stops. */
   signal: AbortSignal;
   /** Resolves with the next confirmed master (now, if one is confirmed and `fresh` is false). */
   master(fresh?: boolean): Promise<Address>;
   /** Delivers `event` from `from`: "discovered" if `from` is LIAR, else "configured". */
   event(event: SentinelEvent, from: Address): void;
+  /** A reload that gives the name `database`'s settings. */
+  update(database: DatabaseConfig): void;
+  /** Attaches another port of the name, with fake tunnels; detached when the body is done. */
+  attachPort(database: DatabaseConfig): AttachedPort;
+}
+
+/** A port attached to the plane by a test: its route and its fake tunnels. */
+export interface AttachedPort {
+  readonly route: PortRoute;
+  readonly toMaster: ConnectionRegistry<FakeTunnel>;
+  readonly toReplicas: ConnectionRegistry<FakeTunnel>;
+  /** Changes the port's own settings, as a reload of the port does. */
+  settings: DatabaseConfig;
 }
 
 export async function withWatcher(
@@ -215,35 +257,67 @@ export async function withWatcher(
   const sentinels = new FakeSentinels();
   const nodes = new FakeNodes();
   setup(sentinels, nodes);
-  const registry = new ConnectionRegistry<FakeTunnel>();
   const changes: MasterChange[] = [];
-  const watcher = new MasterWatcher(database, {
+  const plane = new ControlPlane(masterSettingsOf(database), {
     sentinels,
-    registry,
     checkRole: nodes.check,
     onMasterChange: (change) => changes.push(change),
     holdCheckIntervalMs: 20,
   });
+  const ports: PortRoute[] = [];
+  const attachPort = (settings: DatabaseConfig): AttachedPort => {
+    const toMaster = new ConnectionRegistry<FakeTunnel>();
+    const toReplicas = new ConnectionRegistry<FakeTunnel>();
+    const current = { settings };
+    const link: PortLink = {
+      label: `port ${settings.port}`,
+      settings: () => current.settings,
+      toMaster,
+      toReplicas,
+    };
+    const route = plane.attach(link);
+    ports.push(route);
+    return {
+      route,
+      toMaster,
+      toReplicas,
+      get settings() {
+        return current.settings;
+      },
+      set settings(next: DatabaseConfig) {
+        current.settings = next;
+      },
+    };
+  };
+  const main = attachPort(database);
   const controller = new AbortController();
-  const running = watcher.run(controller.signal);
+  const crashes: unknown[] = [];
+  const running = supervise((signal) => plane.run(signal), controller.signal, {
+    onFailure: (error) => crashes.push(error),
+    backoffMs: 10,
+  });
   const harness: Harness = {
-    watcher,
-    registry,
+    plane,
+    route: main.route,
+    registry: main.toMaster,
     sentinels,
     nodes,
     changes,
+    crashes,
     signal: controller.signal,
     async master(fresh = false) {
       if (fresh) await sentinels.moreRounds(1);
-      const master = await watcher.waitForMaster(3000, controller.signal);
-      if (!master) throw new Error(`no master confirmed: ${watcher.problem?.detail}`);
+      const master = await plane.waitForMaster(3000, controller.signal);
+      if (!master) throw new Error(`no master confirmed: ${plane.problem?.detail}`);
       return master.address;
     },
     event: (event, from) =>
-      watcher.onEvent(event, {
+      plane.onEvent(event, {
         address: from,
         origin: sameAddress(from, LIAR) ? "discovered" : "configured",
       }),
+    update: (next) => plane.update(masterSettingsOf(next)),
+    attachPort,
   };
   try {
     await body(harness);
@@ -252,6 +326,7 @@ export async function withWatcher(
     sentinels.gate?.resolve();
     nodes.gate?.resolve();
     await running;
+    for (const route of ports) route[Symbol.dispose]();
   }
 }
 
@@ -268,13 +343,13 @@ export function sentinelsGone(h: Harness, which: Address[] = [S1, S2, S3]): void
   for (const s of which) h.sentinels.say(s, { failed: "no reply within 500 ms" });
 }
 
-/** Resolves when the watcher's problem is of `kind`; fails after `ms`. */
+/** Resolves when the plane's problem is of `kind`; fails after `ms`. */
 export async function problemOf(h: Harness, kind: string, ms = 3000): Promise<void> {
   const deadline = performance.now() + ms;
-  while (h.watcher.problem?.kind !== kind) {
+  while (h.plane.problem?.kind !== kind) {
     if (performance.now() > deadline) {
-      throw new Error(`no ${kind} problem; it is ${JSON.stringify(h.watcher.problem)}`);
+      throw new Error(`no ${kind} problem; it is ${JSON.stringify(h.plane.problem)}`);
     }
-    await timeout(h.watcher.nextChange, `a change to a ${kind} problem`);
+    await timeout(h.plane.nextChange, `a change to a ${kind} problem`);
   }
 }

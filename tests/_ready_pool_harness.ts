@@ -7,10 +7,10 @@
  */
 import type { Address } from "../src/shared/address.ts";
 import { DEFAULT_TIMEOUTS } from "../src/shared/settings.ts";
-import { DatabaseStats } from "../src/shared/stats.ts";
+import { PortStats } from "../src/shared/stats.ts";
 import { ClientSlots } from "../src/data/client_slots.ts";
 import { type Dialer, ReadyPool, type ReadySource } from "../src/data/ready_pool.ts";
-import type { Targets } from "../src/data/route_source.ts";
+import type { Targets } from "../src/shared/route.ts";
 import { TunnelBuffers } from "../src/data/tunnel.ts";
 
 export function sleep(ms: number): Promise<void> {
@@ -79,7 +79,10 @@ export class FakeMaster implements AsyncDisposable {
   }
 }
 
-/** A fake master watcher: its targets are what the test says, one object per confirmation. */
+/**
+ * A fake control plane and port settings: its targets are what the test says, one object per
+ * confirmation, as the master watcher makes them.
+ */
 export class FakeSource implements ReadySource {
   database = { name: "db", preconnect: 3, timeouts: DEFAULT_TIMEOUTS, tcpKeepAlive: false };
   targets: Targets | undefined;
@@ -110,11 +113,12 @@ export function startPool(
     {},
 ) {
   const controller = new AbortController();
-  const stats = new DatabaseStats();
+  const stats = new PortStats();
   const buffers = options.buffers ?? new TunnelBuffers();
   const slots = options.slots ?? new ClientSlots(100);
   const pool = new ReadyPool(
     source,
+    () => source.database,
     buffers,
     stats,
     { database: slots, total: options.total },

@@ -1,24 +1,24 @@
 /**
- * Test utility: ReplicaWatcher with a fake master watcher, fake Sentinels,
- * fake ROLE answers and a fake registry, so that races (an event during a
- * check, a master change during a check) can be set up exactly. Every wait is
- * on an event (a check ending, a ROLE call), never on a time window. Used by
- * replica_watcher_test.ts, read_port_hostile_test.ts and
- * read_port_review2_test.ts.
+ * Test utility: the read-port side of a real ControlPlane, with fake Sentinels
+ * (their view of the master, which the test moves, and their replica list),
+ * fake ROLE answers that a test can hold back, and fake registries, so that
+ * races (an event during a check, a master change during a check) can be set
+ * up exactly. A read port (port 6381) is attached, and a master port of the
+ * same name. Every wait is on an event (a check ending, a ROLE call), never on
+ * a time window. Used by replica_view_test.ts and replica_view_hostile_test.ts.
  *
  * @module
  */
 import assert from "node:assert/strict";
-import { type Address, formatAddress } from "../src/shared/address.ts";
+import { type Address, formatAddress, sameAddress } from "../src/shared/address.ts";
+import { masterSettingsOf } from "../src/shared/master_settings.ts";
 import { type DatabaseConfig, DEFAULT_TIMEOUTS } from "../src/shared/settings.ts";
-import type { ConfirmedMaster, MasterProblem, Targets } from "../src/control/master_watcher.ts";
-import {
-  type MasterState,
-  type ReplicaStatus,
-  ReplicaWatcher,
-} from "../src/control/replica_watcher.ts";
+import { supervise } from "../src/shared/io.ts";
+import { ControlPlane, type PortRoute } from "../src/control/control_plane.ts";
+import type { SentinelView } from "../src/control/master_agreement.ts";
+import type { ReplicaStatus } from "../src/control/replica_view.ts";
 import type { RoleCheck, RoleChecker } from "../src/control/role_probe.ts";
-import type { ReplicaInfo } from "../src/control/sentinel_client.ts";
+import type { KnownSentinel, ReplicaInfo } from "../src/control/sentinel_client.ts";
 import type { SentinelEvent } from "../src/control/sentinel_events.ts";
 
 export const M: Address = { hostname: "10.0.0.1", port: 6379 };
@@ -33,6 +33,7 @@ export const MAX_LAG = 1000;
 /** Long enough that a test which passes cannot have waited for a poll. */
 export const HOUR_MS = 3_600_000;
 
+/** The read port's entry. */
 export const DATABASE: DatabaseConfig = {
   name: "mymaster",
   bind: "127.0.0.1",
@@ -46,49 +47,74 @@ export const DATABASE: DatabaseConfig = {
   tcpKeepAlive: true,
 };
 
-/** The master watcher, as the replica watcher sees it: the test sets the master. */
-export class FakeMaster implements MasterState {
-  database: DatabaseConfig;
+/**
+ * What the one configured Sentinel, S1, says of the master: the test moves it.
+ * The plane confirms the node it names once that node's ROLE says `master`.
+ */
+export class FakeMaster {
+  /** The node S1 names; `undefined` makes S1 fail (no reply). */
+  address: Address | undefined;
+  epoch = 1;
+  /** S1's flags for the master, such as `failover_in_progress`. */
+  flags: string[] = ["master"];
+  /** S1's failover-timeout. */
   failoverTimeoutMs = 180_000;
-  master: ConfirmedMaster | undefined;
-  problem: MasterProblem | undefined;
-  #change = Promise.withResolvers<void>();
-  #confirmations = 0;
 
-  constructor(database: DatabaseConfig) {
-    this.database = database;
+  /**
+   * S1 names `address` at a newer config-epoch (a failover), or stops
+   * answering. Setting the node's ROLE is the test's.
+   */
+  set(address: Address | undefined): void {
+    if (address && this.address && !sameAddress(address, this.address)) this.epoch++;
+    this.address = address;
+    this.flags = ["master"];
   }
 
-  get nextChange(): Promise<void> {
-    return this.#change.promise;
+  /** S1 reports a failover of the master it names under way: the plane holds its clients. */
+  failover(): void {
+    this.flags = ["master", "failover_in_progress"];
   }
 
-  get targets(): Targets | undefined {
-    return this.master && { kind: "master", addresses: [this.master.address] };
-  }
-
-  /** Confirms `address` (a new object each time, as a real confirmation makes), or none. */
-  set(address: Address | undefined, problem?: MasterProblem): void {
-    this.master = address && {
-      address,
-      confirmation: ++this.#confirmations,
-      confirmedAt: Date.now(),
-      via: "3 of 3 configured Sentinels at config-epoch 1",
-      epoch: 1,
+  view(): SentinelView {
+    const address = this.address;
+    return {
+      sentinel: S1,
+      origin: "configured",
+      answer: address
+        ? {
+          kind: "master",
+          address,
+          epoch: this.epoch,
+          flags: [...this.flags],
+          failoverTimeoutMs: this.failoverTimeoutMs,
+        }
+        : { kind: "failed", detail: "no reply within 500 ms" },
     };
-    this.problem = problem;
-    this.#change.resolve();
-    this.#change = Promise.withResolvers();
   }
 }
 
-/** What `SENTINEL replicas` answers; `undefined` is no Sentinel answering. */
+/** The Sentinels: S1's view of the master, and what `SENTINEL replicas` answers. */
 export class FakeSentinels {
+  readonly master = new FakeMaster();
+  /** What `SENTINEL replicas` answers; `undefined` is no Sentinel answering. */
   listed: ReplicaInfo[] | undefined = [];
   /** While set, `SENTINEL replicas` hangs until it settles (a hung Sentinel, up to its deadline). */
   gate: Promise<void> | undefined;
-  /** How many times SENTINEL replicas was asked: once per replica check against a master. */
+  /** How many times SENTINEL replicas was asked: once per check while a read port is attached. */
   calls = 0;
+  readonly #known: KnownSentinel = {
+    address: S1,
+    origin: "configured",
+    lastError: null,
+    lastReplyAt: undefined,
+    errors: 0,
+    failuresInRow: 0,
+    subscribed: true,
+  };
+
+  masterViews(): Promise<SentinelView[]> {
+    return Promise.resolve([this.master.view()]);
+  }
 
   async replicas(_name: string, signal: AbortSignal): Promise<ReplicaInfo[] | undefined> {
     this.calls++;
@@ -99,6 +125,14 @@ export class FakeSentinels {
       ]);
     }
     return this.listed && [...this.listed];
+  }
+
+  discoverSentinels(): Promise<Address[]> {
+    return Promise.resolve([]);
+  }
+
+  watching(): readonly Readonly<KnownSentinel>[] {
+    return [this.#known];
   }
 }
 
@@ -178,7 +212,7 @@ export class FakeNodes {
   };
 }
 
-/** The replica port's live clients, by node; records every closeTo. */
+/** A port's live clients, by node; records every closeTo. */
 export class FakeRegistry {
   readonly cuts: { address: string; closed: number }[] = [];
   readonly #clients = new Map<string, number>();
@@ -199,6 +233,19 @@ export class FakeRegistry {
     this.#clients.delete(key);
     this.cuts.push({ address: key, closed });
     return closed;
+  }
+
+  closeAllExcept(address: Address): number {
+    let closed = 0;
+    for (const key of [...this.#clients.keys()]) {
+      if (key !== formatAddress(address)) closed += this.closeTo(this.#parse(key));
+    }
+    return closed;
+  }
+
+  #parse(key: string): Address {
+    const colon = key.lastIndexOf(":");
+    return { hostname: key.slice(0, colon), port: Number(key.slice(colon + 1)) };
   }
 
   /** How many clients each closeTo of `address` closed, from the `from`th call on. */
@@ -233,20 +280,30 @@ export function timeout<T>(promise: Promise<T>, what: string, ms = 3000): Promis
 export const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export interface Harness {
-  watcher: ReplicaWatcher;
+  /** The name's control plane, running. */
+  plane: ControlPlane;
+  /** The read port's route: what its listener asks. */
+  watcher: PortRoute;
+  /** What S1 says of the master; the plane confirms the node it names when its ROLE says master. */
   master: FakeMaster;
   sentinels: FakeSentinels;
   nodes: FakeNodes;
+  /** The read port's clients of replicas. */
   registry: FakeRegistry;
+  /** The read port's clients sent to the master (`whenNoReplica: "master"`). */
+  masterRegistry: FakeRegistry;
+  /** Changes the read port's own settings, as a reload of the port does. */
+  setPort(database: DatabaseConfig): void;
   /**
    * Resolves when `count` more checks have ended. After a change, the second
    * check to end is one that started after it.
    */
   rounds(count?: number): Promise<void>;
+  /** Delivers `event` from S1. */
   event(event: SentinelEvent): void;
 }
 
-/** M confirmed and listing R1 and R2, both following it at its offset. */
+/** M named and confirmed, listing R1 and R2, both following it at its offset. */
 export function healthy(h: Harness): void {
   h.master.set(M);
   h.nodes.set(M, masterRole(OFFSET, [R1, R2]));
@@ -256,9 +313,9 @@ export function healthy(h: Harness): void {
 }
 
 /**
- * Runs `body` against a running ReplicaWatcher. `checkRole` defaults to the
- * fake nodes' answers; `setup` defaults to {@linkcode healthy}, or to none when
- * a `checkRole` is given.
+ * Runs `body` against a running plane with a read port attached.
+ * `checkRole` defaults to the fake nodes' answers; `setup` defaults to
+ * {@linkcode healthy}, or to none when a `checkRole` is given.
  */
 export async function withWatcher(
   options: {
@@ -268,39 +325,54 @@ export async function withWatcher(
   },
   body: (h: Harness) => Promise<void>,
 ): Promise<void> {
-  const master = new FakeMaster({ ...DATABASE, ...options.database });
+  const database = { ...DATABASE, ...options.database };
   const sentinels = new FakeSentinels();
   const nodes = new FakeNodes();
   const registry = new FakeRegistry();
-  const watcher = new ReplicaWatcher({
-    master,
+  const masterRegistry = new FakeRegistry();
+  const plane = new ControlPlane(masterSettingsOf(database), {
     sentinels,
     checkRole: options.checkRole ?? nodes.check,
-    registry,
+    holdCheckIntervalMs: 20,
+  });
+  let settings = database;
+  const watcher = plane.attach({
+    label: `port ${database.port}`,
+    settings: () => settings,
+    toMaster: masterRegistry,
+    toReplicas: registry,
   });
   const controller = new AbortController();
   const harness: Harness = {
+    plane,
     watcher,
-    master,
+    master: sentinels.master,
     sentinels,
     nodes,
     registry,
+    masterRegistry,
+    setPort: (next) => settings = next,
     async rounds(count = 2) {
       for (let i = 0; i < count; i++) {
-        await timeout(watcher.nextResolution(10_000, controller.signal), "a replica check");
+        await timeout(plane.nextResolution(10_000, controller.signal), "a check");
       }
     },
-    event: (event) => watcher.onEvent(event, { address: S1 }),
+    event: (event) => plane.onEvent(event, { address: S1, origin: "configured" }),
   };
   (options.setup ?? (options.checkRole ? undefined : healthy))?.(harness);
-  const running = watcher.run(controller.signal);
+  const crashes: unknown[] = [];
+  const running = supervise((signal) => plane.run(signal), controller.signal, {
+    onFailure: (error) => crashes.push(error),
+  });
   try {
     await body(harness);
   } finally {
     controller.abort();
     nodes.releaseAll();
     await running;
+    watcher[Symbol.dispose]();
   }
+  assert.deepEqual(crashes, [], "the check loop failed unexpectedly");
 }
 
 /** The replicas a new client may go to now, as `host:port`; none when targets are the master's. */

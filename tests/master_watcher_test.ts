@@ -90,7 +90,7 @@ Deno.test("MasterWatcher ignores a lagging Sentinel that names the old master at
     await h.sentinels.moreRounds(5);
     assert.equal(tunnel.closes, 0, "a tunnel to the real master was closed");
     assert.ok(!h.nodes.asked.includes(formatAddress(A)), "the old master was asked ROLE");
-    assert.deepEqual(h.watcher.master?.address, B);
+    assert.deepEqual(h.plane.master?.address, B);
   });
 });
 
@@ -122,13 +122,13 @@ Deno.test("MasterWatcher closes tunnels to a master that says it is a replica, w
     h.sentinels.say(S3, { failed: "refused" });
     h.nodes.set(A, "slave");
     await timeout(tunnel.closed.promise, "A's tunnels to be closed");
-    assert.equal(h.watcher.problem?.kind, "not-master");
+    assert.equal(h.plane.problem?.kind, "not-master");
     // With no view naming a master, nothing is confirmed again, however long it waits.
     await h.sentinels.moreRounds(3);
-    assert.equal(h.watcher.master, undefined);
+    assert.equal(h.plane.master, undefined);
     h.nodes.set(A, "master");
     await h.sentinels.moreRounds(3);
-    assert.equal(h.watcher.master, undefined, "a demoted master came back with no view naming it");
+    assert.equal(h.plane.master, undefined, "a demoted master came back with no view naming it");
   });
 });
 
@@ -150,8 +150,8 @@ Deno.test("MasterWatcher keeps a busy master confirmed and its tunnels open", as
       await h.sentinels.moreRounds(4);
       assert.ok(h.nodes.asked.length > asked, "ROLE was not asked while busy");
       assert.equal(tunnel.closes, 0);
-      assert.deepEqual(h.watcher.master?.address, A, `a ${busy.detail} master was dropped`);
-      assert.equal(h.watcher.problem?.kind, "busy");
+      assert.deepEqual(h.plane.master?.address, A, `a ${busy.detail} master was dropped`);
+      assert.equal(h.plane.problem?.kind, "busy");
     });
   }
 });
@@ -204,7 +204,7 @@ Deno.test("MasterWatcher never lets discovered Sentinels alone name a master", a
     }
     await h.sentinels.moreRounds(4);
     assert.ok(!h.nodes.asked.includes(formatAddress(F)));
-    assert.deepEqual(h.watcher.master?.address, A);
+    assert.deepEqual(h.plane.master?.address, A);
   });
 });
 
@@ -219,12 +219,12 @@ Deno.test("MasterWatcher holds clients from a promotion until the switch, then s
     h.sentinels.say(S1, { address: A, epoch: 1, flags: ["master", "failover_in_progress"] });
     h.event(promotion(A), S1);
     await timeout(tunnel.closed.promise, "the promotion to cut A's tunnel");
-    assert.equal(h.watcher.master, undefined);
+    assert.equal(h.plane.master, undefined);
     // Held while the failover is under way: a client waiting now gets no master.
-    const waiting = h.watcher.waitForMaster(5000, new AbortController().signal);
+    const waiting = h.plane.waitForMaster(5000, new AbortController().signal);
     await h.sentinels.moreRounds(5);
     assert.equal(
-      h.watcher.master,
+      h.plane.master,
       undefined,
       "a client reached the old master during the promotion",
     );
@@ -247,7 +247,7 @@ Deno.test("MasterWatcher resumes on the old master when the failover is aborted"
     h.event(promotion(A), S1);
     await timeout(tunnel.closed.promise, "the promotion to cut A's tunnel");
     await h.sentinels.moreRounds(3);
-    assert.equal(h.watcher.master, undefined);
+    assert.equal(h.plane.master, undefined);
     const askedDuringHold = h.nodes.asked.length;
     h.sentinels.say(S1, { address: A, epoch: 1 });
     h.event(failoverEnd(A), S1);
@@ -281,8 +281,8 @@ Deno.test("MasterWatcher.nextResolution() settles when the next check has run", 
   }, async (h) => {
     await h.master();
     const rounds = h.sentinels.rounds;
-    h.watcher.reportUnreachable(A);
-    await h.watcher.nextResolution(1000, new AbortController().signal);
+    h.route.reportUnreachable(A);
+    await h.plane.nextResolution(1000, new AbortController().signal);
     assert.ok(h.sentinels.rounds > rounds);
   });
 });
@@ -329,7 +329,7 @@ Deno.test("MasterWatcher lets no discovered Sentinel hold clients with a failove
     assert.deepEqual(await h.master(), A);
     const tunnel = attach(h, A);
     await h.sentinels.moreRounds(5);
-    assert.equal(h.watcher.failover, undefined);
+    assert.equal(h.plane.failover, undefined);
     assert.equal(tunnel.closes, 0);
   });
 });
@@ -364,7 +364,7 @@ Deno.test("MasterWatcher does not confirm a master cut by +switch-master again w
     h.event(switchTo(B), S1);
     await timeout(tunnel.closed.promise, "the switch to cut A's tunnel");
     await h.sentinels.moreRounds(4);
-    assert.equal(h.watcher.master, undefined, "A was confirmed again with no view naming it");
+    assert.equal(h.plane.master, undefined, "A was confirmed again with no view naming it");
     // Its own view did not come: the Sentinel that sent the switch is not distrusted.
     h.sentinels.allSay(B, 2);
     assert.deepEqual(await h.master(), B);
@@ -384,8 +384,8 @@ Deno.test("MasterWatcher keeps a hold through a round without the announcing Sen
     h.event(promotion(A), S1);
     await timeout(tunnel.closed.promise, "the promotion to cut A's tunnel");
     await h.sentinels.moreRounds(3);
-    assert.equal(h.watcher.master, undefined, "the hold ended without the leader's word");
-    assert.ok(h.watcher.failover);
+    assert.equal(h.plane.master, undefined, "the hold ended without the leader's word");
+    assert.ok(h.plane.failover);
     // The leader is still trusted: its switch cuts and routes.
     h.sentinels.say(S1, { address: B, epoch: 2 });
     h.event(switchTo(B), S1);
@@ -403,7 +403,7 @@ Deno.test("MasterWatcher ends a hold after an abort even while failover-end mess
     h.sentinels.say(S1, { address: A, epoch: 2, flags: ["master", "failover_in_progress"] });
     h.event(promotion(A), S1);
     await h.sentinels.moreRounds(2);
-    assert.ok(h.watcher.failover);
+    assert.ok(h.plane.failover);
     h.sentinels.say(S1, { address: A, epoch: 2 });
     h.sentinels.delayMs = 30;
     const flood = (async () => {
@@ -434,7 +434,7 @@ Deno.test("MasterWatcher keeps holding past the failover-timeout while a configu
     h.event(promotion(A), S1);
     await timeout(tunnel.closed.promise, "the promotion to cut A's tunnel");
     // A client waiting well past the failover-timeout gets no master: S1 still reports it.
-    const served = await h.watcher.waitForMaster(
+    const served = await h.plane.waitForMaster(
       5 * failoverTimeoutMs,
       new AbortController().signal,
     );
@@ -443,7 +443,7 @@ Deno.test("MasterWatcher keeps holding past the failover-timeout while a configu
       undefined,
       "the hold ended at the failover-timeout while a configured Sentinel reported the failover",
     );
-    assert.equal(h.watcher.problem?.kind, "failover");
+    assert.equal(h.plane.problem?.kind, "failover");
     h.sentinels.say(S1, { address: A, epoch: 1, failoverTimeoutMs });
     h.event(failoverEnd(A), S1);
     assert.deepEqual(await h.master(), A);
@@ -476,17 +476,17 @@ Deno.test("MasterWatcher with a fence cuts the master when no Sentinel confirms 
     sentinelsGone(h);
     // The master still says master, and nothing else is wrong: only the fence cuts it.
     await timeout(tunnel.closed.promise, "the fence to cut A's tunnel");
-    assert.equal(h.watcher.master, undefined);
+    assert.equal(h.plane.master, undefined);
     await problemOf(h, "fenced");
-    assert.match(h.watcher.problem!.detail, /^write fence closed/);
+    assert.match(h.plane.problem!.detail, /^write fence closed/);
     // Later checks keep saying why, and still confirm nothing on the master's own word.
     await h.sentinels.moreRounds(3);
-    assert.equal(h.watcher.master, undefined);
-    assert.match(h.watcher.problem?.detail ?? "", /^write fence closed/);
+    assert.equal(h.plane.master, undefined);
+    assert.match(h.plane.problem?.detail ?? "", /^write fence closed/);
     // A Sentinel confirms the master again: the fence opens.
     h.sentinels.allSay(A, 1);
     assert.deepEqual(await h.master(), A);
-    assert.equal(h.watcher.problem, undefined);
+    assert.equal(h.plane.problem, undefined);
   }, FENCED);
 });
 
@@ -500,7 +500,7 @@ Deno.test("MasterWatcher without a fence keeps the master it confirmed while no 
     sentinelsGone(h);
     // Many times the fence's 150 ms: the master stays.
     await h.sentinels.moreRounds(20);
-    assert.deepEqual(h.watcher.master?.address, A);
+    assert.deepEqual(h.plane.master?.address, A);
     assert.equal(tunnel.closes, 0);
   });
 });
@@ -520,8 +520,8 @@ Deno.test("MasterWatcher's fence voids a check that would keep the master on its
     h.nodes.gate.resolve();
     h.nodes.gate = undefined;
     await h.sentinels.moreRounds(2);
-    assert.equal(h.watcher.master, undefined, "a check begun before the fence kept A");
-    assert.match(h.watcher.problem?.detail ?? "", /write fence closed/);
+    assert.equal(h.plane.master, undefined, "a check begun before the fence kept A");
+    assert.match(h.plane.problem?.detail ?? "", /write fence closed/);
   }, FENCED);
 });
 
@@ -540,7 +540,7 @@ Deno.test("MasterWatcher's fence closes when only a minority of the configured S
     // Two of three name A again: a majority, and the fence opens.
     h.sentinels.say(S2, { address: A, epoch: 1 });
     assert.deepEqual(await h.master(), A);
-    assert.equal(h.watcher.problem, undefined);
+    assert.equal(h.plane.problem, undefined);
   }, FENCED);
 });
 

@@ -141,8 +141,12 @@ Deno.test(
     assert.ok(
       value(`sentinel_tunnel_bytes_total{direction="master_to_client",${observedLabels}}`) >= 5,
     );
-    assert.equal(value(`sentinel_tunnel_master_changes_total{${observedLabels}}`), 0);
-    assert.ok(value(`sentinel_tunnel_resolution_duration_seconds_count{${observedLabels}}`) >= 1);
+    // About the master: labelled by name alone, one series per name.
+    assert.equal(value(`sentinel_tunnel_master_changes_total{database="observed"}`), 0);
+    assert.equal(value(`sentinel_tunnel_master_confirmed{database="observed"}`), 1);
+    assert.equal(value(`sentinel_tunnel_failovers_total{database="observed"}`), 0);
+    assert.equal(value(`sentinel_tunnel_write_fence_closed{database="observed"}`), 0);
+    assert.ok(value(`sentinel_tunnel_resolution_duration_seconds_count{database="observed"}`) >= 1);
     assert.match(
       metrics.body,
       /^sentinel_tunnel_sentinel_errors_total\{sentinel="127\.0\.0\.1:\d+"\} 0$/m,

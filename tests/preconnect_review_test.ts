@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { RespErrorReply } from "../src/control/resp.ts";
 import { type ByteStream, connectTo } from "../src/shared/connect.ts";
-import { DatabaseStats } from "../src/shared/stats.ts";
+import { PortStats } from "../src/shared/stats.ts";
 import { ClientSlots } from "../src/data/client_slots.ts";
 import type { Dialer } from "../src/data/ready_pool.ts";
 import { Tunnel, TunnelBuffers } from "../src/data/tunnel.ts";
@@ -270,7 +270,7 @@ Deno.test("ReadyPool (held): no small buffer is given back twice through takes, 
       accepted,
       ready.stream as ByteStream,
       ready.master,
-      new DatabaseStats(),
+      new PortStats(),
     );
     const running = tunnel.run(buffers, { masterRead: ready });
     await client.write(new TextEncoder().encode("PING\r\n"));

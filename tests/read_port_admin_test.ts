@@ -7,8 +7,8 @@
 import assert from "node:assert/strict";
 import { freePort, startDeployment } from "./_deployment.ts";
 import { connectClient, startTunnel } from "./_tunnel.ts";
-import { type DatabaseSample, renderPrometheus } from "../src/ops/metrics.ts";
-import { DatabaseStats } from "../src/shared/stats.ts";
+import { type MasterSample, type PortSample, renderPrometheus } from "../src/ops/metrics.ts";
+import { MasterStats, PortStats } from "../src/shared/stats.ts";
 
 const processes = { sanitizeOps: false, sanitizeResources: false };
 
@@ -153,7 +153,14 @@ Deno.test(
         sample(metrics, `sentinel_tunnel_replica_clients{${labels}}`),
         replica === readFrom ? 1 : 0,
       );
-      assert.ok(sample(metrics, `sentinel_tunnel_replica_lag_bytes{${labels}}`)! >= 0, metrics);
+      // The lag is the name's, measured once whatever the read ports.
+      assert.ok(
+        sample(
+          metrics,
+          `sentinel_tunnel_replica_lag_bytes{database="${name}",replica="${replica}"}`,
+        )! >= 0,
+        metrics,
+      );
     }
     const masterLabels = `database="${name}",port="${masterPort}",role="master"`;
     assert.equal(
@@ -161,14 +168,17 @@ Deno.test(
       1,
     );
     assert.equal(sample(metrics, `sentinel_tunnel_connections_active{${masterLabels}}`), 0);
-    assert.equal(sample(metrics, `sentinel_tunnel_master_confirmed{${masterLabels}}`), 1);
-    assert.equal(
-      sample(metrics, `sentinel_tunnel_master_confirmed{${readLabels},role="replica"}`),
-      1,
+    // Series about the master are the name's: one, whatever its ports.
+    const confirmed = metrics.split("\n").filter((l) =>
+      l.startsWith("sentinel_tunnel_master_confirmed{")
     );
-    // Every per-database series of either entry carries all three labels.
+    assert.deepEqual(confirmed, [`sentinel_tunnel_master_confirmed{database="${name}"} 1`]);
+    // Every per-port series of either entry carries all three labels.
+    const perName =
+      /^sentinel_tunnel_(master_|failovers_|write_fence_|resolution_duration_|replica_lag_)/;
     for (const line of metrics.split("\n")) {
       if (!line.includes(`database="${name}"`) || line.includes('replica="')) continue;
+      if (perName.test(line)) continue;
       assert.match(line, /port="\d+"/, line);
       assert.match(line, /role="(master|replica)"/, line);
     }
@@ -210,23 +220,32 @@ Deno.test(
 );
 
 Deno.test("renderPrometheus() labels entries by port and role, and by address when ports clash", () => {
-  const entry = (listen: string, role: "master" | "replica"): DatabaseSample => ({
+  const entry = (listen: string, role: "master" | "replica"): PortSample => ({
     name: 'a"b',
     role,
     port: Number(listen.slice(listen.lastIndexOf(":") + 1)),
     listen,
-    stats: new DatabaseStats(),
+    stats: new PortStats(),
     activeConnections: 0,
     readyConnections: 0,
-    hasMaster: true,
     replicas: role === "replica"
       ? [
-        { address: "10.0.0.2:6379", usable: true, lagBytes: 12, clients: 3 },
-        { address: "10.0.0.3:6379", usable: false, lagBytes: undefined, clients: 0 },
+        { address: "10.0.0.2:6379", usable: true, clients: 3 },
+        { address: "10.0.0.3:6379", usable: false, clients: 0 },
       ]
       : [],
   });
-  const text = renderPrometheus([
+  const master: MasterSample = {
+    name: 'a"b',
+    stats: new MasterStats(),
+    hasMaster: true,
+    fenced: false,
+    replicas: [
+      { address: "10.0.0.2:6379", lagBytes: 12 },
+      { address: "10.0.0.3:6379", lagBytes: undefined },
+    ],
+  };
+  const text = renderPrometheus([master], [
     entry("127.0.0.1:6380", "master"),
     entry("127.0.0.1:6381", "replica"),
     entry("10.0.0.1:6381", "replica"),
@@ -234,13 +253,13 @@ Deno.test("renderPrometheus() labels entries by port and role, and by address wh
   const lines = text.split("\n");
   assert.ok(
     lines.includes(
-      'sentinel_tunnel_master_confirmed{database="a\\"b",port="6380",role="master"} 1',
+      'sentinel_tunnel_connections_active{database="a\\"b",port="6380",role="master"} 0',
     ),
   );
   // Two read ports of one name on port 6381: the listen address tells them apart.
   assert.ok(
     lines.includes(
-      'sentinel_tunnel_master_confirmed{database="a\\"b",port="127.0.0.1:6381",role="replica"} 1',
+      'sentinel_tunnel_connections_active{database="a\\"b",port="127.0.0.1:6381",role="replica"} 0',
     ),
   );
   assert.ok(
@@ -253,10 +272,15 @@ Deno.test("renderPrometheus() labels entries by port and role, and by address wh
       'sentinel_tunnel_replica_clients{database="a\\"b",port="127.0.0.1:6381",replica="10.0.0.2:6379"} 3',
     ),
   );
-  // A lag not known has no sample.
-  assert.equal(lines.filter((l) => l.startsWith("sentinel_tunnel_replica_lag_bytes{")).length, 2);
-  assert.ok(
-    !text.includes('replica_lag_bytes{database="a\\"b",port="10.0.0.1:6381",replica="10.0.0.3'),
+  // About the master: one series per name, whatever its ports.
+  assert.deepEqual(
+    lines.filter((l) => l.startsWith("sentinel_tunnel_master_confirmed{")),
+    ['sentinel_tunnel_master_confirmed{database="a\\"b"} 1'],
+  );
+  // A lag is the name's, and one not known has no sample.
+  assert.deepEqual(
+    lines.filter((l) => l.startsWith("sentinel_tunnel_replica_lag_bytes{")),
+    ['sentinel_tunnel_replica_lag_bytes{database="a\\"b",replica="10.0.0.2:6379"} 12'],
   );
   // No two samples share a series.
   const series = lines.filter((l) => l && !l.startsWith("#")).map((l) =>

@@ -9,7 +9,7 @@ import { type ByteStream, connectTo } from "../src/shared/connect.ts";
 import { ClientSlots } from "../src/data/client_slots.ts";
 import type { Dialer } from "../src/data/ready_pool.ts";
 import { Tunnel, type TunnelBuffers } from "../src/data/tunnel.ts";
-import { DatabaseStats } from "../src/shared/stats.ts";
+import { PortStats } from "../src/shared/stats.ts";
 import { FakeMaster, FakeSource, startPool, until } from "./_ready_pool_harness.ts";
 
 Deno.test("ReadyPool keeps preconnect connections open, untouched, and refills after a take", async () => {
@@ -244,7 +244,7 @@ async function tunnelThrough(
     listener.accept(),
   ]);
   listener.close();
-  const tunnel = new Tunnel(accepted, ready.stream, ready.master, new DatabaseStats());
+  const tunnel = new Tunnel(accepted, ready.stream, ready.master, new PortStats());
   const running = tunnel.run(buffers, { masterRead: ready });
   return {
     async ask(text: string): Promise<string> {

@@ -6,12 +6,12 @@
 import assert from "node:assert/strict";
 import type { Address } from "../src/shared/address.ts";
 import { DEFAULT_MAX_LAG_BYTES, DEFAULT_TIMEOUTS, type Timeouts } from "../src/shared/settings.ts";
-import { DatabaseStats } from "../src/shared/stats.ts";
+import { PortStats } from "../src/shared/stats.ts";
 import { sleep } from "../src/shared/io.ts";
 import { ClientSlots } from "../src/data/client_slots.ts";
 import { ConnectionRegistry } from "../src/data/connection_registry.ts";
 import { DatabaseListener } from "../src/data/database_listener.ts";
-import type { RouteSource, Targets } from "../src/data/route_source.ts";
+import type { RouteSource, Targets } from "../src/shared/route.ts";
 import { Tunnel, TunnelBuffers } from "../src/data/tunnel.ts";
 
 const HOST = "127.0.0.1";
@@ -138,9 +138,10 @@ class FakeMasterSource implements RouteSource {
     maxClients: number;
     tcpKeepAlive: boolean;
   };
-  readonly stats = new DatabaseStats();
+  readonly stats = new PortStats();
   targets: Targets | undefined;
   readonly problem = undefined;
+  readonly nextChange = new Promise<void>(() => {});
 
   constructor(
     master: Address | undefined,
@@ -187,7 +188,9 @@ function serve(
   const registry = new ConnectionRegistry<Tunnel>();
   const controller = new AbortController();
   const served = listener.serve({
-    watcher: source,
+    settings: () => listener.database,
+    route: source,
+    stats: source.stats,
     registry,
     buffers: new TunnelBuffers(),
     ...(slots ? { slots } : {}),

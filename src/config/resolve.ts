@@ -9,6 +9,11 @@
  */
 import { formatAddress } from "../shared/address.ts";
 import {
+  MASTER_FIELDS,
+  type MasterField,
+  masterFieldsDiffering,
+} from "../shared/master_settings.ts";
+import {
   type Credentials,
   type DatabaseConfig,
   DEFAULT_BIND,
@@ -241,6 +246,15 @@ function resolve(
       ...(listenTls ? { listenTls } : {}),
     };
   });
+  problems.push(...disagreements(databases, (i, field) => {
+    const [head, ...rest] = field.split(".");
+    const own = input.databases[i] as Record<string, unknown>;
+    // Name the entry's own key when it set one, else the entry.
+    const set = head === "timeouts"
+      ? (own.timeouts as Record<string, unknown> | undefined)?.[rest[0]!] !== undefined
+      : own[head!] !== undefined;
+    return describePath(set ? [databasesKey, i, head!, ...rest] : [databasesKey, i]);
+  }, entry));
   if (problems.length > 0) return { problems };
   return {
     config: {
@@ -255,6 +269,38 @@ function resolve(
       maxClients: input.maxClients ?? DEFAULT_MAX_CLIENTS,
     },
   };
+}
+
+/**
+ * Entries of one master name that disagree on a setting of the name's: one
+ * control plane checks the master for all of them, with one set of
+ * credentials, TLS, deadlines, fence and hook. Each problem names both entries
+ * and the field.
+ */
+function disagreements(
+  databases: readonly DatabaseConfig[],
+  pathOf: (index: number, field: MasterField) => string,
+  entry: (index: number, withAddress: boolean) => string,
+): string[] {
+  const problems: string[] = [];
+  const first = new Map<string, number>();
+  databases.forEach((database, i) => {
+    const j = first.get(database.name);
+    if (j === undefined) {
+      first.set(database.name, i);
+      return;
+    }
+    for (const field of masterFieldsDiffering(databases[j]!, database)) {
+      problems.push(
+        `${pathOf(i, field)}: ${field} differs from ${
+          entry(j, true)
+        }: the entries of one master name share ${
+          MASTER_FIELDS.join(", ")
+        }, as one control plane checks their master; set ${field} alike on both, or once at the top level`,
+      );
+    }
+  });
+  return problems;
 }
 
 /**

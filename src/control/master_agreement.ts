@@ -17,7 +17,7 @@
  *
  * @module
  */
-import { type Address, formatAddress, sameAddress } from "../shared/address.ts";
+import { type Address, addressKey, formatAddress, sameAddress } from "../shared/address.ts";
 
 /** Where the client learned of a Sentinel. */
 export type SentinelOrigin = "configured" | "discovered";
@@ -107,7 +107,7 @@ export function agreeOnMaster(masterName: string, views: readonly SentinelView[]
     const needed = Math.floor(views.length / 2) + 1;
     const groups = new Map<string, typeof named>();
     for (const view of named) {
-      const key = formatAddress(view.answer.address).toLowerCase();
+      const key = addressKey(view.answer.address);
       groups.set(key, [...(groups.get(key) ?? []), view]);
     }
     const winner = [...groups.values()].find((group) => group.length >= needed);

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { type Address, formatAddress } from "../shared/address.ts";
+import { type Address, addressKey, formatAddress } from "../shared/address.ts";
 import { type ConnectSettings, ControlConnection } from "./control_connection.ts";
 import { RedisCallError } from "./redis_connection.ts";
 import { RespErrorReply } from "./resp.ts";
@@ -73,7 +73,7 @@ export class RoleProbe implements Disposable {
 
   /** Asks `address` for its role. Never rejects. */
   readonly check: RoleChecker = async (address, signal) => {
-    const key = formatAddress(address).toLowerCase();
+    const key = addressKey(address);
     let connection = this.#connections.get(key);
     if (!connection) {
       const onPeerClosed = this.#onPeerClosed;
@@ -127,7 +127,7 @@ export class RoleProbe implements Disposable {
 
   /** Closes the connections to every node but `keep`. */
   keepOnly(keep: readonly Address[]): void {
-    const wanted = new Set(keep.map((a) => formatAddress(a).toLowerCase()));
+    const wanted = new Set(keep.map(addressKey));
     for (const [key, connection] of this.#connections) {
       if (wanted.has(key)) continue;
       connection.close();

@@ -13,7 +13,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { type Address, formatAddress } from "../shared/address.ts";
+import { type Address, addressKey, formatAddress } from "../shared/address.ts";
 import type { TlsClientSettings } from "../shared/settings.ts";
 import { ControlConnection } from "./control_connection.ts";
 import type { MasterAnswer, SentinelOrigin, SentinelView } from "./master_agreement.ts";
@@ -135,7 +135,7 @@ export class SentinelClient {
   async masterViews(masterName: string, signal: AbortSignal): Promise<SentinelView[]> {
     const calls = this.watching(masterName).map((sentinel) => {
       // A call still under way from an earlier round (to a hung Sentinel) is shared, not repeated.
-      const key = `${keyOf(sentinel.address)} ${masterName}`;
+      const key = `${addressKey(sentinel.address)} ${masterName}`;
       let view = this.#inflight.get(key);
       if (!view) {
         view = this.#view(sentinel, masterName, signal).finally(() => this.#inflight.delete(key));
@@ -236,7 +236,7 @@ export class SentinelClient {
         const fields = fieldMap(entry);
         const address = parseReportedAddress(fields.get("ip"), fields.get("port"));
         if (!address) continue;
-        const key = keyOf(address);
+        const key = addressKey(address);
         const flags = (fields.get("flags") ?? "").split(",");
         if (flags.some((f) => f === "s_down" || f === "o_down" || f === "disconnected")) {
           flagged.add(key);
@@ -245,10 +245,10 @@ export class SentinelClient {
         }
       }
     }
-    const configuredKeys = new Set(this.#configured.map((s) => keyOf(s.address)));
+    const configuredKeys = new Set(this.#configured.map((s) => addressKey(s.address)));
     const room = Math.max(0, this.#options.maxSentinels - this.#configured.length);
     const keep = current.filter((s) => {
-      const key = keyOf(s.address);
+      const key = addressKey(s.address);
       return healthy.has(key) && !flagged.has(key) && !configuredKeys.has(key) &&
         s.failuresInRow < DROP_AFTER_FAILURES;
     }).slice(0, room);
@@ -256,7 +256,8 @@ export class SentinelClient {
     let skipped = 0;
     for (const [key, { address, via }] of healthy) {
       if (
-        flagged.has(key) || configuredKeys.has(key) || keep.some((s) => keyOf(s.address) === key)
+        flagged.has(key) || configuredKeys.has(key) ||
+        keep.some((s) => addressKey(s.address) === key)
       ) {
         continue;
       }
@@ -290,7 +291,7 @@ export class SentinelClient {
         log.info("Master {masterName}: no longer counting Sentinel {sentinel}: {reason}", {
           masterName,
           sentinel: formatAddress(sentinel.address),
-          reason: flagged.has(keyOf(sentinel.address))
+          reason: flagged.has(addressKey(sentinel.address))
             ? "the configured Sentinels flag it down or disconnected"
             : sentinel.failuresInRow >= DROP_AFTER_FAILURES
             ? `${sentinel.failuresInRow} calls in a row failed`
@@ -330,8 +331,8 @@ export class SentinelClient {
    */
   update(sentinels: readonly Address[], options: SentinelClientOptions): void {
     const optionsChanged = JSON.stringify(options) !== JSON.stringify(this.#options);
-    const listChanged = JSON.stringify(sentinels.map(keyOf)) !==
-      JSON.stringify(this.#configured.map((s) => keyOf(s.address)));
+    const listChanged = JSON.stringify(sentinels.map(addressKey)) !==
+      JSON.stringify(this.#configured.map((s) => addressKey(s.address)));
     this.#options = options;
     // Sentinels vouched for by the old list count no more: the watchers discover again at once.
     if (listChanged) this.#adopted.clear();
@@ -341,9 +342,9 @@ export class SentinelClient {
       sentinel.origin = "configured";
       return sentinel;
     });
-    const configuredKeys = new Set(this.#configured.map((s) => keyOf(s.address)));
+    const configuredKeys = new Set(this.#configured.map((s) => addressKey(s.address)));
     for (const [name, adopted] of this.#adopted) {
-      this.#adopted.set(name, adopted.filter((s) => !configuredKeys.has(keyOf(s.address))));
+      this.#adopted.set(name, adopted.filter((s) => !configuredKeys.has(addressKey(s.address))));
     }
     if (optionsChanged) {
       for (const connection of this.#connections.values()) connection.reset();
@@ -361,7 +362,7 @@ export class SentinelClient {
   }
 
   #remember(address: Address, origin: SentinelOrigin): KnownSentinel {
-    const key = keyOf(address);
+    const key = addressKey(address);
     let sentinel = this.#known.get(key);
     if (!sentinel) {
       sentinel = {
@@ -390,7 +391,7 @@ export class SentinelClient {
 
   /** Stops the subscription and closes the connection of every Sentinel that no longer counts. */
   #forgetUnused(): void {
-    const used = new Set(this.sentinels.map((s) => keyOf(s.address)));
+    const used = new Set(this.sentinels.map((s) => addressKey(s.address)));
     for (const [key, controller] of this.#subscribed) {
       if (used.has(key)) continue;
       controller.abort();
@@ -413,7 +414,7 @@ export class SentinelClient {
   #startSubscription(address: Address): void {
     const handlers = this.#subscriptions;
     const parent = this.#subscriptionSignal;
-    const key = keyOf(address);
+    const key = addressKey(address);
     if (!handlers || !parent || parent.aborted || this.#subscribed.has(key)) return;
     const controller = new AbortController();
     this.#subscribed.set(key, controller);
@@ -456,7 +457,7 @@ export class SentinelClient {
       } catch (error) {
         if (signal.aborted) break;
         failures++;
-        const sentinel = this.#known.get(keyOf(address));
+        const sentinel = this.#known.get(addressKey(address));
         if (sentinel) {
           sentinel.lastError = (error as Error).message;
           sentinel.errors++;
@@ -504,7 +505,7 @@ export class SentinelClient {
         );
       }
     }
-    const known = this.#known.get(keyOf(address));
+    const known = this.#known.get(addressKey(address));
     this.#recordReply(address);
     if (known) known.subscribed = true;
     onEstablished();
@@ -529,7 +530,7 @@ export class SentinelClient {
         ) continue;
         const parsed = parseSentinelEvent(message[1], message[2]);
         if (parsed.ok) {
-          const sentinel = this.#known.get(keyOf(address));
+          const sentinel = this.#known.get(addressKey(address));
           try {
             if (sentinel) handlers.onEvent(parsed.event, sentinel);
           } catch (error) {
@@ -580,7 +581,7 @@ export class SentinelClient {
     args: string[],
     signal: AbortSignal,
   ): Promise<RespValue> {
-    const key = keyOf(sentinel.address);
+    const key = addressKey(sentinel.address);
     let connection = this.#connections.get(key);
     if (!connection) {
       connection = new ControlConnection(sentinel.address, () => ({
@@ -618,7 +619,7 @@ export class SentinelClient {
   }
 
   #recordReply(address: Address): void {
-    const sentinel = this.#known.get(keyOf(address));
+    const sentinel = this.#known.get(addressKey(address));
     if (sentinel) {
       sentinel.lastError = null;
       sentinel.lastReplyAt = Date.now();
@@ -666,10 +667,6 @@ function failedView(sentinel: Readonly<KnownSentinel>, detail: string): Sentinel
       detail: detail.startsWith(named) ? detail.slice(named.length) : detail,
     },
   };
-}
-
-function keyOf(address: Address): string {
-  return formatAddress(address).toLowerCase();
 }
 
 function fieldMap(entry: RespValue[]): Map<string, string> {

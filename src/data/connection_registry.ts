@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { type Address, formatAddress } from "../shared/address.ts";
+import { type Address, addressKey } from "../shared/address.ts";
 
 /** What the registry needs of a tunnel. */
 export interface RegisteredTunnel {
@@ -93,7 +93,7 @@ const keys = new WeakMap<Address, string>();
 function keyOf(master: Address): string {
   let key = keys.get(master);
   if (key === undefined) {
-    key = formatAddress(master).toLowerCase();
+    key = addressKey(master);
     keys.set(master, key);
   }
   return key;

@@ -6,13 +6,14 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { type Address, formatAddress, sameAddress } from "../shared/address.ts";
+import { type Address, addressKey, formatAddress, sameAddress } from "../shared/address.ts";
 import type { DatabaseConfig } from "../shared/settings.ts";
 import { type ByteStream, ConnectError, connectTo } from "../shared/connect.ts";
 import { acceptTls } from "../shared/tls_stream.ts";
 import { ClientSlots } from "./client_slots.ts";
 import type { ConnectionRegistry } from "./connection_registry.ts";
-import type { RouteSource, Targets } from "./route_source.ts";
+import type { RouteSource, Targets } from "../shared/route.ts";
+import type { PortStats } from "../shared/stats.ts";
 import {
   acceptErrorKind,
   closeQuietly,
@@ -29,11 +30,16 @@ const log = getLogger(["sentinel-tunnel", "listener"]);
 
 /** Options for {@linkcode DatabaseListener.serve}. */
 export interface DatabaseListenerOptions {
-  watcher: RouteSource;
-  /** The tunnels to the master, which the master's watcher cuts. */
+  /** The port's settings now: a reload may change them, and the next client takes them. */
+  settings: () => DatabaseConfig;
+  /** What the control plane of the port's master name answers: where a client may go. */
+  route: RouteSource;
+  /** Where the port's clients and bytes are counted. */
+  stats: PortStats;
+  /** The tunnels to the master, which the control plane cuts on a master change. */
   registry: ConnectionRegistry<Tunnel>;
   /**
-   * The tunnels to replicas, which the replica watcher cuts.
+   * The tunnels to replicas, which the control plane cuts when a replica is out of use.
    * @default {registry}
    */
   replicaRegistry?: ConnectionRegistry<Tunnel>;
@@ -151,7 +157,7 @@ export class DatabaseListener {
   async serve(options: DatabaseListenerOptions, signal: AbortSignal): Promise<void> {
     const onAbort = () => this.close();
     signal.addEventListener("abort", onAbort, { once: true });
-    const { stats } = options.watcher;
+    const { stats } = options;
     let backoff = 0;
     let exhaustedAccepts = 0;
     let lastExhausted = -Infinity;
@@ -242,7 +248,7 @@ export class DatabaseListener {
     let client: ByteStream = conn;
     try {
       conn.setNoDelay(true);
-      if (options.watcher.database.tcpKeepAlive) conn.setKeepAlive(true);
+      if (options.settings().tcpKeepAlive) conn.setKeepAlive(true);
       await this.#serveClient(conn, (stream) => client = stream, options, signal);
     } catch (error) {
       log.error(
@@ -269,11 +275,11 @@ export class DatabaseListener {
     options: DatabaseListenerOptions,
     signal: AbortSignal,
   ): Promise<void> {
-    const { watcher, slots } = options;
+    const { stats, slots } = options;
     const databaseSlots = options.databaseSlots ?? this.#ownSlots;
-    watcher.stats.connectionsTotal++;
-    // The watcher holds the current settings: a reload may have changed them.
-    const { maxClients, listenTls, timeouts } = watcher.database;
+    stats.connectionsTotal++;
+    // The settings in force now: a reload may have changed them.
+    const { maxClients, listenTls, timeouts } = options.settings();
     // Over a cap, a TLS client is closed before its handshake costs anything; it cannot read plaintext.
     const refuse = (reason: string) =>
       listenTls
@@ -283,14 +289,14 @@ export class DatabaseListener {
     // Ready connections hold slots too: a client over a cap takes one's slot, closing it.
     const { ready } = options;
     if (!takeSlot(databaseSlots, ready)) {
-      watcher.stats.connectionsOverDatabaseLimit++;
+      stats.connectionsOverDatabaseLimit++;
       return await refuse(
         `too many clients (${maxClients}): this database's maxClients is reached; retry later, or raise the database's maxClients`,
       );
     }
     if (slots !== undefined && !takeSlot(slots, options.anyReady ?? ready)) {
       databaseSlots.give();
-      watcher.stats.connectionsOverTotalLimit++;
+      stats.connectionsOverTotalLimit++;
       return await refuse(
         `too many clients (${slots.limit}): maxClients of all databases together is reached; retry later, or raise the top-level maxClients`,
       );
@@ -301,7 +307,7 @@ export class DatabaseListener {
         try {
           client = await acceptTls(conn, listenTls, timeouts.clientWaitMs, signal);
         } catch (error) {
-          watcher.stats.connectionsRejected++;
+          stats.connectionsRejected++;
           this.#rejections.rejected(peerOf(conn), (error as Error).message);
           return;
         }
@@ -323,11 +329,11 @@ export class DatabaseListener {
   async #tunnelClient(
     client: ByteStream,
     peer: Deno.TcpConn,
-    { watcher, registry, replicaRegistry = registry, buffers, ready: pool }:
-      DatabaseListenerOptions,
+    options: DatabaseListenerOptions,
     signal: AbortSignal,
   ): Promise<void> {
-    const { timeouts, tcpKeepAlive } = watcher.database;
+    const { route, stats, registry, replicaRegistry = registry, buffers, ready: pool } = options;
+    const { timeouts, tcpKeepAlive, tls } = options.settings();
     const waitUntil = performance.now() + timeouts.clientWaitMs;
     let dialError: string | undefined;
     let retryDelay = 0;
@@ -335,10 +341,10 @@ export class DatabaseListener {
     let early: EarlyRead | undefined;
     while (!signal.aborted) {
       const remaining = waitUntil - performance.now();
-      let targets = watcher.targets;
+      let targets = route.targets;
       if (!targets && remaining > 0) {
         early ??= new EarlyRead(client);
-        const outcome = await early.orTargets(watcher, remaining, signal);
+        const outcome = await early.orTargets(route, remaining, signal);
         if (outcome === "left") return closeQuietly(client);
         targets = outcome;
       }
@@ -353,13 +359,13 @@ export class DatabaseListener {
         : undefined;
       let upstream: ByteStream;
       // Clients still connecting count in the balance: only replicas are balanced.
-      const dialKey = targets.kind === "replica" ? formatAddress(address).toLowerCase() : undefined;
+      const dialKey = targets.kind === "replica" ? addressKey(address) : undefined;
       if (dialKey !== undefined) this.#dialing.set(dialKey, (this.#dialing.get(dialKey) ?? 0) + 1);
       try {
         upstream = ready?.stream ?? await connectTo(address, {
           timeoutMs: timeouts.masterConnectMs,
           signal,
-          tls: watcher.database.tls,
+          tls,
           keepAlive: tcpKeepAlive,
         });
       } catch (error) {
@@ -367,13 +373,13 @@ export class DatabaseListener {
         dialError = `cannot connect to ${targets.kind} ${formatAddress(address)}: ${
           error instanceof ConnectError ? error.message : describeNetworkError(error)
         }`;
-        watcher.reportUnreachable(address);
-        // Try again once the watcher has checked again, backing off a little.
+        route.reportUnreachable(address);
+        // Try again once the control plane has checked again, backing off a little.
         const left = waitUntil - performance.now();
         if (left <= 0) break;
         retryDelay = Math.min(retryDelay === 0 ? 50 : retryDelay * 2, 500);
         await Promise.all([
-          watcher.nextResolution(left, signal),
+          route.nextResolution(left, signal),
           sleep(Math.min(retryDelay, left), signal),
         ]);
         continue;
@@ -385,11 +391,11 @@ export class DatabaseListener {
         }
       }
       // The targets may have changed while connecting: never join a client to a node taken out.
-      if (!stillTargeted(watcher.targets, targets.kind, address) || signal.aborted) {
+      if (!stillTargeted(route.targets, targets.kind, address) || signal.aborted) {
         closeQuietly(upstream);
         continue;
       }
-      const tunnel = new Tunnel(client, upstream, address, watcher.stats);
+      const tunnel = new Tunnel(client, upstream, address, stats);
       tunnels.add(tunnel);
       try {
         await tunnel.run(buffers, {
@@ -402,7 +408,7 @@ export class DatabaseListener {
       }
       return;
     }
-    await this.#reject(client, peer, watcher, signal, dialError, early?.result().read);
+    await this.#reject(client, peer, options, signal, dialError, early?.result().read);
   }
 
   /** The address with the fewest live and connecting clients; the first of equals. */
@@ -414,7 +420,7 @@ export class DatabaseListener {
     let fewest = Infinity;
     for (const address of addresses) {
       const load = tunnels.countTo(address) +
-        (this.#dialing.get(formatAddress(address).toLowerCase()) ?? 0);
+        (this.#dialing.get(addressKey(address)) ?? 0);
       if (load < fewest) {
         best = address;
         fewest = load;
@@ -427,23 +433,23 @@ export class DatabaseListener {
   async #reject(
     client: ByteStream,
     peer: Deno.TcpConn,
-    watcher: RouteSource,
+    { route, stats, settings }: DatabaseListenerOptions,
     signal: AbortSignal,
     dialError: string | undefined,
     pendingRead: Promise<unknown> | undefined,
   ): Promise<void> {
-    const { timeouts } = watcher.database;
-    const problem = watcher.problem;
+    const { timeouts, role } = settings();
+    const problem = route.problem;
     const reason = signal.aborted
       ? "sentinel-tunnel is shutting down"
       : problem?.kind === "unknown"
       ? problem.detail
       : `no ${
-        watcher.database.role === "replica" ? "usable replica" : "confirmed master"
+        role === "replica" ? "usable replica" : "confirmed master"
       } after waiting ${timeouts.clientWaitMs} ms: ${
         problem?.detail ?? dialError ?? "still resolving"
       }`;
-    watcher.stats.connectionsRejected++;
+    stats.connectionsRejected++;
     await this.#refuse(client, peer, reason, signal, pendingRead);
   }
 
@@ -530,13 +536,13 @@ class EarlyRead {
 
   /** Waits for targets, or for the client to leave (`"left"`), whichever comes first. */
   async orTargets(
-    watcher: RouteSource,
+    route: RouteSource,
     timeoutMs: number,
     signal: AbortSignal,
   ): Promise<Targets | undefined | "left"> {
     if (this.#gone()) return "left";
     const left = new AbortController();
-    const waiting = watcher.waitForTargets(timeoutMs, AbortSignal.any([signal, left.signal]));
+    const waiting = route.waitForTargets(timeoutMs, AbortSignal.any([signal, left.signal]));
     if (this.#outcome !== undefined) return await waiting;
     type Outcome = Targets | undefined | "left";
     const leaving = this.#read.then<Outcome, Outcome>(

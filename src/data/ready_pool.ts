@@ -25,7 +25,7 @@ import { type ByteStream, connectTo } from "../shared/connect.ts";
 import { closeQuietly, describeNetworkError, untilAborted } from "../shared/io.ts";
 import type { Timeouts, TlsClientSettings } from "../shared/settings.ts";
 import type { ClientSlots } from "./client_slots.ts";
-import type { Targets } from "./route_source.ts";
+import type { RouteSource, Targets } from "../shared/route.ts";
 import type { TunnelBuffers } from "./tunnel.ts";
 
 const log = getLogger(["sentinel-tunnel", "preconnect"]);
@@ -45,20 +45,17 @@ const MAX_BACKOFF_MS = 5_000;
 /** A ready connection that ends sooner than this after its dial counts as a failure. */
 const SHORT_LIVED_MS = 1_000;
 
-/** What the pool asks of the control plane: the master watcher of its port. */
-export interface ReadySource {
-  readonly database: {
-    readonly name: string;
-    /** How many ready connections to keep; 0 is off. A reload may change it. */
-    readonly preconnect: number;
-    readonly timeouts: Timeouts;
-    readonly tcpKeepAlive: boolean;
-    readonly tls?: TlsClientSettings | undefined;
-  };
-  /** Where a new client may go now: one object per confirmation of the master. */
-  readonly targets: Targets | undefined;
-  /** Settles at the next change of state. */
-  readonly nextChange: Promise<void>;
+/** What the pool asks of the control plane: where its port's clients go, and when that changes. */
+export type ReadySource = Pick<RouteSource, "targets" | "nextChange">;
+
+/** The port's settings the pool reads; a reload may change them. */
+export interface ReadySettings {
+  readonly name: string;
+  /** How many ready connections to keep; 0 is off. */
+  readonly preconnect: number;
+  readonly timeouts: Timeouts;
+  readonly tcpKeepAlive: boolean;
+  readonly tls?: TlsClientSettings | undefined;
 }
 
 /** What the pool counts, for metrics. */
@@ -113,6 +110,7 @@ export type Dialer = typeof connectTo;
 /** The ready connections of one master port. */
 export class ReadyPool {
   readonly #source: ReadySource;
+  readonly #settings: () => ReadySettings;
   readonly #buffers: TunnelBuffers;
   readonly #stats: ReadyStats;
   readonly #slots: ReadySlots;
@@ -137,12 +135,14 @@ export class ReadyPool {
 
   constructor(
     source: ReadySource,
+    settings: () => ReadySettings,
     buffers: TunnelBuffers,
     stats: ReadyStats,
     slots: ReadySlots,
     connect: Dialer = connectTo,
   ) {
     this.#source = source;
+    this.#settings = settings;
     this.#buffers = buffers;
     this.#stats = stats;
     this.#slots = slots;
@@ -181,7 +181,7 @@ export class ReadyPool {
    */
   take(targets: Targets): ReadyConnection | undefined {
     // Off (the plaintext default): nothing to hand out, and no refill to schedule per client.
-    if (this.#ready.length === 0 && this.#source.database.preconnect === 0) return undefined;
+    if (this.#ready.length === 0 && this.#settings().preconnect === 0) return undefined;
     let taken: ReadyConnection | undefined;
     while (this.#ready.length > 0) {
       const ready = this.#ready.shift()!;
@@ -301,7 +301,7 @@ export class ReadyPool {
   }
 
   #wanted(targets: Targets | undefined): number {
-    return targets?.kind === "master" ? this.#source.database.preconnect : 0;
+    return targets?.kind === "master" ? this.#settings().preconnect : 0;
   }
 
   /**
@@ -334,7 +334,7 @@ export class ReadyPool {
   async #dial(targets: Targets): Promise<void> {
     const address = targets.addresses[0]!;
     const signal = this.#signal!;
-    const { timeouts, tcpKeepAlive, tls, name } = this.#source.database;
+    const { timeouts, tcpKeepAlive, tls, name } = this.#settings();
     const record = { voided: false };
     this.#dials.push(record);
     let stream: ByteStream;
@@ -366,7 +366,7 @@ export class ReadyPool {
     // The master may have changed, or been cut off, while dialling: such a connection never joins.
     if (
       signal.aborted || this.#source.targets !== targets ||
-      this.#ready.length >= this.#source.database.preconnect
+      this.#ready.length >= this.#settings().preconnect
     ) {
       this.#release();
       closeQuietly(stream);
@@ -392,7 +392,7 @@ export class ReadyPool {
     this.#release();
     this.#discard(ready);
     log.debug("Database {database}: ready connection to {master} ended unused: {why}", {
-      database: this.#source.database.name,
+      database: this.#settings().name,
       master: formatAddress(ready.master),
       why,
     });

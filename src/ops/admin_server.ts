@@ -27,7 +27,7 @@ import { type Address, formatAddress } from "../shared/address.ts";
 import { redactConfig } from "../config/mod.ts";
 import { renderPrometheus } from "./metrics.ts";
 import { serveHttp } from "./http_server.ts";
-import type { DatabaseRuntime, TunnelServer } from "./tunnel_server.ts";
+import type { RunningPort, RunningTunnel } from "./running.ts";
 
 const log = getLogger(["sentinel-tunnel", "admin"]);
 
@@ -45,7 +45,7 @@ export interface AdminServer {
  */
 export function startAdminServer(
   address: Address,
-  tunnel: TunnelServer,
+  tunnel: RunningTunnel,
   signal: AbortSignal,
 ): AdminServer {
   const server = serveHttp({ address, signal, handler: (request) => handle(request, tunnel) });
@@ -55,7 +55,7 @@ export function startAdminServer(
   return { address: server.address, finished: server.finished };
 }
 
-function handle(request: Request, tunnel: TunnelServer): Response {
+function handle(request: Request, tunnel: RunningTunnel): Response {
   const { pathname } = new URL(request.url);
   if (request.method !== "GET" && request.method !== "HEAD") {
     return json(405, {
@@ -94,42 +94,44 @@ function handle(request: Request, tunnel: TunnelServer): Response {
   }
 }
 
-function readiness(tunnel: TunnelServer): Response {
-  const databases = tunnel.databases.map((entry) => {
-    const { watcher, source } = entry;
-    const targets = source.targets;
+function readiness(tunnel: RunningTunnel): Response {
+  const databases = tunnel.ports.map((port) => {
+    const { plane, route } = port;
+    const targets = route.targets;
     return {
-      name: watcher.database.name,
-      role: roleOf(entry),
-      listen: listenOf(entry),
+      name: port.settings.name,
+      role: port.settings.role,
+      listen: listenOf(port),
       ready: targets !== undefined,
-      master: watcher.master ? formatAddress(watcher.master.address) : null,
+      master: plane.master ? formatAddress(plane.master.address) : null,
       /** Where new clients go now: `replica` or `master`; `null` while nowhere. */
       serving: targets?.kind ?? null,
-      // Ready but degraded (every Sentinel gone, a busy master): the master watcher's problem.
+      // Ready but degraded (every Sentinel gone, a busy master): the master's problem.
       reason: targets
-        ? watcher.problem?.detail ?? null
-        : source.problem?.detail ?? "resolving: no answer from a Sentinel yet",
+        ? plane.problem?.detail ?? null
+        : route.problem?.detail ?? "resolving: no answer from a Sentinel yet",
     };
   });
   const ready = databases.every((d) => d.ready);
   return json(ready ? 200 : 503, { ready, databases });
 }
 
-/** From the watchers' cached state: a request never opens a Sentinel or node connection. */
-function topology(tunnel: TunnelServer): unknown {
+/** From the control planes' cached state: a request never opens a Sentinel or node connection. */
+function topology(tunnel: RunningTunnel): unknown {
   return {
-    databases: tunnel.databases.map((entry) => {
-      const { watcher, registry, replicas: readWatcher, replicaRegistry, source } = entry;
-      const master = watcher.master;
-      const failover = watcher.failover;
-      const replicas = watcher.replicas;
-      const targets = readWatcher ? source.targets : undefined;
-      const readProblem = readWatcher ? source.problem : undefined;
+    databases: tunnel.ports.map((port) => {
+      const { plane, route, toMaster, toReplicas, settings } = port;
+      const master = plane.master;
+      const failover = plane.failover;
+      const problem = plane.problem;
+      const reported = plane.reportedReplicas;
+      const reads = settings.role === "replica";
+      const targets = reads ? route.targets : undefined;
+      const readProblem = reads ? route.problem : undefined;
       return {
-        name: watcher.database.name,
-        role: roleOf(entry),
-        listen: listenOf(entry),
+        name: settings.name,
+        role: settings.role,
+        listen: listenOf(port),
         master: master
           ? {
             address: formatAddress(master.address),
@@ -146,56 +148,50 @@ function topology(tunnel: TunnelServer): unknown {
             since: iso(failover.since),
           }
           : null,
-        problem: watcher.problem
-          ? {
-            kind: watcher.problem.kind,
-            detail: watcher.problem.detail,
-            since: iso(watcher.problem.since),
-          }
+        problem: problem
+          ? { kind: problem.kind, detail: problem.detail, since: iso(problem.since) }
           : null,
         // Field by field: the Sentinel client's own record may grow (a parsed address, say).
-        replicas: replicas?.replicas.map((r) => ({
+        replicas: reported?.replicas.map((r) => ({
           address: r.address,
           flags: r.flags,
           masterLinkStatus: r.masterLinkStatus,
           replicationOffset: r.replicationOffset,
           reportedBy: r.reportedBy,
         })) ?? null,
-        replicasReportedAt: replicas ? iso(replicas.at) : null,
+        replicasReportedAt: reported ? iso(reported.at) : null,
         // A read port's own view: each replica as last checked, and where new clients go.
-        readReplicas: readWatcher
-          ? readWatcher.replicas.map((r) => ({
+        readReplicas: reads
+          ? route.replicas.map((r) => ({
             address: formatAddress(r.address),
             usable: r.usable,
             reason: r.usable ? null : r.reason ?? null,
             lagBytes: r.lagBytes ?? null,
             checkedAgainst: r.checkedAgainst ? formatAddress(r.checkedAgainst) : null,
             checkedAt: iso(r.checkedAt),
-            liveClients: replicaRegistry?.countTo(r.address) ?? 0,
+            liveClients: toReplicas?.countTo(r.address) ?? 0,
           }))
           : null,
         readTargets: targets
           ? { kind: targets.kind, addresses: targets.addresses.map((a) => formatAddress(a)) }
           : null,
         readProblem: readProblem ? { kind: readProblem.kind, detail: readProblem.detail } : null,
-        sentinels: tunnel.sentinels.watching(watcher.database.name).map((s) =>
-          formatAddress(s.address)
-        ),
+        sentinels: tunnel.sentinels.watching(settings.name).map((s) => formatAddress(s.address)),
         connections: {
-          active: registry.size + (replicaRegistry?.size ?? 0),
-          toMaster: registry.size,
-          toReplicas: replicaRegistry?.size ?? 0,
-          byMaster: Object.fromEntries(registry.countsByMaster()),
-          byReplica: Object.fromEntries(replicaRegistry?.countsByMaster() ?? []),
+          active: toMaster.size + (toReplicas?.size ?? 0),
+          toMaster: toMaster.size,
+          toReplicas: toReplicas?.size ?? 0,
+          byMaster: Object.fromEntries(toMaster.countsByMaster()),
+          byReplica: Object.fromEntries(toReplicas?.countsByMaster() ?? []),
           // Open to the master, untouched, waiting for a client (preconnect); not in `active`.
-          ready: entry.ready?.size ?? 0,
+          ready: port.ready?.size ?? 0,
         },
       };
     }),
   };
 }
 
-function sentinels(tunnel: TunnelServer): unknown {
+function sentinels(tunnel: RunningTunnel): unknown {
   return {
     sentinels: tunnel.sentinels.sentinels.map((s) => ({
       address: formatAddress(s.address),
@@ -209,27 +205,34 @@ function sentinels(tunnel: TunnelServer): unknown {
   };
 }
 
-function metrics(tunnel: TunnelServer): string {
+function metrics(tunnel: RunningTunnel): string {
   return renderPrometheus(
-    tunnel.databases.map((entry) => {
-      const { watcher, registry, replicas, replicaRegistry, listener, ready } = entry;
-      return {
-        name: watcher.database.name,
-        role: roleOf(entry),
-        port: listener.address.port,
-        listen: listenOf(entry),
-        stats: watcher.stats,
-        activeConnections: registry.size + (replicaRegistry?.size ?? 0),
-        readyConnections: ready?.size ?? 0,
-        hasMaster: watcher.master !== undefined,
-        replicas: (replicas?.replicas ?? []).map((r) => ({
+    tunnel.planes.map((plane) => ({
+      name: plane.name,
+      stats: plane.stats,
+      hasMaster: plane.master !== undefined,
+      fenced: plane.fencedSince !== undefined,
+      replicas: plane.replicaHealth.map((r) => ({
+        address: formatAddress(r.address),
+        lagBytes: r.lagBytes,
+      })),
+    })),
+    tunnel.ports.map((port) => ({
+      name: port.settings.name,
+      role: port.settings.role,
+      port: port.listen.port,
+      listen: listenOf(port),
+      stats: port.stats,
+      activeConnections: port.toMaster.size + (port.toReplicas?.size ?? 0),
+      readyConnections: port.ready?.size ?? 0,
+      replicas: port.settings.role === "replica"
+        ? port.route.replicas.map((r) => ({
           address: formatAddress(r.address),
           usable: r.usable,
-          lagBytes: r.lagBytes,
-          clients: replicaRegistry?.countTo(r.address) ?? 0,
-        })),
-      };
-    }),
+          clients: port.toReplicas?.countTo(r.address) ?? 0,
+        }))
+        : [],
+    })),
     tunnel.sentinels.sentinels.map((s) => ({
       address: formatAddress(s.address),
       errors: s.errors,
@@ -238,12 +241,8 @@ function metrics(tunnel: TunnelServer): string {
   );
 }
 
-function roleOf(entry: DatabaseRuntime): "master" | "replica" {
-  return entry.replicas ? "replica" : "master";
-}
-
-function listenOf({ listener }: DatabaseRuntime): string {
-  return formatAddress({ hostname: listener.address.hostname, port: listener.address.port });
+function listenOf({ listen }: RunningPort): string {
+  return formatAddress({ hostname: listen.hostname, port: listen.port });
 }
 
 function iso(epochMs: number): string {

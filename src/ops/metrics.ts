@@ -1,22 +1,37 @@
 /**
  * The Prometheus text rendering of what the tunnel counts (`shared/stats.ts`).
  *
- * Every per-database series is labelled by its entry: `database` (the master
- * name), `port` (the local port) and `role` (`master`, or `replica` for a read
- * port), since one name may be served on several ports. When two entries of one
- * name and role share a port number on different addresses, their `port` label
- * is the whole listen address (`127.0.0.1:6380`), so that no two series clash.
- * A read port's replicas have series of their own, labelled `replica`; its
- * `bytes_total` directions say `master` for whichever node a tunnel went to.
+ * Two kinds of series, so that no sum double counts:
+ * - about a master name, once per name, labelled `database` (the master
+ *   name): master changes, whether a master is confirmed, failovers, the
+ *   write fence, check durations, and each replica's lag;
+ * - about a port's clients and bytes, per entry, labelled `database`, `port`
+ *   (the local port) and `role` (`master`, or `replica` for a read port).
+ *   When two entries of one name and role share a port number on different
+ *   addresses, their `port` label is the whole listen address
+ *   (`127.0.0.1:6380`), so that no two series clash. A read port's replicas
+ *   have series of their own, labelled `replica`; its `bytes_total` directions
+ *   say `master` for whichever node a tunnel went to.
  *
  * @module
  */
 
-import type { DatabaseStats } from "../shared/stats.ts";
+import type { MasterStats, PortStats } from "../shared/stats.ts";
 import { logLinesDropped } from "./log.ts";
 
-/** One database entry (a listen address) as the metrics see it. */
-export interface DatabaseSample {
+/** One master name as the metrics see it. */
+export interface MasterSample {
+  readonly name: string;
+  readonly stats: MasterStats;
+  readonly hasMaster: boolean;
+  /** Whether the write fence is closed now. */
+  readonly fenced: boolean;
+  /** Each replica as last checked: its lag, when known. */
+  readonly replicas: readonly { readonly address: string; readonly lagBytes: number | undefined }[];
+}
+
+/** One entry (a listen address) as the metrics see it. */
+export interface PortSample {
   readonly name: string;
   /** What the port serves. */
   readonly role: "master" | "replica";
@@ -24,13 +39,12 @@ export interface DatabaseSample {
   readonly port: number;
   /** The listen address, `host:port`: the `port` label when the port number alone is ambiguous. */
   readonly listen: string;
-  readonly stats: DatabaseStats;
+  readonly stats: PortStats;
   /** Live tunnels of the port, to the master and to replicas together. */
   readonly activeConnections: number;
   /** Ready connections to the master (`preconnect`) open now. */
   readonly readyConnections: number;
-  readonly hasMaster: boolean;
-  /** A read port's replicas as last checked; empty on a master port. */
+  /** A read port's replicas under its own lag bound; empty on a master port. */
   readonly replicas: readonly ReplicaSample[];
 }
 
@@ -39,8 +53,6 @@ export interface ReplicaSample {
   /** `host:port`. */
   readonly address: string;
   readonly usable: boolean;
-  /** How far behind the master it was at its last check; `undefined` when unknown. */
-  readonly lagBytes: number | undefined;
   /** Live clients of the port that read from it. */
   readonly clients: number;
 }
@@ -54,7 +66,8 @@ export interface SentinelSample {
 
 /** Renders the samples in the Prometheus text format (version 0.0.4). */
 export function renderPrometheus(
-  databases: readonly DatabaseSample[],
+  masters: readonly MasterSample[],
+  databases: readonly PortSample[],
   sentinels: readonly SentinelSample[],
 ): string {
   const lines: string[] = [];
@@ -68,20 +81,19 @@ export function renderPrometheus(
     for (const sample of samples) lines.push(`sentinel_tunnel_${sample}`);
   };
   const ports = new Map(databases.map((d) => [d, escapeLabel(portLabel(d, databases))]));
-  const entry = (d: DatabaseSample) => `database="${escapeLabel(d.name)}",port="${ports.get(d)}"`;
-  const labels = (d: DatabaseSample) => `${entry(d)},role="${d.role}"`;
-  const perDatabase = (metric: string, value: (d: DatabaseSample) => number) =>
+  const entry = (d: PortSample) => `database="${escapeLabel(d.name)}",port="${ports.get(d)}"`;
+  const labels = (d: PortSample) => `${entry(d)},role="${d.role}"`;
+  const perDatabase = (metric: string, value: (d: PortSample) => number) =>
     databases.map((d) => `${metric}{${labels(d)}} ${value(d)}`);
-  // An unknown value (a lag not measured) has no sample rather than a made-up one.
-  const perReplica = (metric: string, value: (r: ReplicaSample) => number | undefined) =>
+  const perReplica = (metric: string, value: (r: ReplicaSample) => number) =>
     databases.flatMap((d) =>
-      d.replicas.flatMap((r) => {
-        const v = value(r);
-        return v === undefined
-          ? []
-          : [`${metric}{${entry(d)},replica="${escapeLabel(r.address)}"} ${v}`];
-      })
+      d.replicas.map((r) =>
+        `${metric}{${entry(d)},replica="${escapeLabel(r.address)}"} ${value(r)}`
+      )
     );
+  const name = (m: MasterSample) => `database="${escapeLabel(m.name)}"`;
+  const perMaster = (metric: string, value: (m: MasterSample) => number) =>
+    masters.map((m) => `${metric}{${name(m)}} ${value(m)}`);
 
   family(
     "connections_active",
@@ -156,14 +168,32 @@ export function renderPrometheus(
   family(
     "master_changes_total",
     "counter",
-    "Confirmed changes of master.",
-    perDatabase("master_changes_total", (d) => d.stats.masterChanges),
+    "Confirmed changes of master, per master name.",
+    perMaster("master_changes_total", (m) => m.stats.masterChanges),
   );
   family(
     "master_confirmed",
     "gauge",
-    "1 when the database has a confirmed master.",
-    perDatabase("master_confirmed", (d) => d.hasMaster ? 1 : 0),
+    "1 when the master name has a confirmed master.",
+    perMaster("master_confirmed", (m) => m.hasMaster ? 1 : 0),
+  );
+  family(
+    "failovers_total",
+    "counter",
+    "Failovers that held clients (a promotion announced, or found under way), per master name.",
+    perMaster("failovers_total", (m) => m.stats.failovers),
+  );
+  family(
+    "write_fence_closed",
+    "gauge",
+    "1 while the write fence of the master name is closed.",
+    perMaster("write_fence_closed", (m) => m.fenced ? 1 : 0),
+  );
+  family(
+    "write_fence_closures_total",
+    "counter",
+    "Times the write fence of the master name closed.",
+    perMaster("write_fence_closures_total", (m) => m.stats.fenceClosures),
   );
   family(
     "replica_usable",
@@ -174,8 +204,15 @@ export function renderPrometheus(
   family(
     "replica_lag_bytes",
     "gauge",
-    "How far behind the master the replica was at its last check, in bytes; absent when unknown.",
-    perReplica("replica_lag_bytes", (r) => r.lagBytes),
+    "How far behind the master the replica was at its last check, in bytes, per master name; absent when unknown.",
+    // An unknown value (a lag not measured) has no sample rather than a made-up one.
+    masters.flatMap((m) =>
+      m.replicas.flatMap((r) =>
+        r.lagBytes === undefined
+          ? []
+          : [`replica_lag_bytes{${name(m)},replica="${escapeLabel(r.address)}"} ${r.lagBytes}`]
+      )
+    ),
   );
   family(
     "replica_clients",
@@ -186,10 +223,10 @@ export function renderPrometheus(
   family(
     "resolution_duration_seconds",
     "histogram",
-    "Time to ask Sentinel for the master and confirm it with ROLE.",
-    databases.flatMap((d) => {
-      const h = d.stats.resolutionSeconds;
-      const label = labels(d);
+    "Time to ask Sentinel for the master and confirm it with ROLE, per master name.",
+    masters.flatMap((m) => {
+      const h = m.stats.resolutionSeconds;
+      const label = name(m);
       return [
         ...h.bounds.map((bound, i) =>
           `resolution_duration_seconds_bucket{${label},le="${bound}"} ${h.counts[i]}`
@@ -224,7 +261,7 @@ export function renderPrometheus(
 }
 
 /** The port, or the listen address when another entry of the name and role has the same port. */
-function portLabel(d: DatabaseSample, databases: readonly DatabaseSample[]): string {
+function portLabel(d: PortSample, databases: readonly PortSample[]): string {
   const ambiguous = databases.some((other) =>
     other !== d && other.name === d.name && other.role === d.role && other.port === d.port
   );

@@ -93,6 +93,15 @@ export function sameAddress(a: Address, b: Address): boolean {
 }
 
 /**
+ * The one key for an address in maps and sets: `host:port` with the host in
+ * lower case, so that two keys are equal exactly when {@linkcode sameAddress}
+ * holds.
+ */
+export function addressKey(address: Address): string {
+  return formatAddress(address).toLowerCase();
+}
+
+/**
  * Parses where the admin API listens: `host:port`, `[::1]:port`, `:port` or a
  * bare port. Without a host it listens on 127.0.0.1.
  *

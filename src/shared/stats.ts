@@ -1,7 +1,8 @@
 /**
- * What the tunnel counts, per database: the data plane adds to plain number
- * fields (no allocation, no lookup per chunk), the control plane observes
- * resolution latency, and the admin API renders it (`ops/metrics.ts`).
+ * What the tunnel counts: per port, what the data plane does (it adds to plain
+ * number fields: no allocation, no lookup per chunk); per master name, what
+ * the control plane sees (master changes, failovers, the fence, resolution
+ * latency). The admin API renders both (`ops/metrics.ts`).
  *
  * @module
  */
@@ -43,13 +44,13 @@ export class Histogram {
   }
 }
 
-/** What one database's tunnels and watcher have done. */
-export class DatabaseStats {
+/** What one port's listener and tunnels have done: the data plane's counters. */
+export class PortStats {
   connectionsTotal = 0;
   connectionsRejected = 0;
-  /** Refused because the database's own `maxClients` was reached. */
+  /** Refused because the port's own `maxClients` was reached. */
   connectionsOverDatabaseLimit = 0;
-  /** Refused because the `maxClients` of every database together was reached. */
+  /** Refused because the `maxClients` of every port together was reached. */
   connectionsOverTotalLimit = 0;
   /** Tunnels closed after carrying no byte either way for `clientIdleMs`. */
   connectionsIdleClosed = 0;
@@ -61,6 +62,16 @@ export class DatabaseStats {
   readyConnectionsDiscarded = 0;
   bytesClientToMaster = 0;
   bytesMasterToClient = 0;
+}
+
+/** What one master name's control plane has seen: counted once per name, whatever its ports. */
+export class MasterStats {
+  /** Confirmed changes from one master to another. */
   masterChanges = 0;
+  /** Failovers that held clients: a promotion announced, or found under way by a check. */
+  failovers = 0;
+  /** Times the write fence closed. */
+  fenceClosures = 0;
+  /** How long each check took: ask the Sentinels, confirm with ROLE. */
   readonly resolutionSeconds = new Histogram(RESOLUTION_BUCKETS);
 }

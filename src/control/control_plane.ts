@@ -1,0 +1,633 @@
+/**
+ * The control plane of one Sentinel master name, shared by every port that
+ * serves the name, master ports and read ports alike: one check loop, one
+ * ROLE connection per node, one dispatch of Sentinel events, discovery, the
+ * master watcher and the replica view. Ports attach to it: each gets a route
+ * (where a new client may go, why nowhere, how long to wait), and each
+ * cut-off reaches every port of the name at once, logged once.
+ *
+ * One check, every poll (and at once after an event that cut clients):
+ *
+ * 1. every Sentinel watching the master is asked for its view, and, when the
+ *    name has a read port, one for the replicas, all at once;
+ * 2. the master watcher decides which node to ask for ROLE
+ *    ({@linkcode MasterWatcher.decide});
+ * 3. that node is asked, and with it the replicas its last ROLE listed, so
+ *    that offsets are read at the same moment; the master watcher acts on its
+ *    answer as soon as it comes, before the replicas' answers;
+ * 4. one ROLE reply serves both: the replica view judges the replicas against
+ *    the master it just confirmed ({@linkcode ReplicaView.check}).
+ *
+ * ```ts ignore
+ * const plane = new ControlPlane(masterSettingsOf(entry), { sentinels });
+ * const route = plane.attach({ label: "port 6380", settings: () => entry, toMaster: registry });
+ * supervise((signal) => plane.run(signal), signal, { onFailure });
+ * ```
+ *
+ * @module
+ */
+import { type Address, formatAddress, sameAddress } from "../shared/address.ts";
+import type { MasterSettings } from "../shared/master_settings.ts";
+import { sameConnectSettings, sameFence } from "../shared/master_settings.ts";
+import { untilAborted } from "../shared/io.ts";
+import type { Problem, RouteSource, Targets } from "../shared/route.ts";
+import type { DatabaseRole, WhenNoReplica } from "../shared/settings.ts";
+import { MasterStats } from "../shared/stats.ts";
+import { CheckLoop } from "./check_loop.ts";
+import type { SentinelView } from "./master_agreement.ts";
+import {
+  type ConfirmedMaster,
+  type Cut,
+  type EventSource,
+  type MasterChange,
+  MasterWatcher,
+} from "./master_watcher.ts";
+import {
+  type AskedReplicas,
+  type ReadPort,
+  type ReplicaHealth,
+  type ReplicaStatus,
+  ReplicaView,
+  statusFor,
+} from "./replica_view.ts";
+import { type RoleCheck, type RoleChecker, RoleProbe } from "./role_probe.ts";
+import type { KnownSentinel, ReplicaInfo, SentinelClient } from "./sentinel_client.ts";
+import type { SentinelEvent } from "./sentinel_events.ts";
+
+/** What the plane asks of the Sentinels; a {@linkcode SentinelClient} in production. */
+export type SentinelSource = Pick<
+  SentinelClient,
+  "masterViews" | "discoverSentinels" | "replicas" | "watching"
+>;
+
+/** Closes a port's connections to a node. */
+export interface Cutter {
+  /** Closes every connection to `address`; returns how many. */
+  closeTo(address: Address): number;
+  /** Closes every connection to anywhere but `address`; returns how many. */
+  closeAllExcept(address: Address): number;
+}
+
+/** What a port tells the plane when it attaches. */
+export interface PortLink {
+  /** How the log names the port, such as `port 6380`. */
+  readonly label: string;
+  /** The port's own settings now: a reload may change them, so they are asked at each use. */
+  settings(): {
+    readonly role: DatabaseRole;
+    readonly maxLagBytes: number;
+    readonly whenNoReplica: WhenNoReplica;
+  };
+  /** Its tunnels to the master (on a read port, the clients sent there by `whenNoReplica`). */
+  readonly toMaster: Cutter;
+  /** Its ready connections to the master (`preconnect`); they are cut with its tunnels, uncounted. */
+  readonly ready?: Cutter | undefined;
+  /** A read port's tunnels to replicas. */
+  readonly toReplicas?: Pick<Cutter, "closeTo"> | undefined;
+}
+
+/** What a port gets back: its route, and a way to leave. */
+export interface PortRoute extends RouteSource, Disposable {
+  /** A read port's replicas as it sees them, with its own lag bound. */
+  readonly replicas: readonly ReplicaStatus[];
+}
+
+/** The replicas as a Sentinel last reported them, for the admin API. */
+export interface ReportedReplicas {
+  readonly replicas: readonly ReplicaInfo[];
+  readonly at: number;
+}
+
+/** Options for {@linkcode ControlPlane}. */
+export interface ControlPlaneOptions {
+  sentinels: SentinelSource;
+  /** How a node is asked for its role. @default a {@linkcode RoleProbe}: one persistent connection per node */
+  checkRole?: RoleChecker;
+  /** Where the name's master changes, failovers and check durations are counted. */
+  stats?: MasterStats;
+  /** Called after each confirmed master that differs from the one before, once per change; it must not throw. */
+  onMasterChange?: (change: MasterChange) => void;
+  /** The first retry delay while no master is confirmed; it doubles up to the poll interval. @default {100} */
+  retryDelayMs?: number;
+  /** How often to ask the configured Sentinels which other Sentinels watch the master. @default {30000} */
+  discoveryIntervalMs?: number;
+  /** How often to check while a failover holds clients. @default {250} */
+  holdCheckIntervalMs?: number;
+}
+
+/** After `+sentinel`, discovery runs at once and this many more times, this far apart. */
+const DISCOVERY_FOLLOW_UPS = 3;
+const DISCOVERY_FOLLOW_UP_MS = 1500;
+
+/** The control plane of one master name; see the module doc. */
+export class ControlPlane {
+  readonly stats: MasterStats;
+  readonly #sentinels: SentinelSource;
+  readonly #probe: RoleProbe | undefined;
+  readonly #checkRole: RoleChecker;
+  readonly #loop = new CheckLoop();
+  readonly #master: MasterWatcher;
+  readonly #replicas: ReplicaView;
+  readonly #links = new Set<PortLink>();
+  readonly #retryDelayMs: number;
+  readonly #discoveryIntervalMs: number;
+  readonly #holdCheckIntervalMs: number;
+  #settings: MasterSettings;
+  #retryDelay: number;
+  #changed = Promise.withResolvers<void>();
+  /** The master confirmation the replica view last heard of. */
+  #lastConfirmation: number | undefined;
+  #discoveryDueAt = 0;
+  #discoveryFollowUps = 0;
+  #reported: ReportedReplicas | undefined;
+
+  constructor(settings: MasterSettings, options: ControlPlaneOptions) {
+    this.#settings = settings;
+    this.#sentinels = options.sentinels;
+    this.stats = options.stats ?? new MasterStats();
+    this.#retryDelayMs = options.retryDelayMs ?? 100;
+    this.#retryDelay = this.#retryDelayMs;
+    this.#discoveryIntervalMs = options.discoveryIntervalMs ?? 30_000;
+    this.#holdCheckIntervalMs = options.holdCheckIntervalMs ?? 250;
+    if (options.checkRole) {
+      this.#checkRole = options.checkRole;
+    } else {
+      this.#probe = new RoleProbe(
+        () => ({
+          connectTimeoutMs: this.#settings.masterConnectMs,
+          replyTimeoutMs: this.#settings.masterReplyMs,
+          auth: this.#settings.masterAuth,
+          tls: this.#settings.tls,
+        }),
+        // A node that closes its ROLE connection died or restarted: a replica is checked first.
+        (address) => {
+          if (this.#hasReadPort()) this.#replicas.peerClosed(address);
+        },
+      );
+      this.#checkRole = this.#probe.check;
+    }
+    const onMasterChange = options.onMasterChange;
+    this.#master = new MasterWatcher({
+      settings: () => this.#settings,
+      cutter: {
+        closeTo: (address) => this.#cutMaster((cutter) => cutter.closeTo(address)),
+        closeAllExcept: (address) => this.#cutMaster((cutter) => cutter.closeAllExcept(address)),
+      },
+      stats: this.stats,
+      wake: (urgent) => this.#loop.wake(urgent),
+      notify: () => this.#notify(),
+      onMasterChange: (change) => {
+        // A new master: the Sentinels that watch it, and its replicas, are asked again soon.
+        this.#discoveryDueAt = 0;
+        onMasterChange?.(change);
+      },
+    });
+    this.#replicas = new ReplicaView({
+      name: () => this.#settings.name,
+      ports: () => this.#readPorts(),
+      master: () => this.#master.master,
+      failoverTimeoutMs: () => this.#master.failoverTimeoutMs,
+      checkRole: this.#checkRole,
+      wake: (urgent) => this.#loop.wake(urgent),
+      notify: () => this.#notify(),
+    });
+  }
+
+  /** The name's settings in force. */
+  get settings(): MasterSettings {
+    return this.#settings;
+  }
+
+  /** The master name. */
+  get name(): string {
+    return this.#settings.name;
+  }
+
+  /** The confirmed master, if any. */
+  get master(): ConfirmedMaster | undefined {
+    return this.#master.master;
+  }
+
+  /** Why there is no confirmed master, or the last failed check while there is one. */
+  get problem(): Problem | undefined {
+    return this.#master.problem;
+  }
+
+  /** The failover holding clients, if any. */
+  get failover(): { master: Address; reason: string; since: number } | undefined {
+    return this.#master.failover;
+  }
+
+  /** When the write fence closed (ms since the epoch), while it is closed. */
+  get fencedSince(): number | undefined {
+    return this.#master.fencedSince;
+  }
+
+  /** Where a master port's clients go: one object per confirmation of the master. */
+  get masterTargets(): Targets | undefined {
+    return this.#master.targets;
+  }
+
+  /** Every replica as last checked (whatever a port's lag bound). */
+  get replicaHealth(): readonly ReplicaHealth[] {
+    return this.#replicas.replicas;
+  }
+
+  /** The replicas as a Sentinel last reported them: refreshed with discovery, or every check when a read port needs them. */
+  get reportedReplicas(): ReportedReplicas | undefined {
+    return this.#reported;
+  }
+
+  /** The ports attached now. */
+  get ports(): readonly PortLink[] {
+    return [...this.#links];
+  }
+
+  /** Settles at the next change of state: a master confirmed or lost, a problem, a cut-off. */
+  get nextChange(): Promise<void> {
+    return this.#changed.promise;
+  }
+
+  /**
+   * Waits up to `timeoutMs` for a confirmed master. Returns at once when the
+   * Sentinels already said they do not know this master name.
+   */
+  async waitForMaster(
+    timeoutMs: number,
+    signal: AbortSignal,
+  ): Promise<ConfirmedMaster | undefined> {
+    const deadline = AbortSignal.any([AbortSignal.timeout(timeoutMs), signal]);
+    const expired = untilAborted(deadline);
+    while (!this.#master.master && !deadline.aborted) {
+      if (this.#master.problem?.kind === "unknown") return undefined;
+      await Promise.race([this.#changed.promise, expired]);
+    }
+    return this.#master.master;
+  }
+
+  /** Waits up to `timeoutMs` for the check under way, or the next one, to end. */
+  nextResolution(timeoutMs: number, signal: AbortSignal): Promise<void> {
+    return this.#loop.nextResolution(timeoutMs, signal);
+  }
+
+  /** Runs the next check soon: at once when `urgent`. */
+  wake(urgent = false): void {
+    this.#loop.wake(urgent);
+  }
+
+  /**
+   * Attaches a port: its clients are cut off with the name's, and its route
+   * answers where they may go. Disposing of the route detaches it; its
+   * connections are the port's to close.
+   */
+  attach(link: PortLink): PortRoute {
+    this.#links.add(link);
+    // A read port needs the replicas checked before its first client: at once.
+    if (link.settings().role === "replica") this.#loop.wake(true);
+    return new Route(this, this.#master, this.#replicas, link, () => this.#links.delete(link));
+  }
+
+  /**
+   * Takes new settings for the name (a reload). New credentials, TLS or
+   * deadlines reopen the ROLE connections, and a check under way is void; a
+   * changed fence applies to the time already run. Tunnels are kept.
+   */
+  update(settings: MasterSettings): void {
+    const before = this.#settings;
+    this.#settings = settings;
+    const reconnect = !sameConnectSettings(before, settings);
+    if (!sameFence(before.fence, settings.fence)) this.#master.fenceChanged();
+    if (reconnect) {
+      // A check under way would see its ROLE connections closed under it: drop what it learns.
+      this.#master.voidCheck();
+      this.#probe?.reset();
+    }
+    this.#loop.wake(reconnect);
+  }
+
+  /**
+   * The Sentinel list changed (a reload): what the old Sentinels said no longer
+   * counts, and the Sentinels watching the master are discovered again at once.
+   */
+  sentinelsChanged(): void {
+    this.#master.sentinelsChanged();
+    this.#discoveryDueAt = 0;
+    this.#loop.wake(true);
+  }
+
+  /**
+   * An event from a Sentinel the client knows: acted on only when that
+   * Sentinel counts for this master (configured, or discovered for it).
+   */
+  onSentinelEvent(event: SentinelEvent, sentinel: Readonly<KnownSentinel>): void {
+    if (!this.#sentinels.watching(this.name).includes(sentinel)) return;
+    this.onEvent(event, sentinel);
+  }
+
+  /**
+   * A Sentinel event about this master, from a Sentinel that counts for it.
+   * A switch or a promotion cuts clients off at once, on every port; a
+   * replica announced down or being promoted loses its read clients; nothing
+   * here routes a client anywhere new.
+   */
+  onEvent(event: SentinelEvent, source: EventSource): void {
+    const reads = this.#hasReadPort();
+    switch (event.kind) {
+      case "switch-master":
+        this.#master.onSwitch(event.to, source);
+        if (reads) this.#replicas.onSwitch(event.to, source.address);
+        return;
+      case "promotion":
+        this.#master.onPromotion(
+          event.masterAddress,
+          `${event.channel} from ${formatAddress(source.address)}`,
+          source,
+        );
+        if (!reads) return;
+        if (event.replica) this.#replicas.onPromotion(event.replica, event.channel, source.address);
+        else this.#loop.wake(true);
+        return;
+      case "failover-end":
+        this.#master.onFailoverEnd();
+        if (!reads) return;
+        this.#replicas.onFailoverEnd(source.address);
+        return this.#loop.wake();
+      case "sentinel-added":
+        // Only a configured Sentinel's word starts a discovery round; the others wait for the timer.
+        if (source.origin !== "configured") return;
+        // A Sentinel just added is listed as disconnected until its peers reach it: look again soon.
+        this.#discoveryDueAt = 0;
+        this.#discoveryFollowUps = DISCOVERY_FOLLOW_UPS;
+        return this.#loop.wake();
+      case "instance":
+        // Replicas' comings and goings matter to read ports; the master is checked by views.
+        if (!reads) return;
+        if (event.instanceType === "slave" && event.change === "down") {
+          return this.#replicas.onDown(event.instance, source.address);
+        }
+        return this.#loop.wake();
+    }
+  }
+
+  /**
+   * Checks until `signal` aborts, then closes the ROLE connections and stops
+   * the fence's clock. Rejects when a check fails unexpectedly, keeping every
+   * state: run it under `supervise()`, which restarts it.
+   */
+  async run(signal: AbortSignal): Promise<void> {
+    try {
+      await this.#loop.run({
+        check: (s) => this.#check(s),
+        housekeeping: (s) => this.#discoverIfDue(s),
+        sleepMs: () => this.#sleepMs(),
+      }, signal);
+    } finally {
+      if (signal.aborted) {
+        this.#probe?.reset();
+        this.#master.stop();
+        this.#notify();
+      }
+    }
+  }
+
+  /** One check; see the module doc. */
+  async #check(signal: AbortSignal): Promise<void> {
+    const started = performance.now();
+    const generation = this.#master.generation;
+    // A newer event makes this check's findings stale: the loop runs a fresh one at once.
+    const stale = () => {
+      if (signal.aborted) return true;
+      if (this.#master.generation === generation) return false;
+      this.#loop.wake();
+      return true;
+    };
+    const reads = this.#hasReadPort();
+    this.#replicas.beginCheck();
+    try {
+      // The replicas' list comes in parallel; the master is decided without waiting for it, so that
+      // a Sentinel slow to list replicas delays no failover.
+      const listing = reads ? this.#sentinels.replicas(this.name, signal) : undefined;
+      const views = await this.#sentinels.masterViews(this.name, signal);
+      if (stale()) return;
+      await this.#act(views, listing, stale, signal);
+    } finally {
+      this.#replicas.endCheck();
+      if (!signal.aborted) {
+        this.stats.resolutionSeconds.observe((performance.now() - started) / 1000);
+      }
+    }
+  }
+
+  async #act(
+    views: SentinelView[],
+    listing: Promise<ReplicaInfo[] | undefined> | undefined,
+    stale: () => boolean,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const step = this.#master.decide(views);
+    let asked: AskedReplicas = new Map();
+    let candidate: Address | undefined;
+    let masterRole: RoleCheck | undefined;
+    if (step.kind === "probe-silence") {
+      const role = await this.#checkRole(step.address, signal);
+      if (stale()) return;
+      this.#master.actOnSilence(step.address, role);
+    } else if (step.kind === "ask") {
+      candidate = step.candidate.address;
+      const answer = this.#checkRole(candidate, signal);
+      // The replicas the master listed last time are asked with it: offsets of the same moment.
+      if (listing) asked = this.#replicas.askKnown(candidate, signal);
+      masterRole = await answer;
+      if (stale()) return;
+      this.#master.actOnRole(step, masterRole);
+      if (!listing) return this.#probe?.keepOnly([candidate]);
+    }
+    if (!listing) return;
+    const listed = await listing;
+    if (listed) this.#reported = { replicas: listed, at: Date.now() };
+    this.#replicas.noteListed(listed);
+    if (signal.aborted) return;
+    const master = this.#master.master;
+    if (master && candidate && masterRole && sameAddress(master.address, candidate)) {
+      const checked = await this.#replicas.check(master, masterRole, asked, signal);
+      if (checked) this.#probe?.keepOnly([candidate, ...checked]);
+    } else if (!master) {
+      // No master to check the replicas against: those in use are still guarded.
+      await this.#replicas.guardWithoutMaster(asked, signal);
+    }
+  }
+
+  /** Asks which Sentinels watch the master, every 30 s and soon after a change. */
+  async #discoverIfDue(signal: AbortSignal): Promise<void> {
+    const now = Date.now();
+    if (now < this.#discoveryDueAt) return;
+    if (this.#discoveryFollowUps > 0) {
+      this.#discoveryFollowUps--;
+      this.#discoveryDueAt = now + DISCOVERY_FOLLOW_UP_MS;
+    } else {
+      this.#discoveryDueAt = now + this.#discoveryIntervalMs;
+    }
+    await this.#sentinels.discoverSentinels(this.name, signal);
+    // With a read port, every check brings the list already.
+    if (this.#hasReadPort() || signal.aborted) return;
+    const replicas = await this.#sentinels.replicas(this.name, signal);
+    if (replicas) this.#reported = { replicas, at: Date.now() };
+  }
+
+  /** How long to sleep after a check: briefly during a failover, backing off while no master is known. */
+  #sleepMs(): number {
+    const { pollIntervalMs } = this.#settings;
+    if (this.#master.holding) return Math.min(this.#holdCheckIntervalMs, pollIntervalMs);
+    if (this.#master.master) {
+      this.#retryDelay = this.#retryDelayMs;
+      return pollIntervalMs;
+    }
+    const delay = this.#retryDelay;
+    this.#retryDelay = Math.min(this.#retryDelay * 2, pollIntervalMs);
+    return delay;
+  }
+
+  /** Cuts on every port of the name, ready connections included (uncounted). */
+  #cutMaster(cut: (cutter: Cutter) => number): Cut {
+    let closed = 0;
+    const where: string[] = [];
+    for (const link of this.#links) {
+      if (link.ready) cut(link.ready);
+      const n = cut(link.toMaster);
+      closed += n;
+      if (n > 0) where.push(`${n} on ${link.label}`);
+    }
+    // One port: the line needs no breakdown.
+    return { closed, where: this.#links.size > 1 && closed > 0 ? ` (${where.join(", ")})` : "" };
+  }
+
+  #readPorts(): ReadPort[] {
+    const ports: ReadPort[] = [];
+    for (const link of this.#links) {
+      const toReplicas = link.toReplicas;
+      if (link.settings().role !== "replica" || !toReplicas) continue;
+      ports.push({
+        label: link.label,
+        maxLagBytes: link.settings().maxLagBytes,
+        closeTo: (address) => toReplicas.closeTo(address),
+      });
+    }
+    return ports;
+  }
+
+  #hasReadPort(): boolean {
+    for (const link of this.#links) if (link.settings().role === "replica") return true;
+    return false;
+  }
+
+  /** Wakes every waiter; each checks the state again. A master confirmed anew reaches the replicas first. */
+  #notify(): void {
+    const master = this.#master.master;
+    if (master && master.confirmation !== this.#lastConfirmation) {
+      this.#lastConfirmation = master.confirmation;
+      this.#replicas.onMasterConfirmed(master);
+    }
+    this.#changed.resolve();
+    this.#changed = Promise.withResolvers<void>();
+  }
+}
+
+/** One port's route: what its listener asks, answered from the name's state. */
+class Route implements PortRoute {
+  readonly #plane: ControlPlane;
+  readonly #master: MasterWatcher;
+  readonly #replicas: ReplicaView;
+  readonly #link: PortLink;
+  readonly #detach: () => void;
+  /** A read port's targets, made once per set of verdicts, master and bounds. */
+  #cache: {
+    verdicts: ReadonlyMap<string, ReplicaHealth>;
+    master: ConfirmedMaster | undefined;
+    maxLagBytes: number;
+    targets: Targets | undefined;
+  } | undefined;
+
+  constructor(
+    plane: ControlPlane,
+    master: MasterWatcher,
+    replicas: ReplicaView,
+    link: PortLink,
+    detach: () => void,
+  ) {
+    this.#plane = plane;
+    this.#master = master;
+    this.#replicas = replicas;
+    this.#link = link;
+    this.#detach = detach;
+  }
+
+  get targets(): Targets | undefined {
+    const { role, maxLagBytes, whenNoReplica } = this.#link.settings();
+    if (role === "master") return this.#master.targets;
+    const master = this.#master.master;
+    const verdicts = this.#replicas.verdicts;
+    const cache = this.#cache;
+    if (
+      cache?.verdicts !== verdicts || cache.master !== master || cache.maxLagBytes !== maxLagBytes
+    ) {
+      this.#cache = {
+        verdicts,
+        master,
+        maxLagBytes,
+        targets: this.#replicas.targetsFor(maxLagBytes, master),
+      };
+    }
+    return this.#cache!.targets ??
+      (whenNoReplica === "master" ? this.#master.targets : undefined);
+  }
+
+  get problem(): Problem | undefined {
+    const masterProblem = this.#master.problem;
+    if (this.#link.settings().role === "master") return masterProblem;
+    if (this.targets) return undefined;
+    const master = this.#master.master;
+    if (!master) {
+      return masterProblem?.kind === "unknown" ? masterProblem : {
+        kind: masterProblem?.kind ?? "unreachable",
+        detail: `no confirmed master to check the replicas against: ${
+          masterProblem?.detail ?? "still resolving"
+        }`,
+        since: masterProblem?.since ?? Date.now(),
+      };
+    }
+    return this.#replicas.problemFor(this.#link.settings().maxLagBytes, master);
+  }
+
+  get replicas(): readonly ReplicaStatus[] {
+    const { maxLagBytes } = this.#link.settings();
+    return this.#replicas.replicas.map((health) => statusFor(health, maxLagBytes));
+  }
+
+  get nextChange(): Promise<void> {
+    return this.#plane.nextChange;
+  }
+
+  async waitForTargets(timeoutMs: number, signal: AbortSignal): Promise<Targets | undefined> {
+    const deadline = AbortSignal.any([AbortSignal.timeout(timeoutMs), signal]);
+    const expired = untilAborted(deadline);
+    for (;;) {
+      const targets = this.targets;
+      if (targets || deadline.aborted) return targets;
+      if (this.#master.problem?.kind === "unknown") return undefined;
+      await Promise.race([this.#plane.nextChange, expired]);
+    }
+  }
+
+  reportUnreachable(address: Address): void {
+    if (this.#link.settings().role === "replica") this.#replicas.reportUnreachable(address);
+    this.#master.reportUnreachable(address);
+  }
+
+  nextResolution(timeoutMs: number, signal: AbortSignal): Promise<void> {
+    return this.#plane.nextResolution(timeoutMs, signal);
+  }
+
+  [Symbol.dispose](): void {
+    this.#detach();
+  }
+}
