@@ -1,31 +1,27 @@
 /**
- * A hostile review of the write fence (`fence.afterMs`) and the silent-master
- * cut of issue #11. Each test sets a race or a path up exactly, with fake
- * Sentinels and fake ROLE answers (the harness in _master_harness.ts),
- * except the TLS ones, which use a real socket that accepts and never answers.
- * Tests named "(held)" guard properties that held; every other one failed
- * against the first version of the fence (e0882d8) and guards its fix.
+ * A hostile review of the write fence (`fence.afterMs`, write_fence.ts) and the silent-master
+ * cut (master_silence.ts) of issue #11; it was fence_review_test.ts. Each test drives a real
+ * ControlPlane with fake Sentinels and fake ROLE answers (the harness in _master_harness.ts) and
+ * sets a race or a path up exactly, except the TLS ones, which use a real RoleProbe on a real
+ * socket that accepts and never answers. Tests named "(held)" guard properties that held; every
+ * other one failed against the first version of the fence (e0882d8) and guards its fix.
  */
 import assert from "node:assert/strict";
 import { type Address, formatAddress, sameAddress } from "../src/shared/address.ts";
 import type { DatabaseConfig } from "../src/shared/settings.ts";
-import { ConnectionRegistry } from "../src/data/connection_registry.ts";
 import { RoleProbe } from "../src/control/role_probe.ts";
-import { ReplicaWatcher } from "../src/control/replica_watcher.ts";
 import { parseConfig } from "../src/config/mod.ts";
 import {
   A,
   attach,
   B,
   DATABASE,
-  type FakeTunnel,
   FENCED,
   problemOf,
   S1,
   S2,
   S3,
   sentinelsGone,
-  sleepFor,
   timeout,
   withWatcher,
 } from "./_master_harness.ts";
@@ -56,7 +52,7 @@ Deno.test("fence review: a tunnel started with only a minority of the configured
       "the fence to cut A's tunnel (never armed at startup)",
       2000,
     );
-    assert.equal(h.watcher.master, undefined);
+    assert.equal(h.plane.master, undefined);
   }, FENCED);
 });
 
@@ -86,7 +82,7 @@ Deno.test("fence review: a reload that adds a fence while the Sentinels are alre
     const tunnel = attach(h, A);
     sentinelsGone(h);
     await h.sentinels.moreRounds(2);
-    h.watcher.update(FENCED);
+    h.update(FENCED);
     await timeout(tunnel.closed.promise, "the fence added by a reload to cut A's tunnel", 2000);
   });
 });
@@ -101,7 +97,7 @@ Deno.test("fence review: a reload that shortens fence.afterMs applies to the run
     const tunnel = attach(h, A);
     sentinelsGone(h);
     await h.sentinels.moreRounds(2);
-    h.watcher.update(FENCED); // afterMs 3600000 -> 150
+    h.update(FENCED); // afterMs 3600000 -> 150
     await timeout(tunnel.closed.promise, "the shortened fence to cut A's tunnel", 2000);
   }, { ...DATABASE, fence: { afterMs: 3_600_000 } });
 });
@@ -116,7 +112,7 @@ Deno.test("fence review: a reload that turns the fence off opens a closed fence"
     sentinelsGone(h, [S2, S3]);
     await problemOf(h, "fenced");
     // The operator turns the fence off to get writes back: the agreement (S1) names A, A says master.
-    h.watcher.update(DATABASE);
+    h.update(DATABASE);
     assert.deepEqual(await h.master(), A, "still fenced after the fence was turned off");
   }, FENCED);
 });
@@ -161,8 +157,8 @@ Deno.test("fence review: a healthy majority keeps the fence open for a busy mast
     // Every round has 3 of 3 configured Sentinels naming A, about every 205 ms; the fence's
     // time restarts only after the ROLE answer, so it runs out between two confirmations.
     await h.sentinels.moreRounds(6);
-    assert.equal(tunnel.closes, 0, `cut with a healthy majority: ${h.watcher.problem?.detail}`);
-    assert.notEqual(h.watcher.problem?.kind, "fenced");
+    assert.equal(tunnel.closes, 0, `cut with a healthy majority: ${h.plane.problem?.detail}`);
+    assert.notEqual(h.plane.problem?.kind, "fenced");
   }, database);
 });
 
@@ -269,8 +265,8 @@ Deno.test("fence review (held): discovered Sentinels alone do not open a closed 
     await timeout(tunnel.closed.promise, "the fence to cut A's tunnel");
     for (const d of [D1, D2, D3]) h.sentinels.say(d, { address: A, epoch: 1 }, "discovered");
     await h.sentinels.moreRounds(5);
-    assert.equal(h.watcher.master, undefined);
-    assert.equal(h.watcher.problem?.kind, "fenced");
+    assert.equal(h.plane.master, undefined);
+    assert.equal(h.plane.problem?.kind, "fenced");
   }, FENCED);
 });
 
@@ -285,7 +281,7 @@ Deno.test("fence review (held): a configured minority naming a newer master does
     await problemOf(h, "fenced");
     h.sentinels.say(S1, { address: B, epoch: 2 });
     await h.sentinels.moreRounds(5);
-    assert.equal(h.watcher.master, undefined);
+    assert.equal(h.plane.master, undefined);
     // A majority at the newest epoch opens it, on B.
     h.sentinels.say(S2, { address: B, epoch: 2 });
     assert.deepEqual(await h.master(), B);
@@ -306,16 +302,15 @@ Deno.test("fence review (held): a failover hold that outlives afterMs fences, an
     }
     await timeout(tunnel.closed.promise, "the hold to cut A's tunnel");
     await problemOf(h, "fenced");
-    assert.equal(h.watcher.master, undefined);
+    assert.equal(h.plane.master, undefined);
     h.nodes.set(A, "slave");
     h.sentinels.allSay(B, 2);
     assert.deepEqual(await h.master(), B);
-    assert.equal(h.watcher.problem, undefined);
+    assert.equal(h.plane.problem, undefined);
   }, FENCED);
 });
 
 Deno.test("fence review (held): a read port of a fenced database offers neither replicas nor the master to new clients", async () => {
-  const database: DatabaseConfig = { ...FENCED, role: "replica", whenNoReplica: "master" };
   await withWatcher((sentinels, nodes) => {
     sentinels.allSay(A, 1);
     sentinels.replicaList = [{
@@ -326,6 +321,7 @@ Deno.test("fence review (held): a read port of a fenced database offers neither 
       replicationOffset: 100,
       reportedBy: formatAddress(S1),
     }];
+    // One ROLE reply of the master serves both: it confirms A and lists R as attached.
     nodes.set(A, {
       kind: "role",
       role: "master",
@@ -337,30 +333,16 @@ Deno.test("fence review (held): a read port of a fenced database offers neither 
       asReplica: { master: A, state: "connected", offset: 100 },
     });
   }, async (h) => {
-    const replicaRegistry = new ConnectionRegistry<FakeTunnel>();
-    const replicas = new ReplicaWatcher({
-      master: h.watcher,
-      sentinels: h.sentinels,
-      registry: replicaRegistry,
-      checkRole: h.nodes.check,
-    });
-    const controller = new AbortController();
-    const running = replicas.run(AbortSignal.any([controller.signal, h.signal]));
-    try {
-      const deadline = performance.now() + 3000;
-      while (replicas.targets?.kind !== "replica" && performance.now() < deadline) {
-        await sleepFor(20);
-      }
-      const targets = replicas.targets;
-      assert.deepEqual(targets?.kind, "replica");
-      assert.ok(targets?.addresses.some((a) => sameAddress(a, R)));
-      sentinelsGone(h);
-      await problemOf(h, "fenced");
-      assert.equal(replicas.targets, undefined, "a fenced read port still offers somewhere");
-      assert.equal(replicas.problem?.kind, "fenced");
-    } finally {
-      controller.abort();
-      await running;
+    const read = h.attachPort({ ...FENCED, port: 6381, role: "replica", whenNoReplica: "master" });
+    while (read.route.targets?.kind !== "replica") {
+      await timeout(h.plane.nextChange, "the read port to offer a replica");
     }
-  }, database);
+    const targets = read.route.targets;
+    assert.deepEqual(targets?.kind, "replica");
+    assert.ok(targets?.addresses.some((a) => sameAddress(a, R)));
+    sentinelsGone(h);
+    await problemOf(h, "fenced");
+    assert.equal(read.route.targets, undefined, "a fenced read port still offers somewhere");
+    assert.equal(read.route.problem?.kind, "fenced");
+  }, FENCED);
 });
