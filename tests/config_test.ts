@@ -367,6 +367,65 @@ Deno.test("parseConfig() serves one master name on several ports, each with its 
   );
 });
 
+Deno.test("parseConfig() refuses entries of one master name that disagree on a setting of the name's, naming both and the field", () => {
+  const fields: [string, Record<string, unknown>, Record<string, unknown>][] = [
+    ["masterAuth", { masterAuth: { password: "a" } }, { masterAuth: { password: "b" } }],
+    ["fence", { fence: { afterMs: 5000 } }, {}],
+    [
+      "onMasterChange",
+      { onMasterChange: { command: ["/bin/true"] } },
+      { onMasterChange: { command: ["/bin/false"] } },
+    ],
+    [
+      "timeouts.masterConnectMs",
+      { timeouts: { masterConnectMs: 300 } },
+      { timeouts: { masterConnectMs: 400 } },
+    ],
+    ["timeouts.masterReplyMs", {}, { timeouts: { masterReplyMs: 300 } }],
+  ];
+  for (const [field, first, second] of fields) {
+    const error = configError(JSON.stringify({
+      sentinels: ["127.0.0.1:26379"],
+      databases: [
+        { name: "mymaster", port: 6380, ...first },
+        { name: "other", port: 6390 },
+        { name: "mymaster", port: 6381, role: "replica", ...second },
+      ],
+    }));
+    const path = Object.keys(second).length > 0 ? `databases[2].${field}` : "databases[2]";
+    assert.deepEqual(error.problems, [
+      `${SOURCE}: ${path}: ${field} differs from databases[0] ("mymaster", role "master", 127.0.0.1:6380): the entries of one master name share masterAuth, tls, fence, onMasterChange, timeouts.masterConnectMs, timeouts.masterReplyMs, as one control plane checks their master; set ${field} alike on both, or once at the top level`,
+    ], field);
+  }
+});
+
+Deno.test("parseConfig() lets entries of one master name differ in what belongs to their ports", () => {
+  const config = parse(JSON.stringify({
+    sentinels: ["127.0.0.1:26379"],
+    masterAuth: { password: "shared" },
+    fence: { afterMs: 5000 },
+    databases: [
+      { name: "a", port: 6380, maxClients: 10, preconnect: 2, timeouts: { clientWaitMs: 100 } },
+      {
+        name: "a",
+        port: 6381,
+        bind: "::1",
+        role: "replica",
+        maxLagBytes: 10,
+        whenNoReplica: "master",
+        timeouts: { clientIdleMs: 5000 },
+      },
+      // The same setting written on an entry counts as agreeing with the inherited one.
+      { name: "a", port: 6382, masterAuth: { password: "shared" }, fence: { afterMs: 5000 } },
+    ],
+  }));
+  assert.deepEqual(config.databases.map((d) => d.port), [6380, 6381, 6382]);
+  assert.deepEqual(
+    config.databases.map((d) => d.masterAuth?.password),
+    ["shared", "shared", "shared"],
+  );
+});
+
 Deno.test("parseConfig() takes maxLagBytes and whenNoReplica at the top level for replica entries", () => {
   const config = parse(JSON.stringify({
     sentinels: ["127.0.0.1:26379"],
@@ -1456,6 +1515,39 @@ Deno.test({
       });
       assert.equal(oneListener.databases[0]?.listenTls, undefined);
       assert.deepEqual(oneListener.databases[1]?.listenTls, listenResolved);
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "parseConfig() refuses entries of one master name with different TLS to the master, and takes the same files written twice",
+  permissions: { read: true, write: true },
+  async fn() {
+    await withPemDirectory((dir) => {
+      const tls = { caFile: "ca.pem", serverName: "redis.internal" };
+      const same = parseIn(dir, {
+        ...BASE,
+        tls,
+        databases: [
+          { name: "m", port: 6380 },
+          { name: "m", port: 6381, role: "replica", tls: { ...tls } },
+        ],
+      });
+      assert.deepEqual(same.databases[1]?.tls, same.databases[0]?.tls);
+      const problems = problemsIn(dir, {
+        ...BASE,
+        tls,
+        databases: [
+          { name: "m", port: 6380 },
+          { name: "m", port: 6381, role: "replica", tls: { ...tls, serverName: "other" } },
+        ],
+      });
+      assert.equal(problems.length, 1);
+      assert.match(
+        problems[0]!,
+        /^databases\[1\]\.tls: tls differs from databases\[0\] \("m", role "master", 127\.0\.0\.1:6380\): /,
+      );
     });
   },
 });

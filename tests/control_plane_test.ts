@@ -1,0 +1,284 @@
+/**
+ * The control plane of one master name, shared by every port of the name:
+ * one ROLE per node per check whatever the ports, one cut-off reaching every
+ * port at once, one hook call per change, each read port's own lag bound.
+ * The unit cases drive a real ControlPlane with fake Sentinels and fake ROLE
+ * answers (tests/_master_harness.ts); the integration cases run the tunnel
+ * against real Redis and Sentinel processes, one name on two master ports
+ * and a read port, and count what reaches the nodes and the log.
+ */
+import assert from "node:assert/strict";
+import { type Address, formatAddress } from "../src/shared/address.ts";
+import type { DatabaseConfig } from "../src/shared/settings.ts";
+import type { RoleCheck } from "../src/control/role_probe.ts";
+import type { ReplicaInfo } from "../src/control/sentinel_client.ts";
+import type { SentinelEvent } from "../src/control/sentinel_events.ts";
+import { A, attach, B, DATABASE, FakeTunnel, S1, timeout, withWatcher } from "./_master_harness.ts";
+import { freePort, startDeployment } from "./_deployment.ts";
+import { connectClient, type LogRecord, startTunnel } from "./_tunnel.ts";
+
+const R: Address = { hostname: "10.0.0.3", port: 6379 };
+const SECOND: DatabaseConfig = { ...DATABASE, port: 6382 };
+const READS: DatabaseConfig = { ...DATABASE, port: 6381, role: "replica" };
+
+const masterRole = (offset: number, replicas: readonly Address[]): RoleCheck => ({
+  kind: "role",
+  role: "master",
+  asMaster: { offset, replicas: replicas.map((address) => ({ address, offset })) },
+});
+const replicaRole = (master: Address, offset: number): RoleCheck => ({
+  kind: "role",
+  role: "slave",
+  asReplica: { master, state: "connected", offset },
+});
+const listed = (replica: Address): ReplicaInfo => ({
+  address: formatAddress(replica),
+  replica,
+  flags: ["slave"],
+  masterLinkStatus: "ok",
+  replicationOffset: 0,
+  reportedBy: formatAddress(S1),
+});
+const switchTo = (to: Address): SentinelEvent => ({
+  kind: "switch-master",
+  master: DATABASE.name,
+  from: A,
+  to,
+});
+
+Deno.test("ControlPlane asks the master for ROLE once per check, however many ports serve the name", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    sentinels.replicaList = [listed(R)];
+    nodes.set(A, masterRole(1000, [R]));
+    nodes.set(R, replicaRole(A, 1000));
+  }, async (h) => {
+    h.attachPort(SECOND);
+    const reads = h.attachPort(READS);
+    await h.master();
+    // Each round's views come before its ROLE calls: between two round starts, one round's calls.
+    await h.sentinels.moreRounds(1);
+    const before = h.nodes.asked.length;
+    await h.sentinels.moreRounds(5);
+    const asked = h.nodes.asked.slice(before);
+    assert.equal(asked.filter((a) => a === formatAddress(A)).length, 5, asked.join(" "));
+    assert.equal(asked.filter((a) => a === formatAddress(R)).length, 5, asked.join(" "));
+    // The one ROLE reply of the master served the read port too: R is usable against it.
+    assert.deepEqual(reads.route.targets, { kind: "replica", addresses: [R] });
+    assert.equal(reads.route.replicas[0]?.checkedAgainst, A);
+  });
+});
+
+Deno.test("ControlPlane cuts the old master's clients on every port of the name at one +switch-master", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    nodes.set(A, "master");
+  }, async (h) => {
+    const second = h.attachPort(SECOND);
+    const reads = h.attachPort({ ...READS, whenNoReplica: "master" });
+    await h.master();
+    const onFirst = attach(h, A);
+    const onSecond = new FakeTunnel(A);
+    second.toMaster.add(onSecond);
+    // A read port's client sent to the master (whenNoReplica "master") is the master's client too.
+    const onReads = new FakeTunnel(A);
+    reads.toMaster.add(onReads);
+    h.event(switchTo(B), S1);
+    for (const tunnel of [onFirst, onSecond, onReads]) {
+      assert.equal(tunnel.closes, 1, "a port of the name kept a client of the old master");
+    }
+    // And the switch is not yet believed: no port sends a new client anywhere.
+    assert.equal(h.route.targets, undefined);
+    assert.equal(second.route.targets, undefined);
+    assert.equal(reads.route.targets, undefined);
+  });
+});
+
+Deno.test("ControlPlane reports one master change per failover, however many ports serve the name", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    nodes.set(A, "master");
+    nodes.set(B, "master");
+  }, async (h) => {
+    h.attachPort(SECOND);
+    h.attachPort(READS);
+    await h.master();
+    h.sentinels.allSay(B, 2);
+    h.event(switchTo(B), S1);
+    assert.deepEqual(await h.master(true), B);
+    await h.sentinels.moreRounds(2);
+    // The hook queue of the name gets each change once: the first master, then the failover.
+    assert.deepEqual(
+      h.changes.map((c) => [c.from && formatAddress(c.from), formatAddress(c.to)]),
+      [[undefined, formatAddress(A)], [formatAddress(A), formatAddress(B)]],
+    );
+    assert.equal(h.plane.stats.masterChanges, 1);
+  });
+});
+
+Deno.test("ControlPlane applies each read port's own maxLagBytes to the replicas it measured once", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    sentinels.replicaList = [listed(R)];
+    // R is 5,000 bytes behind: within one port's bound, over the other's.
+    nodes.set(A, masterRole(10_000, [R]));
+    nodes.set(R, replicaRole(A, 5_000));
+  }, async (h) => {
+    const lenient = h.attachPort({ ...READS, port: 6381, maxLagBytes: 10_000 });
+    const strict = h.attachPort({ ...READS, port: 6383, maxLagBytes: 1_000 });
+    await h.master();
+    await h.sentinels.moreRounds(2);
+    assert.deepEqual(lenient.route.targets, { kind: "replica", addresses: [R] });
+    assert.equal(strict.route.targets, undefined);
+    assert.match(
+      strict.route.problem?.detail ?? "",
+      /5000 bytes behind the master \(maxLagBytes 1000\)/,
+    );
+    assert.equal(lenient.route.replicas[0]?.usable, true);
+    assert.equal(strict.route.replicas[0]?.usable, false);
+    // A reload lowers the lenient port's bound: its clients of R are cut at the next check, the
+    // strict port's (none) untouched.
+    const reading = new FakeTunnel(R);
+    lenient.toReplicas.add(reading);
+    lenient.settings = { ...lenient.settings, maxLagBytes: 1_000 };
+    h.plane.wake(true);
+    await timeout(reading.closed.promise, "the lenient port's client of R to be cut");
+    assert.equal(lenient.route.targets, undefined);
+  });
+});
+
+Deno.test("ControlPlane cuts no client of a port that has left it", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    nodes.set(A, "master");
+  }, async (h) => {
+    const second = h.attachPort(SECOND);
+    await h.master();
+    const stays = new FakeTunnel(A);
+    second.toMaster.add(stays);
+    second.route[Symbol.dispose]();
+    const cut = attach(h, A);
+    h.event(switchTo(B), S1);
+    assert.equal(cut.closes, 1);
+    assert.equal(stays.closes, 0, "a detached port's tunnel was cut by the plane");
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Against real Redis and Sentinels.
+// ---------------------------------------------------------------------------------------------
+
+const processes = { sanitizeOps: false, sanitizeResources: false };
+
+/** Waits for `check` to return a value, polling every 100 ms for at most `ms`. */
+async function eventually<T>(what: string, check: () => Promise<T | undefined>, ms = 20_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** A counter from `INFO commandstats`, such as the calls of `role`. */
+function commandCalls(info: string, command: string): number {
+  const match = new RegExp(`^cmdstat_${command}:calls=(\\d+)`, "m").exec(info);
+  return match ? Number(match[1]) : 0;
+}
+
+/** A sample from the Prometheus text, by its full series name. */
+function sample(text: string, series: string): number | undefined {
+  const line = text.split("\n").find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
+const messagesOf = (logs: readonly LogRecord[], pattern: RegExp) =>
+  logs.filter((l) => pattern.test(String(l.message)));
+
+Deno.test(
+  "one name on two master ports and a read port: one ROLE per check, each change logged once, one series per name",
+  processes,
+  async () => {
+    await using deployment = await startDeployment({ masterName: "shared" });
+    const [first, second, reads, admin] = [freePort(), freePort(), freePort(), freePort()];
+    await using tunnel = await startTunnel({
+      sentinels: deployment.sentinels.map((s) => s.address),
+      admin: `127.0.0.1:${admin}`,
+      timeouts: { pollIntervalMs: 200 },
+      databases: [
+        { name: "shared", port: first },
+        { name: "shared", port: second },
+        { name: "shared", port: reads, role: "replica" },
+      ],
+    }, { ports: [first, second, reads] });
+    const [master] = deployment.nodes;
+    const metrics = async () => await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+    await eventually("a usable replica on the read port", async () => {
+      const ready = await fetch(`http://127.0.0.1:${admin}/readyz`);
+      await ready.body?.cancel();
+      return ready.status === 200 ? true : undefined;
+    });
+    await tunnel.waitForLog((l) => /: master is /.test(String(l.message)));
+
+    // Idle: the master is asked ROLE once per check of the name (the checks are counted in the
+    // resolution histogram), not once per port and again for the replicas.
+    const checks = async () =>
+      sample(
+        await metrics(),
+        'sentinel_tunnel_resolution_duration_seconds_count{database="shared"}',
+      )!;
+    const roleCalls = async () =>
+      commandCalls(await deployment.cli(master!, "INFO", "commandstats"), "role");
+    const [checks0, roles0] = [await checks(), await roleCalls()];
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    const [roles1, checks1] = [await roleCalls(), await checks()];
+    const checked = checks1 - checks0;
+    assert.ok(checked >= 3, `only ${checked} checks in 3 s at a 200 ms poll`);
+    // A check under way at either end may have asked ROLE outside the count: one each way.
+    assert.ok(
+      roles1 - roles0 <= checked + 1,
+      `${roles1 - roles0} ROLE calls on the master for ${checked} checks`,
+    );
+
+    // Startup: the master was confirmed, and said, once for the three ports.
+    const startup = messagesOf(tunnel.logs, /: master is /);
+    assert.equal(startup.length, 1, JSON.stringify(startup));
+
+    // A planned failover with clients on both master ports: each step is logged once.
+    const clients = await Promise.all([first, second].map((port) => connectClient(port)));
+    const from = tunnel.logs.length;
+    await using watch = await deployment.watchSwitch();
+    await deployment.forceFailover();
+    const { address } = await watch.next;
+    await tunnel.waitForLog((l) => /master is/.test(String(l.message)) && l.to === address);
+    for (const client of clients) await assert.rejects(client.call(["PING"]));
+    // Everything logged once comes within a few checks; then count.
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const failover = tunnel.logs.slice(from);
+    const once = (pattern: RegExp) =>
+      assert.equal(
+        messagesOf(failover, pattern).length,
+        1,
+        `${pattern}: ${JSON.stringify(failover.map((l) => l.message))}`,
+      );
+    once(/: master is /);
+    once(/under way .*: holding new clients/);
+    assert.ok(messagesOf(failover, /check failed \(failover\)/).length <= 1);
+    // The cut names the ports it closed clients on.
+    const cut = messagesOf(failover, /closed \d+ client connections to the old master/)[0];
+    assert.ok(cut, JSON.stringify(failover.map((l) => l.message)));
+    assert.equal(cut.closed, 2);
+    assert.match(String(cut.where), new RegExp(`1 on port ${first}, 1 on port ${second}`));
+    for (const client of clients) client.close();
+
+    // Metrics about the master: one series for the name, counted once.
+    const text = await metrics();
+    assert.equal(sample(text, 'sentinel_tunnel_master_changes_total{database="shared"}'), 1);
+    assert.equal(sample(text, 'sentinel_tunnel_failovers_total{database="shared"}'), 1);
+    assert.equal(
+      text.split("\n").filter((l) => l.startsWith("sentinel_tunnel_master_changes_total{")).length,
+      1,
+    );
+  },
+);
