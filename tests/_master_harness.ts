@@ -1,9 +1,10 @@
 /**
  * The harness of the master-side tests of the control plane (master_watcher_test.ts,
- * write_fence_test.ts, control_plane_test.ts...): a real ControlPlane with fake Sentinels and fake
- * ROLE answers, so that races which real processes hit only by chance can be set up exactly, and
- * a master port attached to it whose tunnels are fakes. Every wait is on an event (a check round
- * ending, a ROLE call, a tunnel closing), never on sampled state.
+ * failover_hold_test.ts, write_fence_test.ts, write_fence_hostile_test.ts, master_silence_test.ts,
+ * sentinel_trust_test.ts...): a real ControlPlane with fake Sentinels and fake ROLE answers, so
+ * that races which real processes hit only by chance can be set up exactly, and a master port
+ * attached to it whose tunnels are fakes. Every wait is on an event (a check round ending, a ROLE
+ * call, a tunnel closing), never on sampled state.
  */
 import { type Address, formatAddress, sameAddress } from "../src/shared/address.ts";
 import {
@@ -33,6 +34,8 @@ export const S2: Address = { hostname: "10.0.0.10", port: 26379 };
 export const S3: Address = { hostname: "10.0.0.11", port: 26379 };
 /** A discovered Sentinel: events from it carry the "discovered" origin (see Harness.event). */
 export const LIAR: Address = { hostname: "10.6.6.7", port: 26379 };
+/** A node that no configured Sentinel names: only a liar's word points at it. */
+export const F: Address = { hostname: "10.6.6.6", port: 6379 };
 
 export const DATABASE: DatabaseConfig = {
   name: "mymaster",
@@ -46,6 +49,32 @@ export const DATABASE: DatabaseConfig = {
   preconnect: 0,
   tcpKeepAlive: true,
 };
+
+/** `+switch-master` of the harness's name from A to `to`. */
+export function switchTo(to: Address): SentinelEvent {
+  return { kind: "switch-master", master: DATABASE.name, from: A, to };
+}
+
+/** `+selected-slave` for a failover of `master`, naming no replica. */
+export function promotion(master: Address): SentinelEvent {
+  return {
+    kind: "promotion",
+    channel: "+selected-slave",
+    master: DATABASE.name,
+    masterAddress: master,
+    replica: undefined,
+  };
+}
+
+/** `-failover-abort-slave-timeout` for a failover of `master`. */
+export function failoverEnd(master: Address): SentinelEvent {
+  return {
+    kind: "failover-end",
+    channel: "-failover-abort-slave-timeout",
+    master: DATABASE.name,
+    masterAddress: master,
+  };
+}
 
 /** One Sentinel's scripted answer. */
 export type Script =
