@@ -12,6 +12,9 @@
  * against real Redis.
  */
 import assert from "node:assert/strict";
+import type { Address } from "../src/shared/address.ts";
+import type { Agreement, SentinelOrigin, SentinelView } from "../src/control/master_agreement.ts";
+import { FailoverHold } from "../src/control/failover_hold.ts";
 import {
   A,
   attach,
@@ -152,5 +155,117 @@ Deno.test("failover hold: holds past the failover-timeout while a configured Sen
     h.sentinels.say(S1, { address: A, epoch: 1, failoverTimeoutMs });
     h.event(failoverEnd(A), S1);
     assert.deepEqual(await h.master(), A);
+  });
+});
+
+// FailoverHold.endsWith(), directly: one check's views and agreement in, how the hold ends out.
+
+function names(
+  sentinel: Address,
+  address: Address,
+  flags: string[] = ["master"],
+  origin: SentinelOrigin = "configured",
+): SentinelView {
+  return {
+    sentinel,
+    origin,
+    answer: { kind: "master", address, epoch: 1, flags, failoverTimeoutMs: 60_000 },
+  };
+}
+
+function silentView(sentinel: Address): SentinelView {
+  return { sentinel, origin: "configured", answer: { kind: "failed", detail: "timed out" } };
+}
+
+function agreedOn(
+  address: Address,
+  failover: { inProgress: boolean; byConfigured: boolean } = {
+    inProgress: false,
+    byConfigured: false,
+  },
+): Agreement {
+  return {
+    kind: "agreed",
+    address,
+    epoch: 1,
+    via: "configured Sentinels at config-epoch 1",
+    origin: "configured",
+    failoverInProgress: failover.inProgress,
+    failoverReportedByConfigured: failover.byConfigured,
+    failoverTimeoutMs: 60_000,
+  };
+}
+
+const UNDER_WAY = ["master", "failover_in_progress"];
+
+Deno.test("FailoverHold.endsWith() ends with a switch, and never without an agreement", () => {
+  const hold = new FailoverHold(A, "+selected-slave from S1", S1, 60_000);
+  assert.equal(
+    hold.endsWith([silentView(S1)], { kind: "none", detail: "no Sentinel reachable" }),
+    undefined,
+  );
+  assert.deepEqual(hold.endsWith([names(S1, B), names(S2, B)], agreedOn(B)), { kind: "switched" });
+});
+
+Deno.test("FailoverHold.endsWith() waits for the announcing Sentinel's own view before ending", () => {
+  const hold = new FailoverHold(A, "+selected-slave from S1", S1, 60_000);
+  // The others name A with no failover, but S1, which announced it, did not answer.
+  const others = [names(S2, A), names(S3, A)];
+  assert.equal(hold.endsWith([silentView(S1), ...others], agreedOn(A)), undefined);
+  assert.equal(hold.endsWith(others, agreedOn(A)), undefined);
+  // S1 names another node, at no newer epoch than the agreement: still its word is awaited.
+  assert.equal(hold.endsWith([names(S1, B), ...others], agreedOn(A)), undefined);
+  // Its own view names A with no failover under way: the hold ends, and its word was never seen.
+  assert.deepEqual(hold.endsWith([names(S1, A), ...others], agreedOn(A)), {
+    kind: "ended",
+    why: "no Sentinel reports a failover under way",
+    refuted: true,
+  });
+});
+
+Deno.test("FailoverHold.endsWith() holds while the failover is reported, then ends it unrefuted", () => {
+  const hold = new FailoverHold(A, "+selected-slave from S1", S1, 60_000);
+  const reported = agreedOn(A, { inProgress: true, byConfigured: true });
+  assert.equal(hold.endsWith([names(S1, A, UNDER_WAY), names(S2, A)], reported), undefined);
+  // Its own view reports it, even when the agreement does not: still under way.
+  assert.equal(hold.endsWith([names(S1, A, UNDER_WAY), names(S2, A)], agreedOn(A)), undefined);
+  assert.deepEqual(hold.endsWith([names(S1, A), names(S2, A)], agreedOn(A)), {
+    kind: "ended",
+    why: "no Sentinel reports a failover under way",
+    refuted: false,
+  });
+});
+
+Deno.test("FailoverHold.endsWith() ends a hold a check found at once when the failover is over", () => {
+  // No announcing Sentinel: a check saw the failover, so its end is no refutation.
+  const hold = new FailoverHold(A, "a failover reported by a check", undefined, 60_000);
+  assert.deepEqual(hold.endsWith([names(S2, A)], agreedOn(A)), {
+    kind: "ended",
+    why: "no Sentinel reports a failover under way",
+    refuted: false,
+  });
+});
+
+Deno.test("FailoverHold.endsWith() past the failover-timeout holds only on a configured Sentinel's word", () => {
+  const hold = new FailoverHold(A, "+selected-slave from S1", S1, 0);
+  const views = [names(S1, A, UNDER_WAY), names(S2, A)];
+  assert.equal(
+    hold.endsWith(views, agreedOn(A, { inProgress: true, byConfigured: true })),
+    undefined,
+  );
+  // Only a discovered Sentinel reports it (the announcer is silent): the time limit ends it, and
+  // what was reported in this very check bears the announcement out.
+  const discovered = new FailoverHold(A, "+selected-slave from S1", S1, 0);
+  const onlyDiscovered = [silentView(S1), names(S2, A), names(LIAR, A, UNDER_WAY, "discovered")];
+  assert.deepEqual(
+    discovered.endsWith(onlyDiscovered, agreedOn(A, { inProgress: true, byConfigured: false })),
+    { kind: "ended", why: "it outlived the failover-timeout with no switch", refuted: false },
+  );
+  // Expired, the announcing Sentinel's missing view is no longer awaited; its word was never seen.
+  const unseen = new FailoverHold(A, "+selected-slave from S1", S1, 0);
+  assert.deepEqual(unseen.endsWith([silentView(S1), names(S2, A)], agreedOn(A)), {
+    kind: "ended",
+    why: "it outlived the failover-timeout with no switch",
+    refuted: true,
   });
 });

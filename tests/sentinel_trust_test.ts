@@ -12,7 +12,9 @@
  * against real Redis.
  */
 import assert from "node:assert/strict";
-import { formatAddress } from "../src/shared/address.ts";
+import { type Address, formatAddress } from "../src/shared/address.ts";
+import type { Agreement, SentinelView } from "../src/control/master_agreement.ts";
+import { SentinelTrust } from "../src/control/sentinel_trust.ts";
 import {
   A,
   attach,
@@ -89,4 +91,96 @@ Deno.test("sentinel trust: does not confirm a master cut by +switch-master again
     h.sentinels.allSay(B, 2);
     assert.deepEqual(await h.master(), B);
   });
+});
+
+// SentinelTrust, directly: what a +switch-master is worth, and how a check settles it.
+
+const POLL_MS = 20;
+
+function says(sentinel: Address, address: Address | "failed"): SentinelView {
+  return {
+    sentinel,
+    origin: "configured",
+    answer: address === "failed"
+      ? { kind: "failed", detail: "timed out" }
+      : { kind: "master", address, epoch: 1, flags: ["master"], failoverTimeoutMs: 60_000 },
+  };
+}
+
+function agreedOn(address: Address): Agreement {
+  return {
+    kind: "agreed",
+    address,
+    epoch: 1,
+    via: "configured Sentinels at config-epoch 1",
+    origin: "configured",
+    failoverInProgress: false,
+    failoverReportedByConfigured: false,
+    failoverTimeoutMs: 60_000,
+  };
+}
+
+Deno.test("SentinelTrust.onSwitch() cuts on a first word, and knows the master in use and the switch pending", () => {
+  const trust = new SentinelTrust();
+  assert.deepEqual(trust.onSwitch(A, S1, A, POLL_MS), { kind: "known" });
+  assert.deepEqual(trust.onSwitch(B, S1, A, POLL_MS), { kind: "cut" });
+  // Another Sentinel with the same news adds nothing.
+  assert.deepEqual(trust.onSwitch(B, S2, A, POLL_MS), { kind: "known" });
+  assert.equal(trust.isDistrusted(S1), false);
+});
+
+Deno.test("SentinelTrust.onSwitch() distrusts a Sentinel that names a second new master before a check", () => {
+  const trust = new SentinelTrust();
+  assert.deepEqual(trust.onSwitch(B, S1, A, POLL_MS), { kind: "cut" });
+  assert.deepEqual(trust.onSwitch(F, S1, A, POLL_MS), { kind: "flood", earlier: B });
+  assert.equal(trust.isDistrusted(S1), true);
+  // Another Sentinel's word is still believed.
+  assert.deepEqual(trust.onSwitch(F, S2, A, POLL_MS), { kind: "cut" });
+});
+
+Deno.test("SentinelTrust.settle() bears out a switch the views agree on, and trusts its Sentinel still", () => {
+  const trust = new SentinelTrust();
+  trust.onSwitch(B, S1, A, POLL_MS);
+  assert.equal(trust.settle([says(S1, B), says(S2, B)], agreedOn(B), POLL_MS), undefined);
+  assert.equal(trust.isDistrusted(S1), false);
+  // Settled: nothing is pending, and the next switch from it cuts again.
+  assert.equal(trust.settle([says(S1, B)], agreedOn(B), POLL_MS), undefined);
+  assert.deepEqual(trust.onSwitch(F, S1, B, POLL_MS), { kind: "cut" });
+});
+
+Deno.test("SentinelTrust.settle() refuses a switch the views do not bear out, distrusting its Sentinel only when its view came", () => {
+  const trust = new SentinelTrust();
+  trust.onSwitch(F, S1, A, POLL_MS);
+  // S1's own view came, and the check agreed on A: its word is refused and it is distrusted.
+  assert.deepEqual(trust.settle([says(S1, A), says(S2, A)], agreedOn(A), POLL_MS), {
+    to: F,
+    sentinel: S1,
+    distrusted: true,
+  });
+  assert.equal(trust.isDistrusted(S1), true);
+  assert.deepEqual(trust.onSwitch(F, S1, A, POLL_MS), { kind: "check" });
+
+  const honest = new SentinelTrust();
+  honest.onSwitch(B, S1, A, POLL_MS);
+  // S1's reply was lost in this round, and nobody agrees: refused, but it costs S1 nothing.
+  assert.deepEqual(
+    honest.settle([says(S1, "failed"), says(S2, "failed")], {
+      kind: "none",
+      detail: "no Sentinel reachable",
+    }, POLL_MS),
+    { to: B, sentinel: S1, distrusted: false },
+  );
+  assert.equal(honest.isDistrusted(S1), false);
+  assert.deepEqual(honest.onSwitch(B, S1, A, POLL_MS), { kind: "cut" });
+});
+
+Deno.test("SentinelTrust.clear() forgets the pending switch and every distrust", () => {
+  const trust = new SentinelTrust();
+  trust.onSwitch(B, S1, A, POLL_MS);
+  trust.onSwitch(F, S1, A, POLL_MS);
+  assert.equal(trust.isDistrusted(S1), true);
+  trust.clear();
+  assert.equal(trust.isDistrusted(S1), false);
+  assert.equal(trust.settle([says(S1, A)], agreedOn(A), POLL_MS), undefined);
+  assert.deepEqual(trust.onSwitch(F, S1, A, POLL_MS), { kind: "cut" });
 });
