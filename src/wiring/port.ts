@@ -153,6 +153,12 @@ export class Port {
       // The port's count outlives a listener reopened after a failure.
       databaseSlots: this.#slots,
     };
+    // Stopping closes every tunnel at once: the accept loop then waits for their handlers to end.
+    let closed = 0;
+    const closeTunnels = () => {
+      closed += this.toMaster.closeAll() + (this.toReplicas?.closeAll() ?? 0);
+    };
+    signal.addEventListener("abort", closeTunnels, { once: true });
     try {
       await Promise.all([
         this.ready?.run(signal),
@@ -192,8 +198,9 @@ export class Port {
         ),
       ]);
     } finally {
+      signal.removeEventListener("abort", closeTunnels);
       this.#listener.close();
-      const closed = this.toMaster.closeAll() + (this.toReplicas?.closeAll() ?? 0);
+      closeTunnels();
       this.route[Symbol.dispose]();
       log.info("Database {database}: stopped; closed {closed} tunnels", {
         database: settings.name,
