@@ -21,7 +21,7 @@ import {
   redactConfig,
 } from "./src/config/mod.ts";
 import type { TunnelConfig } from "./src/shared/settings.ts";
-import { ListenError } from "./src/shared/io.ts";
+import { ListenError } from "./src/shared/errors.ts";
 import { flushLogs, LOG_LEVELS, setupLogging } from "./src/ops/log.ts";
 import { type BufferSizes, DEFAULT_BUFFER_SIZES } from "./src/data/tunnel.ts";
 import { Runtime } from "./src/wiring/runtime.ts";

@@ -241,8 +241,8 @@ Deno.test("connectTo: TLS verification and what each failure says", async (t) =>
         const error = await failure(
           connectTo(at(silent.addr.port), { timeoutMs: 300, tls: tlsSettings(certs) }),
         );
-        assert.equal(error.kind, "timeout");
-        // The node took the TCP connection: alive, not a silent link. The words say which.
+        // The node took the TCP connection: alive, not a silent link. The kind and words say so.
+        assert.equal(error.kind, "handshake-timeout");
         assert.match(error.message, /connected, but no TLS handshake within 300 ms/);
       } finally {
         silent.close();
@@ -257,7 +257,7 @@ Deno.test("connectTo: TLS verification and what each failure says", async (t) =>
         tls: tlsSettings(certs),
         resolve: () => new Promise(() => {}),
       }));
-      assert.equal(error.kind, "timeout");
+      assert.equal(error.kind, "connect-timeout");
     });
   } finally {
     await Deno.remove(dir, { recursive: true });

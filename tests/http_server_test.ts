@@ -4,7 +4,6 @@
  */
 import assert from "node:assert/strict";
 import { serveHttp } from "../src/ops/http_server.ts";
-import { acceptErrorKind } from "../src/shared/io.ts";
 import { freePort, startDeployment } from "./_deployment.ts";
 import { startTunnel } from "./_tunnel.ts";
 
@@ -130,27 +129,6 @@ Deno.test(
     assert.match(reply, /^HTTP\/1\.1 200 /);
   },
 );
-
-Deno.test("acceptErrorKind() tells one connection's trouble from exhaustion", () => {
-  assert.equal(acceptErrorKind(new Deno.errors.ConnectionAborted("x")), "connection");
-  assert.equal(acceptErrorKind(new Deno.errors.ConnectionReset("x")), "connection");
-  assert.equal(acceptErrorKind(new Deno.errors.NotConnected("x")), "connection");
-  assert.equal(
-    acceptErrorKind(new Error("Transport endpoint is not connected (os error 107)")),
-    "connection",
-  );
-  assert.equal(acceptErrorKind(new Error("Protocol error (os error 71)")), "connection");
-  assert.equal(acceptErrorKind(new Error("Too many open files (os error 24)")), "exhaustion");
-  assert.equal(
-    acceptErrorKind(new Error("Too many open files in system (os error 23)")),
-    "exhaustion",
-  );
-  assert.equal(
-    acceptErrorKind(new Error("No buffer space available (os error 105)")),
-    "exhaustion",
-  );
-  assert.equal(acceptErrorKind(new Deno.errors.BadResource("closed")), "closed");
-});
 
 Deno.test(
   "the tunnel survives running out of file descriptors on the admin port",

@@ -65,7 +65,7 @@ export class ControlConnection implements Disposable {
       if (turnDeadline.aborted) {
         throw new RedisCallError(
           this.address,
-          "timeout",
+          "turn-timeout",
           "no turn: earlier calls are still waiting",
         );
       }
@@ -108,6 +108,7 @@ export class ControlConnection implements Disposable {
         this.address,
         this.#lastError.kind,
         `${this.#lastError.message.replace(/^[^ ]+: /, "")}; next attempt in ${Math.ceil(wait)} ms`,
+        this.#lastError.code === undefined ? {} : { code: this.#lastError.code },
       );
     }
     try {

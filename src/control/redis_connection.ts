@@ -7,8 +7,14 @@
  */
 import { type Address, formatAddress } from "../shared/address.ts";
 import { encodeCommand, parseReply, RespErrorReply, type RespValue } from "./resp.ts";
-import { closeQuietly, describeNetworkError } from "../shared/io.ts";
-import { type ByteStream, ConnectError, connectTo } from "../shared/connect.ts";
+import { closeQuietly } from "../shared/io.ts";
+import { describeNetworkError } from "../shared/errors.ts";
+import {
+  type ByteStream,
+  ConnectError,
+  type ConnectFailure,
+  connectTo,
+} from "../shared/connect.ts";
 import type { TlsClientSettings } from "../shared/settings.ts";
 
 /** Credentials sent with AUTH. */
@@ -32,6 +38,24 @@ export interface OpenOptions {
 }
 
 /**
+ * What kind of failure a call met; callers sort failures by it, never by the words:
+ * - `unreachable`: refused, reset, closed by the peer;
+ * - `connect-timeout`: no TCP connection in time (a silent link);
+ * - `handshake-timeout`: connected, but no TLS handshake in time (alive, not answering);
+ * - `reply-timeout`: no reply in time (alive, not answering: busy, frozen);
+ * - `turn-timeout`: earlier calls on the connection did not end in time;
+ * - `error-reply`: an error reply that shows the peer is not working (AUTH refused, say);
+ * - `protocol`: a reply that is not RESP, or over a cap;
+ * - `tls`: the peer's certificate failed verification.
+ */
+export type RedisCallFailure =
+  | ConnectFailure
+  | "reply-timeout"
+  | "turn-timeout"
+  | "error-reply"
+  | "protocol";
+
+/**
  * A call to a Redis node or Sentinel failed: it was unreachable, too slow, or
  * answered with an error. `message` is short and names the address.
  */
@@ -40,16 +64,19 @@ export class RedisCallError extends Error {
   /** The peer that failed. */
   readonly address: Address;
   /** What kind of failure it was. */
-  readonly kind: "unreachable" | "timeout" | "error-reply" | "protocol" | "tls";
+  readonly kind: RedisCallFailure;
+  /** For an `error-reply`: the reply's code, such as `NOAUTH` or `WRONGPASS`. */
+  readonly code: string | undefined;
   constructor(
     address: Address,
-    kind: RedisCallError["kind"],
+    kind: RedisCallFailure,
     detail: string,
-    options?: ErrorOptions,
+    options?: ErrorOptions & { code?: string },
   ) {
     super(`${formatAddress(address)}: ${detail}`, options);
     this.address = address;
     this.kind = kind;
+    this.code = options?.code;
   }
 }
 
@@ -114,11 +141,9 @@ export class RedisConnection implements Disposable {
           : ["AUTH", options.auth.username, options.auth.password];
         const reply = await connection.call(args);
         if (reply instanceof RespErrorReply) {
-          throw new RedisCallError(
-            address,
-            "error-reply",
-            `AUTH failed: ${reply.message}`,
-          );
+          throw new RedisCallError(address, "error-reply", `AUTH failed: ${reply.message}`, {
+            code: reply.code,
+          });
         }
       } catch (error) {
         connection.close();
@@ -251,7 +276,7 @@ export class RedisConnection implements Disposable {
       if (deadline?.aborted) {
         throw new RedisCallError(
           this.address,
-          "timeout",
+          "reply-timeout",
           `no reply within ${options.timeoutMs} ms`,
           {
             cause: error,

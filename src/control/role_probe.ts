@@ -11,7 +11,6 @@ import { type ConnectSettings, ControlConnection } from "./control_connection.ts
 import { RedisCallError } from "./redis_connection.ts";
 import { RespErrorReply } from "./resp.ts";
 import { parseReportedAddress } from "./sentinel_events.ts";
-import { HANDSHAKE_TIMEOUT } from "../shared/connect.ts";
 
 /** A master's ROLE: its replication offset and the replicas attached to it. */
 export interface MasterRole {
@@ -111,17 +110,23 @@ export class RoleProbe implements Disposable {
     } catch (error) {
       const detail = `ROLE check failed: ${(error as Error).message}`;
       if (!(error instanceof RedisCallError)) return { kind: "unreachable", detail };
-      // No reply, or a TLS handshake that a node which took the TCP connection never finished:
-      // alive but not answering (busy, frozen), not a silent link.
-      if (
-        error.kind === "timeout" &&
-        (/no reply/.test(error.message) || error.message.includes(HANDSHAKE_TIMEOUT))
-      ) {
-        return { kind: "busy", detail };
+      switch (error.kind) {
+        // No reply, or a TLS handshake that a node which took the TCP connection never finished:
+        // alive but not answering (busy, frozen), not a silent link.
+        case "reply-timeout":
+        case "handshake-timeout":
+          return { kind: "busy", detail };
+        // No connection at all, or no turn behind calls that got none: a silent link.
+        case "connect-timeout":
+        case "turn-timeout":
+          return { kind: "unreachable", detail, silent: true };
+        case "unreachable":
+          return { kind: "unreachable", detail };
+        case "error-reply":
+        case "protocol":
+        case "tls":
+          return { kind: "error", detail: `${detail}${noAuthHint(error.code, hasAuth)}` };
       }
-      return error.kind === "unreachable" || error.kind === "timeout"
-        ? { kind: "unreachable", detail, ...(error.kind === "timeout" ? { silent: true } : {}) }
-        : { kind: "error", detail: `${detail}${noAuthHint(authCode(error.message), hasAuth)}` };
     }
   };
 
@@ -180,11 +185,7 @@ function isOffset(value: unknown): value is number {
   return typeof value === "number" && Number.isSafeInteger(value) && value >= -1;
 }
 
-function authCode(message: string): string {
-  return /AUTH failed: (\S+)/.exec(message)?.[1] ?? "";
-}
-
-function noAuthHint(code: string, hasAuth: boolean): string {
+function noAuthHint(code: string | undefined, hasAuth: boolean): string {
   if (code !== "NOAUTH" && code !== "NOPERM" && code !== "WRONGPASS") return "";
   return hasAuth
     ? "; check the masterAuth credentials and the ACL user's permissions"

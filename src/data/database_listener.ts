@@ -14,13 +14,9 @@ import { ClientSlots } from "./client_slots.ts";
 import type { ConnectionRegistry } from "./connection_registry.ts";
 import type { RouteSource, Targets } from "../shared/route.ts";
 import type { PortStats } from "../shared/stats.ts";
-import {
-  acceptErrorKind,
-  closeQuietly,
-  describeNetworkError,
-  ListenError,
-  sleep,
-} from "../shared/io.ts";
+import { closeQuietly, sleep } from "../shared/io.ts";
+import { describeNetworkError, isOutOfDescriptors, ListenError } from "../shared/errors.ts";
+import { acceptLoop, ListenerFailedError } from "../shared/accept_loop.ts";
 import { RejectionLog } from "./rejection_log.ts";
 import { Tunnel, type TunnelBuffers } from "./tunnel.ts";
 import type { ReadyConnection, ReadyPool } from "./ready_pool.ts";
@@ -74,13 +70,6 @@ const MAX_LINGERING = 256;
 
 /** The first bytes read from a client that waits for a master, to see it leave. */
 const EARLY_READ_BYTES = 4096;
-
-/**
- * Accept failures for lack of descriptors, buffers or memory closer together
- * than this are one episode, logged once: longer than the longest backoff,
- * so that accepts which flap between failing and succeeding log no more.
- */
-const EXHAUSTION_EPISODE_MS = 5000;
 
 /** Listens on one database's port and tunnels each client to its master. */
 export class DatabaseListener {
@@ -158,63 +147,37 @@ export class DatabaseListener {
     const onAbort = () => this.close();
     signal.addEventListener("abort", onAbort, { once: true });
     const { stats } = options;
-    let backoff = 0;
-    let exhaustedAccepts = 0;
-    let lastExhausted = -Infinity;
+    const { name, port } = this.database;
     try {
-      while (!signal.aborted) {
-        let conn: Deno.TcpConn;
-        try {
-          conn = await this.#listener.accept();
-        } catch (error) {
-          if (this.#closed || signal.aborted) break;
-          const kind = acceptErrorKind(error);
-          if (kind === "closed" && error instanceof Deno.errors.Interrupted) continue;
-          if (kind === "closed") {
-            // The listener failed although nobody closed it: the caller reopens the port.
-            throw new Error(
-              `the listener on port ${this.database.port} failed: ${describeNetworkError(error)}`,
-              { cause: error },
-            );
-          }
-          // A backoff here would stall the port for everyone behind a client that reset.
-          if (kind === "connection") {
-            stats.connectionsAbortedBeforeAccept++;
-            continue;
-          }
-          backoff = backoff === 0 ? 5 : Math.min(backoff * 2, 1000);
-          const now = performance.now();
-          if (now - lastExhausted > EXHAUSTION_EPISODE_MS) {
-            exhaustedAccepts = 0;
-            const descriptors = /\(os error (24|23)\)/.test(String(error));
-            log.error(
-              "Database {database}: accept failed on port {port}: {error}; backing off up to 1 s until it recovers{advice}",
-              {
-                database: this.database.name,
-                port: this.database.port,
-                error: describeNetworkError(error),
-                advice: descriptors
-                  ? "; raise the file descriptor limit (ulimit -n, LimitNOFILE) above twice maxClients, or lower maxClients"
-                  : "",
-              },
-            );
-          }
-          exhaustedAccepts++;
-          lastExhausted = now;
-          await sleep(backoff, signal);
-          continue;
-        }
-        backoff = 0;
-        if (exhaustedAccepts > 0 && performance.now() - lastExhausted > EXHAUSTION_EPISODE_MS) {
+      await acceptLoop(this.#listener, {
+        onConnection: (conn) => {
+          this.#handlers++;
+          void this.#handleClient(conn, options, signal);
+        },
+        onSkipped: () => stats.connectionsAbortedBeforeAccept++,
+        onExhausted: (error) =>
+          log.error(
+            "Database {database}: accept failed on port {port}: {error}; backing off up to 1 s until it recovers{advice}",
+            {
+              database: name,
+              port,
+              error: describeNetworkError(error),
+              advice: isOutOfDescriptors(error)
+                ? "; raise the file descriptor limit (ulimit -n, LimitNOFILE) above twice maxClients, or lower maxClients"
+                : "",
+            },
+          ),
+        onRecovered: (failures) =>
           log.info(
             "Database {database}: accepting again on port {port}, after {failures} failed accepts",
-            { database: this.database.name, port: this.database.port, failures: exhaustedAccepts },
-          );
-          exhaustedAccepts = 0;
-        }
-        this.#handlers++;
-        void this.#handleClient(conn, options, signal);
-      }
+            { database: name, port, failures },
+          ),
+        closed: () => this.#closed,
+      }, signal);
+    } catch (error) {
+      // The listener failed although nobody closed it: the caller reopens the port.
+      if (!(error instanceof ListenerFailedError)) throw error;
+      throw new Error(`the listener on port ${port} failed: ${error.message}`, { cause: error });
     } finally {
       signal.removeEventListener("abort", onAbort);
       this.close();

@@ -22,7 +22,8 @@
 import { getLogger } from "@logtape/logtape";
 import { type Address, formatAddress, sameAddress } from "../shared/address.ts";
 import { type ByteStream, connectTo } from "../shared/connect.ts";
-import { closeQuietly, describeNetworkError, untilAborted } from "../shared/io.ts";
+import { closeQuietly, untilAborted } from "../shared/io.ts";
+import { describeNetworkError } from "../shared/errors.ts";
 import type { Timeouts, TlsClientSettings } from "../shared/settings.ts";
 import type { ClientSlots } from "./client_slots.ts";
 import type { RouteSource, Targets } from "../shared/route.ts";

@@ -14,13 +14,9 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { type Address, formatAddress } from "../shared/address.ts";
-import {
-  acceptErrorKind,
-  closeQuietly,
-  describeNetworkError,
-  ListenError,
-  sleep,
-} from "../shared/io.ts";
+import { closeQuietly } from "../shared/io.ts";
+import { describeNetworkError, ListenError } from "../shared/errors.ts";
+import { acceptLoop } from "../shared/accept_loop.ts";
 
 const log = getLogger(["sentinel-tunnel", "admin"]);
 
@@ -78,7 +74,7 @@ export function serveHttp(options: HttpServerOptions): HttpServer {
     for (const conn of connections) closeQuietly(conn);
   };
   options.signal.addEventListener("abort", onAbort, { once: true });
-  const finished = acceptLoop(listener, options, connections, stats).catch((error) => {
+  const finished = serveConnections(listener, options, connections, stats).catch((error) => {
     log.error("Admin API stopped unexpectedly: {error}", { error: String(error) });
   }).finally(() => {
     options.signal.removeEventListener("abort", onAbort);
@@ -94,48 +90,41 @@ export function serveHttp(options: HttpServerOptions): HttpServer {
   };
 }
 
-async function acceptLoop(
+async function serveConnections(
   listener: Deno.TcpListener,
   options: HttpServerOptions,
   connections: Set<Deno.TcpConn>,
   stats: { active: number },
 ): Promise<void> {
   const maxConnections = options.maxConnections ?? 64;
-  let backoff = 0;
   const serving = new Set<Promise<void>>();
-  while (!options.signal.aborted) {
-    let conn: Deno.TcpConn;
-    try {
-      conn = await listener.accept();
-    } catch (error) {
-      const kind = acceptErrorKind(error);
-      if (kind === "closed" || options.signal.aborted) break;
-      if (kind === "connection") continue;
-      backoff = backoff === 0 ? 5 : Math.min(backoff * 2, 1000);
-      if (backoff === 5) {
+  try {
+    await acceptLoop(listener, {
+      onConnection: (conn) => {
+        if (stats.active >= maxConnections) {
+          void refuse(conn, maxConnections);
+          return;
+        }
+        stats.active++;
+        connections.add(conn);
+        const done = serveConnection(conn, options).finally(() => {
+          connections.delete(conn);
+          stats.active--;
+          serving.delete(done);
+        });
+        serving.add(done);
+      },
+      onExhausted: (error) =>
         log.error("Admin API: accept failed: {error}; backing off up to 1 s until it recovers", {
           error: describeNetworkError(error),
-        });
-      }
-      await sleep(backoff, options.signal);
-      continue;
-    }
-    if (backoff !== 0) log.info("Admin API: accepting again");
-    backoff = 0;
-    if (stats.active >= maxConnections) {
-      void refuse(conn, maxConnections);
-      continue;
-    }
-    stats.active++;
-    connections.add(conn);
-    const done = serveConnection(conn, options).finally(() => {
-      connections.delete(conn);
-      stats.active--;
-      serving.delete(done);
-    });
-    serving.add(done);
+        }),
+      onRecovered: (failures) =>
+        log.info("Admin API: accepting again, after {failures} failed accepts", { failures }),
+      closed: () => options.signal.aborted,
+    }, options.signal);
+  } finally {
+    await Promise.all(serving);
   }
-  await Promise.all(serving);
 }
 
 /** The connection over the cap: a short 503, then closed. */

@@ -22,7 +22,7 @@ import {
 import { CERTIFICATE_REQUIRED, isCertificateRequired, startTls } from "./tls_stream.ts";
 import { lookup } from "node:dns/promises";
 import type { Address } from "./address.ts";
-import { describeNetworkError } from "./io.ts";
+import { describeNetworkError } from "./errors.ts";
 import type { TlsClientSettings } from "./settings.ts";
 
 import type { ByteStream } from "./tls_stream.ts";
@@ -42,8 +42,12 @@ export interface ConnectOptions {
   readonly resolve?: ((hostname: string) => Promise<string[]>) | undefined;
 }
 
-/** Why a connect failed. */
-export type ConnectFailure = "timeout" | "unreachable" | "tls";
+/**
+ * Why a connect failed: no TCP connection in time (a silent link), a TCP
+ * connection but no TLS handshake in time (a node alive but frozen or busy),
+ * refused or unroutable, or a certificate that failed verification.
+ */
+export type ConnectFailure = "connect-timeout" | "handshake-timeout" | "unreachable" | "tls";
 
 /** A connect that failed; `message` says why, `address` names the node. */
 export class ConnectError extends Error {
@@ -97,14 +101,19 @@ export async function connectTo(address: Address, options: ConnectOptions): Prom
       (error instanceof DOMException && error.name === "TimeoutError");
     if (timedOut) {
       // A node that took the TCP connection but not the handshake is alive (frozen, busy): say so.
-      throw new ConnectError(
-        address,
-        "timeout",
-        progress.tcpConnected
-          ? `connected, but ${HANDSHAKE_TIMEOUT} within ${options.timeoutMs} ms`
-          : `no connection within ${options.timeoutMs} ms`,
-        { cause: error },
-      );
+      throw progress.tcpConnected
+        ? new ConnectError(
+          address,
+          "handshake-timeout",
+          `connected, but no TLS handshake within ${options.timeoutMs} ms`,
+          { cause: error },
+        )
+        : new ConnectError(
+          address,
+          "connect-timeout",
+          `no connection within ${options.timeoutMs} ms`,
+          { cause: error },
+        );
     }
     if (options.signal?.aborted) throw options.signal.reason;
     if (error instanceof ConnectError) throw error;
@@ -116,9 +125,6 @@ export async function connectTo(address: Address, options: ConnectOptions): Prom
 }
 
 const TIMED_OUT = Symbol("timed out");
-
-/** The words of a deadline that passed after the TCP connect, during the TLS handshake. */
-export const HANDSHAKE_TIMEOUT = "no TLS handshake";
 
 async function connectTlsTo(
   address: Address,

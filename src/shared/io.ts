@@ -1,6 +1,6 @@
 /**
  * Helpers every plane uses: sleeping (always with a signal), closing a socket
- * exactly once, and naming a network error for a person.
+ * exactly once, and restarting a loop that fails (`supervise`).
  *
  * @module
  */
@@ -27,30 +27,6 @@ export function untilAborted(signal: AbortSignal): Promise<void> {
   );
 }
 
-/** A short human description of a network error: "connection refused", "timed out after 500 ms". */
-export function describeNetworkError(error: unknown): string {
-  if (error instanceof Deno.errors.ConnectionRefused) {
-    return "connection refused";
-  }
-  if (error instanceof Deno.errors.ConnectionReset) return "connection reset";
-  if (error instanceof Deno.errors.ConnectionAborted) {
-    return "connection aborted";
-  }
-  if (error instanceof Deno.errors.BrokenPipe) return "broken pipe";
-  if (error instanceof Deno.errors.TimedOut) return "timed out";
-  if (error instanceof Deno.errors.AddrNotAvailable) {
-    return "address not available";
-  }
-  if (error instanceof Deno.errors.NotFound) return "host not found";
-  if (
-    error instanceof Deno.errors.NotCapable ||
-    error instanceof Deno.errors.PermissionDenied
-  ) {
-    return `not permitted: ${(error as Error).message}`;
-  }
-  return error instanceof Error ? error.message : String(error);
-}
-
 /** Closes a connection that may already be closed. */
 export function closeQuietly(conn: { close(): void }): void {
   try {
@@ -58,38 +34,6 @@ export function closeQuietly(conn: { close(): void }): void {
   } catch (error) {
     if (!(error instanceof Deno.errors.BadResource)) throw error;
   }
-}
-
-/** A database's port could not be opened. */
-export class ListenError extends Error {
-  override name = "ListenError";
-}
-
-/**
- * What an accept error means: `connection` for one that belongs to a single
- * client (it reset or aborted before it was accepted: skip it at once),
- * `exhaustion` for running out of descriptors, buffers or memory (back off),
- * `closed` for a listener that was closed.
- */
-export type AcceptErrorKind = "connection" | "exhaustion" | "closed";
-
-/** Sorts an accept error; see {@linkcode AcceptErrorKind}. Unknown errors count as exhaustion. */
-export function acceptErrorKind(error: unknown): AcceptErrorKind {
-  if (error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted) {
-    return "closed";
-  }
-  if (
-    error instanceof Deno.errors.ConnectionAborted ||
-    error instanceof Deno.errors.ConnectionReset ||
-    error instanceof Deno.errors.NotConnected
-  ) return "connection";
-  const code = /\(os error (\d+)\)/.exec(error instanceof Error ? error.message : "")?.[1];
-  // ECONNABORTED 103, ECONNRESET 104, ENOTCONN 107, EPROTO 71, EHOSTUNREACH 113, ENETUNREACH 101,
-  // ETIMEDOUT 110, EPERM 1 (a firewall refused it): one connection's trouble on Linux.
-  if (code !== undefined && ["103", "104", "107", "71", "113", "101", "110", "1"].includes(code)) {
-    return "connection";
-  }
-  return "exhaustion";
 }
 
 /** Options for {@linkcode supervise}. */

@@ -18,7 +18,8 @@
  */
 import { Duplex } from "node:stream";
 import { connect, type SecureContext, TLSSocket } from "node:tls";
-import { closeQuietly, describeNetworkError } from "./io.ts";
+import { closeQuietly } from "./io.ts";
+import { describeNetworkError } from "./errors.ts";
 import type { TlsServerSettings } from "./settings.ts";
 
 /** What both planes read and write: a TCP connection, or TLS over one. */

@@ -34,7 +34,8 @@ import type {
   TlsServerSettings,
   TunnelConfig,
 } from "../shared/settings.ts";
-import { ListenError, supervise } from "../shared/io.ts";
+import { supervise } from "../shared/io.ts";
+import { ListenError } from "../shared/errors.ts";
 import { checkKeyPair } from "../shared/tls_stream.ts";
 import { ControlPlane } from "../control/control_plane.ts";
 import { SentinelClient, type SentinelClientOptions } from "../control/sentinel_client.ts";
