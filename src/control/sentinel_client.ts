@@ -14,6 +14,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { type Address, addressKey, formatAddress } from "../shared/address.ts";
+import { sameAddresses, sameTlsClient } from "../shared/master_settings.ts";
 import type { TlsClientSettings } from "../shared/settings.ts";
 import { ControlConnection } from "./control_connection.ts";
 import type { MasterAnswer, SentinelOrigin, SentinelView } from "./master_agreement.ts";
@@ -26,6 +27,7 @@ import {
   type SentinelEvent,
 } from "./sentinel_events.ts";
 import { sleep } from "../shared/io.ts";
+import { LogThrottle } from "../shared/log_throttle.ts";
 
 const log = getLogger(["sentinel-tunnel", "sentinel"]);
 
@@ -79,6 +81,9 @@ export interface SubscribeHandlers {
   onSubscribed: (sentinel: Address) => void;
 }
 
+/** Error replies that show a Sentinel is not working for the tunnel, rather than answering. */
+const NOT_WORKING_CODES = new Set(["NOAUTH", "NOPERM", "WRONGPASS", "LOADING"]);
+
 /** A discovered Sentinel is dropped after this many failed calls in a row. */
 const DROP_AFTER_FAILURES = 5;
 
@@ -102,7 +107,7 @@ export class SentinelClient {
   /** One controller per running subscription, by key. */
   readonly #subscribed = new Map<string, AbortController>();
   readonly #subscriptionLoops = new Set<Promise<void>>();
-  #malformedLoggedAt = 0;
+  readonly #malformedLog = new LogThrottle(1000);
 
   constructor(sentinels: readonly Address[], options: SentinelClientOptions) {
     this.#options = options;
@@ -330,9 +335,8 @@ export class SentinelClient {
    * connection restarts when the credentials or deadlines changed.
    */
   update(sentinels: readonly Address[], options: SentinelClientOptions): void {
-    const optionsChanged = JSON.stringify(options) !== JSON.stringify(this.#options);
-    const listChanged = JSON.stringify(sentinels.map(addressKey)) !==
-      JSON.stringify(this.#configured.map((s) => addressKey(s.address)));
+    const optionsChanged = !sameClientOptions(options, this.#options);
+    const listChanged = !sameAddresses(sentinels, this.#configured.map((s) => s.address));
     this.#options = options;
     // Sentinels vouched for by the old list count no more: the watchers discover again at once.
     if (listChanged) this.#adopted.clear();
@@ -558,16 +562,17 @@ export class SentinelClient {
   }
 
   #logMalformed(address: Address, channel: string, payload: string, reason: string): void {
-    const now = Date.now();
-    if (now - this.#malformedLoggedAt < 1000) return;
-    this.#malformedLoggedAt = now;
+    // One line a second at most, whoever sends them: a flood must not flood the log.
+    const admitted = this.#malformedLog.admit("malformed");
+    if (!admitted) return;
     log.warn(
-      "Ignored a malformed {channel} message from Sentinel {sentinel}: {reason}: {payload}",
+      "Ignored a malformed {channel} message from Sentinel {sentinel}: {reason}: {payload}{more}",
       {
         channel: channel.slice(0, 64),
         sentinel: formatAddress(address),
         reason,
         payload: JSON.stringify(payload.slice(0, 200)),
+        more: admitted.held > 0 ? ` (and ${admitted.held} more since the last line)` : "",
       },
     );
   }
@@ -594,13 +599,12 @@ export class SentinelClient {
     }
     try {
       const reply = await connection.call(args, signal);
-      if (
-        reply instanceof RespErrorReply && /^(NOAUTH|NOPERM|WRONGPASS|LOADING)$/.test(reply.code)
-      ) {
+      if (reply instanceof RespErrorReply && NOT_WORKING_CODES.has(reply.code)) {
         throw new RedisCallError(
           sentinel.address,
           "error-reply",
           `${args.slice(0, 2).join(" ")} failed: ${reply.message}`,
+          { code: reply.code },
         );
       }
       sentinel.lastError = null;
@@ -626,6 +630,13 @@ export class SentinelClient {
       sentinel.failuresInRow = 0;
     }
   }
+}
+
+/** Whether two option sets connect alike: what a reload compares. */
+function sameClientOptions(a: SentinelClientOptions, b: SentinelClientOptions): boolean {
+  return a.connectTimeoutMs === b.connectTimeoutMs && a.replyTimeoutMs === b.replyTimeoutMs &&
+    a.maxSentinels === b.maxSentinels && sameTlsClient(a.tls, b.tls) &&
+    a.auth?.username === b.auth?.username && a.auth?.password === b.auth?.password;
 }
 
 /** Parses a `SENTINEL MASTER <name>` reply strictly. */

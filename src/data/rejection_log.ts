@@ -6,6 +6,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
+import { LogThrottle } from "../shared/log_throttle.ts";
 
 const log = getLogger(["sentinel-tunnel", "listener"]);
 
@@ -18,23 +19,21 @@ export interface RejectionLogOptions {
 /** The rejection log of one database. */
 export class RejectionLog {
   readonly #database: string;
-  readonly #intervalMs: number;
-  /** Until when a rejection is counted instead of logged. */
-  #quietUntil = -Infinity;
-  #unlogged = 0;
+  readonly #throttle: LogThrottle;
   #lastReason = "";
   #timer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(database: string, options: RejectionLogOptions = {}) {
     this.#database = database;
-    this.#intervalMs = options.intervalMs ?? 1000;
+    this.#throttle = new LogThrottle(options.intervalMs ?? 1000);
   }
 
   /** Notes a rejected client: logged now, or counted into the next summary. */
   rejected(client: string, reason: string): void {
-    const now = performance.now();
-    if (this.#unlogged === 0 && now >= this.#quietUntil) {
-      this.#quietUntil = now + this.#intervalMs;
+    const admitted = this.#throttle.admit("rejected");
+    if (admitted) {
+      // A summary still due (its timer late) comes first.
+      if (admitted.held > 0) this.#summarize(admitted.held);
       log.warn("Database {database}: rejected client {client}: {reason}", {
         database: this.#database,
         client,
@@ -42,10 +41,12 @@ export class RejectionLog {
       });
       return;
     }
-    this.#unlogged++;
     this.#lastReason = reason;
     if (this.#timer === undefined) {
-      const timer = setTimeout(() => this.flush(), Math.max(0, this.#quietUntil - now));
+      const timer = setTimeout(
+        () => this.flush(),
+        Math.max(0, this.#throttle.nextLineAt - performance.now()),
+      );
       // A pending summary must not keep a process that is otherwise done alive.
       Deno.unrefTimer(timer);
       this.#timer = timer;
@@ -56,12 +57,14 @@ export class RejectionLog {
   flush(): void {
     clearTimeout(this.#timer);
     this.#timer = undefined;
-    if (this.#unlogged === 0) return;
+    const held = this.#throttle.flush();
+    if (held > 0) this.#summarize(held);
+  }
+
+  #summarize(count: number): void {
     log.warn(
       "Database {database}: rejected {count} more clients since the last line; the last: {reason}",
-      { database: this.#database, count: this.#unlogged, reason: this.#lastReason },
+      { database: this.#database, count, reason: this.#lastReason },
     );
-    this.#unlogged = 0;
-    this.#quietUntil = performance.now() + this.#intervalMs;
   }
 }

@@ -39,6 +39,11 @@ export class LogThrottle {
     return this.#held;
   }
 
+  /** When (`performance.now()`) an occurrence of the last kind is logged again. */
+  get nextLineAt(): number {
+    return this.#loggedAt + this.#intervalMs;
+  }
+
   /** Whether the occurrence of `key` is logged now; `undefined` holds it back (counted). */
   admit(key: string, now: number = performance.now()): Admitted | undefined {
     if (key !== this.#key || now - this.#loggedAt >= this.#intervalMs) {
