@@ -1,8 +1,9 @@
 /**
  * The code's planes depend one way: `control/` and `data/` import only
  * `shared/` (and npm packages), `shared/` imports nothing of the tunnel,
- * `config/` turns a file or the environment into `shared/`'s settings, and
- * only `ops/` may import every plane.
+ * `config/` turns a file or the environment into `shared/`'s settings,
+ * `ops/` (admin API, metrics, hooks, logs) reads the planes, and only
+ * `wiring/` assembles them all.
  */
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
@@ -16,6 +17,7 @@ const ALLOWED: Record<string, string[]> = {
   data: ["shared"],
   config: ["shared"],
   ops: ["shared", "control", "data", "config"],
+  wiring: ["shared", "control", "data", "config", "ops"],
 };
 
 Deno.test("src/ planes import only the planes below them", async () => {
@@ -39,3 +41,4 @@ Deno.test("src/ planes import only the planes below them", async () => {
   assert.deepEqual(wrong, []);
   assert.deepEqual([...found].sort(), Object.keys(ALLOWED).sort());
 });
+

@@ -1,7 +1,8 @@
 /**
- * Review of `preconnect` (the ready pool): properties it must keep, against a
- * fake master on loopback (for hostile peers and timing) and against real
- * redis-server and Sentinel processes (for slots, reloads and replies).
+ * A hostile review of the ready pool (`preconnect`, `data/ready_pool.ts`):
+ * properties it must keep, against a fake master on loopback (for hostile
+ * peers and timing) and against real redis-server and Sentinel processes (for
+ * slots, reloads and replies).
  * Tests marked "(held)" guard properties that hold today.
  */
 import assert from "node:assert/strict";
