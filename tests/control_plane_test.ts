@@ -282,3 +282,78 @@ Deno.test(
     );
   },
 );
+
+Deno.test(
+  "a reload compares names and ports: a name's new settings reach its plane once, a name no entry serves stops, and entries that disagree are refused",
+  processes,
+  async () => {
+    await using deployment = await startDeployment({ masterName: "shared", sentinels: 1 });
+    const [writes, reads, other] = [freePort(), freePort(), freePort()];
+    const sentinels = deployment.sentinels.map((s) => s.address);
+    await using tunnel = await startTunnel({
+      sentinels,
+      databases: [
+        { name: "shared", port: writes },
+        { name: "shared", port: reads, role: "replica" },
+        { name: "other", port: other },
+      ],
+    }, { ports: [writes, reads, other] });
+    await tunnel.waitForLog((l) => /: master is /.test(String(l.message)));
+    using client = await connectClient(writes);
+    assert.equal(await client.call(["SET", "kept", "1"]), "OK");
+    const reload = async (config: unknown) => {
+      const from = tunnel.logs.length;
+      await Deno.writeTextFile(tunnel.configPath, JSON.stringify(config));
+      tunnel.kill("SIGHUP");
+      return await tunnel.waitForLog((l) =>
+        tunnel.logs.indexOf(l) >= from && /^(Reloaded|Reload refused)/.test(String(l.message))
+      );
+    };
+
+    // A fence for the name: one plane takes it, both of its ports are updated in place.
+    const fenced = await reload({
+      sentinels,
+      fence: { afterMs: 5000 },
+      databases: [
+        { name: "shared", port: writes },
+        { name: "shared", port: reads, role: "replica" },
+        { name: "other", port: other },
+      ],
+    });
+    assert.deepEqual(fenced.updated, ["shared", "shared (replicas)", "other"]);
+    assert.deepEqual(
+      [fenced.mastersAdded, fenced.mastersRemoved, fenced.mastersUpdated],
+      [[], [], ["shared", "other"]],
+    );
+    assert.equal(await client.call(["GET", "kept"]), "1");
+
+    // Entries of one name that disagree are refused; the running config stays.
+    const refused = await reload({
+      sentinels,
+      databases: [
+        { name: "shared", port: writes, masterAuth: { password: "x" } },
+        { name: "shared", port: reads, role: "replica" },
+      ],
+    });
+    assert.match(String(refused.message), /^Reload refused/);
+    assert.match(String(refused.error), /databases\[1\]: masterAuth differs from databases\[0\]/);
+    assert.equal(await client.call(["GET", "kept"]), "1");
+
+    // The name "other" leaves with its only entry: its plane stops.
+    const removed = await reload({
+      sentinels,
+      fence: { afterMs: 5000 },
+      databases: [
+        { name: "shared", port: writes },
+        { name: "shared", port: reads, role: "replica" },
+      ],
+    });
+    assert.deepEqual(removed.removed, ["other"]);
+    assert.deepEqual([removed.mastersRemoved, removed.mastersUpdated], [["other"], []]);
+    await assert.rejects(
+      Deno.connect({ hostname: "127.0.0.1", port: other }),
+      Deno.errors.ConnectionRefused,
+    );
+    assert.equal(await client.call(["GET", "kept"]), "1");
+  },
+);
