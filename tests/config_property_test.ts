@@ -109,6 +109,36 @@ const roleFields = fc.oneof(
   }),
 );
 
+/**
+ * Entries whose master-side settings agree within each name, as a valid config must have them:
+ * every entry of a name takes the TLS and master deadlines of the name's first entry.
+ */
+function agreeByName<
+  D extends { name: string; tls?: unknown; timeouts?: Record<string, number | undefined> },
+>(databases: D[]): D[] {
+  const first = new Map<string, D>();
+  return databases.map((d) => {
+    const head = first.get(d.name);
+    if (!head) {
+      first.set(d.name, d);
+      return d;
+    }
+    const { tls: _tls, timeouts: ownTimeouts, ...rest } = d;
+    const { masterConnectMs: _c, masterReplyMs: _r, ...portTimeouts } = ownTimeouts ?? {};
+    const masterTimeouts = Object.fromEntries(
+      Object.entries(head.timeouts ?? {}).filter(([key]) =>
+        key === "masterConnectMs" || key === "masterReplyMs"
+      ),
+    );
+    const timeouts = { ...portTimeouts, ...masterTimeouts };
+    return {
+      ...rest,
+      ...(head.tls === undefined ? {} : { tls: head.tls }),
+      ...(Object.keys(timeouts).length === 0 ? {} : { timeouts }),
+    } as D;
+  });
+}
+
 /** A valid documented config: Sentinels and ports each used once; a name may repeat. */
 const documentedConfig = fc.record({
   sentinels: fc.uniqueArray(sentinelAddress, {
@@ -132,7 +162,7 @@ const documentedConfig = fc.record({
       roleFields.map((fields): typeof db & RoleFields => ({ ...db, ...fields }))
     ),
     { minLength: 1, maxLength: 5, selector: (d) => d.port },
-  ),
+  ).map(agreeByName),
   bind,
   timeouts,
   maxSentinels: fc.integer({ min: 1, max: 256 }),
@@ -224,6 +254,40 @@ function listenTlsOf(input: { certFile: string; keyFile: string } | false | unde
   const keyFile = resolve("/conf", input.keyFile);
   return { certFile, cert: pemText(certFile), keyFile, key: pemText(keyFile) };
 }
+
+Deno.test("parseConfig() refuses any valid config with one more entry of a name whose master deadline differs", () => {
+  fc.assert(
+    fc.property(documentedConfig, millis, (input, replyMs) => {
+      const first = input.databases[0]!;
+      // The top level sets no masterReplyMs here: the first entry's own, or the default.
+      const effective = first.timeouts?.masterReplyMs ?? DEFAULT_TIMEOUTS.masterReplyMs;
+      fc.pre(replyMs !== effective);
+      const port = Math.max(...input.databases.map((d) => d.port)) % 65535 + 1;
+      fc.pre(!input.databases.some((d) => d.port === port));
+      const index = input.databases.length;
+      const databases = [
+        ...input.databases,
+        { name: first.name, port, timeouts: { masterReplyMs: replyMs } },
+      ];
+      let error: unknown;
+      try {
+        parse(JSON.stringify({ ...input, databases }));
+      } catch (e) {
+        error = e;
+      }
+      assert.ok(error instanceof ConfigError, "accepted entries of one name that disagree");
+      assert.ok(
+        error.problems.some((p) =>
+          p.includes(
+            `databases[${index}].timeouts.masterReplyMs: timeouts.masterReplyMs differs from databases[0] (`,
+          )
+        ),
+        error.message,
+      );
+    }),
+    RUNS,
+  );
+});
 
 Deno.test("parseConfig() reads back the original sentinel_tunnel format", () => {
   fc.assert(
