@@ -18,14 +18,10 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { addressKey, formatAddress } from "../shared/address.ts";
 import {
   type MasterSettings,
-  masterSettingsOf,
   sameAddresses,
   sameCredentials,
-  sameDatabase,
-  sameMasterSettings,
   sameTlsClient,
 } from "../shared/master_settings.ts";
 import type {
@@ -45,6 +41,7 @@ import { type BufferSizes, TunnelBuffers } from "../data/tunnel.ts";
 import { HookQueue } from "../ops/hooks.ts";
 import type { RunningTunnel } from "../ops/running.ts";
 import { openWithRetry, Port, type SharedParts } from "./port.ts";
+import { entryKey, entryLabel, mastersOf, planNames, planPorts } from "./reload_plan.ts";
 
 const log = getLogger(["sentinel-tunnel", "server"]);
 
@@ -163,114 +160,74 @@ export class Runtime implements RunningTunnel {
    */
   async reload(next: TunnelConfig): Promise<ReloadSummary> {
     checkCertificates(next);
-    const summary: ReloadSummary = {
-      added: [],
-      removed: [],
-      replaced: [],
-      updated: [],
-      unchanged: [],
-      failed: [],
-      masters: { added: [], removed: [], updated: [] },
-      sentinelsChanged: !sameSentinelSettings(this.#config, next),
-    };
-    const label = (database: DatabaseConfig) => entryLabel(database, next.databases);
-    const oldLabel = (database: DatabaseConfig) => entryLabel(database, this.#config.databases);
-    /** Entries to start: new, moved, or given another name or role on their port. */
-    const starting: DatabaseConfig[] = [];
-    /** Running ports that leave: removed, moved to another address, or given another name or role. */
-    const leaving: Port[] = [];
-    const kept = new Set<string>();
-    const newEntries: DatabaseConfig[] = [];
-    for (const database of next.databases) {
-      const port = this.#ports.get(entryKey(database));
-      const current = port?.settings;
-      if (!port || !current) {
-        newEntries.push(database);
-        continue;
-      }
-      kept.add(entryKey(database));
-      if (current.name !== database.name || current.role !== database.role) {
-        // Another name or role on the same port: the old entry goes, a new one comes.
-        leaving.push(port);
-        summary.removed.push(oldLabel(current));
-        summary.added.push(label(database));
-        starting.push(database);
-      } else if (!sameDatabase(current, database)) {
-        summary.updated.push(label(database));
-      } else {
-        summary.unchanged.push(label(database));
-      }
-    }
-    const gone = [...this.#ports].filter(([key]) => !kept.has(key)).map(([, port]) => port);
-    for (const database of newEntries) {
-      // The same name and role on another address: the entry moved.
-      const i = gone.findIndex((p) =>
-        p.settings.name === database.name && p.settings.role === database.role
-      );
-      if (i === -1) {
-        summary.added.push(label(database));
-      } else {
-        summary.replaced.push(label(database));
-        leaving.push(gone.splice(i, 1)[0]!);
-      }
-      starting.push(database);
-    }
-    for (const port of gone) {
-      summary.removed.push(oldLabel(port.settings));
-      leaving.push(port);
-    }
-
+    const names = planNames(
+      new Map([...this.#names].map(([name, { plane }]) => [name, plane.settings])),
+      next,
+    );
+    const ports = planPorts(
+      new Map([...this.#ports].map(([key, port]) => [key, port.settings])),
+      this.#config,
+      next,
+    );
+    const sentinelsChanged = !sameSentinelSettings(this.#config, next);
+    // A port the old config holds is opened once its listener lets go; any other new one now,
+    // before anything changes, so that a port that cannot be opened refuses the whole reload.
+    const leaving = ports.leaving.map((key) => this.#ports.get(key)!);
     const heldByLeaving = (d: DatabaseConfig) => leaving.some((p) => p.settings.port === d.port);
-    const openNow = starting.filter((d) => !heldByLeaving(d));
+    const openNow = ports.starting.filter((d) => !heldByLeaving(d));
     const opened = openListeners(openNow);
     const listeners = new Map(opened.map((listener, i) => [entryKey(openNow[i]!), listener]));
 
     this.#config = next;
     this.#shared.slots.limit = next.maxClients;
-    if (summary.sentinelsChanged) this.sentinels.update(next.sentinels, sentinelOptions(next));
-    const masters = mastersOf(next);
-    for (const [name, settings] of masters) {
-      const running = this.#names.get(name);
-      if (!running) {
-        this.#startName(settings);
-        summary.masters.added.push(name);
-        continue;
+    if (sentinelsChanged) this.sentinels.update(next.sentinels, sentinelOptions(next));
+    for (const settings of names.added) this.#startName(settings);
+    for (const settings of names.updated) {
+      const { plane, hooks } = this.#names.get(settings.name)!;
+      plane.update(settings);
+      hooks.hook = settings.onMasterChange;
+    }
+    if (sentinelsChanged) {
+      for (const [name, { plane }] of this.#names) {
+        if (!names.added.some((s) => s.name === name)) plane.sentinelsChanged();
       }
-      if (!sameMasterSettings(running.plane.settings, settings)) {
-        running.plane.update(settings);
-        running.hooks.hook = settings.onMasterChange;
-        summary.masters.updated.push(name);
-      }
-      if (summary.sentinelsChanged) running.plane.sentinelsChanged();
     }
     for (const port of leaving) this.#stopPort(port);
-    for (const database of next.databases) {
-      const port = this.#ports.get(entryKey(database));
-      if (port && !sameDatabase(port.settings, database)) port.update(database);
-    }
-    for (const [name, running] of this.#names) {
-      if (masters.has(name)) continue;
+    for (const database of ports.updating) this.#ports.get(entryKey(database))!.update(database);
+    for (const name of names.removed) {
       // No entry serves the name any more: its plane stops, and its Sentinels need not be watched.
-      running.controller.abort();
+      this.#names.get(name)!.controller.abort();
       this.#names.delete(name);
       this.sentinels.forget(name);
-      summary.masters.removed.push(name);
     }
     // Ports the old config held are free once their accept loops have ended.
     await Promise.all(leaving.map((p) => p.acceptEnded));
-    for (const database of starting) {
+    const failed: string[] = [];
+    for (const database of ports.starting) {
       const key = entryKey(database);
-      if (this.#ports.has(key)) continue;
       const listener = listeners.get(key) ?? await openWithRetry(database, "reload", this.#signal);
       if (listener) this.#startPort(database, listener);
-      else summary.failed.push(label(database));
+      else failed.push(entryLabel(database, next.databases));
     }
     // Keep config order, for the admin API.
     const order = next.databases.map(entryKey);
     this.#ports = new Map(
       [...this.#ports].sort(([a], [b]) => order.indexOf(a) - order.indexOf(b)),
     );
-    return summary;
+    return {
+      added: ports.added,
+      removed: ports.removed,
+      replaced: ports.replaced,
+      updated: ports.updated,
+      unchanged: ports.unchanged,
+      failed,
+      masters: {
+        added: names.added.map((s) => s.name),
+        removed: names.removed,
+        updated: names.updated.map((s) => s.name),
+      },
+      sentinelsChanged,
+    };
   }
 
   #startName(settings: MasterSettings): void {
@@ -327,15 +284,6 @@ export class Runtime implements RunningTunnel {
   }
 }
 
-/** Each master name's settings, from its first entry (every entry of a name agrees on them), in config order. */
-function mastersOf(config: TunnelConfig): Map<string, MasterSettings> {
-  const masters = new Map<string, MasterSettings>();
-  for (const database of config.databases) {
-    if (!masters.has(database.name)) masters.set(database.name, masterSettingsOf(database));
-  }
-  return masters;
-}
-
 /** Opens every port, or none: if one fails, those already opened are closed. */
 function openListeners(databases: readonly DatabaseConfig[]): DatabaseListener[] {
   const opened: DatabaseListener[] = [];
@@ -366,20 +314,6 @@ function sameSentinelSettings(a: TunnelConfig, b: TunnelConfig): boolean {
     a.timeouts.sentinelConnectMs === b.timeouts.sentinelConnectMs &&
     a.timeouts.sentinelReplyMs === b.timeouts.sentinelReplyMs &&
     a.maxSentinels === b.maxSentinels;
-}
-
-/** An entry's key: its listen address, which no two entries share. */
-function entryKey(database: DatabaseConfig): string {
-  return addressKey({ hostname: database.bind, port: database.port });
-}
-
-/** An entry as logs and reload summaries name it: its name, `(replicas)`, and its port when the rest is shared. */
-export function entryLabel(database: DatabaseConfig, all: readonly DatabaseConfig[]): string {
-  const base = (d: DatabaseConfig) => d.role === "replica" ? `${d.name} (replicas)` : d.name;
-  const label = base(database);
-  return all.filter((d) => base(d) === label).length > 1
-    ? `${label} on ${formatAddress({ hostname: database.bind, port: database.port })}`
-    : label;
 }
 
 /**
