@@ -190,6 +190,8 @@ export class FakeNodes {
   }
   /** While set, ROLE answers wait for it (with the answer set when they were asked). */
   gate: PromiseWithResolvers<void> | undefined;
+  /** Nodes whose ROLE answers wait for their release (a hung node), or for the abort. */
+  readonly held = new Map<string, PromiseWithResolvers<void>>();
   #askWaiters: (() => void)[] = [];
   readonly check = async (address: Address, signal: AbortSignal): Promise<RoleCheck> => {
     this.asked.push(formatAddress(address));
@@ -198,8 +200,24 @@ export class FakeNodes {
     for (const resolve of this.#askWaiters.splice(0)) resolve();
     if (this.delayMs > 0) await sleepFor(this.delayMs, signal);
     if (this.gate) await this.gate.promise;
+    const held = this.held.get(formatAddress(address));
+    if (held) {
+      await Promise.race([
+        held.promise,
+        new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true })),
+      ]);
+    }
     return answer;
   };
+  /** Holds `address`'s ROLE answers until the function returned is called. */
+  hold(address: Address): () => void {
+    const held = Promise.withResolvers<void>();
+    this.held.set(formatAddress(address), held);
+    return () => {
+      this.held.delete(formatAddress(address));
+      held.resolve();
+    };
+  }
   /** Resolves at the next ROLE call. */
   nextAsk(): Promise<void> {
     const { promise, resolve } = Promise.withResolvers<void>();

@@ -13,7 +13,17 @@ import type { DatabaseConfig } from "../src/shared/settings.ts";
 import type { RoleCheck } from "../src/control/role_probe.ts";
 import type { ReplicaInfo } from "../src/control/sentinel_client.ts";
 import type { SentinelEvent } from "../src/control/sentinel_events.ts";
-import { A, attach, B, DATABASE, FakeTunnel, S1, timeout, withWatcher } from "./_master_harness.ts";
+import {
+  A,
+  attach,
+  B,
+  DATABASE,
+  FakeTunnel,
+  FENCED,
+  S1,
+  timeout,
+  withWatcher,
+} from "./_master_harness.ts";
 import { freePort, startDeployment } from "./_deployment.ts";
 import { connectClient, type LogRecord, startTunnel } from "./_tunnel.ts";
 
@@ -56,8 +66,10 @@ Deno.test("ControlPlane asks the master for ROLE once per check, however many po
     h.attachPort(SECOND);
     const reads = h.attachPort(READS);
     await h.master();
-    // Each round's views come before its ROLE calls: between two round starts, one round's calls.
-    await h.sentinels.moreRounds(1);
+    // The first check with the read port asks R after the master's reply (the master lists it for
+    // the first time); from the next one on, R is asked with the master, in the same step. Each
+    // round's views come before its ROLE calls: between two round starts, one round's calls.
+    await h.sentinels.moreRounds(2);
     const before = h.nodes.asked.length;
     await h.sentinels.moreRounds(5);
     const asked = h.nodes.asked.slice(before);
@@ -66,6 +78,58 @@ Deno.test("ControlPlane asks the master for ROLE once per check, however many po
     // The one ROLE reply of the master served the read port too: R is usable against it.
     assert.deepEqual(reads.route.targets, { kind: "replica", addresses: [R] });
     assert.equal(reads.route.replicas[0]?.checkedAgainst, A);
+  });
+});
+
+Deno.test("ControlPlane checks the master every poll while a replica hangs, and keeps the fence open", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    sentinels.replicaList = [listed(R)];
+    nodes.set(A, masterRole(1000, [R]));
+    nodes.set(R, replicaRole(A, 1000));
+  }, async (h) => {
+    const reads = h.attachPort({ ...FENCED, port: 6381, role: "replica" });
+    await h.master();
+    await h.sentinels.moreRounds(2);
+    assert.deepEqual(reads.route.targets, { kind: "replica", addresses: [R] });
+    // R freezes: its ROLE never answers while held.
+    const release = h.nodes.hold(R);
+    const before = h.nodes.asked.length;
+    // Ten checks of the master while R hangs, each a majority's word renewing the fence (150 ms),
+    // far longer than the fence: were the master's checks waiting on R, it would close.
+    await h.sentinels.moreRounds(10);
+    assert.ok(
+      h.nodes.asked.slice(before).filter((a) => a === formatAddress(A)).length >= 9,
+      h.nodes.asked.slice(before).join(" "),
+    );
+    assert.deepEqual(h.plane.master?.address, A);
+    assert.equal(h.plane.fencedSince, undefined);
+    assert.notEqual(h.plane.problem?.kind, "fenced");
+    // The one replica stage under way holds R's verdict; no other piles up behind it.
+    assert.equal(h.nodes.asked.slice(before).filter((a) => a === formatAddress(R)).length, 1);
+    release();
+    await h.sentinels.moreRounds(2);
+    assert.deepEqual(reads.route.targets, { kind: "replica", addresses: [R] });
+  }, FENCED);
+});
+
+Deno.test("ControlPlane's replica stage that fails unexpectedly is restarted by supervise(), as a check is", async () => {
+  let calls = 0;
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    nodes.set(A, masterRole(1000, [R]));
+    nodes.set(R, replicaRole(A, 1000));
+    sentinels.replicas = () => {
+      if (calls++ === 0) return Promise.reject(new TypeError("a bug in the replica stage"));
+      return Promise.resolve([listed(R)]);
+    };
+  }, async (h) => {
+    const reads = h.attachPort(READS);
+    await h.master();
+    await h.sentinels.moreRounds(4);
+    assert.equal(h.crashes.length, 1);
+    assert.match(String(h.crashes[0]), /a bug in the replica stage/);
+    assert.deepEqual(reads.route.targets, { kind: "replica", addresses: [R] });
   });
 });
 

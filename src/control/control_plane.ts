@@ -18,6 +18,13 @@
  * 4. one ROLE reply serves both: the replica view judges the replicas against
  *    the master it just confirmed ({@linkcode ReplicaView.check}).
  *
+ * The replica stage (3's replicas, and 4) runs behind the check, not in it:
+ * a replica that hangs until its reply deadline holds up no master check, so
+ * the master is checked every poll whatever its replicas do (the write
+ * fence's time depends on it). One replica stage runs at a time; a check that
+ * finds one still running leaves the replicas to it. A stage that fails
+ * fails {@linkcode ControlPlane.run}, for `supervise()` to restart.
+ *
  * ```ts ignore
  * const plane = new ControlPlane(masterSettingsOf(entry), { sentinels });
  * const route = plane.attach({ label: "port 6380", settings: () => entry, toMaster: registry });
@@ -26,7 +33,7 @@
  *
  * @module
  */
-import { type Address, formatAddress, sameAddress } from "../shared/address.ts";
+import { type Address, addressKey, formatAddress, sameAddress } from "../shared/address.ts";
 import type { MasterSettings } from "../shared/master_settings.ts";
 import { sameConnectSettings, sameFence } from "../shared/master_settings.ts";
 import { untilAborted } from "../shared/io.ts";
@@ -140,6 +147,14 @@ export class ControlPlane {
   #discoveryDueAt = 0;
   #discoveryFollowUps = 0;
   #reported: ReportedReplicas | undefined;
+  /** The replica stage under way, if any. */
+  #stage: Promise<void> | undefined;
+  /** Ends the run of the plane when a replica stage fails, with that failure. */
+  #stageFailed: ((error: unknown) => void) | undefined;
+  /** ROLE calls under way, by address key: their connections are never closed under them. */
+  readonly #asking = new Map<string, { address: Address; calls: number }>();
+  /** The node the last check asked as master: its ROLE connection stays open. */
+  #lastCandidate: Address | undefined;
 
   constructor(settings: MasterSettings, options: ControlPlaneOptions) {
     this.#settings = settings;
@@ -187,7 +202,7 @@ export class ControlPlane {
       ports: () => this.#readPorts(),
       master: () => this.#master.master,
       failoverTimeoutMs: () => this.#master.failoverTimeoutMs,
-      checkRole: this.#checkRole,
+      checkRole: (address, signal) => this.#ask(address, signal),
       wake: (urgent) => this.#loop.wake(urgent),
       notify: () => this.#notify(),
     });
@@ -265,9 +280,15 @@ export class ControlPlane {
     return this.#master.master;
   }
 
-  /** Waits up to `timeoutMs` for the check under way, or the next one, to end. */
-  nextResolution(timeoutMs: number, signal: AbortSignal): Promise<void> {
-    return this.#loop.nextResolution(timeoutMs, signal);
+  /**
+   * Waits up to `timeoutMs` for the check under way, or the next one, to end,
+   * and then for the replica stage under way, if any.
+   */
+  async nextResolution(timeoutMs: number, signal: AbortSignal): Promise<void> {
+    const deadline = AbortSignal.any([AbortSignal.timeout(timeoutMs), signal]);
+    await this.#loop.nextResolution(timeoutMs, deadline);
+    const stage = this.#stage;
+    if (stage && !deadline.aborted) await Promise.race([stage, untilAborted(deadline)]);
   }
 
   /** Runs the next check soon: at once when `urgent`. */
@@ -375,12 +396,20 @@ export class ControlPlane {
    * state: run it under `supervise()`, which restarts it.
    */
   async run(signal: AbortSignal): Promise<void> {
+    const failed = new AbortController();
+    let failure: { error: unknown } | undefined;
+    this.#stageFailed = (error) => {
+      failure ??= { error };
+      failed.abort();
+    };
     try {
       await this.#loop.run({
         check: (s) => this.#check(s),
         housekeeping: (s) => this.#discoverIfDue(s),
         sleepMs: () => this.#sleepMs(),
-      }, signal);
+      }, AbortSignal.any([signal, failed.signal]));
+      await this.#stage;
+      if (failure) throw failure.error;
     } finally {
       if (signal.aborted) {
         this.#probe?.reset();
@@ -401,48 +430,64 @@ export class ControlPlane {
       this.#loop.wake();
       return true;
     };
-    const reads = this.#hasReadPort();
-    this.#replicas.beginCheck();
+    // The replicas are this check's to judge unless a stage is still at it (a hung replica).
+    const replicas = this.#hasReadPort() && this.#stage === undefined;
+    // The replicas' list comes in parallel; the master is decided without waiting for it, so that
+    // a Sentinel slow to list replicas delays no failover.
+    const listing = replicas ? this.#sentinels.replicas(this.name, signal) : undefined;
+    // Its failure is the replica stage's to report; a check gone stale never waits for it.
+    listing?.catch(() => {});
+    if (replicas) this.#replicas.beginCheck();
+    let asked: AskedReplicas = new Map();
+    let staged = false;
     try {
-      // The replicas' list comes in parallel; the master is decided without waiting for it, so that
-      // a Sentinel slow to list replicas delays no failover.
-      const listing = reads ? this.#sentinels.replicas(this.name, signal) : undefined;
       const views = await this.#sentinels.masterViews(this.name, signal);
       if (stale()) return;
-      await this.#act(views, listing, stale, signal);
+      const step = this.#master.decide(views);
+      let candidate: Address | undefined;
+      let masterRole: RoleCheck | undefined;
+      if (step.kind === "probe-silence") {
+        const role = await this.#ask(step.address, signal);
+        if (stale()) return;
+        this.#master.actOnSilence(step.address, role);
+      } else if (step.kind === "ask") {
+        candidate = step.candidate.address;
+        this.#lastCandidate = candidate;
+        const answer = this.#ask(candidate, signal);
+        // The replicas the master listed last time are asked with it: offsets of the same moment.
+        if (replicas) asked = this.#replicas.askKnown(candidate, signal);
+        masterRole = await answer;
+        if (stale()) return;
+        this.#master.actOnRole(step, masterRole);
+        if (!replicas) this.#keepOnly([]);
+      }
+      if (listing) {
+        staged = true;
+        const stage = this.#judgeReplicas(listing, candidate, masterRole, asked, signal)
+          .finally(() => this.#replicas.endCheck());
+        this.#stage = stage.catch((error) => this.#stageFailed?.(error))
+          .finally(() => this.#stage = undefined);
+      }
     } finally {
-      this.#replicas.endCheck();
+      if (replicas && !staged) this.#replicas.endCheck();
       if (!signal.aborted) {
         this.stats.resolutionSeconds.observe((performance.now() - started) / 1000);
       }
     }
   }
 
-  async #act(
-    views: SentinelView[],
-    listing: Promise<ReplicaInfo[] | undefined> | undefined,
-    stale: () => boolean,
+  /**
+   * The replica stage of a check: once the list comes, the replicas are judged
+   * against the master the check confirmed, with its ROLE reply; with no
+   * master, those in use are guarded.
+   */
+  async #judgeReplicas(
+    listing: Promise<ReplicaInfo[] | undefined>,
+    candidate: Address | undefined,
+    masterRole: RoleCheck | undefined,
+    asked: AskedReplicas,
     signal: AbortSignal,
   ): Promise<void> {
-    const step = this.#master.decide(views);
-    let asked: AskedReplicas = new Map();
-    let candidate: Address | undefined;
-    let masterRole: RoleCheck | undefined;
-    if (step.kind === "probe-silence") {
-      const role = await this.#checkRole(step.address, signal);
-      if (stale()) return;
-      this.#master.actOnSilence(step.address, role);
-    } else if (step.kind === "ask") {
-      candidate = step.candidate.address;
-      const answer = this.#checkRole(candidate, signal);
-      // The replicas the master listed last time are asked with it: offsets of the same moment.
-      if (listing) asked = this.#replicas.askKnown(candidate, signal);
-      masterRole = await answer;
-      if (stale()) return;
-      this.#master.actOnRole(step, masterRole);
-      if (!listing) return this.#probe?.keepOnly([candidate]);
-    }
-    if (!listing) return;
     const listed = await listing;
     if (listed) this.#reported = { replicas: listed, at: Date.now() };
     this.#replicas.noteListed(listed);
@@ -450,11 +495,37 @@ export class ControlPlane {
     const master = this.#master.master;
     if (master && candidate && masterRole && sameAddress(master.address, candidate)) {
       const checked = await this.#replicas.check(master, masterRole, asked, signal);
-      if (checked) this.#probe?.keepOnly([candidate, ...checked]);
+      if (checked) this.#keepOnly(checked);
     } else if (!master) {
       // No master to check the replicas against: those in use are still guarded.
       await this.#replicas.guardWithoutMaster(asked, signal);
     }
+  }
+
+  /** One ROLE call, counted while it runs. */
+  #ask(address: Address, signal: AbortSignal): Promise<RoleCheck> {
+    const key = addressKey(address);
+    const asking = this.#asking.get(key) ?? { address, calls: 0 };
+    asking.calls++;
+    this.#asking.set(key, asking);
+    return this.#checkRole(address, signal).finally(() => {
+      if (--asking.calls === 0) this.#asking.delete(key);
+    });
+  }
+
+  /**
+   * Closes the ROLE connections of every node but `keep`, the master last asked,
+   * and the nodes a call is under way to.
+   */
+  #keepOnly(keep: readonly Address[]): void {
+    const probe = this.#probe;
+    if (!probe) return;
+    const last = this.#lastCandidate;
+    probe.keepOnly([
+      ...keep,
+      ...(last ? [last] : []),
+      ...[...this.#asking.values()].map((a) => a.address),
+    ]);
   }
 
   /** Asks which Sentinels watch the master, every 30 s and soon after a change. */
