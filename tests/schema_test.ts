@@ -99,7 +99,7 @@ Deno.test("config/schema.json lists every key the validator accepts, and only th
       tls: false,
       listenTls: { certFile: "/etc/tls/server.crt", keyFile: "/etc/tls/server.key" },
       fence: { afterMs: 5000 },
-    }, { name: "m", port: 6381, preconnect: 8 }],
+    }, { name: "n", port: 6381, preconnect: 8 }],
   };
   assert.deepEqual(Object.keys(full).sort(), topLevel);
   const config = parseConfig(JSON.stringify(full), "full.jsonc", {
