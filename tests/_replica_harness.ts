@@ -1,11 +1,15 @@
 /**
  * Test utility: the read-port side of a real ControlPlane, with fake Sentinels
- * (their view of the master, which the test moves, and their replica list),
+ * (S1's view of the master, which the test moves, and their replica list),
  * fake ROLE answers that a test can hold back, and fake registries, so that
  * races (an event during a check, a master change during a check) can be set
- * up exactly. A read port (port 6381) is attached, and a master port of the
- * same name. Every wait is on an event (a check ending, a ROLE call), never on
- * a time window. Used by replica_view_test.ts and replica_view_hostile_test.ts.
+ * up exactly. One read port (port 6381) is attached; its clients sent to the
+ * master (`whenNoReplica: "master"`) are in `masterRegistry`. The master is
+ * decided by the plane's real master watcher from S1's view and the master's
+ * ROLE, which goes through the same fake nodes as the replicas' (or, with
+ * `realProbe`, through the plane's own RoleProbe to real sockets). Every wait
+ * is on an event (a check ending, a ROLE call, a change of state), never on a
+ * time window. Used by replica_view_test.ts and replica_view_hostile_test.ts.
  *
  * @module
  */
@@ -26,6 +30,8 @@ export const R1: Address = { hostname: "10.0.0.2", port: 6379 };
 export const R2: Address = { hostname: "10.0.0.3", port: 6379 };
 export const F: Address = { hostname: "10.6.6.6", port: 6379 };
 export const S1: Address = { hostname: "10.0.0.9", port: 26379 };
+/** Another Sentinel watching the master, discovered: only its events reach the plane. */
+export const S2: Address = { hostname: "10.0.0.8", port: 26379 };
 
 /** The master's offset in every scenario; lags are counted from it. */
 export const OFFSET = 10_000_000;
@@ -100,8 +106,15 @@ export class FakeSentinels {
   listed: ReplicaInfo[] | undefined = [];
   /** While set, `SENTINEL replicas` hangs until it settles (a hung Sentinel, up to its deadline). */
   gate: Promise<void> | undefined;
-  /** How many times SENTINEL replicas was asked: once per check while a read port is attached. */
+  /**
+   * How many times SENTINEL replicas was asked: once per check that judges the
+   * replicas (a check that finds the last one's replica stage still running
+   * leaves the replicas to it).
+   */
   calls = 0;
+  /** How many times the master's views were asked: once per check. */
+  viewCalls = 0;
+  #viewWaiters: (() => void)[] = [];
   readonly #known: KnownSentinel = {
     address: S1,
     origin: "configured",
@@ -113,7 +126,16 @@ export class FakeSentinels {
   };
 
   masterViews(): Promise<SentinelView[]> {
+    this.viewCalls++;
+    for (const resolve of this.#viewWaiters.splice(0)) resolve();
     return Promise.resolve([this.master.view()]);
+  }
+
+  /** Resolves the next time the master's views are asked: when the next check begins. */
+  nextViews(): Promise<void> {
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#viewWaiters.push(resolve);
+    return timeout(promise, "the next check");
   }
 
   async replicas(_name: string, signal: AbortSignal): Promise<ReplicaInfo[] | undefined> {
@@ -295,12 +317,14 @@ export interface Harness {
   /** Changes the read port's own settings, as a reload of the port does. */
   setPort(database: DatabaseConfig): void;
   /**
-   * Resolves when `count` more checks have ended. After a change, the second
-   * check to end is one that started after it.
+   * Resolves when `count` more checks have ended, each with the replica stage
+   * under way when it ended. After a change, the second check to end is one
+   * that started after it. A check made while a stage hangs (a held ROLE)
+   * leaves the replicas to that stage: wait with {@linkcode judged} instead.
    */
   rounds(count?: number): Promise<void>;
-  /** Delivers `event` from S1. */
-  event(event: SentinelEvent): void;
+  /** Delivers `event` from S1 (configured), or from `from` (a discovered Sentinel). */
+  event(event: SentinelEvent, from?: Address): void;
 }
 
 /** M named and confirmed, listing R1 and R2, both following it at its offset. */
@@ -315,13 +339,20 @@ export function healthy(h: Harness): void {
 /**
  * Runs `body` against a running plane with a read port attached.
  * `checkRole` defaults to the fake nodes' answers; `setup` defaults to
- * {@linkcode healthy}, or to none when a `checkRole` is given.
+ * {@linkcode healthy}, or to none when a `checkRole` is given or `realProbe`
+ * is set.
  */
 export async function withWatcher(
   options: {
     database?: Partial<DatabaseConfig>;
     setup?: (h: Harness) => void;
     checkRole?: RoleChecker;
+    /**
+     * Ask real nodes, over the plane's own RoleProbe (persistent connections,
+     * a node that closes one is checked again): the fake nodes are unused.
+     * Tests with it open sockets; they turn the sanitizers off.
+     */
+    realProbe?: boolean;
   },
   body: (h: Harness) => Promise<void>,
 ): Promise<void> {
@@ -332,7 +363,7 @@ export async function withWatcher(
   const masterRegistry = new FakeRegistry();
   const plane = new ControlPlane(masterSettingsOf(database), {
     sentinels,
-    checkRole: options.checkRole ?? nodes.check,
+    ...(options.realProbe ? {} : { checkRole: options.checkRole ?? nodes.check }),
     holdCheckIntervalMs: 20,
   });
   let settings = database;
@@ -357,9 +388,13 @@ export async function withWatcher(
         await timeout(plane.nextResolution(10_000, controller.signal), "a check");
       }
     },
-    event: (event) => plane.onEvent(event, { address: S1, origin: "configured" }),
+    event: (event, from = S1) =>
+      plane.onEvent(event, {
+        address: from,
+        origin: sameAddress(from, S1) ? "configured" : "discovered",
+      }),
   };
-  (options.setup ?? (options.checkRole ? undefined : healthy))?.(harness);
+  (options.setup ?? (options.checkRole || options.realProbe ? undefined : healthy))?.(harness);
   const crashes: unknown[] = [];
   const running = supervise((signal) => plane.run(signal), controller.signal, {
     onFailure: (error) => crashes.push(error),
@@ -373,6 +408,34 @@ export async function withWatcher(
     watcher[Symbol.dispose]();
   }
   assert.deepEqual(crashes, [], "the check loop failed unexpectedly");
+}
+
+/** Resolves once `done()` holds, checking it at each change of the plane's state. */
+export async function until(h: Harness, what: string, done: () => boolean): Promise<void> {
+  while (!done()) await timeout(h.plane.nextChange, what);
+}
+
+/**
+ * Resolves once every replica shown has a verdict made against the master
+ * confirmed now, whichever check (or replica stage) made it.
+ */
+export function judged(h: Harness): Promise<void> {
+  return until(h, "the replicas judged against the master confirmed now", () => {
+    const master = h.plane.master;
+    const replicas = h.watcher.replicas;
+    return master !== undefined && replicas.length > 0 &&
+      replicas.every((r) => r.confirmation === master.confirmation);
+  });
+}
+
+/**
+ * S1 reports a failover of the master under way, and the plane has seen it:
+ * it holds, with no master confirmed, until S1 names a master again without
+ * one. Its checks meanwhile guard the replicas in use (they run every 20 ms).
+ */
+export async function failoverUnderWay(h: Harness): Promise<void> {
+  h.master.failover();
+  await until(h, "the failover hold", () => h.plane.failover !== undefined);
 }
 
 /** The replicas a new client may go to now, as `host:port`; none when targets are the master's. */

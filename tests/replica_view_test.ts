@@ -1,22 +1,26 @@
 /**
- * ReplicaWatcher's decisions, with a fake master watcher, fake Sentinels, fake
- * ROLE answers and a fake registry, so that races (an event during a check, a
- * master change during a check) can be set up exactly. Every wait is on an
- * event (a check ending, a ROLE call), never on a time window. The read port
- * integration tests cover the same code against real Redis.
+ * ReplicaView's decisions, which replicas a read port may send clients to, on
+ * a real ControlPlane (tests/_replica_harness.ts): the master is decided by the
+ * plane's master watcher from a fake Sentinel's view and the master's ROLE,
+ * and the replicas are judged with that same ROLE reply. Fake Sentinels, fake
+ * ROLE answers and a fake registry let races (an event during a check, a
+ * master change during a check) be set up exactly. Every wait is on an event
+ * (a check ending, a ROLE call, a change of state), never on a time window.
+ * The read port integration tests cover the same code against real Redis.
  */
 import assert from "node:assert/strict";
-import { type Address, formatAddress } from "../src/shared/address.ts";
-import type { MasterProblem } from "../src/control/master_watcher.ts";
+import { type Address, formatAddress, sameAddress } from "../src/shared/address.ts";
 import type { SentinelEvent } from "../src/control/sentinel_events.ts";
 import {
   both,
   DATABASE,
   F,
+  failoverUnderWay,
   type Harness,
   healthy,
   HOUR_MS,
   info,
+  judged,
   M,
   masterRole,
   MAX_LAG,
@@ -31,10 +35,14 @@ import {
   servingBoth,
   statusOf,
   switchTo,
+  until,
   withWatcher,
 } from "./_replica_harness.ts";
 
-Deno.test("ReplicaWatcher makes usable every replica that passes every check", async () => {
+/** How the plane names what S1 said of M: the one configured Sentinel, at M's epoch. */
+const VIA = "configured Sentinel 10.0.0.9:26379 (1 of 1) at config-epoch 1";
+
+Deno.test("ReplicaView makes usable every replica that passes every check", async () => {
   await withWatcher({}, async (h) => {
     await h.rounds(1);
     assert.deepEqual(h.watcher.targets, { kind: "replica", addresses: [R1, R2] });
@@ -119,7 +127,7 @@ const RULES: Rule[] = [
 ];
 
 for (const rule of RULES) {
-  Deno.test(`ReplicaWatcher cuts off and stops using a replica when ${rule.name}`, async () => {
+  Deno.test(`ReplicaView cuts off and stops using a replica when ${rule.name}`, async () => {
     await withWatcher({}, async (h) => {
       await servingBoth(h);
       const cutsBefore = h.registry.cuts.length;
@@ -147,7 +155,7 @@ for (const rule of RULES) {
   });
 }
 
-Deno.test("ReplicaWatcher counts lag from the master's offset to the replica's own, up to maxLagBytes", async () => {
+Deno.test("ReplicaView counts lag from the master's offset to the replica's own, up to maxLagBytes", async () => {
   await withWatcher({
     setup: (h) => {
       healthy(h);
@@ -168,7 +176,7 @@ Deno.test("ReplicaWatcher counts lag from the master's offset to the replica's o
   });
 });
 
-Deno.test("ReplicaWatcher gives every replica's reason in its problem when none is usable", async () => {
+Deno.test("ReplicaView gives every replica's reason in its problem when none is usable", async () => {
   await withWatcher({
     setup: (h) => {
       healthy(h);
@@ -193,7 +201,7 @@ Deno.test("ReplicaWatcher gives every replica's reason in its problem when none 
   });
 });
 
-Deno.test("ReplicaWatcher never uses a node the master does not list, whatever it and a Sentinel say", async () => {
+Deno.test("ReplicaView never uses a node the master does not list, whatever it and a Sentinel say", async () => {
   await withWatcher({
     setup: (h) => {
       healthy(h);
@@ -220,24 +228,37 @@ Deno.test("ReplicaWatcher never uses a node the master does not list, whatever i
   });
 });
 
-/** What each cutting event is, and what is true of R1 once it has happened. */
+/**
+ * What each cutting event is, what is true of R1 once it has happened, and
+ * which replicas a new client may go to before the next check.
+ */
 const CUTTING_EVENTS: {
   name: string;
   event: SentinelEvent;
   reason: RegExp;
   after: (h: Harness) => void;
+  /**
+   * A promotion of the master in use starts the master's failover hold, and a
+   * +switch-master cuts the old master off: either way no master is confirmed
+   * until the next check, so no replica takes a new client ([] where the old
+   * watcher, beside a master that ignored events, kept R2). A +sdown of a
+   * replica leaves the master alone.
+   */
+  readableBeforeCheck: string[];
 }[] = [
   {
     name: "+selected-slave naming it",
     event: selectedSlave(R1),
     reason: /^\+selected-slave from 10\.0\.0\.9:26379: it is being promoted$/,
     after: (h) => h.nodes.set(R1, masterRole(OFFSET, [R2])),
+    readableBeforeCheck: [],
   },
   {
     name: "+switch-master to it",
     event: switchTo(R1),
     reason: /^\+switch-master from 10\.0\.0\.9:26379 makes it the master$/,
     after: (h) => h.nodes.set(R1, masterRole(OFFSET, [R2])),
+    readableBeforeCheck: [],
   },
   {
     name: "+sdown of it",
@@ -247,11 +268,14 @@ const CUTTING_EVENTS: {
       h.nodes.set(R1, { kind: "unreachable", detail: "ROLE check failed: timed out" });
       h.sentinels.listed = [info(R1, { flags: ["s_down"] }), info(R2)];
     },
+    readableBeforeCheck: [formatAddress(R2)],
   },
 ];
 
-for (const { name, event, reason, after } of CUTTING_EVENTS) {
-  Deno.test(`ReplicaWatcher cuts a replica's clients at ${name}, before any check`, async () => {
+// S1's view still names M, with no failover under way: the next check does not bear a promotion
+// or a switch out, and confirms M again; R1, which says it is master by then, stays out.
+for (const { name, event, reason, after, readableBeforeCheck } of CUTTING_EVENTS) {
+  Deno.test(`ReplicaView cuts a replica's clients at ${name}, before any check`, async () => {
     await withWatcher({}, async (h) => {
       await servingBoth(h);
       const cutsBefore = h.registry.cuts.length;
@@ -263,9 +287,10 @@ for (const { name, event, reason, after } of CUTTING_EVENTS) {
         address: "10.0.0.2:6379",
         closed: 2,
       }]);
-      assert.deepEqual(readable(h), [formatAddress(R2)]);
+      assert.deepEqual(readable(h), readableBeforeCheck);
       assert.equal(statusOf(h, R1).usable, false);
       assert.match(statusOf(h, R1).reason ?? "", reason);
+      assert.equal(statusOf(h, R2).usable, true, "the event took R2 out");
       after(h);
       await h.rounds();
       assert.deepEqual(readable(h), [formatAddress(R2)]);
@@ -273,7 +298,7 @@ for (const { name, event, reason, after } of CUTTING_EVENTS) {
     });
   });
 
-  Deno.test(`ReplicaWatcher discards a check under way at ${name}`, async () => {
+  Deno.test(`ReplicaView discards a check under way at ${name}`, async () => {
     await withWatcher({}, async (h) => {
       await servingBoth(h);
       // A check asks R1, which answers as it stood before the event, only after the event.
@@ -286,17 +311,19 @@ for (const { name, event, reason, after } of CUTTING_EVENTS) {
       const nextAsked = h.nodes.asks(M);
       releaseStale();
       await nextAsked;
-      assert.deepEqual(readable(h), [formatAddress(R2)], "a stale check made R1 usable again");
+      assert.deepEqual(readable(h), readableBeforeCheck, "a stale check made R1 usable again");
       assert.equal(statusOf(h, R1).usable, false);
       assert.match(statusOf(h, R1).reason ?? "", reason);
       releaseNext();
-      await h.rounds(1);
+      // The check that asked M may have left the replicas to the stale check's stage, still
+      // running when it began: wait for a verdict against the master confirmed now.
+      await judged(h);
       assert.deepEqual(readable(h), [formatAddress(R2)]);
     });
   });
 }
 
-Deno.test("ReplicaWatcher sends no client to a replica checked against the old master, and checks the new one at once", async () => {
+Deno.test("ReplicaView sends no client to a replica checked against the old master, and checks the new one at once", async () => {
   await withWatcher(
     { database: { timeouts: { ...DATABASE.timeouts, pollIntervalMs: HOUR_MS } } },
     async (h) => {
@@ -308,7 +335,12 @@ Deno.test("ReplicaWatcher sends no client to a replica checked against the old m
       h.sentinels.listed = [info(R2), info(M, { flags: ["s_down"] })];
       const release = h.nodes.hold(R1);
       const asked = h.nodes.asks(R1);
+      // S1 names R1 (its events were missed) and the poll comes: the poll interval is an hour,
+      // so the test wakes the plane as the poll would.
       h.master.set(R1);
+      h.plane.wake();
+      // The check has cut M off and asks R1: no master is confirmed while its ROLE is awaited.
+      await asked;
       // R2 still shows usable, but against M: no new client goes there.
       assert.equal(statusOf(h, R2).usable, true);
       assert.deepEqual(statusOf(h, R2).checkedAgainst, M);
@@ -318,9 +350,7 @@ Deno.test("ReplicaWatcher sends no client to a replica checked against the old m
         "a replica checked against the old master is a target",
       );
       assert.equal(h.watcher.problem?.kind, "unreachable");
-      // The poll interval is an hour: this check is the master change's.
-      await asked;
-      assert.equal(h.watcher.targets, undefined);
+      // The check that confirms R1 judges the replicas against it: no other check runs.
       release();
       await h.rounds(1);
       assert.deepEqual(h.watcher.targets, { kind: "replica", addresses: [R2] });
@@ -331,7 +361,7 @@ Deno.test("ReplicaWatcher sends no client to a replica checked against the old m
   );
 });
 
-Deno.test("ReplicaWatcher discards a check made against a master that changed under it", async () => {
+Deno.test("ReplicaView discards a check made against a master that changed under it", async () => {
   await withWatcher({}, async (h) => {
     await servingBoth(h);
     const release = h.nodes.hold(R2);
@@ -359,36 +389,59 @@ Deno.test("ReplicaWatcher discards a check made against a master that changed un
   });
 });
 
-Deno.test("ReplicaWatcher serves no replica while no master is confirmed, and says why", async () => {
-  const problem: MasterProblem = {
-    kind: "master-unreachable",
-    detail: "master 10.0.0.1:6379: ROLE check failed: refused",
-    since: Date.now(),
-  };
-  await withWatcher({ setup: (h) => h.master.set(undefined, problem) }, async (h) => {
+Deno.test("ReplicaView serves no replica while no master is confirmed, and says why", async () => {
+  // S1 names M, which cannot be reached: no master is confirmed.
+  const refused = { kind: "unreachable", detail: "ROLE check failed: refused" } as const;
+  await withWatcher({
+    setup: (h) => {
+      healthy(h);
+      h.nodes.set(M, refused);
+    },
+  }, async (h) => {
     await h.rounds(1);
     assert.equal(h.watcher.targets, undefined);
     assert.equal(h.watcher.problem?.kind, "master-unreachable");
     assert.equal(
       h.watcher.problem?.detail,
-      "no confirmed master to check the replicas against: master 10.0.0.1:6379: ROLE check failed: refused",
+      "no confirmed master to check the replicas against: master 10.0.0.1:6379 from " +
+        `${VIA}: ROLE check failed: refused`,
     );
-    assert.deepEqual(h.nodes.asked, [], "a node was asked ROLE with no master to check against");
+    // The master's ROLE is the plane's own check now, so M is asked; no replica is.
+    assert.deepEqual(
+      h.nodes.asked,
+      [formatAddress(M)],
+      "a replica was asked ROLE with no master to check against",
+    );
     // A master confirmed: checked at once, and served.
     healthy(h);
     await h.rounds(1);
     assert.deepEqual(readable(h), both);
-    // The master lost again (a failover): no new client, but nobody is cut.
-    h.master.set(undefined, { ...problem, kind: "failover", detail: "failover under way" });
+    // The master lost again (S1 reports a failover): no new client, but nobody is cut.
+    await failoverUnderWay(h);
     assert.equal(h.watcher.targets, undefined);
-    assert.match(h.watcher.problem?.detail ?? "", /^no confirmed master .*: failover under way$/);
+    // The problem is the master watcher's own now, kind "failover".
+    assert.equal(h.watcher.problem?.kind, "failover");
+    assert.equal(
+      h.watcher.problem?.detail,
+      "no confirmed master to check the replicas against: failover of 10.0.0.1:6379 under way " +
+        `(a failover reported by ${VIA})`,
+    );
+    await h.rounds();
     assert.deepEqual(h.registry.cuts, []);
   });
 });
 
-Deno.test("ReplicaWatcher with no master confirmed and no problem yet says it is still resolving", async () => {
-  await withWatcher({ setup: () => {} }, async (h) => {
-    await h.rounds(1);
+Deno.test("ReplicaView with no master confirmed and no problem yet says it is still resolving", async () => {
+  let asked: Promise<void> | undefined;
+  await withWatcher({
+    setup: (h) => {
+      healthy(h);
+      h.nodes.hold(M);
+      asked = h.nodes.asks(M);
+    },
+  }, async (h) => {
+    // The first check waits for M's ROLE: no master is confirmed, and nothing has failed yet.
+    await asked;
     assert.equal(h.watcher.targets, undefined);
     assert.equal(
       h.watcher.problem?.detail,
@@ -397,7 +450,7 @@ Deno.test("ReplicaWatcher with no master confirmed and no problem yet says it is
   });
 });
 
-Deno.test("ReplicaWatcher with whenNoReplica master falls back on the master only while no replica is usable", async () => {
+Deno.test("ReplicaView with whenNoReplica master falls back on the master only while no replica is usable", async () => {
   const database = { whenNoReplica: "master" } as const;
   await withWatcher({ database, setup: () => {} }, async (h) => {
     await h.rounds(1);
@@ -416,54 +469,106 @@ Deno.test("ReplicaWatcher with whenNoReplica master falls back on the master onl
   });
 });
 
-for (
-  const masterAnswer of [
-    { kind: "busy", detail: "ROLE on 10.0.0.1:6379 answered BUSY Redis is busy" },
-    { kind: "unreachable", detail: "ROLE check failed: connection refused" },
-  ] as const
-) {
-  Deno.test(`ReplicaWatcher keeps a usable replica, and takes no new one, while the master's ROLE is ${masterAnswer.kind}`, async () => {
-    await withWatcher({
-      setup: (h) => {
-        healthy(h);
-        h.sentinels.listed = [info(R1)];
-        h.nodes.set(R1, replicaRole(M, OFFSET - 10));
-      },
-    }, async (h) => {
-      await h.rounds(1);
-      assert.deepEqual(readable(h), [formatAddress(R1)]);
-      h.registry.attach(R1, 2);
-      h.nodes.set(M, masterAnswer);
-      h.sentinels.listed = [info(R1), info(R2)];
-      await h.rounds();
-      assert.deepEqual(readable(h), [formatAddress(R1)]);
-      assert.equal(statusOf(h, R1).lagBytes, 10, "the last lag known is kept");
-      assert.deepEqual(h.registry.cutsOf(R1), []);
-      assert.equal(statusOf(h, R2).usable, false);
-      assert.equal(statusOf(h, R2).reason, `the master cannot confirm it: ${masterAnswer.detail}`);
-      // Its own ROLE still counts: one that stops following the master goes.
-      h.nodes.set(R1, replicaRole(M, OFFSET, "connect"));
-      await h.rounds();
-      assert.equal(h.watcher.targets, undefined);
-      assert.equal(h.registry.cutsOf(R1)[0], 2, "R1's clients were not cut");
-    });
+Deno.test("ReplicaView keeps a usable replica, and takes no new one, while the master's ROLE is busy", async () => {
+  const masterAnswer = {
+    kind: "busy",
+    detail: "ROLE on 10.0.0.1:6379 answered BUSY Redis is busy",
+  } as const;
+  await withWatcher({
+    setup: (h) => {
+      healthy(h);
+      h.sentinels.listed = [info(R1)];
+      h.nodes.set(R1, replicaRole(M, OFFSET - 10));
+    },
+  }, async (h) => {
+    await h.rounds(1);
+    assert.deepEqual(readable(h), [formatAddress(R1)]);
+    h.registry.attach(R1, 2);
+    h.nodes.set(M, masterAnswer);
+    h.sentinels.listed = [info(R1), info(R2)];
+    await h.rounds();
+    assert.deepEqual(readable(h), [formatAddress(R1)]);
+    assert.equal(statusOf(h, R1).lagBytes, 10, "the last lag known is kept");
+    assert.deepEqual(h.registry.cutsOf(R1), []);
+    assert.equal(statusOf(h, R2).usable, false);
+    assert.equal(statusOf(h, R2).reason, `the master cannot confirm it: ${masterAnswer.detail}`);
+    // Its own ROLE still counts: one that stops following the master goes.
+    h.nodes.set(R1, replicaRole(M, OFFSET, "connect"));
+    await h.rounds();
+    assert.equal(h.watcher.targets, undefined);
+    assert.equal(h.registry.cutsOf(R1)[0], 2, "R1's clients were not cut");
   });
-}
+});
 
-Deno.test("ReplicaWatcher takes no replica on its own word when a new master's ROLE is busy", async () => {
+Deno.test("ReplicaView keeps a usable replica, and takes no new one, while the master's ROLE is unreachable", async () => {
+  const masterAnswer = {
+    kind: "unreachable",
+    detail: "ROLE check failed: connection refused",
+  } as const;
+  await withWatcher({
+    setup: (h) => {
+      healthy(h);
+      h.sentinels.listed = [info(R1)];
+      h.nodes.set(R1, replicaRole(M, OFFSET - 10));
+    },
+  }, async (h) => {
+    await h.rounds(1);
+    assert.deepEqual(readable(h), [formatAddress(R1)]);
+    h.registry.attach(R1, 2);
+    h.nodes.set(M, masterAnswer);
+    h.sentinels.listed = [info(R1), info(R2)];
+    await h.rounds();
+    // The master's one ROLE reply serves the master watcher too: a master that cannot be reached
+    // is lost (the old watcher's fake master stayed confirmed), and without a confirmed master no
+    // replica takes a new client, so [] where R1 was. R1 keeps its clients: it still says slave.
+    assert.deepEqual(readable(h), []);
+    assert.equal(statusOf(h, R1).lagBytes, 10, "the last lag known is kept");
+    assert.deepEqual(h.registry.cutsOf(R1), []);
+    // R2 is not judged without a master to judge it against (it has no status of its own); the
+    // port says why no new client goes anywhere.
+    assert.deepEqual(h.watcher.replicas.map((r) => formatAddress(r.address)), [formatAddress(R1)]);
+    assert.equal(
+      h.watcher.problem?.detail,
+      "no confirmed master to check the replicas against: master 10.0.0.1:6379 from " +
+        `${VIA}: ${masterAnswer.detail}`,
+    );
+    // Its own ROLE still counts, as read without a master: a link down is not enough (replicas
+    // relink at every failover, and their clients stay), ...
+    h.nodes.set(R1, replicaRole(M, OFFSET, "connect"));
+    await h.rounds();
+    assert.equal(h.watcher.targets, undefined);
+    assert.deepEqual(h.registry.cutsOf(R1), []);
+    // ... but one that stops being a replica goes.
+    h.nodes.set(R1, masterRole(OFFSET, []));
+    await h.rounds();
+    assert.equal(h.watcher.targets, undefined);
+    assert.equal(h.registry.cutsOf(R1)[0], 2, "R1's clients were not cut");
+  });
+});
+
+Deno.test("ReplicaView takes no replica on its own word when a new master's ROLE is busy", async () => {
   await withWatcher({}, async (h) => {
     await servingBoth(h);
-    h.nodes.set(R1, { kind: "busy", detail: "ROLE check failed: no reply within 1000 ms" });
-    h.nodes.set(R2, replicaRole(R1));
+    // R1 is promoted and confirmed; R2, still syncing with it, is not usable against it yet.
+    h.nodes.set(R1, masterRole(OFFSET, [R2]));
+    h.nodes.set(R2, replicaRole(R1, OFFSET, "sync"));
     h.sentinels.listed = [info(R2)];
     h.master.set(R1);
     await h.rounds();
+    assert.deepEqual(h.plane.master?.address, R1);
+    assert.equal(h.watcher.targets, undefined);
+    // Then the new master's ROLE is busy (a master that was never confirmed is not confirmed on a
+    // busy reply at all): R2 says it follows R1, connected, but only on its own word.
+    h.nodes.set(R1, { kind: "busy", detail: "ROLE check failed: no reply within 1000 ms" });
+    h.nodes.set(R2, replicaRole(R1));
+    await h.rounds();
+    assert.deepEqual(h.plane.master?.address, R1, "a busy master in use was dropped");
     assert.equal(h.watcher.targets, undefined);
     assert.match(statusOf(h, R2).reason ?? "", /^the master cannot confirm it: .*no reply/);
   });
 });
 
-Deno.test("ReplicaWatcher keeps the Sentinels' last list while none answers", async () => {
+Deno.test("ReplicaView keeps the Sentinels' last list while none answers", async () => {
   await withWatcher({}, async (h) => {
     await servingBoth(h);
     h.sentinels.listed = undefined;
@@ -473,7 +578,7 @@ Deno.test("ReplicaWatcher keeps the Sentinels' last list while none answers", as
   });
 });
 
-Deno.test("ReplicaWatcher only wakes for a promotion without a replica, a -sdown, or a failover end", async () => {
+Deno.test("ReplicaView only wakes for a promotion without a replica, a -sdown, or a failover end", async () => {
   await withWatcher({}, async (h) => {
     await servingBoth(h);
     const events: SentinelEvent[] = [
@@ -485,13 +590,20 @@ Deno.test("ReplicaWatcher only wakes for a promotion without a replica, a -sdown
     ];
     for (const event of events) h.event(event);
     assert.deepEqual(h.registry.cuts, []);
-    assert.deepEqual(readable(h), both);
+    // The promotion, of M, the master in use, also starts the master's failover hold: no master
+    // is confirmed, so no replica takes a new client ([] where both were beside the old watcher's
+    // fake master). The replicas themselves were not taken out.
+    assert.deepEqual(readable(h), []);
+    assert.deepEqual(h.watcher.replicas.map((r) => [formatAddress(r.address), r.usable]), [
+      [formatAddress(R1), true],
+      [formatAddress(R2), true],
+    ]);
   });
 });
 
 // A wake that came while the loop slept once only ended the sleep, and the loop slept on for the
 // whole poll interval: reportUnreachable() and the urgent re-check after an event were lost.
-Deno.test("ReplicaWatcher.wake() while the loop sleeps runs a check without waiting a poll interval", async () => {
+Deno.test("ControlPlane.wake() while the loop sleeps runs a check without waiting a poll interval", async () => {
   await withWatcher(
     { database: { timeouts: { ...DATABASE.timeouts, pollIntervalMs: HOUR_MS } } },
     async (h) => {
@@ -504,29 +616,47 @@ Deno.test("ReplicaWatcher.wake() while the loop sleeps runs a check without wait
   );
 });
 
-Deno.test("ReplicaWatcher checks the replicas again when the same master is lost and confirmed anew", async () => {
+Deno.test("ReplicaView checks the replicas again when the same master is lost and confirmed anew", async () => {
   await withWatcher(
     { database: { timeouts: { ...DATABASE.timeouts, pollIntervalMs: HOUR_MS } } },
     async (h) => {
       await h.rounds(1);
       assert.deepEqual(readable(h), both);
-      // M is lost (a failover that then aborts, say) and confirmed again at the same address.
-      const release = h.nodes.hold(M);
-      const asked = h.nodes.asks(M);
-      h.master.set(undefined);
-      h.master.set(M);
-      // The verdicts were made against the earlier confirmation: no new client until a new check.
+      const first = h.plane.master?.confirmation;
+      // M is lost (a failover that then aborts) and confirmed again at the same address: S1
+      // selects R2, reports the failover under way, then gives up.
+      h.master.failover();
+      h.event(selectedSlave(R2));
       assert.equal(h.watcher.targets, undefined);
+      await h.rounds(1);
+      assert.ok(h.plane.failover, "the check did not see the failover under way");
+      h.master.set(M);
+      const releaseM = h.nodes.hold(M);
+      const releaseR1 = h.nodes.hold(R1);
+      const asked = h.nodes.asks(M);
+      h.event({
+        kind: "failover-end",
+        channel: "-failover-abort-slave-timeout",
+        master: DATABASE.name,
+        masterAddress: M,
+      });
       await asked;
       assert.equal(h.watcher.targets, undefined);
-      release();
-      await h.rounds(1);
+      releaseM();
+      // M is confirmed anew while the check that did it still waits for R1.
+      await until(h, "M confirmed again", () => h.plane.master !== undefined);
+      assert.deepEqual(h.plane.master?.address, M);
+      assert.notEqual(h.plane.master?.confirmation, first);
+      // The verdicts were made against the earlier confirmation: no new client until a new check.
+      assert.equal(h.watcher.targets, undefined);
+      releaseR1();
+      await judged(h);
       assert.deepEqual(readable(h), both);
     },
   );
 });
 
-Deno.test("ReplicaWatcher applies a check overtaken by an event to every replica but the one it names", async () => {
+Deno.test("ReplicaView applies a check overtaken by an event to every replica but the one it names", async () => {
   await withWatcher({}, async (h) => {
     h.nodes.set(R2, replicaRole(F));
     await h.rounds(1);
@@ -535,12 +665,16 @@ Deno.test("ReplicaWatcher applies a check overtaken by an event to every replica
     h.nodes.set(R2, replicaRole(M));
     const releaseR2 = h.nodes.hold(R2);
     await h.nodes.asks(R2);
+    const verdictBefore = h.plane.replicaHealth.find((r) => sameAddress(r.address, R2));
     h.event(sdown(R1));
-    // The check after it waits on M, so what the overtaken check left can be looked at.
+    // The checks after it wait on M, so what the overtaken check left can be looked at.
     const releaseM = h.nodes.hold(M);
-    const nextAsked = h.nodes.asks(M);
     releaseR2();
-    await nextAsked;
+    await until(
+      h,
+      "the overtaken check's verdict on R2",
+      () => h.plane.replicaHealth.find((r) => sameAddress(r.address, R2)) !== verdictBefore,
+    );
     // A flood of events about R1 would discard every check if one discarded it whole.
     assert.deepEqual(readable(h), [formatAddress(R2)]);
     assert.match(statusOf(h, R1).reason ?? "", /\+sdown/);
@@ -548,7 +682,7 @@ Deno.test("ReplicaWatcher applies a check overtaken by an event to every replica
   });
 });
 
-Deno.test("ReplicaWatcher asks ROLE only of replicas the master lists, however many a Sentinel lists", async () => {
+Deno.test("ReplicaView asks ROLE only of replicas the master lists, however many a Sentinel lists", async () => {
   await withWatcher({}, async (h) => {
     const junk = Array.from({ length: 1000 }, (_, i) => ({ hostname: "10.9.0.1", port: 1000 + i }));
     h.sentinels.listed = [info(R1), ...junk.map((address) => info(address)), info(R2)];
