@@ -459,7 +459,8 @@ export class ControlPlane {
         masterRole = await answer;
         if (stale()) return;
         this.#master.actOnRole(step, masterRole);
-        if (!replicas) this.#keepOnly([]);
+        // With a read port, the replica stage decides which replicas' connections stay.
+        if (!this.#hasReadPort()) this.#keepOnly([]);
       }
       if (listing) {
         staged = true;
