@@ -41,4 +41,3 @@ Deno.test("src/ planes import only the planes below them", async () => {
   assert.deepEqual(wrong, []);
   assert.deepEqual([...found].sort(), Object.keys(ALLOWED).sort());
 });
-
