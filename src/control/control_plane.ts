@@ -34,14 +34,11 @@
  * @module
  */
 import { type Address, addressKey, formatAddress, sameAddress } from "../shared/address.ts";
-import type { MasterSettings } from "../shared/master_settings.ts";
-import { sameConnectSettings, sameFence } from "../shared/master_settings.ts";
+import { type MasterSettings, sameConnectSettings, sameFence } from "../shared/master_settings.ts";
 import { untilAborted } from "../shared/io.ts";
-import type { Problem, RouteSource, Targets } from "../shared/route.ts";
-import type { DatabaseRole, WhenNoReplica } from "../shared/settings.ts";
+import type { Problem, Targets } from "../shared/route.ts";
 import { MasterStats } from "../shared/stats.ts";
 import { CheckLoop } from "./check_loop.ts";
-import type { SentinelView } from "./master_agreement.ts";
 import {
   type ConfirmedMaster,
   type Cut,
@@ -49,55 +46,24 @@ import {
   type MasterChange,
   MasterWatcher,
 } from "./master_watcher.ts";
+import { type Cutter, type PortLink, type PortRoute, Route } from "./port_route.ts";
 import {
   type AskedReplicas,
   type ReadPort,
   type ReplicaHealth,
-  type ReplicaStatus,
   ReplicaView,
-  statusFor,
 } from "./replica_view.ts";
 import { type RoleCheck, type RoleChecker, RoleProbe } from "./role_probe.ts";
 import type { KnownSentinel, ReplicaInfo, SentinelClient } from "./sentinel_client.ts";
 import type { SentinelEvent } from "./sentinel_events.ts";
+
+export type { Cutter, PortLink, PortRoute } from "./port_route.ts";
 
 /** What the plane asks of the Sentinels; a {@linkcode SentinelClient} in production. */
 export type SentinelSource = Pick<
   SentinelClient,
   "masterViews" | "discoverSentinels" | "replicas" | "watching"
 >;
-
-/** Closes a port's connections to a node. */
-export interface Cutter {
-  /** Closes every connection to `address`; returns how many. */
-  closeTo(address: Address): number;
-  /** Closes every connection to anywhere but `address`; returns how many. */
-  closeAllExcept(address: Address): number;
-}
-
-/** What a port tells the plane when it attaches. */
-export interface PortLink {
-  /** How the log names the port, such as `port 6380`. */
-  readonly label: string;
-  /** The port's own settings now: a reload may change them, so they are asked at each use. */
-  settings(): {
-    readonly role: DatabaseRole;
-    readonly maxLagBytes: number;
-    readonly whenNoReplica: WhenNoReplica;
-  };
-  /** Its tunnels to the master (on a read port, the clients sent there by `whenNoReplica`). */
-  readonly toMaster: Cutter;
-  /** Its ready connections to the master (`preconnect`); they are cut with its tunnels, uncounted. */
-  readonly ready?: Cutter | undefined;
-  /** A read port's tunnels to replicas. */
-  readonly toReplicas?: Pick<Cutter, "closeTo"> | undefined;
-}
-
-/** What a port gets back: its route, and a way to leave. */
-export interface PortRoute extends RouteSource, Disposable {
-  /** A read port's replicas as it sees them, with its own lag bound. */
-  readonly replicas: readonly ReplicaStatus[];
-}
 
 /** The replicas as a Sentinel last reported them, for the admin API. */
 export interface ReportedReplicas {
@@ -305,7 +271,13 @@ export class ControlPlane {
     this.#links.add(link);
     // A read port needs the replicas checked before its first client: at once.
     if (link.settings().role === "replica") this.#loop.wake(true);
-    return new Route(this, this.#master, this.#replicas, link, () => this.#links.delete(link));
+    return new Route({
+      plane: this,
+      master: this.#master,
+      replicas: this.#replicas,
+      link,
+      detach: () => this.#links.delete(link),
+    });
   }
 
   /**
@@ -601,105 +573,5 @@ export class ControlPlane {
     }
     this.#changed.resolve();
     this.#changed = Promise.withResolvers<void>();
-  }
-}
-
-/** One port's route: what its listener asks, answered from the name's state. */
-class Route implements PortRoute {
-  readonly #plane: ControlPlane;
-  readonly #master: MasterWatcher;
-  readonly #replicas: ReplicaView;
-  readonly #link: PortLink;
-  readonly #detach: () => void;
-  /** A read port's targets, made once per set of verdicts, master and bounds. */
-  #cache: {
-    verdicts: ReadonlyMap<string, ReplicaHealth>;
-    master: ConfirmedMaster | undefined;
-    maxLagBytes: number;
-    targets: Targets | undefined;
-  } | undefined;
-
-  constructor(
-    plane: ControlPlane,
-    master: MasterWatcher,
-    replicas: ReplicaView,
-    link: PortLink,
-    detach: () => void,
-  ) {
-    this.#plane = plane;
-    this.#master = master;
-    this.#replicas = replicas;
-    this.#link = link;
-    this.#detach = detach;
-  }
-
-  get targets(): Targets | undefined {
-    const { role, maxLagBytes, whenNoReplica } = this.#link.settings();
-    if (role === "master") return this.#master.targets;
-    const master = this.#master.master;
-    const verdicts = this.#replicas.verdicts;
-    const cache = this.#cache;
-    if (
-      cache?.verdicts !== verdicts || cache.master !== master || cache.maxLagBytes !== maxLagBytes
-    ) {
-      this.#cache = {
-        verdicts,
-        master,
-        maxLagBytes,
-        targets: this.#replicas.targetsFor(maxLagBytes, master),
-      };
-    }
-    return this.#cache!.targets ??
-      (whenNoReplica === "master" ? this.#master.targets : undefined);
-  }
-
-  get problem(): Problem | undefined {
-    const masterProblem = this.#master.problem;
-    if (this.#link.settings().role === "master") return masterProblem;
-    if (this.targets) return undefined;
-    const master = this.#master.master;
-    if (!master) {
-      return masterProblem?.kind === "unknown" ? masterProblem : {
-        kind: masterProblem?.kind ?? "unreachable",
-        detail: `no confirmed master to check the replicas against: ${
-          masterProblem?.detail ?? "still resolving"
-        }`,
-        since: masterProblem?.since ?? Date.now(),
-      };
-    }
-    return this.#replicas.problemFor(this.#link.settings().maxLagBytes, master);
-  }
-
-  get replicas(): readonly ReplicaStatus[] {
-    const { maxLagBytes } = this.#link.settings();
-    return this.#replicas.replicas.map((health) => statusFor(health, maxLagBytes));
-  }
-
-  get nextChange(): Promise<void> {
-    return this.#plane.nextChange;
-  }
-
-  async waitForTargets(timeoutMs: number, signal: AbortSignal): Promise<Targets | undefined> {
-    const deadline = AbortSignal.any([AbortSignal.timeout(timeoutMs), signal]);
-    const expired = untilAborted(deadline);
-    for (;;) {
-      const targets = this.targets;
-      if (targets || deadline.aborted) return targets;
-      if (this.#master.problem?.kind === "unknown") return undefined;
-      await Promise.race([this.#plane.nextChange, expired]);
-    }
-  }
-
-  reportUnreachable(address: Address): void {
-    if (this.#link.settings().role === "replica") this.#replicas.reportUnreachable(address);
-    this.#master.reportUnreachable(address);
-  }
-
-  nextResolution(timeoutMs: number, signal: AbortSignal): Promise<void> {
-    return this.#plane.nextResolution(timeoutMs, signal);
-  }
-
-  [Symbol.dispose](): void {
-    this.#detach();
   }
 }
