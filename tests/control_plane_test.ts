@@ -10,6 +10,9 @@
 import assert from "node:assert/strict";
 import { type Address, formatAddress } from "../src/shared/address.ts";
 import type { DatabaseConfig } from "../src/shared/settings.ts";
+import { masterSettingsOf } from "../src/shared/master_settings.ts";
+import { supervise } from "../src/shared/io.ts";
+import { ControlPlane } from "../src/control/control_plane.ts";
 import type { RoleCheck } from "../src/control/role_probe.ts";
 import type { ReplicaInfo } from "../src/control/sentinel_client.ts";
 import type { SentinelEvent } from "../src/control/sentinel_events.ts";
@@ -21,10 +24,13 @@ import {
   FakeTunnel,
   FENCED,
   S1,
+  sleepFor,
   timeout,
   withWatcher,
 } from "./_master_harness.ts";
 import { freePort, startDeployment } from "./_deployment.ts";
+import { startFakeRedis } from "./_fake_redis.ts";
+import { DATABASE as READ_PORT, FakeSentinels as ReplicaSentinels } from "./_replica_harness.ts";
 import { connectClient, type LogRecord, startTunnel } from "./_tunnel.ts";
 
 const R: Address = { hostname: "10.0.0.3", port: 6379 };
@@ -226,6 +232,71 @@ Deno.test("ControlPlane cuts no client of a port that has left it", async () => 
     assert.equal(cut.closes, 1);
     assert.equal(stays.closes, 0, "a detached port's tunnel was cut by the plane");
   });
+});
+
+// A hostile review's finding: run() cleaned up only when its signal had aborted, so a plane
+// stopped during supervise()'s backoff after a failure kept its ROLE connections and its fence's
+// timer. It fails on c29a117.
+/** Read-port Sentinels (the replica harness's) whose views throw from the `throwOn`th call. */
+class ThrowingSentinels extends ReplicaSentinels {
+  throwOn = Infinity;
+  override masterViews() {
+    if (this.viewCalls + 1 >= this.throwOn) {
+      this.viewCalls++;
+      return Promise.reject(new Error("an unexpected bug in a check"));
+    }
+    return super.masterViews();
+  }
+}
+
+Deno.test({
+  name:
+    "a plane stopped while supervise() backs off after a failure closes its ROLE connections and stops its fence",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    await using node = await startFakeRedis({
+      handle(command) {
+        if (command[0]!.toUpperCase() === "ROLE") return ["master", 100, []];
+        return undefined;
+      },
+    });
+    const address = { hostname: "127.0.0.1", port: node.port };
+    const sentinels = new ThrowingSentinels();
+    sentinels.master.set(address);
+    const database = {
+      ...READ_PORT,
+      role: "master" as const,
+      port: 6380,
+      fence: { afterMs: 400 },
+      timeouts: { ...DATABASE.timeouts, pollIntervalMs: 50 },
+    };
+    const plane = new ControlPlane(masterSettingsOf(database), { sentinels });
+    const controller = new AbortController();
+    const failures: unknown[] = [];
+    const running = supervise((s) => plane.run(s), controller.signal, {
+      onFailure: (error) => {
+        failures.push(error);
+        // SIGTERM, or a reload that removes the name, lands during the backoff.
+        controller.abort();
+      },
+    });
+    await timeout(plane.waitForMaster(2000, AbortSignal.timeout(3000)), "a master");
+    assert.equal(node.clients.length, 1, "one ROLE connection while running");
+    sentinels.throwOn = sentinels.viewCalls + 1;
+    await timeout(running, "the plane to stop");
+    assert.equal(failures.length, 1);
+    await sleepFor(600);
+    const problems: string[] = [];
+    const open: number = node.clients.length;
+    if (open !== 0) {
+      problems.push(`${open} ROLE connection(s) still open after the plane stopped`);
+    }
+    if (plane.stats.fenceClosures !== 0 || plane.fencedSince !== undefined) {
+      problems.push("the write fence's timer fired on the stopped plane");
+    }
+    assert.deepEqual(problems, []);
+  },
 });
 
 // ---------------------------------------------------------------------------------------------

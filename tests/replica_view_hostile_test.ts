@@ -1029,3 +1029,93 @@ Deno.test({
     );
   },
 });
+
+// ---------------------------------------------------------------------------------------------
+// A hostile review of the replica stage running behind the check (b4df47e). Both failed there.
+// ---------------------------------------------------------------------------------------------
+
+// A replica stage whose SENTINEL replicas call hangs (a slow Sentinel) outlives a loss and a new
+// confirmation of the master: it must not judge the replicas with the ROLE replies of the old
+// confirmation and stamp the verdicts with the new one.
+Deno.test("a replica stage started under one master confirmation never applies its stale verdicts to the next", async () => {
+  await withWatcher(
+    { database: { timeouts: { ...DATABASE.timeouts, pollIntervalMs: HOUR_MS } } },
+    async (h) => {
+      await servingBoth(h);
+      const first = h.plane.master!.confirmation;
+      // The Sentinels are slow to list the replicas: the next check's stage waits on them.
+      const { promise, resolve } = Promise.withResolvers<void>();
+      h.sentinels.gate = promise;
+      const asked = h.nodes.asks(R1);
+      h.plane.wake(true);
+      await asked; // R1 asked (connected, at M's offset) with M, in that check.
+      await delay(30);
+      // M restarts: unreachable for a moment...
+      h.nodes.set(M, { kind: "unreachable", detail: "connection refused" });
+      h.plane.wake(true);
+      await until(h, "M lost", () => h.plane.master === undefined);
+      // ...then back, empty, with both replicas in a full resync from it.
+      h.nodes.set(M, masterRole(OFFSET + 50_000_000, [R1, R2]));
+      h.nodes.set(R1, replicaRole(M, 0, "sync"));
+      h.nodes.set(R2, replicaRole(M, 0, "sync"));
+      await until(h, "M confirmed anew", () => (h.plane.master?.confirmation ?? first) !== first);
+      assert.deepEqual(readable(h), [], "no replica is checked against the new confirmation yet");
+      // The slow Sentinel answers at last: the old stage goes on.
+      h.sentinels.gate = undefined;
+      resolve();
+      await h.plane.nextResolution(2000, AbortSignal.timeout(3000));
+      await delay(20);
+      assert.deepEqual(
+        readable(h),
+        [],
+        `replicas in full resync are served reads, judged with the ROLE replies of confirmation ${first}: ${
+          JSON.stringify(
+            h.watcher.replicas.map((
+              r,
+            ) => [r.address.hostname, r.confirmation, r.lagBytes, r.reason]),
+          )
+        }`,
+      );
+    },
+  );
+});
+
+// A replica stage that finds the master changed under it wakes the plane ("run a fresh one at
+// once"): the check that wakes must judge the replicas, not leave them to the stage just ended.
+Deno.test("after a stage made stale by a new master, the replicas are judged against it at once, not at the next poll", async () => {
+  await withWatcher(
+    { database: { timeouts: { ...DATABASE.timeouts, pollIntervalMs: HOUR_MS } } },
+    async (h) => {
+      await servingBoth(h);
+      const release = h.nodes.hold(R2);
+      const started = h.nodes.asks(R2);
+      h.plane.wake(true);
+      await started; // this check's stage waits on R2 (a slow replica)
+      // A failover: S1 names R1, which is master now, with R2 following it.
+      h.nodes.set(R1, masterRole(OFFSET + 10, [R2]));
+      h.nodes.set(R2, replicaRole(R1, OFFSET + 10));
+      h.master.set(R1);
+      h.plane.wake();
+      await until(h, "R1 confirmed", () => {
+        const m = h.plane.master;
+        return m !== undefined && sameAddress(m.address, R1);
+      });
+      const calls = h.sentinels.calls;
+      const views = h.sentinels.viewCalls;
+      release(); // the stale stage ends, and asks for a fresh check at once
+      await timeout(
+        until(h, "R2 readable against R1", () => readable(h).includes(formatAddress(R2))),
+        "R2 readable",
+        2000,
+      ).catch((e) => {
+        assert.fail(
+          `${(e as Error).message}; SENTINEL replicas asked ${
+            h.sentinels.calls - calls
+          } time(s) and the views ${
+            h.sentinels.viewCalls - views
+          } time(s) since: the stale stage's urgent wake ran a check that left the replicas to the stage that had just ended`,
+        );
+      });
+    },
+  );
+});

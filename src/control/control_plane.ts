@@ -121,6 +121,8 @@ export class ControlPlane {
   readonly #asking = new Map<string, { address: Address; calls: number }>();
   /** The node the last check asked as master: its ROLE connection stays open. */
   #lastCandidate: Address | undefined;
+  /** Whether a check left the replicas to a stage still running. */
+  #replicasOwed = false;
 
   constructor(settings: MasterSettings, options: ControlPlaneOptions) {
     this.#settings = settings;
@@ -363,9 +365,10 @@ export class ControlPlane {
   }
 
   /**
-   * Checks until `signal` aborts, then closes the ROLE connections and stops
-   * the fence's clock. Rejects when a check fails unexpectedly, keeping every
-   * state: run it under `supervise()`, which restarts it.
+   * Checks until `signal` aborts. Rejects when a check (or a replica stage)
+   * fails unexpectedly, keeping the state: run it under `supervise()`, which
+   * restarts it. Either way, when it ends its ROLE connections are closed and
+   * the fence's clock stops (a restart takes it up again).
    */
   async run(signal: AbortSignal): Promise<void> {
     const failed = new AbortController();
@@ -374,6 +377,8 @@ export class ControlPlane {
       failure ??= { error };
       failed.abort();
     };
+    // A run restarted after a failure takes the fence's time up where it was.
+    this.#master.resume();
     try {
       await this.#loop.run({
         check: (s) => this.#check(s),
@@ -383,11 +388,10 @@ export class ControlPlane {
       await this.#stage;
       if (failure) throw failure.error;
     } finally {
-      if (signal.aborted) {
-        this.#probe?.reset();
-        this.#master.stop();
-        this.#notify();
-      }
+      // Stopped or failed alike: supervise() may stop in its backoff and never run it again.
+      this.#probe?.reset();
+      this.#master.stop();
+      this.#notify();
     }
   }
 
@@ -402,8 +406,11 @@ export class ControlPlane {
       this.#loop.wake();
       return true;
     };
-    // The replicas are this check's to judge unless a stage is still at it (a hung replica).
-    const replicas = this.#hasReadPort() && this.#stage === undefined;
+    // The replicas are this check's to judge unless a stage is still at it (a hung replica);
+    // then the stage, once it ends, asks for a check that judges them.
+    const reads = this.#hasReadPort();
+    const replicas = reads && this.#stage === undefined;
+    if (reads && !replicas) this.#replicasOwed = true;
     // The replicas' list comes in parallel; the master is decided without waiting for it, so that
     // a Sentinel slow to list replicas delays no failover.
     const listing = replicas ? this.#sentinels.replicas(this.name, signal) : undefined;
@@ -416,30 +423,36 @@ export class ControlPlane {
       const views = await this.#sentinels.masterViews(this.name, signal);
       if (stale()) return;
       const step = this.#master.decide(views);
-      let candidate: Address | undefined;
-      let masterRole: RoleCheck | undefined;
+      /** The master this check confirmed, with the ROLE reply that did: what the stage judges by. */
+      let confirmed: { master: ConfirmedMaster; role: RoleCheck } | undefined;
       if (step.kind === "probe-silence") {
         const role = await this.#ask(step.address, signal);
         if (stale()) return;
         this.#master.actOnSilence(step.address, role);
       } else if (step.kind === "ask") {
-        candidate = step.candidate.address;
+        const candidate = step.candidate.address;
         this.#lastCandidate = candidate;
         const answer = this.#ask(candidate, signal);
         // The replicas the master listed last time are asked with it: offsets of the same moment.
         if (replicas) asked = this.#replicas.askKnown(candidate, signal);
-        masterRole = await answer;
+        const role = await answer;
         if (stale()) return;
-        this.#master.actOnRole(step, masterRole);
+        this.#master.actOnRole(step, role);
+        const master = this.#master.master;
+        if (master && sameAddress(master.address, candidate)) confirmed = { master, role };
         // With a read port, the replica stage decides which replicas' connections stay.
-        if (!this.#hasReadPort()) this.#keepOnly([]);
+        if (!reads) this.#keepOnly([]);
       }
       if (listing) {
         staged = true;
-        const stage = this.#judgeReplicas(listing, candidate, masterRole, asked, signal)
+        this.#replicasOwed = false;
+        const stage = this.#judgeReplicas(listing, confirmed, asked, signal)
           .finally(() => this.#replicas.endCheck());
-        this.#stage = stage.catch((error) => this.#stageFailed?.(error))
-          .finally(() => this.#stage = undefined);
+        this.#stage = stage.catch((error) => this.#stageFailed?.(error)).finally(() => {
+          this.#stage = undefined;
+          // A check left the replicas to this stage: one that judges them comes now.
+          if (this.#replicasOwed) this.#loop.wake();
+        });
       }
     } finally {
       if (replicas && !staged) this.#replicas.endCheck();
@@ -456,8 +469,7 @@ export class ControlPlane {
    */
   async #judgeReplicas(
     listing: Promise<ReplicaInfo[] | undefined>,
-    candidate: Address | undefined,
-    masterRole: RoleCheck | undefined,
+    confirmed: { master: ConfirmedMaster; role: RoleCheck } | undefined,
     asked: AskedReplicas,
     signal: AbortSignal,
   ): Promise<void> {
@@ -465,11 +477,12 @@ export class ControlPlane {
     if (listed) this.#reported = { replicas: listed, at: Date.now() };
     this.#replicas.noteListed(listed);
     if (signal.aborted) return;
-    const master = this.#master.master;
-    if (master && candidate && masterRole && sameAddress(master.address, candidate)) {
-      const checked = await this.#replicas.check(master, masterRole, asked, signal);
+    if (confirmed) {
+      // Judged against the confirmation whose ROLE replies these are; if the master was lost or
+      // confirmed anew meanwhile, the check finds it stale and a fresh one runs.
+      const checked = await this.#replicas.check(confirmed.master, confirmed.role, asked, signal);
       if (checked) this.#keepOnly(checked);
-    } else if (!master) {
+    } else if (!this.#master.master) {
       // No master to check the replicas against: those in use are still guarded.
       await this.#replicas.guardWithoutMaster(asked, signal);
     }

@@ -418,9 +418,14 @@ export class MasterWatcher {
     this.#trust.clear();
   }
 
-  /** Stops the fence's clock: the name is no longer served. */
+  /** Stops the fence's clock: the checks have stopped. */
   stop(): void {
     this.#fence.stop();
+  }
+
+  /** The checks run again (after a failure): the fence's clock goes on from where its time runs. */
+  resume(): void {
+    this.#fence.resume();
   }
 
   /**

@@ -66,10 +66,15 @@ export class WriteFence {
     this.#schedule();
   }
 
-  /** Stops the clock (the plane stops). */
+  /** Stops the clock (the checks stop). */
   stop(): void {
     clearTimeout(this.#timer);
     this.#timer = undefined;
+  }
+
+  /** Starts the clock again after a stop, from where the time runs, if it had started. */
+  resume(): void {
+    if (this.#from !== undefined) this.#schedule();
   }
 
   #schedule(): void {
