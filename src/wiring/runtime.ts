@@ -209,6 +209,16 @@ export class Runtime implements RunningTunnel {
       if (listener) this.#startPort(database, listener);
       else failed.push(entryLabel(database, next.databases));
     }
+    // A name whose every port failed to open is served nowhere: its plane stops until a reload.
+    const added = names.added.map((s) => s.name);
+    for (const name of [...added]) {
+      const running = this.#names.get(name);
+      if (!running || running.plane.ports.length > 0) continue;
+      running.controller.abort();
+      this.#names.delete(name);
+      this.sentinels.forget(name);
+      added.splice(added.indexOf(name), 1);
+    }
     // Keep config order, for the admin API.
     const order = next.databases.map(entryKey);
     this.#ports = new Map(
@@ -222,7 +232,7 @@ export class Runtime implements RunningTunnel {
       unchanged: ports.unchanged,
       failed,
       masters: {
-        added: names.added.map((s) => s.name),
+        added,
         removed: names.removed,
         updated: names.updated.map((s) => s.name),
       },
