@@ -55,6 +55,8 @@ import {
 } from "./replica_view.ts";
 import { type RoleCheck, type RoleChecker, RoleProbe } from "./role_probe.ts";
 import type { KnownSentinel, ReplicaInfo, SentinelClient } from "./sentinel_client.ts";
+import type { SentinelView } from "./master_agreement.ts";
+import { EventJournal } from "../shared/journal.ts";
 import type { SentinelEvent } from "./sentinel_events.ts";
 
 export type { Cutter, PortLink, PortRoute } from "./port_route.ts";
@@ -86,6 +88,8 @@ export interface ControlPlaneOptions {
   discoveryIntervalMs?: number;
   /** How often to check while a failover holds clients. @default {250} */
   holdCheckIntervalMs?: number;
+  /** Where the plane records what happened, for the status page. @default {a journal of its own} */
+  journal?: EventJournal;
 }
 
 /** After `+sentinel`, discovery runs at once and this many more times, this far apart. */
@@ -95,6 +99,8 @@ const DISCOVERY_FOLLOW_UP_MS = 1500;
 /** The control plane of one master name; see the module doc. */
 export class ControlPlane {
   readonly stats: MasterStats;
+  /** What the plane records for the status page. */
+  readonly journal: EventJournal;
   readonly #sentinels: SentinelSource;
   readonly #probe: RoleProbe | undefined;
   readonly #checkRole: RoleChecker;
@@ -113,6 +119,8 @@ export class ControlPlane {
   #discoveryDueAt = 0;
   #discoveryFollowUps = 0;
   #reported: ReportedReplicas | undefined;
+  /** What each Sentinel said at the last check that heard them. */
+  #views: readonly SentinelView[] = [];
   /** The replica stage under way, if any. */
   #stage: Promise<void> | undefined;
   /** Ends the run of the plane when a replica stage fails, with that failure. */
@@ -128,6 +136,7 @@ export class ControlPlane {
     this.#settings = settings;
     this.#sentinels = options.sentinels;
     this.stats = options.stats ?? new MasterStats();
+    this.journal = options.journal ?? new EventJournal();
     this.#retryDelayMs = options.retryDelayMs ?? 100;
     this.#retryDelay = this.#retryDelayMs;
     this.#discoveryIntervalMs = options.discoveryIntervalMs ?? 30_000;
@@ -219,6 +228,11 @@ export class ControlPlane {
   /** The replicas as a Sentinel last reported them: refreshed with discovery, or every check when a read port needs them. */
   get reportedReplicas(): ReportedReplicas | undefined {
     return this.#reported;
+  }
+
+  /** What each Sentinel that counts said of the master at the last check. */
+  get views(): readonly SentinelView[] {
+    return this.#views;
   }
 
   /** The ports attached now. */
@@ -421,6 +435,7 @@ export class ControlPlane {
     let staged = false;
     try {
       const views = await this.#sentinels.masterViews(this.name, signal);
+      this.#views = views;
       if (stale()) return;
       const step = this.#master.decide(views);
       /** The master this check confirmed, with the ROLE reply that did: what the stage judges by. */

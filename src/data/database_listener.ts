@@ -297,7 +297,15 @@ export class DatabaseListener {
   ): Promise<void> {
     const { route, stats, registry, replicaRegistry = registry, buffers, ready: pool } = options;
     const { timeouts, tcpKeepAlive, tls } = options.settings();
-    const waitUntil = performance.now() + timeouts.clientWaitMs;
+    const arrived = performance.now();
+    const waitUntil = arrived + timeouts.clientWaitMs;
+    /** Counts how long a client that found nowhere to go waited: once, however it ends. */
+    let waited = false;
+    const waitEnded = () => {
+      if (!waited) return;
+      waited = false;
+      stats.clientWaitSeconds.observe((performance.now() - arrived) / 1000);
+    };
     let dialError: string | undefined;
     let retryDelay = 0;
     /** While it waits, the client's first bytes are read, so that a client that leaves is seen. */
@@ -307,8 +315,12 @@ export class DatabaseListener {
       let targets = route.targets;
       if (!targets && remaining > 0) {
         early ??= new EarlyRead(client);
+        waited = true;
         const outcome = await early.orTargets(route, remaining, signal);
-        if (outcome === "left") return closeQuietly(client);
+        if (outcome === "left") {
+          waitEnded();
+          return closeQuietly(client);
+        }
         targets = outcome;
       }
       if (!targets || signal.aborted) break;
@@ -358,6 +370,7 @@ export class DatabaseListener {
         closeQuietly(upstream);
         continue;
       }
+      waitEnded();
       const tunnel = new Tunnel(client, upstream, address, stats);
       tunnels.add(tunnel);
       try {
@@ -371,6 +384,7 @@ export class DatabaseListener {
       }
       return;
     }
+    waitEnded();
     await this.#reject(client, peer, options, signal, dialError, early?.result().read);
   }
 

@@ -25,7 +25,7 @@
 import { getLogger } from "@logtape/logtape";
 import { type Address, formatAddress } from "../shared/address.ts";
 import { redactConfig } from "../config/mod.ts";
-import { renderPrometheus } from "./metrics.ts";
+import { renderMetrics } from "./metrics.ts";
 import { serveHttp } from "./http_server.ts";
 import type { RunningPort, RunningTunnel } from "./running.ts";
 
@@ -76,7 +76,7 @@ function handle(request: Request, tunnel: RunningTunnel): Response {
     case "/api/configuration":
       return json(200, redactConfig(tunnel.config));
     case "/metrics":
-      return new Response(metrics(tunnel), {
+      return new Response(renderMetrics(tunnel), {
         headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
       });
     default:
@@ -203,42 +203,6 @@ function sentinels(tunnel: RunningTunnel): unknown {
       errors: s.errors,
     })),
   };
-}
-
-function metrics(tunnel: RunningTunnel): string {
-  return renderPrometheus(
-    tunnel.planes.map((plane) => ({
-      name: plane.name,
-      stats: plane.stats,
-      hasMaster: plane.master !== undefined,
-      fenced: plane.fencedSince !== undefined,
-      replicas: plane.replicaHealth.map((r) => ({
-        address: formatAddress(r.address),
-        lagBytes: r.lagBytes,
-      })),
-    })),
-    tunnel.ports.map((port) => ({
-      name: port.settings.name,
-      role: port.settings.role,
-      port: port.listen.port,
-      listen: listenOf(port),
-      stats: port.stats,
-      activeConnections: port.toMaster.size + (port.toReplicas?.size ?? 0),
-      readyConnections: port.ready?.size ?? 0,
-      replicas: port.settings.role === "replica"
-        ? port.route.replicas.map((r) => ({
-          address: formatAddress(r.address),
-          usable: r.usable,
-          clients: port.toReplicas?.countTo(r.address) ?? 0,
-        }))
-        : [],
-    })),
-    tunnel.sentinels.sentinels.map((s) => ({
-      address: formatAddress(s.address),
-      errors: s.errors,
-      reachable: s.lastError === null,
-    })),
-  );
 }
 
 function listenOf({ listen }: RunningPort): string {

@@ -172,6 +172,12 @@ function collect(
   };
 }
 
+/** Where hook runs are counted. */
+export interface HookCounts {
+  hookRuns: number;
+  hookFailures: number;
+}
+
 /**
  * Runs one database's hooks one after another, in the order of the changes.
  * A reload may change or remove the hook; runs already queued keep theirs.
@@ -180,10 +186,13 @@ export class HookQueue {
   #tail: Promise<unknown> = Promise.resolve();
   #hook: HookConfig | undefined;
   readonly #signal: AbortSignal;
+  readonly #counts: HookCounts | undefined;
 
-  constructor(hook: HookConfig | undefined, signal: AbortSignal) {
+  /** `counts` (the name's stats, say) counts the runs and the ones that failed. */
+  constructor(hook: HookConfig | undefined, signal: AbortSignal, counts?: HookCounts) {
     this.#hook = hook;
     this.#signal = signal;
+    this.#counts = counts;
   }
 
   /** The hook for changes pushed from now on. */
@@ -195,9 +204,13 @@ export class HookQueue {
   push(change: MasterChange): void {
     const hook = this.#hook;
     if (!hook) return;
-    this.#tail = this.#tail.then(() =>
-      this.#signal.aborted ? undefined : runHook(hook, change, this.#signal)
-    ).catch((error) => {
+    this.#tail = this.#tail.then(async () => {
+      if (this.#signal.aborted) return;
+      const result = await runHook(hook, change, this.#signal);
+      if (!this.#counts) return;
+      this.#counts.hookRuns++;
+      if (!result.ok) this.#counts.hookFailures++;
+    }).catch((error) => {
       // runHook never throws; if it ever did, the next change's hook must still run.
       log.error("Database {database}: hook run failed unexpectedly: {error}", {
         database: change.database,

@@ -16,7 +16,9 @@
  * @module
  */
 
+import { formatAddress } from "../shared/address.ts";
 import type { MasterStats, PortStats } from "../shared/stats.ts";
+import type { RunningTunnel } from "./running.ts";
 import { logLinesDropped } from "./log.ts";
 
 /** One master name as the metrics see it. */
@@ -270,4 +272,41 @@ function portLabel(d: PortSample, databases: readonly PortSample[]): string {
 
 function escapeLabel(value: string): string {
   return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+}
+
+/** The metrics of the running tunnel, in the Prometheus text format. */
+export function renderMetrics(tunnel: RunningTunnel): string {
+  return renderPrometheus(
+    tunnel.planes.map((plane) => ({
+      name: plane.name,
+      stats: plane.stats,
+      hasMaster: plane.master !== undefined,
+      fenced: plane.fencedSince !== undefined,
+      replicas: plane.replicaHealth.map((r) => ({
+        address: formatAddress(r.address),
+        lagBytes: r.lagBytes,
+      })),
+    })),
+    tunnel.ports.map((port) => ({
+      name: port.settings.name,
+      role: port.settings.role,
+      port: port.listen.port,
+      listen: formatAddress({ hostname: port.listen.hostname, port: port.listen.port }),
+      stats: port.stats,
+      activeConnections: port.toMaster.size + (port.toReplicas?.size ?? 0),
+      readyConnections: port.ready?.size ?? 0,
+      replicas: port.settings.role === "replica"
+        ? port.route.replicas.map((r) => ({
+          address: formatAddress(r.address),
+          usable: r.usable,
+          clients: port.toReplicas?.countTo(r.address) ?? 0,
+        }))
+        : [],
+    })),
+    tunnel.sentinels.sentinels.map((s) => ({
+      address: formatAddress(s.address),
+      errors: s.errors,
+      reachable: s.lastError === null,
+    })),
+  );
 }

@@ -14,6 +14,7 @@ import type { ConnectionRegistry } from "../data/connection_registry.ts";
 import type { ReadyPool } from "../data/ready_pool.ts";
 import type { Tunnel } from "../data/tunnel.ts";
 import type { DatabaseConfig } from "../shared/settings.ts";
+import type { EventJournal } from "../shared/journal.ts";
 
 /** One configured entry's running parts, as the admin API reads them. */
 export interface RunningPort {
@@ -43,4 +44,8 @@ export interface RunningTunnel {
   /** One port per entry, in config order. */
   readonly ports: readonly RunningPort[];
   readonly sentinels: SentinelClient;
+  /** What happened recently, for the status page. */
+  readonly journal: EventJournal;
+  /** When the tunnel started (ms since the epoch). */
+  readonly startedAt: number;
 }

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import type { CutReason } from "./journal.ts";
 
 /** Upper bounds of the resolution latency histogram, in seconds. */
 export const RESOLUTION_BUCKETS = [
@@ -44,8 +45,16 @@ export class Histogram {
   }
 }
 
+/** Upper bounds of the histogram of how long new clients waited for somewhere to go, in seconds. */
+export const CLIENT_WAIT_BUCKETS = [0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30] as const;
+
 /** What one port's listener and tunnels have done: the data plane's counters. */
 export class PortStats {
+  /**
+   * How long each new client that found nowhere to go waited for somewhere (or
+   * until it was refused or left): failovers and outages as clients feel them.
+   */
+  readonly clientWaitSeconds = new Histogram(CLIENT_WAIT_BUCKETS);
   connectionsTotal = 0;
   connectionsRejected = 0;
   /** Refused because the port's own `maxClients` was reached. */
@@ -74,4 +83,9 @@ export class MasterStats {
   fenceClosures = 0;
   /** How long each check took: ask the Sentinels, confirm with ROLE. */
   readonly resolutionSeconds = new Histogram(RESOLUTION_BUCKETS);
+  /** Client connections cut off, by why, on every port of the name together. */
+  readonly clientsCut = new Map<CutReason, number>();
+  /** Runs of the name's `onMasterChange` hook, and those that failed or timed out. */
+  hookRuns = 0;
+  hookFailures = 0;
 }

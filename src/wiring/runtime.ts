@@ -32,6 +32,8 @@ import type {
 } from "../shared/settings.ts";
 import { supervise } from "../shared/io.ts";
 import { ListenError } from "../shared/errors.ts";
+import { EventJournal } from "../shared/journal.ts";
+import { MasterStats } from "../shared/stats.ts";
 import { checkKeyPair } from "../shared/tls_stream.ts";
 import { ControlPlane } from "../control/control_plane.ts";
 import { SentinelClient, type SentinelClientOptions } from "../control/sentinel_client.ts";
@@ -80,6 +82,8 @@ interface RunningName {
 /** The running tunnel; see the module doc. */
 export class Runtime implements RunningTunnel {
   readonly sentinels: SentinelClient;
+  readonly journal = new EventJournal();
+  readonly startedAt = Date.now();
   /** Settles when the signal has aborted and everything has stopped. */
   readonly done: Promise<void>;
   readonly #signal: AbortSignal;
@@ -243,9 +247,12 @@ export class Runtime implements RunningTunnel {
   #startName(settings: MasterSettings): void {
     const controller = new AbortController();
     const signal = AbortSignal.any([this.#signal, controller.signal]);
-    const hooks = new HookQueue(settings.onMasterChange, signal);
+    const stats = new MasterStats();
+    const hooks = new HookQueue(settings.onMasterChange, signal, stats);
     const plane = new ControlPlane(settings, {
       sentinels: this.sentinels,
+      journal: this.journal,
+      stats,
       onMasterChange: (change) => hooks.push(change),
     });
     this.#names.set(settings.name, { plane, hooks, controller });
