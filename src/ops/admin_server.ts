@@ -1,11 +1,16 @@
 /**
- * The admin HTTP API: health and readiness for orchestrators, what the tunnel
- * thinks of the topology and the Sentinels, the resolved config (passwords
- * redacted), and Prometheus metrics. It is read-only and off unless
- * configured; it listens on loopback unless told otherwise.
+ * The admin HTTP API: a status page for people, health and readiness for
+ * orchestrators, what the tunnel thinks of the topology and the Sentinels,
+ * recent events, the resolved config (passwords redacted), and Prometheus
+ * metrics. It is read-only and off unless configured; it listens on loopback
+ * unless told otherwise.
  *
  * | path                 | what                                                                |
  * | -------------------- | ------------------------------------------------------------------- |
+ * | `/`                  | the status page (`status_page.ts`), which reads the two below       |
+ * | `/api/status`        | per master name: master, failover, fence, ports, replicas, Sentinels|
+ * | `/api/events`        | recent events, `?after=ID` for the newer ones (`status.ts`)         |
+ * | `/api`               | the list of endpoints (also in every 404)                           |
  * | `/healthz`           | 200 while the process runs                                          |
  * | `/readyz`            | 200 when every entry can serve a client now, or 503; per entry, why |
  * | `/api/topology`      | per entry: role, master and how confirmed, replicas, connections;   |
@@ -27,9 +32,30 @@ import { type Address, formatAddress } from "../shared/address.ts";
 import { redactConfig } from "../config/mod.ts";
 import { renderMetrics } from "./metrics.ts";
 import { serveHttp } from "./http_server.ts";
+import { eventsReport, parseAfter, statusReport } from "./status.ts";
+import {
+  STATUS_PAGE_CSP,
+  STATUS_PAGE_CSS,
+  STATUS_PAGE_HTML,
+  STATUS_PAGE_SCRIPT,
+} from "./status_page.ts";
 import type { RunningPort, RunningTunnel } from "./running.ts";
 
 const log = getLogger(["sentinel-tunnel", "admin"]);
+
+/** Every endpoint, as `/api` and a 404 list them. */
+export const ENDPOINTS = [
+  "/",
+  "/api",
+  "/api/status",
+  "/api/events",
+  "/healthz",
+  "/readyz",
+  "/api/topology",
+  "/api/sentinels",
+  "/api/configuration",
+  "/metrics",
+] as const;
 
 /** The running admin API. */
 export interface AdminServer {
@@ -56,7 +82,8 @@ export function startAdminServer(
 }
 
 function handle(request: Request, tunnel: RunningTunnel): Response {
-  const { pathname } = new URL(request.url);
+  const url = new URL(request.url);
+  const { pathname } = url;
   if (request.method !== "GET" && request.method !== "HEAD") {
     return json(405, {
       error: `${request.method} is not allowed: the admin API is read-only; use GET`,
@@ -65,6 +92,22 @@ function handle(request: Request, tunnel: RunningTunnel): Response {
     });
   }
   switch (pathname) {
+    case "/":
+      return asset(STATUS_PAGE_HTML, "text/html; charset=utf-8", {
+        "content-security-policy": STATUS_PAGE_CSP,
+        "x-frame-options": "DENY",
+        "referrer-policy": "no-referrer",
+      });
+    case "/status.js":
+      return asset(STATUS_PAGE_SCRIPT, "text/javascript; charset=utf-8");
+    case "/status.css":
+      return asset(STATUS_PAGE_CSS, "text/css; charset=utf-8");
+    case "/api":
+      return json(200, { endpoints: ENDPOINTS });
+    case "/api/status":
+      return json(200, statusReport(tunnel));
+    case "/api/events":
+      return events(url, tunnel);
     case "/healthz":
       return new Response("ok\n", { headers: { "content-type": "text/plain; charset=utf-8" } });
     case "/readyz":
@@ -82,16 +125,32 @@ function handle(request: Request, tunnel: RunningTunnel): Response {
     default:
       return json(404, {
         error: `no such endpoint ${JSON.stringify(pathname)}`,
-        endpoints: [
-          "/healthz",
-          "/readyz",
-          "/api/topology",
-          "/api/sentinels",
-          "/api/configuration",
-          "/metrics",
-        ],
+        endpoints: ENDPOINTS,
       });
   }
+}
+
+function events(url: URL, tunnel: RunningTunnel): Response {
+  let after: number;
+  try {
+    after = parseAfter(url.searchParams.get("after"));
+  } catch (error) {
+    if (!(error instanceof RangeError)) throw error;
+    return json(400, { error: error.message });
+  }
+  return json(200, eventsReport(tunnel.journal, after, tunnel.startedAt));
+}
+
+/** A part of the status page: the same bytes every time, never cached past a restart. */
+function asset(body: string, contentType: string, headers: Record<string, string> = {}): Response {
+  return new Response(body, {
+    headers: {
+      "content-type": contentType,
+      "cache-control": "no-cache",
+      "x-content-type-options": "nosniff",
+      ...headers,
+    },
+  });
 }
 
 function readiness(tunnel: RunningTunnel): Response {
@@ -216,6 +275,11 @@ function iso(epochMs: number): string {
 function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {
   return new Response(JSON.stringify(body, null, 2) + "\n", {
     status,
-    headers: { "content-type": "application/json; charset=utf-8", ...headers },
+    headers: {
+      "content-type": "application/json; charset=utf-8",
+      "cache-control": "no-store",
+      "x-content-type-options": "nosniff",
+      ...headers,
+    },
   });
 }
