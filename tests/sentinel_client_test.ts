@@ -3,9 +3,10 @@
  * and what a hung Sentinel costs.
  */
 import assert from "node:assert/strict";
+import { agreeOnMaster } from "../src/control/master_agreement.ts";
 import { SentinelClient } from "../src/control/sentinel_client.ts";
 import { formatAddress } from "../src/shared/address.ts";
-import { NO_REPLY, startFakeRedis, startFakeSentinel } from "./_fake_redis.ts";
+import { errorReply, NO_REPLY, startFakeRedis, startFakeSentinel } from "./_fake_redis.ts";
 
 const OPTIONS = { connectTimeoutMs: 200, replyTimeoutMs: 200, maxSentinels: 16 };
 const sockets = { sanitizeOps: false, sanitizeResources: false };
@@ -163,6 +164,103 @@ Deno.test(
       assert.equal(client.watching("mymaster").length, 4);
     } finally {
       client.update([], OPTIONS);
+    }
+  },
+);
+
+// Issue 19: a Sentinel that refuses the credentials is reported with what to fix.
+
+Deno.test(
+  "SentinelClient.masterViews() says to set sentinelAuth when a Sentinel answers NOAUTH",
+  sockets,
+  async () => {
+    await using sentinel = await startFakeSentinel({
+      masterName: "m",
+      master: { host: "127.0.0.1", port: 6379 },
+      handle: (command) =>
+        command[0]?.toUpperCase() === "SENTINEL"
+          ? errorReply("NOAUTH Authentication required.")
+          : undefined,
+    });
+    const client = new SentinelClient(
+      [{ hostname: "127.0.0.1", port: sentinel.port }],
+      OPTIONS,
+    );
+    try {
+      const views = await client.masterViews("m", AbortSignal.timeout(5000));
+      assert.deepEqual(views[0]?.answer, {
+        kind: "failed",
+        detail:
+          "SENTINEL MASTER failed: NOAUTH Authentication required; set sentinelAuth (the Sentinels' requirepass)",
+      });
+      const agreement = agreeOnMaster("m", views);
+      assert.equal(
+        agreement.kind === "none" && agreement.detail,
+        `no Sentinel reachable (${sentinel.address}: SENTINEL MASTER failed: NOAUTH Authentication required; set sentinelAuth (the Sentinels' requirepass))`,
+      );
+      assert.equal(
+        client.sentinels[0]?.lastError,
+        `${sentinel.address}: SENTINEL MASTER failed: NOAUTH Authentication required; set sentinelAuth (the Sentinels' requirepass)`,
+      );
+    } finally {
+      client.update([], OPTIONS);
+    }
+  },
+);
+
+Deno.test(
+  "SentinelClient.masterViews() says to check sentinelAuth when a Sentinel refuses the password",
+  sockets,
+  async () => {
+    await using sentinel = await startFakeSentinel({
+      masterName: "m",
+      master: { host: "127.0.0.1", port: 6379 },
+      handle: (command) =>
+        command[0]?.toUpperCase() === "AUTH"
+          ? errorReply("WRONGPASS invalid username-password pair or user is disabled.")
+          : undefined,
+    });
+    const options = { ...OPTIONS, auth: { password: "wrong" } };
+    const client = new SentinelClient([{ hostname: "127.0.0.1", port: sentinel.port }], options);
+    try {
+      const [view] = await client.masterViews("m", AbortSignal.timeout(5000));
+      assert.deepEqual(view?.answer, {
+        kind: "failed",
+        detail:
+          "AUTH failed: WRONGPASS invalid username-password pair or user is disabled; check sentinelAuth",
+      });
+    } finally {
+      client.update([], options);
+    }
+  },
+);
+
+Deno.test(
+  "SentinelClient.subscribe() says to set sentinelAuth when a Sentinel answers SUBSCRIBE with NOAUTH",
+  sockets,
+  async () => {
+    await using sentinel = await startFakeSentinel({
+      masterName: "m",
+      master: { host: "127.0.0.1", port: 6379 },
+      handle: (command) =>
+        command[0]?.toUpperCase() === "SUBSCRIBE"
+          ? errorReply("NOAUTH Authentication required.")
+          : undefined,
+    });
+    const client = new SentinelClient([{ hostname: "127.0.0.1", port: sentinel.port }], OPTIONS);
+    const controller = new AbortController();
+    try {
+      client.subscribe({ onEvent: () => {}, onSubscribed: () => {} }, controller.signal);
+      for (let i = 0; i < 100 && typeof client.sentinels[0]?.lastError !== "string"; i++) {
+        await pause(20);
+      }
+      assert.equal(
+        client.sentinels[0]?.lastError,
+        `${sentinel.address}: SUBSCRIBE +switch-master failed: NOAUTH Authentication required; set sentinelAuth (the Sentinels' requirepass)`,
+      );
+    } finally {
+      controller.abort();
+      await client.closed();
     }
   },
 );

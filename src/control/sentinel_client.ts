@@ -84,6 +84,47 @@ export interface SubscribeHandlers {
 /** Error replies that show a Sentinel is not working for the tunnel, rather than answering. */
 const NOT_WORKING_CODES = new Set(["NOAUTH", "NOPERM", "WRONGPASS", "LOADING"]);
 
+/**
+ * What to fix when a Sentinel refuses the tunnel's credentials, told by the
+ * error's code (`NOAUTH`, `WRONGPASS`, `NOPERM`); empty for any other code.
+ * `hasAuth` says whether `sentinelAuth` is set.
+ */
+export function sentinelAuthHint(code: string | undefined, hasAuth: boolean): string {
+  switch (code) {
+    case "NOAUTH":
+      return hasAuth ? "; check sentinelAuth" : "; set sentinelAuth (the Sentinels' requirepass)";
+    case "WRONGPASS":
+      return "; check sentinelAuth";
+    case "NOPERM":
+      return hasAuth
+        ? "; check that sentinelAuth's ACL user may run SENTINEL commands"
+        : "; set sentinelAuth to an ACL user that may run SENTINEL commands";
+    default:
+      return "";
+  }
+}
+
+/**
+ * A Sentinel's refusal of the credentials, with {@linkcode sentinelAuthHint}
+ * added to its message; any other error as it is.
+ */
+function withAuthHint(error: unknown, hasAuth: boolean): unknown {
+  if (!(error instanceof RedisCallError) || error.kind !== "error-reply") return error;
+  const hint = sentinelAuthHint(error.code, hasAuth);
+  if (hint === "" || error.message.endsWith(hint)) return error;
+  // The message names the address already; the new error names it again.
+  const detail = error.message.slice(formatAddress(error.address).length + 2);
+  return new RedisCallError(error.address, error.kind, `${withoutFinalPeriod(detail)}${hint}`, {
+    cause: error,
+    ...(error.code === undefined ? {} : { code: error.code }),
+  });
+}
+
+/** `NOAUTH Authentication required.` as `NOAUTH Authentication required`, so a hint can follow. */
+function withoutFinalPeriod(text: string): string {
+  return text.endsWith(".") ? text.slice(0, -1) : text;
+}
+
 /** A discovered Sentinel is dropped after this many failed calls in a row. */
 const DROP_AFTER_FAILURES = 5;
 
@@ -458,8 +499,9 @@ export class SentinelClient {
           }
           failures = 0;
         });
-      } catch (error) {
+      } catch (caught) {
         if (signal.aborted) break;
+        const error = withAuthHint(caught, this.#options.auth !== undefined);
         failures++;
         const sentinel = this.#known.get(addressKey(address));
         if (sentinel) {
@@ -498,6 +540,14 @@ export class SentinelClient {
         timeoutMs: this.#options.replyTimeoutMs,
         signal,
       });
+      if (confirmation instanceof RespErrorReply) {
+        throw new RedisCallError(
+          address,
+          "error-reply",
+          `SUBSCRIBE ${channel} failed: ${confirmation.message.slice(0, 200)}`,
+          { code: confirmation.code },
+        );
+      }
       if (
         !Array.isArray(confirmation) || confirmation[0] !== "subscribe" ||
         confirmation[1] !== channel
@@ -611,7 +661,8 @@ export class SentinelClient {
       sentinel.lastReplyAt = Date.now();
       sentinel.failuresInRow = 0;
       return reply;
-    } catch (error) {
+    } catch (caught) {
+      const error = withAuthHint(caught, this.#options.auth !== undefined);
       // A call cut short by shutdown, reload or a caller's deadline says nothing about the Sentinel.
       if (!signal.aborted) {
         sentinel.lastError = (error as Error).message;
