@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the project needs: a pinned Deno in .tools/ (from the npm registry),
-# redis-server, redis-tools and shellcheck (apt-get, as root), and the locked npm dependencies.
+# redis-server, redis-tools, shellcheck and chromium (apt-get, as root), and the locked npm
+# dependencies.
 set -euo pipefail
 export RUST_BACKTRACE=0
 cd "$(dirname "$0")/.."
@@ -72,6 +73,18 @@ for need in openssl:openssl ip:iproute2; do
     echo "setup: $command is missing, so tests that need it will fail or be skipped; install $package" >&2
   fi
 done
+
+# tests/status_page_test.ts loads the admin status page in Debian's headless Chromium
+# (/usr/bin/chromium, driven by puppeteer-core); where it is missing, those tests are skipped.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing chromium with apt-get"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "setup: /usr/bin/chromium is missing, so the status page's browser tests are skipped; install Debian's chromium (sudo apt-get install chromium)" >&2
+  fi
+fi
 
 # The benchmark's round-trip section (make bench, as root) compiles bench/delay_line.c, which needs
 # gcc and the kernel headers of libc6-dev (linux/if_tun.h).
