@@ -11,6 +11,7 @@ import { getLogger, type LogLevel } from "@logtape/logtape";
 import denoJson from "./deno.json" with { type: "json" };
 import { type Address, parseAdminAddress, sameAddress } from "./src/shared/address.ts";
 import { startAdminServer } from "./src/ops/admin_server.ts";
+import { checkOnline } from "./src/ops/online_check.ts";
 import {
   ConfigError,
   configFromEnvironment,
@@ -46,6 +47,11 @@ Without <config>, the config comes from the environment:
 Options:
   --check              validate the config, print it resolved with passwords
                        redacted, and exit
+  --check --online     validate the config, then check it against the
+                       deployment as the tunnel would: reach and authenticate
+                       to every Sentinel, find each master name, confirm its
+                       master with ROLE, check each read port's replicas; print
+                       a line per failing Sentinel and per database, and exit
   --admin HOST:PORT    serve the admin API (health, readiness, topology,
                        metrics) there; a bare port listens on 127.0.0.1
   --log-level LEVEL    one of ${LOG_LEVELS.join(", ")} (default: info)
@@ -55,7 +61,13 @@ Options:
 
 Signals: SIGHUP re-reads the config file; SIGINT and SIGTERM stop.
 Exit status: 0 after SIGINT or SIGTERM or a successful --check, 1 when the
-config or a port cannot be used, 2 for a usage error.`;
+config or a port cannot be used, 2 for a usage error. --check --online exits
+0 when all is well, else with the lowest of the codes that apply:
+  3  a Sentinel cannot be reached, does not answer in time, or refuses
+  4  a master name no Sentinel knows
+  5  no confirmed master (the Sentinels agree on none; it is unreachable, not
+     master, or refuses masterAuth)
+  6  a read port with no usable replica`;
 
 /** A command-line mistake: exit 2 with a hint. */
 class UsageError extends Error {
@@ -67,6 +79,8 @@ interface Cli {
   configPath: string | undefined;
   logFile: string | undefined;
   check: boolean;
+  /** With `check`: check against the deployment instead of printing the config. */
+  online: boolean;
   admin: Address | undefined;
   logLevel: LogLevel;
   logFormat: "text" | "json";
@@ -83,6 +97,7 @@ function parseCli(args: string[]): Cli | "help" | "version" {
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
         check: { type: "boolean" },
+        online: { type: "boolean" },
         admin: { type: "string" },
         "log-level": { type: "string" },
         "log-format": { type: "string" },
@@ -107,6 +122,9 @@ function parseCli(args: string[]): Cli | "help" | "version" {
   if (logFormat !== "text" && logFormat !== "json") {
     throw new UsageError(`Invalid --log-format ${JSON.stringify(logFormat)}: use text or json`);
   }
+  if (values.online && !values.check) {
+    throw new UsageError("--online works with --check only: use --check --online");
+  }
   let admin: Address | undefined;
   if (values.admin !== undefined) {
     try {
@@ -121,6 +139,7 @@ function parseCli(args: string[]): Cli | "help" | "version" {
     configPath: positionals[0],
     logFile: positionals[1],
     check: values.check ?? false,
+    online: values.online ?? false,
     admin,
     logLevel: logLevel as LogLevel,
     logFormat,
@@ -181,6 +200,11 @@ async function main(args: string[]): Promise<number> {
     return 0;
   }
   const config = withAdmin(await readConfig(cli), cli);
+  if (cli.check && cli.online) {
+    const report = await checkOnline(config);
+    for (const line of report.lines) console.log(line.text);
+    return report.code;
+  }
   if (cli.check) {
     console.log(JSON.stringify(redactConfig(config), null, 2));
     return 0;

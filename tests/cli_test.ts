@@ -4,6 +4,7 @@
  * opens. No Redis is needed.
  */
 import assert from "node:assert/strict";
+import { startFakeRedis } from "./_fake_redis.ts";
 import { type LogRecord, runCli, startTunnel, writeConfig } from "./_tunnel.ts";
 
 function assertNoStackTrace(stderr: string): void {
@@ -424,4 +425,59 @@ Deno.test("a running sentinel-tunnel refuses hostile configs on SIGHUP, stays up
   assert.equal(tunnel.logs.filter((r) => r.level === "RAW").length, 0, "a line that is not a log");
   const status = await tunnel.stop();
   assert.equal(status.code, 0);
+});
+
+// Issue 19: --check --online checks the config against the deployment (tests/online_check_test.ts).
+
+Deno.test("sentinel-tunnel --help documents --check --online and its exit codes", async () => {
+  const { code, stdout } = await runCli(["--help"]);
+  assert.equal(code, 0);
+  assert.match(stdout, /--check --online {5}validate the config, then check it against the/);
+  for (
+    const exit of ["3  a Sentinel", "4  a master name", "5  no confirmed master", "6  a read port"]
+  ) {
+    assert.ok(stdout.includes(exit), `--help lacks ${JSON.stringify(exit)}`);
+  }
+  assert.match(stdout, /the lowest of the codes that apply/);
+});
+
+Deno.test("sentinel-tunnel --online without --check is a usage error", async () => {
+  const { code, stdout, stderr } = await runCli(["--online", "config/example.jsonc"]);
+  assert.equal(code, 2);
+  assert.equal(stdout, "");
+  assert.match(stderr, /--online works with --check only: use --check --online/);
+});
+
+Deno.test("sentinel-tunnel --check --online refuses a bad config with exit 1 before reaching anything", async () => {
+  await using sentinel = await startFakeRedis();
+  const path = await writeConfig({
+    sentinels: [sentinel.address],
+    databases: [{ name: "mymaster", port: 70000 }],
+  });
+  try {
+    const { code, stdout, stderr } = await runCli(["--check", "--online", path]);
+    assert.equal(code, 1);
+    assert.equal(stdout, "");
+    assert.match(stderr, /databases\[0\]\.port: 70000 is not valid/);
+    assertNoStackTrace(stderr);
+    assert.equal(sentinel.connections, 0);
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("sentinel-tunnel --check --online takes its config from SENTINEL_TUNNEL_* and exits 3 when no Sentinel answers", async () => {
+  const sentinel = `127.0.0.1:${freePort()}`;
+  const { code, stdout, stderr } = await runCli(["--check", "--online"], {
+    SENTINEL_TUNNEL_SENTINELS: sentinel,
+    SENTINEL_TUNNEL_DATABASES: "mymaster:16380",
+    SENTINEL_TUNNEL_SENTINEL_PASSWORD: "env-only-secret",
+  });
+  assert.equal(code, 3, stderr);
+  assert.equal(stderr, "");
+  assert.ok(!stdout.includes("env-only-secret"), `a password leaked:\n${stdout}`);
+  const lines = stdout.trimEnd().split("\n");
+  assert.equal(lines.length, 2, stdout);
+  assert.ok(lines[0]!.startsWith(`${sentinel}: `), stdout);
+  assert.match(lines[1]!, /^mymaster \(port 16380\): no confirmed master: no Sentinel reachable /);
 });
