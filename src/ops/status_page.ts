@@ -264,8 +264,9 @@ export const STATUS_PAGE_SCRIPT = `"use strict";
         el("span", "meta", "confirmed " + clock(m.confirmedAt) + " (" + ago(m.confirmedAt) + ")")
       ));
       block.firstChild.classList.add("master-line");
-      var epoch = m.configEpoch === null || m.via.indexOf("config-epoch") !== -1
-        ? "" : " · config-epoch " + m.configEpoch;
+      // The epoch it was learned at is in "via"; a later, higher one is news.
+      var epoch = m.configEpoch === null || m.via.indexOf("config-epoch " + m.configEpoch) !== -1
+        ? "" : " · now at config-epoch " + m.configEpoch;
       add(block, el("p", "detail", "learned from " + m.via + epoch + " · confirmed by ROLE"));
     } else {
       var none = line(el("span", "master-address", "no confirmed master"));
