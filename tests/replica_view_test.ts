@@ -11,6 +11,7 @@
 import assert from "node:assert/strict";
 import { type Address, formatAddress, sameAddress } from "../src/shared/address.ts";
 import type { SentinelEvent } from "../src/control/sentinel_events.ts";
+import type { ReplicaInfo } from "../src/control/sentinel_client.ts";
 import {
   both,
   DATABASE,
@@ -69,18 +70,6 @@ interface Rule {
 
 const SENTINEL = formatAddress(S1);
 const RULES: Rule[] = [
-  ...["s_down", "o_down", "disconnected"].map((flag): Rule => ({
-    name: `a Sentinel flags it ${flag}`,
-    breakIt: (h) => h.sentinels.listed = [info(R1, { flags: [flag] }), info(R2)],
-    reason: new RegExp(`^Sentinel ${SENTINEL} flags it ${flag}$`),
-    asked: false,
-  })),
-  {
-    name: "a Sentinel reports its master link err",
-    breakIt: (h) => h.sentinels.listed = [info(R1, { link: "err" }), info(R2)],
-    reason: new RegExp(`^Sentinel ${SENTINEL} reports its master link err$`),
-    asked: false,
-  },
   {
     name: "no Sentinel lists it any more",
     breakIt: (h) => h.sentinels.listed = [info(R2)],
@@ -155,6 +144,38 @@ for (const rule of RULES) {
   });
 }
 
+// Sentinel refreshes what it knows of a replica every 10 s: right after a failover its flags and
+// master-link-status lag the replica's own ROLE. The nodes' own word, asked at every check, decides.
+const STALE_SENTINEL_WORDS: { name: string; listed: ReplicaInfo }[] = [
+  ...["s_down", "o_down", "disconnected"].map((flag) => ({
+    name: `flags it ${flag}`,
+    listed: info(R1, { flags: [flag] }),
+  })),
+  { name: "reports its master link err", listed: info(R1, { link: "err" }) },
+];
+
+for (const word of STALE_SENTINEL_WORDS) {
+  Deno.test(`ReplicaView keeps a replica a Sentinel ${word.name} while its own ROLE and the master's say it is in step`, async () => {
+    await withWatcher({}, async (h) => {
+      await servingBoth(h);
+      const cutsBefore = h.registry.cuts.length;
+      h.sentinels.listed = [word.listed, info(R2)];
+      const asked = h.nodes.asked.length;
+      await h.rounds();
+      assert.deepEqual(readable(h), both);
+      assert.deepEqual(h.registry.cutsOf(R1, cutsBefore), [], "R1's clients were cut");
+      assert.equal(statusOf(h, R1).usable, true);
+      assert.ok(h.nodes.asked.slice(asked).includes(formatAddress(R1)), "R1 was not asked ROLE");
+      // Its own ROLE saying the link is down takes it out at once, whatever the Sentinel says.
+      h.nodes.set(R1, replicaRole(M, -1, "connect"));
+      await h.rounds();
+      assert.deepEqual(readable(h), [formatAddress(R2)]);
+      assert.equal(h.registry.cutsOf(R1, cutsBefore)[0], 2, "R1's clients were not cut");
+      assert.match(statusOf(h, R1).reason ?? "", /^its link to the master is connect$/);
+    });
+  });
+}
+
 Deno.test("ReplicaView counts lag from the master's offset to the replica's own, up to maxLagBytes", async () => {
   await withWatcher({
     setup: (h) => {
@@ -181,6 +202,8 @@ Deno.test("ReplicaView gives every replica's reason in its problem when none is 
     setup: (h) => {
       healthy(h);
       h.nodes.set(R1, replicaRole(M, OFFSET - 5000));
+      // A Sentinel's flags are no rule any more (its view lags): R2's own ROLE rules it out.
+      h.nodes.set(R2, replicaRole(M, -1, "sync"));
       h.sentinels.listed = [info(R1), info(R2, { flags: ["s_down"] })];
     },
   }, async (h) => {
@@ -190,7 +213,7 @@ Deno.test("ReplicaView gives every replica's reason in its problem when none is 
     assert.equal(
       h.watcher.problem?.detail,
       "replica 10.0.0.2:6379: it is 5000 bytes behind the master (maxLagBytes 1000); " +
-        `replica 10.0.0.3:6379: Sentinel ${SENTINEL} flags it s_down`,
+        "replica 10.0.0.3:6379: its link to the master is sync",
     );
     h.sentinels.listed = [];
     await h.rounds();
@@ -238,20 +261,28 @@ const CUTTING_EVENTS: {
   reason: RegExp;
   after: (h: Harness) => void;
   /**
-   * A promotion of the master in use starts the master's failover hold, and a
-   * +switch-master cuts the old master off: either way no master is confirmed
-   * until the next check, so no replica takes a new client ([] where the old
-   * watcher, beside a master that ignored events, kept R2). A +sdown of a
-   * replica leaves the master alone.
+   * A promotion of the master in use starts the master's failover hold: the
+   * replica being promoted is named, so R2, usable against the master being
+   * replaced, goes on serving reads. A +switch-master with no failover held
+   * before cuts the old master off: no master is confirmed until the next
+   * check, so no replica takes a new client. A +sdown of a replica leaves the
+   * master alone.
    */
   readableBeforeCheck: string[];
+  /**
+   * While the next check waits for M's ROLE: it has ended the failover hold
+   * (S1 reports none), and M is not confirmed yet, so no replica takes a new
+   * client after a promotion or a switch; a +sdown leaves R2.
+   */
+  readableWhileNextCheckWaits: string[];
 }[] = [
   {
     name: "+selected-slave naming it",
     event: selectedSlave(R1),
     reason: /^\+selected-slave from 10\.0\.0\.9:26379: it is being promoted$/,
     after: (h) => h.nodes.set(R1, masterRole(OFFSET, [R2])),
-    readableBeforeCheck: [],
+    readableBeforeCheck: [formatAddress(R2)],
+    readableWhileNextCheckWaits: [],
   },
   {
     name: "+switch-master to it",
@@ -259,6 +290,7 @@ const CUTTING_EVENTS: {
     reason: /^\+switch-master from 10\.0\.0\.9:26379 makes it the master$/,
     after: (h) => h.nodes.set(R1, masterRole(OFFSET, [R2])),
     readableBeforeCheck: [],
+    readableWhileNextCheckWaits: [],
   },
   {
     name: "+sdown of it",
@@ -269,12 +301,16 @@ const CUTTING_EVENTS: {
       h.sentinels.listed = [info(R1, { flags: ["s_down"] }), info(R2)];
     },
     readableBeforeCheck: [formatAddress(R2)],
+    readableWhileNextCheckWaits: [formatAddress(R2)],
   },
 ];
 
 // S1's view still names M, with no failover under way: the next check does not bear a promotion
 // or a switch out, and confirms M again; R1, which says it is master by then, stays out.
-for (const { name, event, reason, after, readableBeforeCheck } of CUTTING_EVENTS) {
+for (
+  const { name, event, reason, after, readableBeforeCheck, readableWhileNextCheckWaits }
+    of CUTTING_EVENTS
+) {
   Deno.test(`ReplicaView cuts a replica's clients at ${name}, before any check`, async () => {
     await withWatcher({}, async (h) => {
       await servingBoth(h);
@@ -311,7 +347,11 @@ for (const { name, event, reason, after, readableBeforeCheck } of CUTTING_EVENTS
       const nextAsked = h.nodes.asks(M);
       releaseStale();
       await nextAsked;
-      assert.deepEqual(readable(h), readableBeforeCheck, "a stale check made R1 usable again");
+      assert.deepEqual(
+        readable(h),
+        readableWhileNextCheckWaits,
+        "a stale check made R1 usable again",
+      );
       assert.equal(statusOf(h, R1).usable, false);
       assert.match(statusOf(h, R1).reason ?? "", reason);
       releaseNext();
@@ -627,7 +667,8 @@ Deno.test("ReplicaView checks the replicas again when the same master is lost an
       // selects R2, reports the failover under way, then gives up.
       h.master.failover();
       h.event(selectedSlave(R2));
-      assert.equal(h.watcher.targets, undefined);
+      // R2, being promoted, is out; R1, usable against the master being replaced, reads on.
+      assert.deepEqual(readable(h), [formatAddress(R1)]);
       await h.rounds(1);
       assert.ok(h.plane.failover, "the check did not see the failover under way");
       h.master.set(M);
@@ -641,6 +682,8 @@ Deno.test("ReplicaView checks the replicas again when the same master is lost an
         masterAddress: M,
       });
       await asked;
+      // The check under way has ended the failover (S1 reports it no more), and M is not
+      // confirmed yet: nothing to check a replica against, no failover to read through.
       assert.equal(h.watcher.targets, undefined);
       releaseM();
       // M is confirmed anew while the check that did it still waits for R1.

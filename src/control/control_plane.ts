@@ -92,6 +92,9 @@ export interface ControlPlaneOptions {
   journal?: EventJournal;
 }
 
+/** How long after a new master the replicas not yet following it are checked at the hold's pace. */
+const REPLICA_RECHECK_MS = 10_000;
+
 /** After `+sentinel`, discovery runs at once and this many more times, this far apart. */
 const DISCOVERY_FOLLOW_UPS = 3;
 const DISCOVERY_FOLLOW_UP_MS = 1500;
@@ -131,6 +134,8 @@ export class ControlPlane {
   #lastCandidate: Address | undefined;
   /** Whether a check left the replicas to a stage still running. */
   #replicasOwed = false;
+  /** Until when (`performance.now()`) replicas not yet following a new master are checked often. */
+  #recheckUntil = 0;
 
   constructor(settings: MasterSettings, options: ControlPlaneOptions) {
     this.#settings = settings;
@@ -550,9 +555,14 @@ export class ControlPlane {
   #sleepMs(): number {
     const { pollIntervalMs } = this.#settings;
     if (this.#master.holding) return Math.min(this.#holdCheckIntervalMs, pollIntervalMs);
-    if (this.#master.master) {
+    const master = this.#master.master;
+    if (master) {
       this.#retryDelay = this.#retryDelayMs;
-      return pollIntervalMs;
+      // After a new master, the replicas are checked often until they all follow it (they resync,
+      // and Sentinel disconnects their clients), for a while: reads resume as soon as they may.
+      const recovering = performance.now() < this.#recheckUntil && this.#hasReadPort() &&
+        !this.#replicas.allHealthy(master);
+      return recovering ? Math.min(this.#holdCheckIntervalMs, pollIntervalMs) : pollIntervalMs;
     }
     const delay = this.#retryDelay;
     this.#retryDelay = Math.min(this.#retryDelay * 2, pollIntervalMs);
@@ -597,6 +607,7 @@ export class ControlPlane {
     const master = this.#master.master;
     if (master && master.confirmation !== this.#lastConfirmation) {
       this.#lastConfirmation = master.confirmation;
+      this.#recheckUntil = performance.now() + REPLICA_RECHECK_MS;
       this.#replicas.onMasterConfirmed(master);
     }
     this.#changed.resolve();

@@ -136,6 +136,8 @@ export class MasterWatcher {
   #targets: { confirmation: number; targets: Targets } | undefined;
   /** The last master confirmed, kept while none is: a blip of the same master is no change. */
   #lastConfirmed: Address | undefined;
+  /** The last confirmation of a master, kept while none is (for reads during a failover). */
+  #lastConfirmation: ConfirmedMaster | undefined;
   /** The config-epoch of the view last acted on: an older view never overrides it. */
   #epoch: number | undefined;
   #failoverTimeoutMs = DEFAULT_FAILOVER_TIMEOUT_MS;
@@ -196,6 +198,16 @@ export class MasterWatcher {
   /** Whether a failover holds clients: checks run more often. */
   get holding(): boolean {
     return this.#hold !== undefined;
+  }
+
+  /**
+   * While a failover holds the master's clients: the confirmation of that
+   * master, which the replicas were last judged against.
+   */
+  get heldMaster(): ConfirmedMaster | undefined {
+    const hold = this.#hold;
+    const last = this.#lastConfirmation;
+    return hold && last && sameAddress(last.address, hold.master) ? last : undefined;
   }
 
   /** When the write fence closed (ms since the epoch), while it is closed. */
@@ -529,6 +541,7 @@ export class MasterWatcher {
       via,
       epoch,
     };
+    this.#lastConfirmation = this.#master;
     const cut = this.#cutter.closeAllExcept(address);
     const from = this.#lastConfirmed;
     this.#lastConfirmed = address;

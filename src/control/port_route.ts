@@ -66,10 +66,11 @@ export class Route implements PortRoute {
   readonly #replicas: ReplicaView;
   readonly #link: PortLink;
   readonly #detach: () => void;
-  /** A read port's targets, made once per set of verdicts, master and bounds. */
+  /** A read port's targets, made once per set of verdicts, master (or held master) and bound. */
   #cache: {
     verdicts: ReadonlyMap<string, ReplicaHealth>;
     master: ConfirmedMaster | undefined;
+    held: ConfirmedMaster | undefined;
     maxLagBytes: number;
     targets: Targets | undefined;
   } | undefined;
@@ -92,16 +93,22 @@ export class Route implements PortRoute {
     const { role, maxLagBytes, whenNoReplica } = this.#link.settings();
     if (role === "master") return this.#master.targets;
     const master = this.#master.master;
+    // A failover under way: the replicas it does not touch go on serving reads.
+    const held = master ? undefined : this.#master.heldMaster;
     const verdicts = this.#replicas.verdicts;
     const cache = this.#cache;
     if (
-      cache?.verdicts !== verdicts || cache.master !== master || cache.maxLagBytes !== maxLagBytes
+      cache?.verdicts !== verdicts || cache.master !== master || cache.held !== held ||
+      cache.maxLagBytes !== maxLagBytes
     ) {
       this.#cache = {
         verdicts,
         master,
+        held,
         maxLagBytes,
-        targets: this.#replicas.targetsFor(maxLagBytes, master),
+        targets: master
+          ? this.#replicas.targetsFor(maxLagBytes, master)
+          : held && this.#replicas.targetsDuringFailover(maxLagBytes, held),
       };
     }
     return this.#cache!.targets ??

@@ -3,12 +3,19 @@
  * to. A replica is healthy only when all of these hold, at a check made
  * against the master confirmed now:
  *
- * 1. a Sentinel lists it (`SENTINEL replicas`) without `s_down`, `o_down` or
- *    `disconnected`, and with its master link `ok`;
+ * 1. a Sentinel lists it (`SENTINEL replicas`): the list says which nodes to
+ *    look at, nothing more;
  * 2. its own ROLE says `slave`, names the confirmed master, and is `connected`;
  * 3. the confirmed master's ROLE lists it as attached: a Sentinel's list alone
  *    never sends a client to a node, and a node that only claims to be a
  *    replica is not one.
+ *
+ * A Sentinel's flags and `master-link-status` for a replica are not rules:
+ * Sentinel refreshes them from `INFO` every 10 s, so right after a failover
+ * they say `err` or `disconnected` of a replica whose own ROLE, and the
+ * master's, say it is connected and in step. The nodes' own word, asked at
+ * every check, is the fresher evidence (a `+sdown` still cuts at once, and
+ * the next check decides).
  *
  * Its lag is the master's offset minus its own, both read with ROLE at once
  * (the master's reply is the one that confirmed the master in the same
@@ -16,11 +23,16 @@
  * replica within it is usable on that port.
  *
  * A verdict holds for the master confirmation it was made against only: when
- * the master changes, is lost and confirmed again, or while none is confirmed
- * (a failover), no new client goes to any replica until a check against the
- * master confirmed now. Events only cut clients off: a promotion or a
- * `+switch-master` naming a replica, or a Sentinel flagging it down, closes
- * its clients on every read port at once, and a check under way keeps it out.
+ * the master changes or is lost and confirmed again, no new client goes to
+ * any replica until a check against the master confirmed now. During a
+ * failover, while no master is confirmed, the replicas usable against the
+ * master being replaced go on serving reads once a Sentinel has named the
+ * node being promoted (which is out): they hold the data they held a moment
+ * before, and the guard cuts any that stops being a replica or cannot be
+ * reached; without that name, none is used. Events only cut clients off: a
+ * promotion or a `+switch-master` naming a replica, or a Sentinel flagging it
+ * down, closes its clients on every read port at once, and a check under way
+ * keeps it out.
  *
  * @module
  */
@@ -105,9 +117,6 @@ const MAX_OUT_DURING_CHECK = 1024;
 /** Replicas held as being promoted at once; the oldest goes first. */
 const MAX_PROMOTING = 64;
 
-/** Sentinel flags that rule a replica out. */
-const DOWN_FLAGS = ["s_down", "o_down", "disconnected"];
-
 /** The replicas of one master name; see the module doc. */
 export class ReplicaView {
   readonly #options: ReplicaViewOptions;
@@ -136,6 +145,12 @@ export class ReplicaView {
   readonly #promoting = new Map<string, { reason: string; until: number; from: Address }>();
   /** Replicas taken out of use with their clients kept (they may be fine): guarded like those in use. */
   readonly #suspended = new Set<string>();
+  /**
+   * Whether a Sentinel named the node a failover promotes (`+selected-slave`,
+   * `+promoted-slave`, `+switch-master`) since the last master confirmed: only
+   * then may the other replicas serve reads while no master is confirmed.
+   */
+  #promotedKnown = false;
   /** The replicas the master's ROLE listed at the last check that had it, by address key. */
   #masterListed = new Set<string>();
 
@@ -171,6 +186,31 @@ export class ReplicaView {
     return addresses.length > 0 ? { kind: "replica", addresses } : undefined;
   }
 
+  /**
+   * While a failover holds the master's clients (no master confirmed): the
+   * replicas usable against `held`, the master the failover is replacing, when
+   * a Sentinel named the node it promotes (which is out, with its clients). A
+   * replica that keeps following the old master serves the same data it did a
+   * moment before; the one being promoted, or any the failover touches (its
+   * link drops, it says it is no replica), is out at once. Without the name of
+   * the promoted node, nothing is served until a master is confirmed.
+   */
+  targetsDuringFailover(maxLagBytes: number, held: ConfirmedMaster): Targets | undefined {
+    if (!this.#promotedKnown) return undefined;
+    return this.targetsFor(maxLagBytes, held);
+  }
+
+  /**
+   * Whether every replica listed is healthy against `master`'s confirmation:
+   * after a failover, the plane checks more often until they are.
+   */
+  allHealthy(master: ConfirmedMaster): boolean {
+    for (const health of this.#replicas.values()) {
+      if (health.reason !== undefined || health.confirmation !== master.confirmation) return false;
+    }
+    return true;
+  }
+
   /** Why a port with `maxLagBytes` has no usable replica while `master` is confirmed. */
   problemFor(maxLagBytes: number, master: ConfirmedMaster): Problem {
     const reasons = [...this.#replicas.values()].map((health) => {
@@ -193,12 +233,14 @@ export class ReplicaView {
 
   /** `+switch-master` from `from` to `to`: its failover is over, and `to` is a master now. */
   onSwitch(to: Address, from: Address): void {
+    this.#promotedKnown = true;
     this.#endPromotions(from);
     this.#cut(to, `+switch-master from ${formatAddress(from)} makes it the master`);
   }
 
   /** A Sentinel announced that `replica` is being promoted: out of use until its failover ends. */
   onPromotion(replica: Address, channel: string, from: Address): void {
+    this.#promotedKnown = true;
     const reason = `${channel} from ${formatAddress(from)}: it is being promoted`;
     this.#holdPromoted(replica, reason, from);
     this.#cut(replica, reason);
@@ -220,6 +262,7 @@ export class ReplicaView {
    */
   onMasterConfirmed(master: ConfirmedMaster): void {
     this.#promoting.clear();
+    this.#promotedKnown = false;
     // Only a node that was a replica can have clients here.
     if (this.#replicas.has(addressKey(master.address))) {
       this.#takeOut(master.address, "it is the confirmed master", true);
@@ -249,16 +292,16 @@ export class ReplicaView {
 
   /**
    * Asks ROLE, as the master is asked, of the replicas it listed last time
-   * and no Sentinel flagged in the last list, so that their offsets are read
+   * (and a Sentinel lists), so that their offsets are read
    * at the same moment as its own. Only replicas the master itself listed are
    * asked, so that a Sentinel's list, however long or false, opens no
    * connection anywhere else.
    */
   askKnown(master: Address, signal: AbortSignal): AskedReplicas {
     const asked: AskedReplicas = new Map();
-    for (const { address, flagged } of this.#candidates(master)) {
+    for (const address of this.#candidates(master)) {
       const key = addressKey(address);
-      if (flagged !== undefined || !this.#masterListed.has(key)) continue;
+      if (!this.#masterListed.has(key)) continue;
       asked.set(key, { address, role: this.#options.checkRole(address, signal) });
     }
     return asked;
@@ -289,9 +332,9 @@ export class ReplicaView {
       ? new Set(masterView.replicas.map((r) => addressKey(r.address)))
       : this.#masterListed;
     const candidates = this.#candidates(master.address);
-    for (const { address, flagged } of candidates) {
+    for (const address of candidates) {
       const key = addressKey(address);
-      if (flagged !== undefined || asked.has(key) || !listedNow.has(key)) continue;
+      if (asked.has(key) || !listedNow.has(key)) continue;
       asked.set(key, { address, role: this.#options.checkRole(address, signal) });
     }
     const roleOf = new Map<string, RoleCheck>();
@@ -306,18 +349,16 @@ export class ReplicaView {
     const masterDetail = masterView ? undefined : describeMasterRole(master.address, masterRole);
     const now = Date.now();
     const next = new Map<string, ReplicaHealth>();
-    for (const candidate of candidates) {
-      const key = addressKey(candidate.address);
+    for (const address of candidates) {
+      const key = addressKey(address);
       const before = this.#replicas.get(key);
       // An event that took it out while this check ran is newer than what the check saw.
       const out = this.#outDuringCheck?.get(key) ?? this.#promotingReason(key);
       const verdict = out !== undefined
         ? { reason: out, lagBytes: undefined }
-        : candidate.flagged !== undefined
-        ? { reason: candidate.flagged, lagBytes: undefined }
-        : judge(candidate.address, roleOf.get(key), master, masterView, masterDetail, before);
+        : judge(address, roleOf.get(key), master, masterView, masterDetail, before);
       next.set(key, {
-        address: candidate.address,
+        address,
         reason: verdict.reason,
         lagBytes: verdict.lagBytes,
         checkedAgainst: master.address,
@@ -333,17 +374,10 @@ export class ReplicaView {
   }
 
   /** Every replica in the list of now (or the last), less the master, with why a Sentinel rules it out. */
-  #candidates(master: Address): { address: Address; flagged: string | undefined }[] {
-    const candidates: { address: Address; flagged: string | undefined }[] = [];
+  #candidates(master: Address): Address[] {
+    const candidates: Address[] = [];
     for (const info of this.#listed ?? []) {
-      if (sameAddress(info.replica, master)) continue;
-      const down = info.flags.filter((f) => DOWN_FLAGS.includes(f));
-      const flagged = down.length > 0
-        ? `Sentinel ${info.reportedBy} flags it ${down.join(",")}`
-        : info.masterLinkStatus !== null && info.masterLinkStatus !== "ok"
-        ? `Sentinel ${info.reportedBy} reports its master link ${info.masterLinkStatus}`
-        : undefined;
-      candidates.push({ address: info.replica, flagged });
+      if (!sameAddress(info.replica, master)) candidates.push(info.replica);
     }
     return candidates;
   }
