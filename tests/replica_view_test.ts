@@ -30,7 +30,6 @@ import {
   R2,
   readable,
   replicaRole,
-  S1,
   sdown,
   selectedSlave,
   servingBoth,
@@ -68,7 +67,6 @@ interface Rule {
   readonly asked?: boolean;
 }
 
-const SENTINEL = formatAddress(S1);
 const RULES: Rule[] = [
   {
     name: "no Sentinel lists it any more",
