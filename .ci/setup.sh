@@ -61,6 +61,20 @@ if ! command -v shellcheck >/dev/null 2>&1; then
   fi
 fi
 
+# tests/metrics_test.ts checks the alert rules in deploy/prometheus/ and the tunnel's /metrics with
+# promtool, from Debian's prometheus package; it ignores those checks, saying why, where it is missing.
+if ! command -v promtool >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing promtool (prometheus) with apt-get"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    # The package may start a Prometheus server on 9090; the project never uses it.
+    (service prometheus stop || true) >/dev/null 2>&1
+  else
+    echo "setup: promtool is missing, so tests/metrics_test.ts ignores its promtool checks; install it (Debian/Ubuntu: sudo apt-get install prometheus; macOS: brew install prometheus)" >&2
+  fi
+fi
+
 # The TLS tests make their certificates with openssl; the dual-stack test needs ip (iproute2), as root.
 for need in openssl:openssl ip:iproute2; do
   command=${need%%:*} package=${need#*:}
