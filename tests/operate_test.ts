@@ -136,10 +136,10 @@ Deno.test(
     assert.ok(value(`sentinel_tunnel_connections_total{${observedLabels}}`) >= 1);
     assert.ok(value(`sentinel_tunnel_connections_rejected_total{${missingLabels}}`) >= 1);
     assert.ok(
-      value(`sentinel_tunnel_bytes_total{direction="client_to_master",${observedLabels}}`) > 100,
+      value(`sentinel_tunnel_bytes_total{direction="client_to_server",${observedLabels}}`) > 100,
     );
     assert.ok(
-      value(`sentinel_tunnel_bytes_total{direction="master_to_client",${observedLabels}}`) >= 5,
+      value(`sentinel_tunnel_bytes_total{direction="server_to_client",${observedLabels}}`) >= 5,
     );
     // About the master: labelled by name alone, one series per name.
     assert.equal(value(`sentinel_tunnel_master_changes_total{database="observed"}`), 0);

@@ -7,8 +7,6 @@
 import assert from "node:assert/strict";
 import { freePort, startDeployment } from "./_deployment.ts";
 import { connectClient, startTunnel } from "./_tunnel.ts";
-import { type MasterSample, type PortSample, renderPrometheus } from "../src/ops/metrics.ts";
-import { MasterStats, PortStats } from "../src/shared/stats.ts";
 
 const processes = { sanitizeOps: false, sanitizeResources: false };
 
@@ -175,7 +173,7 @@ Deno.test(
     assert.deepEqual(confirmed, [`sentinel_tunnel_master_confirmed{database="${name}"} 1`]);
     // Every per-port series of either entry carries all three labels.
     const perName =
-      /^sentinel_tunnel_(master_|failovers_|write_fence_|resolution_duration_|replica_lag_)/;
+      /^sentinel_tunnel_(master_|failovers_|failover_in_progress|write_fence_|resolution_duration_|replica_lag_|clients_cut_|hook_|sentinel_distrusted_)/;
     for (const line of metrics.split("\n")) {
       if (!line.includes(`database="${name}"`) || line.includes('replica="')) continue;
       if (perName.test(line)) continue;
@@ -218,73 +216,3 @@ Deno.test(
     }
   },
 );
-
-Deno.test("renderPrometheus() labels entries by port and role, and by address when ports clash", () => {
-  const entry = (listen: string, role: "master" | "replica"): PortSample => ({
-    name: 'a"b',
-    role,
-    port: Number(listen.slice(listen.lastIndexOf(":") + 1)),
-    listen,
-    stats: new PortStats(),
-    activeConnections: 0,
-    readyConnections: 0,
-    replicas: role === "replica"
-      ? [
-        { address: "10.0.0.2:6379", usable: true, clients: 3 },
-        { address: "10.0.0.3:6379", usable: false, clients: 0 },
-      ]
-      : [],
-  });
-  const master: MasterSample = {
-    name: 'a"b',
-    stats: new MasterStats(),
-    hasMaster: true,
-    fenced: false,
-    replicas: [
-      { address: "10.0.0.2:6379", lagBytes: 12 },
-      { address: "10.0.0.3:6379", lagBytes: undefined },
-    ],
-  };
-  const text = renderPrometheus([master], [
-    entry("127.0.0.1:6380", "master"),
-    entry("127.0.0.1:6381", "replica"),
-    entry("10.0.0.1:6381", "replica"),
-  ], []);
-  const lines = text.split("\n");
-  assert.ok(
-    lines.includes(
-      'sentinel_tunnel_connections_active{database="a\\"b",port="6380",role="master"} 0',
-    ),
-  );
-  // Two read ports of one name on port 6381: the listen address tells them apart.
-  assert.ok(
-    lines.includes(
-      'sentinel_tunnel_connections_active{database="a\\"b",port="127.0.0.1:6381",role="replica"} 0',
-    ),
-  );
-  assert.ok(
-    lines.includes(
-      'sentinel_tunnel_replica_usable{database="a\\"b",port="10.0.0.1:6381",replica="10.0.0.3:6379"} 0',
-    ),
-  );
-  assert.ok(
-    lines.includes(
-      'sentinel_tunnel_replica_clients{database="a\\"b",port="127.0.0.1:6381",replica="10.0.0.2:6379"} 3',
-    ),
-  );
-  // About the master: one series per name, whatever its ports.
-  assert.deepEqual(
-    lines.filter((l) => l.startsWith("sentinel_tunnel_master_confirmed{")),
-    ['sentinel_tunnel_master_confirmed{database="a\\"b"} 1'],
-  );
-  // A lag is the name's, and one not known has no sample.
-  assert.deepEqual(
-    lines.filter((l) => l.startsWith("sentinel_tunnel_replica_lag_bytes{")),
-    ['sentinel_tunnel_replica_lag_bytes{database="a\\"b",replica="10.0.0.2:6379"} 12'],
-  );
-  // No two samples share a series.
-  const series = lines.filter((l) => l && !l.startsWith("#")).map((l) =>
-    l.slice(0, l.lastIndexOf(" "))
-  );
-  assert.equal(new Set(series).size, series.length);
-});

@@ -242,7 +242,7 @@ Deno.test("HOLDS: hostile ROLE replies parse as malformed, never as a usable rep
   ) assert.equal(parseMasterRole(reply), undefined, JSON.stringify(reply));
 });
 
-Deno.test("HOLDS: metrics of one name on several entries never repeat a series", () => {
+Deno.test("HOLDS: metrics of one name on several entries never repeat a series", async () => {
   const sample = (
     role: "master" | "replica",
     listen: string,
@@ -262,16 +262,22 @@ Deno.test("HOLDS: metrics of one name on several entries never repeat a series",
   const master: MasterSample = {
     name: "mymaster",
     stats: new MasterStats(),
-    hasMaster: true,
+    master: "10.0.0.1:6379",
+    failover: false,
     fenced: false,
     replicas: [{ address: "10.0.0.2:6379", lagBytes: 0 }],
+    distrusted: new Map(),
   };
-  const text = renderPrometheus([master], [
-    sample("master", "127.0.0.1:6380", []),
-    sample("replica", "127.0.0.2:6380", ["10.0.0.2:6379"]),
-    sample("replica", "127.0.0.3:6380", ["10.0.0.2:6379"]),
-    sample("replica", "127.0.0.1:6381", ["10.0.0.2:6379"]),
-  ], []);
+  const text = await renderPrometheus({
+    masters: [master],
+    ports: [
+      sample("master", "127.0.0.1:6380", []),
+      sample("replica", "127.0.0.2:6380", ["10.0.0.2:6379"]),
+      sample("replica", "127.0.0.3:6380", ["10.0.0.2:6379"]),
+      sample("replica", "127.0.0.1:6381", ["10.0.0.2:6379"]),
+    ],
+    sentinels: [],
+  });
   const series = text.split("\n").filter((l) => l.startsWith("sentinel_tunnel_"))
     .map((l) => l.slice(0, l.lastIndexOf(" ")));
   const repeated = series.filter((s, i) => series.indexOf(s) !== i);
