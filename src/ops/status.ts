@@ -253,7 +253,11 @@ function replicaRows(plane: StatusPlane, ports: readonly StatusPort[]): ReplicaS
   );
   const rows = new Map<string, { address: Address }>();
   for (const health of plane.replicaHealth) rows.set(addressKey(health.address), health);
-  for (const [key, info] of reported) if (!rows.has(key)) rows.set(key, { address: info.replica });
+  // A Sentinel's list lags a failover: the master it still lists as a replica is not one.
+  const master = plane.master ? addressKey(plane.master.address) : undefined;
+  for (const [key, info] of reported) {
+    if (!rows.has(key) && key !== master) rows.set(key, { address: info.replica });
+  }
   return [...rows].map(([key, { address }]) => {
     const health = plane.replicaHealth.find((h) => addressKey(h.address) === key);
     const info = reported.get(key);
