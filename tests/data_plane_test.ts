@@ -157,11 +157,12 @@ Deno.test(
   async () => {
     await using deployment = await startMinimalDeployment("fds");
     const port = freePort();
-    // About 40 descriptors: Deno's own, the listener, Sentinel connections, and a few tunnels.
+    const adminPort = freePort();
+    // About 40 descriptors: Deno's own, the listeners, Sentinel connections, and a few tunnels.
     await using tunnel = await startTunnel({
       sentinels: deployment.sentinels.map((s) => s.address),
       databases: [{ name: "fds", port }],
-    }, { ports: [port], fdLimit: 40 });
+    }, { ports: [port], fdLimit: 40, args: ["--admin", `127.0.0.1:${adminPort}`] });
     await untilServing(tunnel);
 
     const crowd: Deno.TcpConn[] = [];
@@ -182,6 +183,10 @@ Deno.test(
     const failures = tunnel.logs.filter((r) => /accept failed/.test(String(r.message)));
     assert.equal(failures.length, 1, JSON.stringify(failures));
     assert.match(String(failures[0]!.message), /raise the file descriptor limit/);
+    // The episode is counted where an alert can see it.
+    const episodes =
+      `sentinel_tunnel_accepts_out_of_descriptors_total{database="fds",port="${port}",role="master"}`;
+    assert.equal(await metric(adminPort, episodes), 1);
   },
 );
 

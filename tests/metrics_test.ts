@@ -12,13 +12,11 @@ import { freePort, startDeployment } from "./_deployment.ts";
 import { startTunnel } from "./_tunnel.ts";
 import {
   CUT_REASONS,
-  distrustedSentinels,
   EventLoopLag,
   type MasterSample,
   type PortSample,
   renderPrometheus,
 } from "../src/ops/metrics.ts";
-import { EventJournal } from "../src/shared/journal.ts";
 import { MasterStats, PortStats } from "../src/shared/stats.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
@@ -442,24 +440,6 @@ Deno.test("renderPrometheus() refuses two samples with the same labels", async (
   );
 });
 
-Deno.test("distrustedSentinels() counts the journal's distrust events per name and Sentinel", () => {
-  const journal = new EventJournal(3);
-  const distrust = (name: string, sentinel: string) =>
-    journal.record({ kind: "sentinel-distrusted", name, sentinel, why: "test" });
-  distrust("a", "s1");
-  journal.record({ kind: "fence", name: "a", state: "closed", master: undefined });
-  distrust("a", "s1");
-  assert.deepEqual(distrustedSentinels(journal).get("a"), new Map([["s1", 2]]));
-  // Read as they come: events the journal has let go of since stay counted.
-  distrust("b", "s2");
-  distrust("a", "s2");
-  distrust("a", "s1");
-  const counts = distrustedSentinels(journal);
-  assert.deepEqual(counts.get("a"), new Map([["s1", 3], ["s2", 1]]));
-  assert.deepEqual(counts.get("b"), new Map([["s2", 1]]));
-  assert.deepEqual(distrustedSentinels(new EventJournal()), new Map());
-});
-
 Deno.test("EventLoopLag sees the event loop blocked", async () => {
   using lag = new EventLoopLag(20);
   lag.start();
@@ -570,6 +550,7 @@ Deno.test({
       "SentinelTunnelNoMaster",
       "SentinelTunnelWriteFenceClosed",
       "SentinelTunnelSentinelDistrusted",
+      "SentinelTunnelOutOfFileDescriptors",
       "SentinelTunnelSentinelUnreachable",
       "SentinelTunnelClientsWaiting",
       "SentinelTunnelLogLinesDropped",

@@ -72,7 +72,7 @@ async function waitUsable(
 /** The tunnel's warn lines that take `address` out of use and cut its clients. */
 function cutLines(tunnel: TunnelProcess, address: string): LogRecord[] {
   return tunnel.logs.filter((r) =>
-    r.replica === address && /closed \d+ client connections/.test(String(r.message))
+    r.replica === address && /closed \d+ client connections?/.test(String(r.message))
   );
 }
 

@@ -316,7 +316,7 @@ Deno.test(
           `replica ${
             escapeRegExp(lagging.address)
           } is not usable: it is \\d+ bytes behind the master ` +
-            `\\(maxLagBytes ${maxLagBytes}\\); closed 1 client connections`,
+            `\\(maxLagBytes ${maxLagBytes}\\); closed 1 client connection to it \\(port ${readPort}\\)`,
         ),
       );
       console.log(behind.message);

@@ -71,6 +71,14 @@ Deno.test("sentinel trust: distrusts a Sentinel that floods +switch-master, and 
     assert.ok(h.sentinels.rounds - rounds >= 5, "checks stopped completing under the flood");
     assert.ok(!h.nodes.asked.includes(formatAddress(F)));
     assert.deepEqual(await h.master(), A);
+    // Each distrust is counted for the metrics and recorded for the status page, by Sentinel.
+    const liar = formatAddress(LIAR);
+    const distrusts = h.plane.stats.sentinelsDistrusted.get(liar) ?? 0;
+    assert.ok(distrusts >= 1, "the flood's Sentinel was never counted as distrusted");
+    const recorded = h.plane.journal.entries().filter((e) =>
+      e.event.kind === "sentinel-distrusted" && e.event.sentinel === liar
+    );
+    assert.equal(recorded.length, distrusts);
   });
 });
 

@@ -173,6 +173,7 @@ export class ControlPlane {
       stats: this.stats,
       wake: (urgent) => this.#loop.wake(urgent),
       notify: () => this.#notify(),
+      journal: this.journal,
       onMasterChange: (change) => {
         // A new master: the Sentinels that watch it, and its replicas, are asked again soon.
         this.#discoveryDueAt = 0;
@@ -187,6 +188,8 @@ export class ControlPlane {
       checkRole: (address, signal) => this.#ask(address, signal),
       wake: (urgent) => this.#loop.wake(urgent),
       notify: () => this.#notify(),
+      journal: this.journal,
+      stats: this.stats,
     });
   }
 
@@ -572,15 +575,14 @@ export class ControlPlane {
   /** Cuts on every port of the name, ready connections included (uncounted). */
   #cutMaster(cut: (cutter: Cutter) => number): Cut {
     let closed = 0;
-    const where: string[] = [];
+    const byPort: Record<string, number> = {};
     for (const link of this.#links) {
       if (link.ready) cut(link.ready);
       const n = cut(link.toMaster);
       closed += n;
-      if (n > 0) where.push(`${n} on ${link.label}`);
+      if (n > 0) byPort[link.label] = (byPort[link.label] ?? 0) + n;
     }
-    // One port: the line needs no breakdown.
-    return { closed, where: this.#links.size > 1 && closed > 0 ? ` (${where.join(", ")})` : "" };
+    return { closed, byPort };
   }
 
   #readPorts(): ReadPort[] {

@@ -22,6 +22,8 @@ import { LogThrottle } from "../shared/log_throttle.ts";
 import type { MasterSettings } from "../shared/master_settings.ts";
 import type { Problem, ProblemKind, Targets } from "../shared/route.ts";
 import type { MasterStats } from "../shared/stats.ts";
+import type { CutReason, EventJournal } from "../shared/journal.ts";
+import { type ClosedByPort, closedClause } from "../shared/wording.ts";
 import { type Agreement, agreeOnMaster, type SentinelView } from "./master_agreement.ts";
 import {
   type Candidate,
@@ -61,12 +63,12 @@ export interface MasterChange {
   readonly via: string;
 }
 
-/** What a cut-off closed, on every port of the name, for the log line. */
+/** What a cut-off closed, on every port of the name. */
 export interface Cut {
   /** Client connections closed, on every port together. */
   readonly closed: number;
-  /** Which ports they were on, such as ` (2 on port 6380, 1 on port 6382)`; empty when none. */
-  readonly where: string;
+  /** How many on each port that had some, by port label (`port 6380`). */
+  readonly byPort: ClosedByPort;
 }
 
 /** How the watcher cuts clients off: on every port of its name, ready connections included. */
@@ -113,6 +115,8 @@ export interface MasterWatcherOptions {
   notify: () => void;
   /** Called after each confirmed master that differs from the one before; it must not throw. */
   onMasterChange: (change: MasterChange) => void;
+  /** Where what happened is recorded for the status page. */
+  journal: EventJournal;
 }
 
 /** A problem repeated every poll is logged at most this often, with a count. */
@@ -126,6 +130,7 @@ export class MasterWatcher {
   readonly #wake: (urgent?: boolean) => void;
   readonly #notify: () => void;
   readonly #onMasterChange: (change: MasterChange) => void;
+  readonly #journal: EventJournal;
   readonly #fence: WriteFence;
   readonly #silence = new MasterSilence();
   readonly #trust = new SentinelTrust();
@@ -138,6 +143,10 @@ export class MasterWatcher {
   #lastConfirmed: Address | undefined;
   /** The last confirmation of a master, kept while none is (for reads during a failover). */
   #lastConfirmation: ConfirmedMaster | undefined;
+  /** Since when (`performance.now()`) no master has been confirmed, after one was. */
+  #withoutMasterSince: number | undefined;
+  /** The node the last cut of the others named, until a master is confirmed. */
+  #lastNamed: Address | undefined;
   /** The config-epoch of the view last acted on: an older view never overrides it. */
   #epoch: number | undefined;
   #failoverTimeoutMs = DEFAULT_FAILOVER_TIMEOUT_MS;
@@ -159,6 +168,7 @@ export class MasterWatcher {
     this.#wake = options.wake;
     this.#notify = options.notify;
     this.#onMasterChange = options.onMasterChange;
+    this.#journal = options.journal;
     this.#fence = new WriteFence(() => this.#settings().fence, (ms) => this.#fenceExpired(ms));
   }
 
@@ -314,11 +324,11 @@ export class MasterWatcher {
         break;
       case "lost":
         // Not known to be demoted: keep its tunnels, but send no new client there.
-        this.#master = undefined;
+        this.#lose();
         this.#fail("master-unreachable", `master ${where} from ${via}: ${verdict.detail}`);
         break;
       case "error":
-        this.#master = undefined;
+        this.#lose();
         this.#fail("error", verdict.detail);
         break;
     }
@@ -358,17 +368,15 @@ export class MasterWatcher {
     switch (verdict.kind) {
       case "known":
         return;
-      case "flood":
+      case "flood": {
+        const why = `it named ${formatAddress(verdict.earlier)} moments ago`;
         log.warn(
-          "Database {database}: ignored +switch-master from {sentinel} to {to}: it named {earlier} moments ago",
-          {
-            database: settings.name,
-            sentinel,
-            to: formatAddress(to),
-            earlier: formatAddress(verdict.earlier),
-          },
+          "Database {database}: ignored +switch-master from {sentinel} to {to}: {why}; its events only trigger checks for a while",
+          { database: settings.name, sentinel, to: formatAddress(to), why },
         );
+        this.#noteDistrusted(sentinel, why);
         return;
+      }
       case "check":
         log.debug(
           "Database {database}: +switch-master from {sentinel} to {to} only triggers a check: its last word was refused",
@@ -449,17 +457,25 @@ export class MasterWatcher {
     const settings = this.#settings();
     const refused = this.#trust.settle(views, agreement, settings.pollIntervalMs);
     if (!refused) return;
+    const sentinel = formatAddress(refused.sentinel);
+    const why = `no configured Sentinel or majority names ${formatAddress(refused.to)} (${
+      agreement.kind === "agreed"
+        ? `they name ${formatAddress(agreement.address)}: ${agreement.via}`
+        : agreement.detail
+    })`;
     log.warn(
-      "Database {database}: ignored +switch-master from {sentinel} to {to}: no configured Sentinel or majority names it ({detail})",
+      "Database {database}: ignored +switch-master from {sentinel} to {to}: {why}{distrusted}",
       {
         database: settings.name,
-        sentinel: formatAddress(refused.sentinel),
+        sentinel,
         to: formatAddress(refused.to),
-        detail: agreement.kind === "agreed"
-          ? `they name ${formatAddress(agreement.address)}: ${agreement.via}`
-          : agreement.detail,
+        why,
+        distrusted: refused.distrusted ? "; its events only trigger checks for a while" : "",
       },
     );
+    if (refused.distrusted) {
+      this.#noteDistrusted(sentinel, why);
+    }
   }
 
   /** Whether a hold ends with this check; see `failover_hold.ts`. Logs how it ended. */
@@ -468,56 +484,104 @@ export class MasterWatcher {
     if (!end) return false;
     if (end.kind === "switched") return true;
     const settings = this.#settings();
+    const master = formatAddress(hold.master);
     if (end.refuted && hold.from !== undefined) {
       this.#trust.distrust(hold.from, settings.pollIntervalMs);
-      log.warn("Database {database}: ignored {reason}: {why}; checking {master} again", {
-        database: settings.name,
-        reason: hold.reason,
-        why: end.why,
-        master: formatAddress(hold.master),
-      });
+      const sentinel = formatAddress(hold.from);
+      log.warn(
+        "Database {database}: ignored {reason}: {why}; checking {master} again, and {sentinel}'s events only trigger checks for a while",
+        { database: settings.name, reason: hold.reason, why: end.why, master, sentinel },
+      );
+      this.#noteDistrusted(sentinel, `${hold.reason}: ${end.why}`);
     } else {
+      // A failover that aborts or stalls is news: the routine ones end with a switch.
       log.warn(
         "Database {database}: the failover of {master} ended without a switch ({why}); checking it again",
-        { database: settings.name, master: formatAddress(hold.master), why: end.why },
+        { database: settings.name, master, why: end.why },
       );
     }
+    this.#journal.record({ kind: "failover-ended", name: settings.name, master, why: end.why });
     return true;
   }
 
   #startHold(master: Address, reason: string, sentinel: Address | undefined): void {
     this.#hold = new FailoverHold(master, reason, sentinel, this.#failoverTimeoutMs);
     this.#stats.failovers++;
-    this.#master = undefined;
+    this.#lose();
     const cut = this.#cutter.closeTo(master);
+    const name = this.#settings().name;
     const detail = `failover of ${formatAddress(master)} under way (${reason})`;
-    log.warn(
-      "Database {database}: {detail}: holding new clients until the new master is confirmed; closed {closed} client connections to the old master{where}",
-      { database: this.#settings().name, detail, ...cut },
-    );
+    // A routine step of every failover: new clients wait for the new master.
+    log.info("Database {database}: {detail}: new clients wait for the new master{cut}", {
+      database: name,
+      detail,
+      cut: closedClause(cut.byPort, " to the old master"),
+      clientsClosed: cut.closed,
+    });
+    this.#journal.record({ kind: "failover", name, master: formatAddress(master), reason });
+    this.#recordCut(formatAddress(master), "failover", reason, cut);
     this.#fail("failover", detail);
   }
 
   /** A trusted view names `address`: every other node is demoted, so cut their clients off now. */
   #cutOff(address: Address, reason: string): void {
     const previous = this.#master;
-    this.#master = undefined;
+    this.#lose();
     const cut = this.#cutter.closeAllExcept(address);
-    log.warn(
-      "Database {database}: {to} is named by {reason} (was {from}); closed {closed} client connections to other nodes{where}",
-      {
-        database: this.#settings().name,
-        reason,
-        from: previous
-          ? formatAddress(previous.address)
-          : this.#lastConfirmed
-          ? `${formatAddress(this.#lastConfirmed)}, unconfirmed`
-          : "none",
-        to: formatAddress(address),
-        ...cut,
-      },
+    const before = previous?.address ?? this.#lastConfirmed;
+    // The check that bears out a +switch-master names the same node again: said once is enough.
+    const again = this.#lastNamed !== undefined && sameAddress(this.#lastNamed, address);
+    this.#lastNamed = address;
+    if (again && cut.closed === 0) return this.#notify();
+    log.info("Database {database}: {to} is named by {reason}{instead}{cut}", {
+      database: this.#settings().name,
+      reason,
+      to: formatAddress(address),
+      from: before ? formatAddress(before) : null,
+      instead: before ? ` instead of ${formatAddress(before)}` : "",
+      cut: closedClause(cut.byPort, " to other nodes"),
+      clientsClosed: cut.closed,
+    });
+    this.#recordCut(
+      "other nodes",
+      "switch",
+      `${formatAddress(address)} is named by ${reason}`,
+      cut,
     );
     this.#notify();
+  }
+
+  /** A Sentinel was distrusted: counted by Sentinel, and recorded for the status page. */
+  #noteDistrusted(sentinel: string, why: string): void {
+    const counts = this.#stats.sentinelsDistrusted;
+    counts.set(sentinel, (counts.get(sentinel) ?? 0) + 1);
+    this.#journal.record({
+      kind: "sentinel-distrusted",
+      name: this.#settings().name,
+      sentinel,
+      why,
+    });
+  }
+
+  /** No master is confirmed from now on: remember since when, for the status page. */
+  #lose(): void {
+    if (this.#master) this.#withoutMasterSince ??= performance.now();
+    this.#master = undefined;
+  }
+
+  /** Counts a cut-off and records it for the status page, when it closed any client. */
+  #recordCut(node: string, reason: CutReason, detail: string, cut: Cut): void {
+    if (cut.closed === 0) return;
+    this.#stats.clientsCut.set(reason, (this.#stats.clientsCut.get(reason) ?? 0) + cut.closed);
+    this.#journal.record({
+      kind: "cut",
+      name: this.#settings().name,
+      node,
+      reason,
+      detail,
+      clients: cut.closed,
+      ports: cut.byPort,
+    });
   }
 
   #confirm(address: Address, via: string, epoch: number | undefined): void {
@@ -550,59 +614,85 @@ export class MasterWatcher {
       if (from) this.#stats.masterChanges++;
       this.#onMasterChange({ database, from, to: address, via });
     }
-    log.info(
-      "Database {database}: master is {to} (was {from}), learned via {via}; closed {closed} stale connections{where}",
-      {
-        database,
-        from: previous
-          ? formatAddress(previous.address)
-          : recovered
-          ? `none: ${recovered.detail}`
-          : "none",
-        to: formatAddress(address),
-        via,
-        ...cut,
-      },
-    );
+    const lostAt = this.#withoutMasterSince;
+    this.#withoutMasterSince = undefined;
+    this.#lastNamed = undefined;
+    const withoutMasterMs = lostAt === undefined
+      ? undefined
+      : Math.round(performance.now() - lostAt);
+    // "was" names the master before, confirmed or last confirmed; "first" when there was none.
+    const before = previous?.address ?? from;
+    log.info("Database {database}: master is {to} ({was}), learned via {via}{cut}", {
+      database,
+      to: formatAddress(address),
+      from: before ? formatAddress(before) : null,
+      was: !before
+        ? "the first master"
+        : `was ${formatAddress(before)}${
+          withoutMasterMs === undefined
+            ? ""
+            : `; ${(withoutMasterMs / 1000).toFixed(1)} s without a confirmed master`
+        }`,
+      via,
+      withoutMasterMs: withoutMasterMs ?? null,
+      cut: closedClause(cut.byPort, " to other nodes"),
+      clientsClosed: cut.closed,
+    });
+    this.#journal.record({
+      kind: "master-confirmed",
+      name: database,
+      from: before ? formatAddress(before) : undefined,
+      to: formatAddress(address),
+      via,
+      withoutMasterMs,
+    });
+    this.#recordCut("other nodes", "new-master", `master is ${formatAddress(address)}`, cut);
     this.#notify();
   }
 
   /** `address` is not master: close its tunnels, and stop sending clients there. */
   #demote(address: Address, reason: string): void {
-    if (this.#master && sameAddress(this.#master.address, address)) this.#master = undefined;
+    if (this.#master && sameAddress(this.#master.address, address)) this.#lose();
     const cut = this.#cutter.closeTo(address);
     this.#notify();
     if (cut.closed === 0) return;
-    log.warn(
-      "Database {database}: {from} is not master: {reason}; closed {closed} client connections to it{where}",
-      { database: this.#settings().name, from: formatAddress(address), reason, ...cut },
-    );
+    log.warn("Database {database}: {from} is not master: {reason}{cut}", {
+      database: this.#settings().name,
+      from: formatAddress(address),
+      reason,
+      cut: closedClause(cut.byPort, " to it"),
+      clientsClosed: cut.closed,
+    });
+    this.#recordCut(formatAddress(address), "not-master", reason, cut);
   }
 
   /** Every connect to `address` timed out for long enough: cut its tunnels. */
   #cutSilent(address: Address, silentMs: number): void {
     const cut = this.#cutter.closeTo(address);
+    const why = `silent for ${Math.round(silentMs)} ms (every connect timed out)`;
     log.warn(
-      "Database {database}: master {master} has been silent for {ms} ms (every connect timed out); closed {closed} client connections to it{where}, which would hang until TCP gives up",
+      "Database {database}: master {master} has been {why}{cut}, which would hang until TCP gives up",
       {
         database: this.#settings().name,
         master: formatAddress(address),
-        ms: Math.round(silentMs),
-        ...cut,
+        why,
+        cut: closedClause(cut.byPort, " to it"),
+        clientsClosed: cut.closed,
       },
     );
+    this.#recordCut(formatAddress(address), "silent", why, cut);
   }
 
   /** A majority of the configured Sentinels named the master: the fence's time starts again. */
   #renewFence(): void {
     if (!this.#fence.renew()) return;
+    const master = this.#master ? formatAddress(this.#master.address) : undefined;
+    const name = this.#settings().name;
     log.info(
       "Database {database}: write fence open again: a majority of the configured Sentinels confirmed master {master}",
-      {
-        database: this.#settings().name,
-        master: this.#master ? formatAddress(this.#master.address) : null,
-      },
+      { database: name, master: master ?? null },
     );
+    this.#journal.record({ kind: "fence", name, state: "open", master });
   }
 
   /**
@@ -615,7 +705,7 @@ export class MasterWatcher {
     const settings = this.#settings();
     if (!master || !settings.fence) return;
     this.#generation++;
-    this.#master = undefined;
+    this.#lose();
     this.#fence.close();
     this.#stats.fenceClosures++;
     // What the Sentinels said before the fence is stale: a majority's next word is taken as is
@@ -626,11 +716,19 @@ export class MasterWatcher {
       `write fence closed: no majority of the configured Sentinels has confirmed master ${
         formatAddress(master)
       } for ${afterMs} ms (fence.afterMs); nothing is tunnelled to it until a majority confirms a master`;
-    log.warn("Database {database}: {detail}; closed {closed} client connections to it{where}", {
+    log.warn("Database {database}: {detail}{cut}", {
       database: settings.name,
       detail,
-      ...cut,
+      cut: closedClause(cut.byPort, " to it"),
+      clientsClosed: cut.closed,
     });
+    this.#journal.record({
+      kind: "fence",
+      name: settings.name,
+      state: "closed",
+      master: formatAddress(master),
+    });
+    this.#recordCut(formatAddress(master), "fence", detail, cut);
     this.#fail("fenced", detail);
     this.#wake(true);
   }
@@ -646,10 +744,13 @@ export class MasterWatcher {
         new Date(fencedSince).toISOString()
       } (no majority of the configured Sentinels confirms a master); ${failure}`
       : failure;
-    const key = `${kind} ${detail}`;
+    // The same failure, whatever delay it says the next attempt comes after.
+    const key = `${kind} ${detail.replace(/; next attempt in \d+ ms/g, "")}`;
     const since = this.#lastFailure?.key === key ? this.#lastFailure.since : Date.now();
     this.#lastFailure = { key, since };
     this.#problem = { kind, detail, since };
+    // A failover under way is said once, by the line that starts it.
+    if (kind === "failover") return this.#notify();
     // The same failure every poll would flood the log: repeat it at most every 30 s, with a count.
     const admitted = this.#problemLog.admit(key);
     if (admitted) {

@@ -43,6 +43,9 @@ import { DEFAULT_FAILOVER_TIMEOUT_MS } from "./failover_hold.ts";
 import type { ConfirmedMaster } from "./master_watcher.ts";
 import type { MasterRole, RoleCheck, RoleChecker } from "./role_probe.ts";
 import type { ReplicaInfo } from "./sentinel_client.ts";
+import type { EventJournal } from "../shared/journal.ts";
+import type { MasterStats } from "../shared/stats.ts";
+import { type ClosedByPort, closedClause } from "../shared/wording.ts";
 
 const log = getLogger(["sentinel-tunnel", "replicas"]);
 
@@ -106,6 +109,10 @@ export interface ReplicaViewOptions {
   wake: (urgent?: boolean) => void;
   /** Wakes whoever waits for a change. */
   notify: () => void;
+  /** Where what happened is recorded for the status page. */
+  journal: EventJournal;
+  /** Where clients cut are counted, by why. */
+  stats: MasterStats;
 }
 
 /** The ROLE asked of each replica in one check, by address key. */
@@ -235,7 +242,7 @@ export class ReplicaView {
   onSwitch(to: Address, from: Address): void {
     this.#promotedKnown = true;
     this.#endPromotions(from);
-    this.#cut(to, `+switch-master from ${formatAddress(from)} makes it the master`);
+    this.#cut(to, `+switch-master from ${formatAddress(from)} makes it the master`, true);
   }
 
   /** A Sentinel announced that `replica` is being promoted: out of use until its failover ends. */
@@ -243,7 +250,7 @@ export class ReplicaView {
     this.#promotedKnown = true;
     const reason = `${channel} from ${formatAddress(from)}: it is being promoted`;
     this.#holdPromoted(replica, reason, from);
-    this.#cut(replica, reason);
+    this.#cut(replica, reason, true);
   }
 
   /** A Sentinel flags a replica down (`+sdown`). */
@@ -265,7 +272,7 @@ export class ReplicaView {
     this.#promotedKnown = false;
     // Only a node that was a replica can have clients here.
     if (this.#replicas.has(addressKey(master.address))) {
-      this.#takeOut(master.address, "it is the confirmed master", true);
+      this.#takeOut(master.address, "it is the confirmed master", true, true);
     }
   }
 
@@ -413,30 +420,36 @@ export class ReplicaView {
     const ports = this.#options.ports();
     for (const [key, before] of this.#replicas) {
       const after = next.get(key);
-      const cuts = new Map<string, { closed: number; ports: string[]; wasUsable: boolean }>();
+      const cuts = new Map<
+        string,
+        { closed: number; byPort: Record<string, number>; wasUsable: boolean }
+      >();
       for (const port of ports) {
         const afterStatus = after && statusFor(after, port.maxLagBytes);
         if (afterStatus?.usable) continue;
         const closed = port.closeTo(before.address);
         const reason = afterStatus?.reason ?? "no Sentinel lists it any more";
-        const entry = cuts.get(reason) ?? { closed: 0, ports: [], wasUsable: false };
+        const entry = cuts.get(reason) ?? { closed: 0, byPort: {}, wasUsable: false };
         entry.closed += closed;
-        entry.ports.push(port.label);
+        if (closed > 0) entry.byPort[port.label] = (entry.byPort[port.label] ?? 0) + closed;
         entry.wasUsable ||= statusFor(before, port.maxLagBytes).usable;
         cuts.set(reason, entry);
       }
-      for (const [reason, { closed, ports: where, wasUsable }] of cuts) {
+      for (const [reason, { closed, byPort, wasUsable }] of cuts) {
         if (!wasUsable && closed === 0) continue;
-        log.warn(
-          "Database {database}: replica {replica} is not usable: {reason}; closed {closed} client connections to it ({ports})",
-          {
-            database: name,
-            replica: formatAddress(before.address),
-            reason,
-            closed,
-            ports: where.join(", "),
-          },
-        );
+        const replica = formatAddress(before.address);
+        log.warn("Database {database}: replica {replica} is not usable: {reason}{cut}", {
+          database: name,
+          replica,
+          reason,
+          cut: closedClause(byPort, " to it"),
+          clientsClosed: closed,
+          ports: Object.keys(byPort).join(", "),
+        });
+        if (wasUsable) {
+          this.#options.journal.record({ kind: "replica", name, replica, usable: false, reason });
+        }
+        this.#recordCut(replica, reason, closed, byPort);
       }
     }
     for (const [key, after] of next) {
@@ -446,16 +459,24 @@ export class ReplicaView {
         !(before && statusFor(before, p.maxLagBytes).usable)
       );
       if (nowUsable.length > 0) {
+        const replica = formatAddress(after.address);
         log.info(
-          "Database {database}: replica {replica} is usable (lag {lag} bytes, master {master}; {ports})",
+          "Database {database}: replica {replica} is usable ({ports}; {lag} bytes behind master {master})",
           {
             database: name,
-            replica: formatAddress(after.address),
+            replica,
             lag: after.lagBytes ?? null,
             master: formatAddress(master),
             ports: nowUsable.map((p) => p.label).join(", "),
           },
         );
+        this.#options.journal.record({
+          kind: "replica",
+          name,
+          replica,
+          usable: true,
+          reason: undefined,
+        });
       } else if (
         after.reason !== undefined && before?.reason !== after.reason &&
         before?.reason !== undefined
@@ -480,9 +501,12 @@ export class ReplicaView {
     this.#replicas = next;
   }
 
-  /** Cuts `address`'s clients and takes it out of use until a check finds it usable again. */
-  #cut(address: Address, reason: string): void {
-    this.#takeOut(address, reason, true);
+  /**
+   * Cuts `address`'s clients and takes it out of use until a check finds it
+   * usable again. `routine` for a failover's own steps (logged at info).
+   */
+  #cut(address: Address, reason: string, routine = false): void {
+    this.#takeOut(address, reason, true, routine);
     this.#options.wake(true);
   }
 
@@ -492,7 +516,7 @@ export class ReplicaView {
    * node that closes every connection cannot make them run back to back.
    */
   #suspend(address: Address, reason: string): void {
-    this.#takeOut(address, reason, false);
+    this.#takeOut(address, reason, false, true);
     this.#options.wake();
   }
 
@@ -518,7 +542,7 @@ export class ReplicaView {
     }
   }
 
-  #takeOut(address: Address, reason: string, cutClients: boolean): void {
+  #takeOut(address: Address, reason: string, cutClients: boolean, routine: boolean): void {
     const key = addressKey(address);
     // Only this replica's verdict goes stale: a flood of events about one replica starves no check.
     if (this.#outDuringCheck) {
@@ -533,34 +557,53 @@ export class ReplicaView {
       this.#setVerdicts(next);
     }
     let closed = 0;
-    const where: string[] = [];
+    const byPort: Record<string, number> = {};
     if (cutClients) {
       for (const port of this.#options.ports()) {
         const n = port.closeTo(address);
         closed += n;
-        if (n > 0) where.push(`${n} on ${port.label}`);
+        if (n > 0) byPort[port.label] = (byPort[port.label] ?? 0) + n;
       }
       this.#suspended.delete(key);
     } else if (wasInUse || this.#suspended.has(key)) {
       this.#suspended.add(key);
     }
     if (wasInUse || closed > 0) {
-      log.warn(
-        "Database {database}: replica {replica}: {reason}; {what}",
-        {
-          database: this.#options.name(),
-          replica: formatAddress(address),
-          reason,
-          what: cutClients
-            ? `closed ${closed} client connections to it${
-              where.length > 0 ? ` (${where.join(", ")})` : ""
-            }`
-            : "no new client goes to it until it is checked",
-          closed,
-        },
-      );
+      const name = this.#options.name();
+      const replica = formatAddress(address);
+      const fields = {
+        database: name,
+        replica,
+        reason,
+        then: cutClients
+          ? closedClause(byPort, " to it")
+          : "; no new client goes to it until it is checked",
+        clientsClosed: closed,
+      };
+      if (routine) log.info("Database {database}: replica {replica}: {reason}{then}", fields);
+      else log.warn("Database {database}: replica {replica}: {reason}{then}", fields);
+      if (wasInUse) {
+        this.#options.journal.record({ kind: "replica", name, replica, usable: false, reason });
+      }
+      this.#recordCut(replica, reason, closed, byPort);
     }
     this.#options.notify();
+  }
+
+  /** Counts a cut of read clients and records it for the status page, when it closed any. */
+  #recordCut(replica: string, detail: string, closed: number, byPort: ClosedByPort): void {
+    if (closed === 0) return;
+    const { stats, journal, name } = this.#options;
+    stats.clientsCut.set("replica", (stats.clientsCut.get("replica") ?? 0) + closed);
+    journal.record({
+      kind: "cut",
+      name: name(),
+      node: replica,
+      reason: "replica",
+      detail,
+      clients: closed,
+      ports: byPort,
+    });
   }
 
   /** Why a replica a Sentinel is promoting is out of use, while it is. */

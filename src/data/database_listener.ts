@@ -155,7 +155,8 @@ export class DatabaseListener {
           void this.#handleClient(conn, options, signal);
         },
         onSkipped: () => stats.connectionsAbortedBeforeAccept++,
-        onExhausted: (error) =>
+        onExhausted: (error) => {
+          if (isOutOfDescriptors(error)) stats.acceptsOutOfDescriptors++;
           log.error(
             "Database {database}: accept failed on port {port}: {error}; backing off up to 1 s until it recovers{advice}",
             {
@@ -166,7 +167,8 @@ export class DatabaseListener {
                 ? "; raise the file descriptor limit (ulimit -n, LimitNOFILE) above twice maxClients, or lower maxClients"
                 : "",
             },
-          ),
+          );
+        },
         onRecovered: (failures) =>
           log.info(
             "Database {database}: accepting again on port {port}, after {failures} failed accepts",

@@ -41,7 +41,7 @@ import process from "node:process";
 import { Counter, Gauge, type Metric, Registry } from "prom-client";
 import denoJson from "../../deno.json" with { type: "json" };
 import { formatAddress } from "../shared/address.ts";
-import type { CutReason, EventJournal } from "../shared/journal.ts";
+import type { CutReason } from "../shared/journal.ts";
 import { Histogram, type MasterStats, type PortStats } from "../shared/stats.ts";
 import type { RunningTunnel } from "./running.ts";
 import { logLinesDropped } from "./log.ts";
@@ -242,6 +242,12 @@ export async function renderPrometheus(sample: TunnelSample): Promise<string> {
     "Client connections that reset or aborted before they were accepted, skipped.",
     perPort,
     databases.map((d) => [labels(d), d.stats.connectionsAbortedBeforeAccept]),
+  );
+  metrics.counter(
+    "accepts_out_of_descriptors_total",
+    "Episodes of accepts failing for lack of file descriptors (EMFILE, ENFILE): raise ulimit -n (LimitNOFILE), or lower maxClients.",
+    perPort,
+    databases.map((d) => [labels(d), d.stats.acceptsOutOfDescriptors]),
   );
   metrics.counter(
     "bytes_total",
@@ -664,40 +670,12 @@ export interface ReadProcessOptions {
   eventLoopLag: EventLoopLag;
 }
 
-/**
- * Counts each name's Sentinels distrusted from the journal's
- * `sentinel-distrusted` events, read as they come (at each scrape): the
- * journal keeps the last 1,000 events, so a burst of more than that between
- * two scrapes would go uncounted. The count is kept per journal.
- */
-const distrustCounts = new WeakMap<
-  EventJournal,
-  { seen: number; counts: Map<string, Map<string, number>> }
->();
-
-/** Each name's count of distrusts per Sentinel, with the journal's new events added. */
-export function distrustedSentinels(
-  journal: EventJournal,
-): ReadonlyMap<string, ReadonlyMap<string, number>> {
-  let state = distrustCounts.get(journal);
-  if (!state) distrustCounts.set(journal, state = { seen: 0, counts: new Map() });
-  for (const { id, event } of journal.entries(state.seen)) {
-    state.seen = id;
-    if (event.kind !== "sentinel-distrusted") continue;
-    const byName = state.counts.get(event.name) ?? new Map<string, number>();
-    state.counts.set(event.name, byName);
-    byName.set(event.sentinel, (byName.get(event.sentinel) ?? 0) + 1);
-  }
-  return state.counts;
-}
-
 /** Samples the event loop from the first scrape on. */
 const eventLoopLag = new EventLoopLag();
 
 /** The metrics of the running tunnel, in the Prometheus text format. */
 export async function metricsText(tunnel: RunningTunnel): Promise<string> {
   eventLoopLag.start();
-  const distrusted = distrustedSentinels(tunnel.journal);
   const proc = await readProcess({ startedAt: tunnel.startedAt, eventLoopLag });
   return await renderPrometheus({
     build: { version: denoJson.version, deno: Deno.version.deno },
@@ -711,7 +689,7 @@ export async function metricsText(tunnel: RunningTunnel): Promise<string> {
         address: formatAddress(r.address),
         lagBytes: r.lagBytes,
       })),
-      distrusted: distrusted.get(plane.name) ?? new Map(),
+      distrusted: plane.stats.sentinelsDistrusted,
     })),
     ports: tunnel.ports.map((port) => ({
       name: port.settings.name,
@@ -736,19 +714,4 @@ export async function metricsText(tunnel: RunningTunnel): Promise<string> {
     })),
     process: proc,
   });
-}
-
-/**
- * {@linkcode metricsText} as a response body, for `new Response(renderMetrics(tunnel))`.
- *
- * @deprecated the rendering is asynchronous now (prom-client's registry is):
- *   use `new Response(await metricsText(tunnel))`, which lets a failed rendering
- *   answer 500
- */
-export function renderMetrics(tunnel: RunningTunnel): ReadableStream<Uint8Array> {
-  return ReadableStream.from(
-    (async function* () {
-      yield new TextEncoder().encode(await metricsText(tunnel));
-    })(),
-  );
 }

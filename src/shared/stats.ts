@@ -65,6 +65,11 @@ export class PortStats {
   connectionsIdleClosed = 0;
   /** Connections that reset or aborted before the listener accepted them, and were skipped. */
   connectionsAbortedBeforeAccept = 0;
+  /**
+   * Episodes of accepts failing for lack of file descriptors (EMFILE, ENFILE):
+   * the signal that `ulimit -n` is too low, readable without reading /proc.
+   */
+  acceptsOutOfDescriptors = 0;
   /** Clients that took a ready connection (`preconnect`) instead of dialling the master. */
   readyConnectionsUsed = 0;
   /** Ready connections closed unused: cut off, closed by the master, too old, or shed for a client. */
@@ -85,6 +90,8 @@ export class MasterStats {
   readonly resolutionSeconds = new Histogram(RESOLUTION_BUCKETS);
   /** Client connections cut off, by why, on every port of the name together. */
   readonly clientsCut = new Map<CutReason, number>();
+  /** Times each Sentinel's word was refused and it was distrusted, by `host:port`. */
+  readonly sentinelsDistrusted = new Map<string, number>();
   /** Runs of the name's `onMasterChange` hook, and those that failed or timed out. */
   hookRuns = 0;
   hookFailures = 0;
