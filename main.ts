@@ -23,9 +23,10 @@ import {
 } from "./src/config/mod.ts";
 import type { TunnelConfig } from "./src/shared/settings.ts";
 import { ListenError } from "./src/shared/errors.ts";
+import { plural } from "./src/shared/wording.ts";
 import { flushLogs, LOG_LEVELS, setupLogging } from "./src/ops/log.ts";
 import { type BufferSizes, DEFAULT_BUFFER_SIZES } from "./src/data/tunnel.ts";
-import { Runtime } from "./src/wiring/runtime.ts";
+import { type ReloadSummary, Runtime } from "./src/wiring/runtime.ts";
 
 const USAGE = `Usage: sentinel-tunnel [options] <config> [log-file]
        sentinel-tunnel [options]      (configured by SENTINEL_TUNNEL_* variables)
@@ -189,6 +190,24 @@ function dropUnneededPermissions(config: TunnelConfig, cli: Cli): void {
   if (cli.logFile === undefined) Deno.permissions.revokeSync({ name: "write" });
 }
 
+/** What a reload changed, only what it did: `updated mymaster; master names updated mymaster`. */
+function describeReload(summary: ReloadSummary): string {
+  const parts = [
+    ["added", summary.added],
+    ["removed", summary.removed],
+    ["replaced", summary.replaced],
+    ["updated", summary.updated],
+    ["failed to open", summary.failed],
+    ["master names added", summary.masters.added],
+    ["master names removed", summary.masters.removed],
+    ["master names updated", summary.masters.updated],
+  ].filter(([, names]) => names!.length > 0).map(([what, names]) =>
+    `${what} ${(names as string[]).join(", ")}`
+  );
+  if (summary.sentinelsChanged) parts.push("the Sentinels changed");
+  return parts.length > 0 ? parts.join("; ") : "nothing changed";
+}
+
 async function main(args: string[]): Promise<number> {
   const cli = parseCli(args);
   if (cli === "help") {
@@ -261,19 +280,20 @@ async function main(args: string[]): Promise<number> {
         current === undefined ? rest : { ...rest, admin: current },
       );
       for (const warning of configWarnings(next)) log.warning(warning);
-      log.info(
-        "Reloaded {config}: added {added}, removed {removed}, replaced {replaced}, updated {updated}, unchanged {unchanged}, failed {failed}; master names added {mastersAdded}, removed {mastersRemoved}, updated {mastersUpdated}; Sentinels changed: {sentinelsChanged}",
-        {
-          config: cli.configPath,
-          ...summary,
-          mastersAdded: summary.masters.added,
-          mastersRemoved: summary.masters.removed,
-          mastersUpdated: summary.masters.updated,
-        },
-      );
+      const changes = describeReload(summary);
+      log.info("Reloaded {config}: {changes}", {
+        config: cli.configPath,
+        changes,
+        ...summary,
+        mastersAdded: summary.masters.added,
+        mastersRemoved: summary.masters.removed,
+        mastersUpdated: summary.masters.updated,
+      });
+      server.journal.record({ kind: "reload", outcome: "applied", detail: changes });
     } catch (error) {
       if (!(error instanceof ConfigError || error instanceof ListenError)) throw error;
       log.error("Reload refused, the running config stays: {error}", { error: error.message });
+      server?.journal.record({ kind: "reload", outcome: "refused", detail: error.message });
     }
   };
   const onInt = stop("SIGINT");
@@ -307,11 +327,14 @@ async function main(args: string[]): Promise<number> {
     throw error;
   }
   log.info(
-    "sentinel-tunnel {version} started with {databases} database(s) and {sentinels} Sentinel(s)",
+    "sentinel-tunnel {version} started with {what}",
     {
       version: denoJson.version,
       databases: config.databases.length,
       sentinels: config.sentinels.length,
+      what: `${plural(config.databases.length, "database")} and ${
+        plural(config.sentinels.length, "Sentinel")
+      }`,
     },
   );
   await Promise.all([server.done, admin?.finished]);

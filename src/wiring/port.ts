@@ -9,6 +9,7 @@
 import { getLogger } from "@logtape/logtape";
 import { formatAddress } from "../shared/address.ts";
 import { sameTlsClient } from "../shared/master_settings.ts";
+import { plural } from "../shared/wording.ts";
 import type { DatabaseConfig } from "../shared/settings.ts";
 import { PortStats } from "../shared/stats.ts";
 import { sleep, supervise } from "../shared/io.ts";
@@ -115,12 +116,15 @@ export class Port {
       // Reads may no longer go to the master: the clients it was given leave it.
       const closed = this.toMaster.closeAll();
       log.info(
-        "Database {database}: whenNoReplica is {whenNoReplica} now; closed {closed} read-port client connections to the master ({port})",
+        "Database {database}: whenNoReplica is {whenNoReplica} now on port {port}{cut}",
         {
           database: settings.name,
           whenNoReplica: settings.whenNoReplica,
-          closed,
-          port: `port ${settings.port}`,
+          port: settings.port,
+          clientsClosed: closed,
+          cut: closed > 0
+            ? `; closed ${plural(closed, "read client connection")} to the master`
+            : "",
         },
       );
     }
@@ -135,10 +139,12 @@ export class Port {
 
   async #run(shared: SharedParts, signal: AbortSignal): Promise<void> {
     const settings = this.#settings;
-    log.info("Database {database}: listening on {listen}{role}", {
+    log.info("Database {database}: listening on {listen}{purpose}", {
       database: settings.name,
       listen: formatAddress({ hostname: this.listen.hostname, port: this.listen.port }),
-      role: settings.role === "replica" ? " for reads from its replicas" : "",
+      port: this.listen.port,
+      role: settings.role,
+      purpose: settings.role === "replica" ? " for reads from its replicas" : "",
     });
     const serveOptions = {
       settings: () => this.#settings,
@@ -202,9 +208,12 @@ export class Port {
       this.#listener.close();
       closeTunnels();
       this.route[Symbol.dispose]();
-      log.info("Database {database}: stopped; closed {closed} tunnels", {
+      log.info("Database {database}: port {port} stopped{cut}", {
         database: settings.name,
-        closed,
+        port: settings.port,
+        role: settings.role,
+        clientsClosed: closed,
+        cut: closed > 0 ? `; closed ${plural(closed, "client connection")}` : "",
       });
     }
   }
