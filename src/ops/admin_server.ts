@@ -30,7 +30,7 @@
 import { getLogger } from "@logtape/logtape";
 import { type Address, formatAddress } from "../shared/address.ts";
 import { redactConfig } from "../config/mod.ts";
-import { renderMetrics } from "./metrics.ts";
+import { metricsText } from "./metrics.ts";
 import { serveHttp } from "./http_server.ts";
 import { eventsReport, parseAfter, statusReport } from "./status.ts";
 import {
@@ -81,7 +81,7 @@ export function startAdminServer(
   return { address: server.address, finished: server.finished };
 }
 
-function handle(request: Request, tunnel: RunningTunnel): Response {
+function handle(request: Request, tunnel: RunningTunnel): Response | Promise<Response> {
   const url = new URL(request.url);
   const { pathname } = url;
   if (request.method !== "GET" && request.method !== "HEAD") {
@@ -119,15 +119,20 @@ function handle(request: Request, tunnel: RunningTunnel): Response {
     case "/api/configuration":
       return json(200, redactConfig(tunnel.config));
     case "/metrics":
-      return new Response(renderMetrics(tunnel), {
-        headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
-      });
+      return metrics(tunnel);
     default:
       return json(404, {
         error: `no such endpoint ${JSON.stringify(pathname)}`,
         endpoints: ENDPOINTS,
       });
   }
+}
+
+/** A rendering that fails answers 500 (the HTTP server's catch), not a cut-off body. */
+async function metrics(tunnel: RunningTunnel): Promise<Response> {
+  return new Response(await metricsText(tunnel), {
+    headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+  });
 }
 
 function events(url: URL, tunnel: RunningTunnel): Response {
