@@ -348,3 +348,210 @@ Deno.test(
     }
   },
 );
+
+/** A line of either format as what it says and at which level, its timestamp left out. */
+interface Said {
+  level: string;
+  text: string;
+}
+
+function saidInJson(record: Record<string, unknown>): Said {
+  return { level: String(record.level).toLowerCase(), text: String(record.message) };
+}
+
+/** `2026-12-07T02:36:12.311Z info    Database story: ...` */
+function saidInText(line: string): Said {
+  const match = /^\S+Z (\w+) +(.*)$/.exec(line);
+  assert.ok(match, `not a text log line: ${JSON.stringify(line)}`);
+  return { level: match[1]!, text: match[2]! };
+}
+
+/**
+ * What an operator reads of a planned failover of a name with a master port
+ * and a read port: each step once, at info, counts only when not zero, the
+ * ports named; the same story in JSON and in text.
+ */
+function assertFailoverStory(
+  format: string,
+  said: readonly Said[],
+  nodes: { old: string; promoted: string; other: string },
+  ports: { master: number; read: number },
+): void {
+  const all = JSON.stringify(said.map((s) => `${s.level} ${s.text}`), null, 1);
+  const texts = said.map((s) => s.text);
+  assert.deepEqual(
+    said.filter((s) => s.level !== "info"),
+    [],
+    `${format}: a planned failover is routine, logged at info: ${all}`,
+  );
+  assert.deepEqual(
+    texts.filter((t, i) => texts.indexOf(t) !== i),
+    [],
+    `${format}: a line repeated: ${all}`,
+  );
+  assert.deepEqual(texts.filter((t) => /\b0 client|closed 0|\b1 \w+s\b/.test(t)), [], all);
+  const once = (pattern: RegExp) =>
+    assert.equal(texts.filter((t) => pattern.test(t)).length, 1, `${format}: ${pattern}: ${all}`);
+  const q = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  once(
+    new RegExp(
+      `failover of ${
+        q(nodes.old)
+      } under way .*: new clients wait for the new master; closed 1 client connection to the old master \\(port ${ports.master}\\)$`,
+    ),
+  );
+  once(
+    new RegExp(
+      `replica ${
+        q(nodes.promoted)
+      }: .*being promoted; closed 1 client connection to it \\(port ${ports.read}\\)$`,
+    ),
+  );
+  once(
+    new RegExp(
+      `master is ${q(nodes.promoted)} \\(was ${
+        q(nodes.old)
+      }; [\\d.]+ s without a confirmed master\\)`,
+    ),
+  );
+  once(
+    new RegExp(
+      `replica ${q(nodes.other)} is usable \\(port ${ports.read}; \\d+ bytes behind master ${
+        q(nodes.promoted)
+      }\\)`,
+    ),
+  );
+  once(
+    new RegExp(
+      `replica ${q(nodes.old)} is usable \\(port ${ports.read}; \\d+ bytes behind master ${
+        q(nodes.promoted)
+      }\\)`,
+    ),
+  );
+  assert.equal(texts.filter((t) => /master is .*\(the first master\)/.test(t)).length, 1, all);
+  assert.ok(!texts.some((t) => /was none/.test(t)), all);
+}
+
+Deno.test(
+  "a planned failover of a master port and a read port reads as a story, in JSON and in text: each step once, at info, no count of nothing",
+  processes,
+  async () => {
+    await using deployment = await startDeployment({ masterName: "story", replicas: 2 });
+    const [old, promotedOrOther, otherOrPromoted] = deployment.nodes.map((n) => n.address);
+    const sentinels = deployment.sentinels.map((s) => s.address);
+    const tunnels = [];
+    for (const format of ["json", "text"]) {
+      const ports = { master: freePort(), read: freePort() };
+      const tunnel = await startTunnel({
+        sentinels,
+        databases: [
+          { name: "story", port: ports.master },
+          { name: "story", port: ports.read, role: "replica" },
+        ],
+      }, {
+        ports: [ports.master, ports.read],
+        args: ["--log-format", format, "--log-level", "info"],
+      });
+      tunnels.push({ format, ports, tunnel });
+    }
+    try {
+      const clients = [];
+      for (const { ports, tunnel } of tunnels) {
+        for (const replica of [promotedOrOther, otherOrPromoted]) {
+          await tunnel.waitForLog((r) =>
+            String(r.message).includes(`replica ${replica} is usable`)
+          );
+        }
+        const writer = await connectClient(ports.master);
+        assert.equal(await writer.call(["SET", "story", "1"]), "OK");
+        const reader = await connectClient(ports.read);
+        assert.equal(await reader.call(["GET", "story"]), "1");
+        clients.push(writer, reader);
+      }
+      await deployment.waitReady();
+      await using watch = await deployment.watchSwitch();
+      await deployment.forceFailover();
+      const promoted = (await watch.next).address;
+      const other = promoted === promotedOrOther ? otherOrPromoted! : promotedOrOther!;
+      // The story ends when the demoted master serves reads (Sentinel reconfigures it in ~10 s).
+      for (const { tunnel } of tunnels) {
+        await tunnel.waitForLog(
+          (r) =>
+            new RegExp(`replica ${old} is usable .* master ${promoted}\\)`).test(String(r.message)),
+          30_000,
+        );
+      }
+      for (const client of clients) client.close();
+
+      const [json, text] = tunnels;
+      const records = json!.tunnel.logs as Record<string, unknown>[];
+      assertFailoverStory(
+        "json",
+        records.map(saidInJson),
+        { old: old!, promoted, other },
+        json!.ports,
+      );
+      const lines = text!.tunnel.logs.map((r) => String(r.message));
+      assertFailoverStory(
+        "text",
+        lines.map(saidInText),
+        { old: old!, promoted, other },
+        text!.ports,
+      );
+
+      // JSON fields a query can use: the port as a number, role master or replica, counts as numbers.
+      const listening = records.filter((r) => /listening on/.test(String(r.message)));
+      assert.deepEqual(
+        listening.map((r) => [r.port, r.role]),
+        [[json!.ports.master, "master"], [json!.ports.read, "replica"]],
+      );
+      for (const record of records) {
+        if ("role" in record) assert.match(String(record.role), /^(master|replica)$/);
+        if ("port" in record) assert.equal(typeof record.port, "number", JSON.stringify(record));
+        if ("clientsClosed" in record) {
+          assert.equal(typeof record.clientsClosed, "number", JSON.stringify(record));
+        }
+      }
+      const cuts = records.filter((r) => Number(r.clientsClosed) > 0);
+      assert.deepEqual(cuts.map((r) => r.clientsClosed), [1, 1], JSON.stringify(cuts));
+    } finally {
+      for (const { tunnel } of tunnels) await tunnel[Symbol.asyncDispose]();
+    }
+  },
+);
+
+Deno.test(
+  "a Sentinel unreachable for 65 s gives at most 4 lines: the first at once, then one with a count every 30 s",
+  processes,
+  async () => {
+    await using deployment = await startDeployment({ masterName: "quiet", replicas: 0 });
+    const unreachable = `127.0.0.1:${freePort()}`;
+    const alonePort = freePort();
+    const amongPort = freePort();
+    // The only Sentinel: every check fails. One of four: checks succeed without it.
+    await using alone = await startTunnel({
+      sentinels: [unreachable],
+      databases: [{ name: "quiet", port: alonePort }],
+    }, { ports: [alonePort], args: ["--log-level", "info"] });
+    await using among = await startTunnel({
+      sentinels: [...deployment.sentinels.map((s) => s.address), unreachable],
+      databases: [{ name: "quiet", port: amongPort }],
+    }, { ports: [amongPort], args: ["--log-level", "info"] });
+    await delay(65_000);
+
+    const naming = (tunnel: typeof alone) =>
+      tunnel.logs.filter((r) => JSON.stringify(r).includes(unreachable));
+    const aloneLines = naming(alone);
+    const messages = JSON.stringify(aloneLines.map((r) => r.message), null, 1);
+    assert.ok(aloneLines.length <= 4, messages);
+    // Folding keeps its promise: repeats come back, with a count, not never.
+    const checks = aloneLines.filter((r) => /check failed/.test(String(r.message)));
+    assert.ok(checks.length >= 2, messages);
+    for (const later of checks.slice(1)) {
+      assert.match(String(later.message), /\(failed \d+ times since the last report\)$/);
+    }
+    const amongLines = naming(among);
+    assert.ok(amongLines.length <= 4, JSON.stringify(amongLines.map((r) => r.message), null, 1));
+    assert.ok(among.logs.some((r) => /master is .*\(the first master\)/.test(String(r.message))));
+  },
+);

@@ -45,7 +45,7 @@ import type { MasterRole, RoleCheck, RoleChecker } from "./role_probe.ts";
 import type { ReplicaInfo } from "./sentinel_client.ts";
 import type { EventJournal } from "../shared/journal.ts";
 import type { MasterStats } from "../shared/stats.ts";
-import { type ClosedByPort, closedClause } from "../shared/wording.ts";
+import { type ClosedByPort, closedClause, plural } from "../shared/wording.ts";
 
 const log = getLogger(["sentinel-tunnel", "replicas"]);
 
@@ -78,7 +78,7 @@ export function statusFor(health: ReplicaHealth, maxLagBytes: number): ReplicaSt
     return {
       ...health,
       usable: false,
-      reason: `it is ${lag} bytes behind the master (maxLagBytes ${maxLagBytes})`,
+      reason: `it is ${plural(lag, "byte")} behind the master (maxLagBytes ${maxLagBytes})`,
     };
   }
   return { ...health, usable: true };
@@ -461,11 +461,14 @@ export class ReplicaView {
       if (nowUsable.length > 0) {
         const replica = formatAddress(after.address);
         log.info(
-          "Database {database}: replica {replica} is usable ({ports}; {lag} bytes behind master {master})",
+          "Database {database}: replica {replica} is usable ({ports}; {behind} master {master})",
           {
             database: name,
             replica,
             lag: after.lagBytes ?? null,
+            behind: after.lagBytes === undefined
+              ? "its lag behind"
+              : `${plural(after.lagBytes, "byte")} behind`,
             master: formatAddress(master),
             ports: nowUsable.map((p) => p.label).join(", "),
           },

@@ -41,6 +41,7 @@ import { describeNetworkError } from "../shared/errors.ts";
 import { untilAborted } from "../shared/io.ts";
 import type { Problem, Targets } from "../shared/route.ts";
 import type { DatabaseConfig, TunnelConfig } from "../shared/settings.ts";
+import { plural } from "../shared/wording.ts";
 import { ControlPlane, type PortLink } from "../control/control_plane.ts";
 import type { SentinelView } from "../control/master_agreement.ts";
 import type { ConfirmedMaster } from "../control/master_watcher.ts";
@@ -411,7 +412,9 @@ function describeReadPort(
   if (usable.length > 0) {
     const listed = usable.map((address) => {
       const lag = statusOf(address)?.lagBytes;
-      return `${formatAddress(address)}${lag === undefined ? "" : ` (${lag} bytes behind)`}`;
+      return `${formatAddress(address)}${
+        lag === undefined ? "" : ` (${plural(lag, "byte")} behind)`
+      }`;
     });
     return {
       text:
