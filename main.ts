@@ -53,8 +53,9 @@ Options:
                        to every Sentinel, find each master name, confirm its
                        master with ROLE, check each read port's replicas; print
                        a line per failing Sentinel and per database, and exit
-  --admin HOST:PORT    serve the admin API (health, readiness, topology,
-                       metrics) there; a bare port listens on 127.0.0.1
+  --admin HOST:PORT    serve the status page and the admin API (health,
+                       readiness, topology, events, metrics) there; a bare
+                       port listens on 127.0.0.1
   --log-level LEVEL    one of ${LOG_LEVELS.join(", ")} (default: info)
   --log-format FORMAT  text or json (default: text on a terminal, json otherwise)
   -h, --help           show this help and exit

@@ -3,7 +3,9 @@
  * bounded queue that drops (and counts) lines for a stuck reader, escaped
  * control characters in text, folded repeats, and the log file. Unit tests
  * write to an output of their own; the integration tests run the tunnel with
- * a stderr pipe nobody reads.
+ * a stderr pipe nobody reads. And what an operator reads: a planned failover
+ * as one line per step, in JSON and in text, and an unreachable Sentinel
+ * folded to a line every 30 s.
  */
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
