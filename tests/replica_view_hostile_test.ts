@@ -21,12 +21,15 @@ import { RedisConnection } from "../src/control/redis_connection.ts";
 import { RespErrorReply } from "../src/control/resp.ts";
 import { type MasterSample, type PortSample, renderPrometheus } from "../src/ops/metrics.ts";
 import { MasterStats, PortStats } from "../src/shared/stats.ts";
+import { failoverReadsMs } from "../src/control/failover_hold.ts";
 import { type FakeRedis, NO_REPLY, type RespReply, startFakeRedis, status } from "./_fake_redis.ts";
 import { freePort, type RedisProcess, startDeployment, startRedis } from "./_deployment.ts";
 import { connectClient, startTunnel, type TunnelProcess } from "./_tunnel.ts";
 import {
+  both,
   DATABASE,
   delay,
+  F,
   failoverUnderWay,
   type Harness,
   healthy,
@@ -43,6 +46,8 @@ import {
   S2,
   selectedSlave,
   servingBoth,
+  statusOf,
+  switchTo,
   timeout,
   until,
   withWatcher,
@@ -1124,4 +1129,104 @@ Deno.test("after a stage made stale by a new master, the replicas are judged aga
       });
     },
   );
+});
+
+// ---------------------------------------------------------------------------------------------
+// Reads through a failover (MasterWatcher.failoverReads): the replicas usable against the master
+// being replaced go on serving only while a trusted Sentinel's event about this failover has
+// named the one node it promotes, the write fence is open, and for ten polls (at least 2 s); the
+// guard cuts any whose link drops or that follows another node. Found by a hostile review: reads
+// went on through a hold with the fence closed and without end, and an event about another
+// failover (or another master) let a failover found by polling serve the node it promotes.
+
+/** A failover of M under way that S1 reports and announced, promoting R2: R1 reads on. */
+async function readingThroughFailover(h: Harness): Promise<void> {
+  await servingBoth(h);
+  h.master.failover();
+  h.event(selectedSlave(R2));
+  assert.deepEqual(readable(h), [formatAddress(R1)]);
+}
+
+Deno.test("HOLDS: through a failover, reads stop when the write fence closes", async () => {
+  await withWatcher({ database: { fence: { afterMs: 100 } } }, async (h) => {
+    await readingThroughFailover(h);
+    // Nobody confirms M any more; R1 still follows it, connected.
+    h.master.set(undefined);
+    await until(h, "the write fence to close", () => h.plane.fencedSince !== undefined);
+    assert.ok(h.plane.failover, "the failover still holds");
+    assert.deepEqual(readable(h), []);
+  });
+});
+
+Deno.test("HOLDS: through a failover that does not switch, reads stop after ten polls (at least 2 s)", async () => {
+  await withWatcher({}, async (h) => {
+    await readingThroughFailover(h);
+    await h.rounds(2);
+    assert.deepEqual(readable(h), [formatAddress(R1)]);
+    await delay(failoverReadsMs(DATABASE.timeouts) + 100);
+    assert.ok(h.plane.failover, "the failover still holds");
+    assert.deepEqual(readable(h), [], "reads wait for the new master");
+    assert.equal(h.registry.live(R1), 2, "R1 still follows M: its clients stay");
+  });
+});
+
+Deno.test("HOLDS: through a failover, a replica whose link to the old master drops, or that follows another node, loses its read clients", async () => {
+  for (
+    const [role, reason] of [
+      [replicaRole(M, OFFSET, "connect"), /its link to 10\.0\.0\.1:6379 is connect$/],
+      [replicaRole(F), /follows 10\.6\.6\.6:6379$/],
+    ] as const
+  ) {
+    await withWatcher({}, async (h) => {
+      await readingThroughFailover(h);
+      h.nodes.set(R1, role);
+      await until(h, "R1's clients cut", () => h.registry.live(R1) === 0);
+      assert.deepEqual(readable(h), []);
+      assert.match(statusOf(h, R1).reason ?? "", reason);
+    });
+  }
+});
+
+Deno.test("HOLDS: a failover found by polling serves no reads, whatever an event about another master named before", async () => {
+  await withWatcher({}, async (h) => {
+    await servingBoth(h);
+    // A discovered Sentinel announces a promotion in another deployment's failover.
+    h.event({
+      kind: "promotion",
+      channel: "+selected-slave",
+      master: DATABASE.name,
+      masterAddress: F,
+      replica: F,
+    }, S2);
+    await h.rounds(2);
+    assert.deepEqual(readable(h), both);
+    // A failover of M whose events were missed: it may be promoting either replica.
+    await failoverUnderWay(h);
+    assert.deepEqual(readable(h), [], "a replica it may be promoting is a read target");
+  });
+});
+
+Deno.test("HOLDS: a second failover, found by polling after the first aborted, serves no reads", async () => {
+  await withWatcher({}, async (h) => {
+    await readingThroughFailover(h);
+    await h.rounds(2);
+    // The failover aborts: S1 names M again, with no failover; M is gone meanwhile.
+    h.master.set(M);
+    h.nodes.set(M, { kind: "unreachable", detail: "connection refused" });
+    await until(h, "the hold to end", () => h.plane.failover === undefined);
+    // A second failover, its events missed: it may promote R1 this time.
+    await failoverUnderWay(h);
+    assert.deepEqual(readable(h), [], "the first failover's promoted node counts for the second");
+  });
+});
+
+Deno.test("a +switch-master through a failover found by polling names the node promoted: the others read on", async () => {
+  await withWatcher({}, async (h) => {
+    await servingBoth(h);
+    await failoverUnderWay(h);
+    assert.deepEqual(readable(h), []);
+    h.event(switchTo(R2));
+    assert.deepEqual(readable(h), [formatAddress(R1)]);
+    assert.equal(h.registry.live(R1), 2);
+  });
 });

@@ -746,3 +746,27 @@ Deno.test("ReplicaView asks ROLE only of replicas the master lists, however many
     assert.deepEqual(readable(h), [...both, formatAddress(R3)]);
   });
 });
+
+// A node that closes its ROLE connection, or that a client could not reach, is suspended: out of
+// use, its clients kept until a check sees it. Was a bug, seen in a planned failover (Sentinel's
+// CLIENT KILL on the other replica): when that happened while a check ran, the check's stale
+// verdict cut the clients it had just decided to keep, at warning.
+Deno.test("ReplicaView keeps the clients of a replica suspended while a check runs; the next check decides", async () => {
+  await withWatcher(
+    { database: { timeouts: { ...DATABASE.timeouts, pollIntervalMs: HOUR_MS } } },
+    async (h) => {
+      await servingBoth(h);
+      const cutsBefore = h.registry.cuts.length;
+      const release = h.nodes.hold(R2);
+      const started = h.nodes.asks(R2);
+      h.plane.wake(true);
+      await started; // this check judges the replicas once R2 answers
+      h.watcher.reportUnreachable(R1);
+      assert.deepEqual(readable(h), [formatAddress(R2)]);
+      release();
+      await until(h, "R1 usable again", () => readable(h).includes(formatAddress(R1)));
+      assert.deepEqual(h.registry.cutsOf(R1, cutsBefore), [], "R1's clients were cut");
+      assert.equal(h.registry.live(R1), 2);
+    },
+  );
+});

@@ -15,6 +15,7 @@ import assert from "node:assert/strict";
 import { type Address, formatAddress } from "../src/shared/address.ts";
 import type { Agreement, SentinelView } from "../src/control/master_agreement.ts";
 import { SentinelTrust } from "../src/control/sentinel_trust.ts";
+import { MAX_DISTRUSTED_SERIES } from "../src/control/master_watcher.ts";
 import {
   A,
   attach,
@@ -191,4 +192,28 @@ Deno.test("SentinelTrust.clear() forgets the pending switch and every distrust",
   assert.equal(trust.isDistrusted(S1), false);
   assert.equal(trust.settle([says(S1, A)], agreedOn(A), POLL_MS), undefined);
   assert.deepEqual(trust.onSwitch(F, S1, A, POLL_MS), { kind: "cut" });
+});
+
+Deno.test("sentinel trust: Sentinels distrusted are counted one by one up to a bound, the rest together", async () => {
+  await withWatcher((sentinels, nodes) => {
+    sentinels.allSay(A, 1);
+    nodes.set(A, "master");
+    nodes.set(B, "master");
+    nodes.set(F, "master");
+  }, async (h) => {
+    assert.deepEqual(await h.master(), A);
+    const liars = Array.from(
+      { length: MAX_DISTRUSTED_SERIES + 6 },
+      (_, i): Address => ({ hostname: `10.9.${i >> 8}.${i & 255}`, port: 26379 }),
+    );
+    // Each names one node, then another moments later: a flood, and it is distrusted.
+    liars.forEach((liar, i) => {
+      h.event(switchTo(i % 2 ? B : F), liar);
+      h.event(switchTo(i % 2 ? F : B), liar);
+    });
+    const counts = h.plane.stats.sentinelsDistrusted;
+    assert.equal(counts.size, MAX_DISTRUSTED_SERIES + 1);
+    assert.equal(counts.get("other"), 6);
+    assert.equal([...counts.values()].reduce((a, b) => a + b, 0), liars.length);
+  });
 });

@@ -287,6 +287,24 @@ export class ControlPlane {
   }
 
   /**
+   * A reload closed `closed` clients of the port `label` (to `node`): counted
+   * and recorded like the plane's own cuts, for the metrics and the status page.
+   */
+  recordReloadCut(label: string, node: string, detail: string, closed: number): void {
+    if (closed === 0) return;
+    this.stats.clientsCut.set("reload", (this.stats.clientsCut.get("reload") ?? 0) + closed);
+    this.journal.record({
+      kind: "cut",
+      name: this.name,
+      node,
+      reason: "reload",
+      detail,
+      clients: closed,
+      ports: { [label]: closed },
+    });
+  }
+
+  /**
    * Attaches a port: its clients are cut off with the name's, and its route
    * answers where they may go. Disposing of the route detaches it; its
    * connections are the port's to close.
@@ -351,7 +369,7 @@ export class ControlPlane {
     const reads = this.#hasReadPort();
     switch (event.kind) {
       case "switch-master":
-        this.#master.onSwitch(event.to, source);
+        this.#master.onSwitch(event.to, event.from, source);
         if (reads) this.#replicas.onSwitch(event.to, source.address);
         return;
       case "promotion":
@@ -359,6 +377,7 @@ export class ControlPlane {
           event.masterAddress,
           `${event.channel} from ${formatAddress(source.address)}`,
           source,
+          event.replica,
         );
         if (!reads) return;
         if (event.replica) this.#replicas.onPromotion(event.replica, event.channel, source.address);
@@ -507,7 +526,7 @@ export class ControlPlane {
       if (checked) this.#keepOnly(checked);
     } else if (!this.#master.master) {
       // No master to check the replicas against: those in use are still guarded.
-      await this.#replicas.guardWithoutMaster(asked, signal);
+      await this.#replicas.guardWithoutMaster(asked, signal, this.#master.failoverNodes);
     }
   }
 

@@ -16,6 +16,15 @@ import type { Agreement, SentinelView } from "./master_agreement.ts";
 /** When a failover's Sentinel does not say: Sentinel's own default failover-timeout. */
 export const DEFAULT_FAILOVER_TIMEOUT_MS = 180_000;
 
+/**
+ * How long read ports may go on serving through a failover: ten polls, and
+ * at least 2 s. A routine failover switches well within it; past it, or in
+ * one that stalls, reads wait for the new master.
+ */
+export function failoverReadsMs(settings: { readonly pollIntervalMs: number }): number {
+  return Math.max(2_000, 10 * settings.pollIntervalMs);
+}
+
 /** How a hold ends; see {@linkcode FailoverHold.endsWith}. */
 export type HoldEnd =
   /** The Sentinels name another master: the switch. */
@@ -35,6 +44,12 @@ export class FailoverHold {
   readonly since: number;
   /** The Sentinel whose event started it; none when a check found the failover. */
   readonly from: Address | undefined;
+  /** When it started (`performance.now()`): reads go on through it only for a while. */
+  readonly startedAt: number;
+  /** The node being promoted, as the events this hold took named it. */
+  #promoted: Address | undefined;
+  /** Whether two of those events named different nodes: then none is known. */
+  #promotedDisputed = false;
   /** When it ends at the latest without a switch (`performance.now()`), unless a configured Sentinel still reports it. */
   readonly #until: number;
   /** Whether a check has seen a Sentinel report the failover under way. */
@@ -50,8 +65,23 @@ export class FailoverHold {
     this.reason = reason;
     this.from = from;
     this.since = Date.now();
-    this.#until = performance.now() + failoverTimeoutMs;
+    this.startedAt = performance.now();
+    this.#until = this.startedAt + failoverTimeoutMs;
     this.#seen = from === undefined;
+  }
+
+  /**
+   * The node this failover promotes, when the events taken about it (a
+   * trusted Sentinel's, about this master) named it, and named one only.
+   */
+  get promoted(): Address | undefined {
+    return this.#promotedDisputed ? undefined : this.#promoted;
+  }
+
+  /** A trusted Sentinel's event about this failover names the node it promotes. */
+  namePromoted(node: Address): void {
+    if (this.#promoted === undefined) this.#promoted = node;
+    else if (!sameAddress(this.#promoted, node)) this.#promotedDisputed = true;
   }
 
   /** Whether this check ends the hold, and how; `undefined` while it holds. */

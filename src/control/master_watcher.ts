@@ -31,7 +31,7 @@ import {
   namedByConfiguredMajority,
   roleVerdict,
 } from "./master_decision.ts";
-import { DEFAULT_FAILOVER_TIMEOUT_MS, FailoverHold } from "./failover_hold.ts";
+import { DEFAULT_FAILOVER_TIMEOUT_MS, FailoverHold, failoverReadsMs } from "./failover_hold.ts";
 import { MasterSilence } from "./master_silence.ts";
 import type { RoleCheck } from "./role_probe.ts";
 import { SentinelTrust } from "./sentinel_trust.ts";
@@ -52,6 +52,14 @@ export interface ConfirmedMaster {
   readonly via: string;
   /** The config-epoch of the Sentinels' view that named it, when known. */
   readonly epoch: number | undefined;
+}
+
+/** What read ports may serve through a failover; see {@linkcode MasterWatcher.failoverReads}. */
+export interface FailoverReads {
+  /** The confirmation of the master the failover replaces: replicas judged against it may serve. */
+  readonly held: ConfirmedMaster;
+  /** The node the failover promotes: it serves no reads. */
+  readonly promoted: Address;
 }
 
 /** A confirmed change of master, for hooks. */
@@ -121,6 +129,8 @@ export interface MasterWatcherOptions {
 
 /** A problem repeated every poll is logged at most this often, with a count. */
 const PROBLEM_LOG_INTERVAL_MS = 30_000;
+/** Sentinels counted apart in `sentinel_distrusted_total`; the ones past it count as `other`. */
+export const MAX_DISTRUSTED_SERIES = 64;
 
 /** The master of one name; see the module doc. */
 export class MasterWatcher {
@@ -211,13 +221,26 @@ export class MasterWatcher {
   }
 
   /**
-   * While a failover holds the master's clients: the confirmation of that
-   * master, which the replicas were last judged against.
+   * Whether read ports may go on serving, through the failover under way, the
+   * replicas usable against the master it replaces: only while a trusted
+   * Sentinel's event has named the one node it promotes (which is left out),
+   * the write fence is open, and for a bounded time (a routine failover
+   * switches within a few polls). Otherwise reads wait for the new master.
    */
-  get heldMaster(): ConfirmedMaster | undefined {
+  get failoverReads(): FailoverReads | undefined {
     const hold = this.#hold;
-    const last = this.#lastConfirmation;
-    return hold && last && sameAddress(last.address, hold.master) ? last : undefined;
+    const held = this.#lastConfirmation;
+    const promoted = hold?.promoted;
+    if (!hold || !held || !promoted || !sameAddress(held.address, hold.master)) return undefined;
+    if (this.#fence.closedSince !== undefined) return undefined;
+    if (performance.now() - hold.startedAt >= failoverReadsMs(this.#settings())) return undefined;
+    return { held, promoted };
+  }
+
+  /** The master a failover under way replaces, and the node it promotes, as far as known. */
+  get failoverNodes(): { master: Address; promoted: Address | undefined } | undefined {
+    const hold = this.#hold;
+    return hold && { master: hold.master, promoted: hold.promoted };
   }
 
   /** When the write fence closed (ms since the epoch), while it is closed. */
@@ -356,7 +379,7 @@ export class MasterWatcher {
    * nodes' clients are cut at once, and the next check decides where new
    * clients go. Nothing here routes a client anywhere new.
    */
-  onSwitch(to: Address, source: EventSource): void {
+  onSwitch(to: Address, from: Address, source: EventSource): void {
     const sentinel = formatAddress(source.address);
     const settings = this.#settings();
     const verdict = this.#trust.onSwitch(
@@ -386,6 +409,7 @@ export class MasterWatcher {
       case "cut":
         // Whatever a check under way learns now is older than this message: drop it.
         this.#generation++;
+        if (this.#hold && sameAddress(this.#hold.master, from)) this.#hold.namePromoted(to);
         this.#cutOff(to, `+switch-master from ${sentinel}`);
         return this.#wake(true);
     }
@@ -395,16 +419,29 @@ export class MasterWatcher {
    * A Sentinel announced that a replica of `masterAddress` is being promoted:
    * if that is the master in use, its clients are cut and new ones wait.
    */
-  onPromotion(masterAddress: Address, reason: string, source: EventSource): void {
+  onPromotion(
+    masterAddress: Address,
+    reason: string,
+    source: EventSource,
+    promoted: Address | undefined,
+  ): void {
     const current = this.#master?.address ?? this.#lastConfirmed;
     if (!current || !sameAddress(current, masterAddress)) {
       // About a node this name does not use: the Sentinels know something it does not. Check.
       return this.#wake();
     }
-    if (this.#hold) return;
     if (this.#trust.isDistrusted(source.address)) return this.#wake();
+    if (this.#hold) {
+      // More news of the failover under way: the node it promotes, if it names one.
+      if (promoted) {
+        this.#hold.namePromoted(promoted);
+        this.#notify();
+      }
+      return;
+    }
     this.#generation++;
     this.#startHold(current, reason, source.address);
+    if (promoted) this.#hold!.namePromoted(promoted);
     this.#wake(true);
   }
 
@@ -554,7 +591,9 @@ export class MasterWatcher {
   /** A Sentinel was distrusted: counted by Sentinel, and recorded for the status page. */
   #noteDistrusted(sentinel: string, why: string): void {
     const counts = this.#stats.sentinelsDistrusted;
-    counts.set(sentinel, (counts.get(sentinel) ?? 0) + 1);
+    // One series per Sentinel, up to a bound: discovered Sentinels come and go over months.
+    const key = counts.has(sentinel) || counts.size < MAX_DISTRUSTED_SERIES ? sentinel : "other";
+    counts.set(key, (counts.get(key) ?? 0) + 1);
     this.#journal.record({
       kind: "sentinel-distrusted",
       name: this.#settings().name,
@@ -671,12 +710,14 @@ export class MasterWatcher {
     const cut = this.#cutter.closeTo(address);
     const why = `silent for ${Math.round(silentMs)} ms (every connect timed out)`;
     log.warn(
-      "Database {database}: master {master} has been {why}{cut}, which would hang until TCP gives up",
+      "Database {database}: master {master} has been {why}{cut}",
       {
         database: this.#settings().name,
         master: formatAddress(address),
         why,
-        cut: closedClause(cut.byPort, " to it"),
+        cut: cut.closed > 0
+          ? `${closedClause(cut.byPort, " to it")}, which would hang until TCP gives up`
+          : "",
         clientsClosed: cut.closed,
       },
     );

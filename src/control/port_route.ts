@@ -66,11 +66,15 @@ export class Route implements PortRoute {
   readonly #replicas: ReplicaView;
   readonly #link: PortLink;
   readonly #detach: () => void;
-  /** A read port's targets, made once per set of verdicts, master (or held master) and bound. */
+  /**
+   * A read port's targets, made once per set of verdicts, master (or, through
+   * a failover, held master and promoted node) and bound.
+   */
   #cache: {
     verdicts: ReadonlyMap<string, ReplicaHealth>;
     master: ConfirmedMaster | undefined;
     held: ConfirmedMaster | undefined;
+    promoted: Address | undefined;
     maxLagBytes: number;
     targets: Targets | undefined;
   } | undefined;
@@ -93,22 +97,24 @@ export class Route implements PortRoute {
     const { role, maxLagBytes, whenNoReplica } = this.#link.settings();
     if (role === "master") return this.#master.targets;
     const master = this.#master.master;
-    // A failover under way: the replicas it does not touch go on serving reads.
-    const held = master ? undefined : this.#master.heldMaster;
+    // A failover under way: the replicas it does not touch may go on serving reads.
+    const failover = master ? undefined : this.#master.failoverReads;
     const verdicts = this.#replicas.verdicts;
     const cache = this.#cache;
     if (
-      cache?.verdicts !== verdicts || cache.master !== master || cache.held !== held ||
+      cache?.verdicts !== verdicts || cache.master !== master ||
+      cache.held !== failover?.held || cache.promoted !== failover?.promoted ||
       cache.maxLagBytes !== maxLagBytes
     ) {
       this.#cache = {
         verdicts,
         master,
-        held,
+        held: failover?.held,
+        promoted: failover?.promoted,
         maxLagBytes,
         targets: master
           ? this.#replicas.targetsFor(maxLagBytes, master)
-          : held && this.#replicas.targetsDuringFailover(maxLagBytes, held),
+          : failover && this.#replicas.targetsDuringFailover(maxLagBytes, failover),
       };
     }
     return this.#cache!.targets ??

@@ -40,7 +40,7 @@ import { getLogger } from "@logtape/logtape";
 import { type Address, addressKey, formatAddress, sameAddress } from "../shared/address.ts";
 import type { Problem, Targets } from "../shared/route.ts";
 import { DEFAULT_FAILOVER_TIMEOUT_MS } from "./failover_hold.ts";
-import type { ConfirmedMaster } from "./master_watcher.ts";
+import type { ConfirmedMaster, FailoverReads } from "./master_watcher.ts";
 import type { MasterRole, RoleCheck, RoleChecker } from "./role_probe.ts";
 import type { ReplicaInfo } from "./sentinel_client.ts";
 import type { EventJournal } from "../shared/journal.ts";
@@ -138,10 +138,11 @@ export class ReplicaView {
   /** Since when no replica has been healthy (ms since the epoch). */
   #unhealthySince = Date.now();
   /**
-   * While a check runs, the replicas an event took out meanwhile, with why:
-   * the check's verdict on them is stale, and they stay out until the next one.
+   * While a check runs, the replicas an event took out meanwhile, with why and
+   * whether it cut their clients: the check's verdict on them is stale, and
+   * they stay out until the next one (a suspended one keeps its clients).
    */
-  #outDuringCheck: Map<string, string> | undefined;
+  #outDuringCheck: Map<string, { reason: string; cut: boolean }> | undefined;
   /** Set when more replicas were taken out during a check than it can remember: it is void. */
   #checkVoid = false;
   /**
@@ -152,12 +153,6 @@ export class ReplicaView {
   readonly #promoting = new Map<string, { reason: string; until: number; from: Address }>();
   /** Replicas taken out of use with their clients kept (they may be fine): guarded like those in use. */
   readonly #suspended = new Set<string>();
-  /**
-   * Whether a Sentinel named the node a failover promotes (`+selected-slave`,
-   * `+promoted-slave`, `+switch-master`) since the last master confirmed: only
-   * then may the other replicas serve reads while no master is confirmed.
-   */
-  #promotedKnown = false;
   /** The replicas the master's ROLE listed at the last check that had it, by address key. */
   #masterListed = new Set<string>();
 
@@ -194,17 +189,17 @@ export class ReplicaView {
   }
 
   /**
-   * While a failover holds the master's clients (no master confirmed): the
-   * replicas usable against `held`, the master the failover is replacing, when
-   * a Sentinel named the node it promotes (which is out, with its clients). A
-   * replica that keeps following the old master serves the same data it did a
-   * moment before; the one being promoted, or any the failover touches (its
-   * link drops, it says it is no replica), is out at once. Without the name of
-   * the promoted node, nothing is served until a master is confirmed.
+   * While a failover holds the master's clients (no master confirmed), and
+   * the master watcher allows reads through it: the replicas usable against
+   * the master it replaces, but the node it promotes. A replica that keeps
+   * following the old master serves the same data it did a moment before; the
+   * one being promoted, or any the failover touches (its link drops, it
+   * follows another node, it says it is no replica), is out at once.
    */
-  targetsDuringFailover(maxLagBytes: number, held: ConfirmedMaster): Targets | undefined {
-    if (!this.#promotedKnown) return undefined;
-    return this.targetsFor(maxLagBytes, held);
+  targetsDuringFailover(maxLagBytes: number, failover: FailoverReads): Targets | undefined {
+    const targets = this.targetsFor(maxLagBytes, failover.held);
+    const addresses = targets?.addresses.filter((a) => !sameAddress(a, failover.promoted)) ?? [];
+    return addresses.length > 0 ? { kind: "replica", addresses } : undefined;
   }
 
   /**
@@ -240,14 +235,12 @@ export class ReplicaView {
 
   /** `+switch-master` from `from` to `to`: its failover is over, and `to` is a master now. */
   onSwitch(to: Address, from: Address): void {
-    this.#promotedKnown = true;
     this.#endPromotions(from);
     this.#cut(to, `+switch-master from ${formatAddress(from)} makes it the master`, true);
   }
 
   /** A Sentinel announced that `replica` is being promoted: out of use until its failover ends. */
   onPromotion(replica: Address, channel: string, from: Address): void {
-    this.#promotedKnown = true;
     const reason = `${channel} from ${formatAddress(from)}: it is being promoted`;
     this.#holdPromoted(replica, reason, from);
     this.#cut(replica, reason, true);
@@ -269,7 +262,6 @@ export class ReplicaView {
    */
   onMasterConfirmed(master: ConfirmedMaster): void {
     this.#promoting.clear();
-    this.#promotedKnown = false;
     // Only a node that was a replica can have clients here.
     if (this.#replicas.has(addressKey(master.address))) {
       this.#takeOut(master.address, "it is the confirmed master", true, true);
@@ -356,11 +348,18 @@ export class ReplicaView {
     const masterDetail = masterView ? undefined : describeMasterRole(master.address, masterRole);
     const now = Date.now();
     const next = new Map<string, ReplicaHealth>();
+    // Suspended by an event while this check ran: out until the next check, clients kept.
+    const stillSuspended = new Set<string>();
     for (const address of candidates) {
       const key = addressKey(address);
       const before = this.#replicas.get(key);
       // An event that took it out while this check ran is newer than what the check saw.
-      const out = this.#outDuringCheck?.get(key) ?? this.#promotingReason(key);
+      const during = this.#outDuringCheck?.get(key);
+      const promoting = this.#promotingReason(key);
+      const out = during?.reason ?? promoting;
+      if (during && !during.cut && promoting === undefined && this.#suspended.has(key)) {
+        stillSuspended.add(key);
+      }
       const verdict = out !== undefined
         ? { reason: out, lagBytes: undefined }
         : judge(address, roleOf.get(key), master, masterView, masterDetail, before);
@@ -376,7 +375,7 @@ export class ReplicaView {
     this.#noneListed = `no Sentinel lists a replica of master ${formatAddress(master.address)}${
       this.#listStale ? " (no Sentinel answered SENTINEL replicas)" : ""
     }`;
-    this.#apply(next, master.address);
+    this.#apply(next, master.address, stillSuspended);
     return [...asked.values()].map((a) => a.address);
   }
 
@@ -392,10 +391,17 @@ export class ReplicaView {
   /**
    * With no confirmed master, nothing is checked against one; but a replica
    * in use that says it is not a replica any more (promoted while events were
-   * missed), or cannot be reached, loses its clients. A ROLE already asked in
-   * this check is not asked again.
+   * missed), or cannot be reached, loses its clients. Through a failover
+   * (`failover`: the master it replaces and the node it promotes, if known),
+   * so does one whose link is not up, or that follows any other node: what it
+   * serves is no longer what the old master had. A ROLE already asked in this
+   * check is not asked again.
    */
-  async guardWithoutMaster(asked: AskedReplicas, signal: AbortSignal): Promise<void> {
+  async guardWithoutMaster(
+    asked: AskedReplicas,
+    signal: AbortSignal,
+    failover?: { readonly master: Address; readonly promoted: Address | undefined },
+  ): Promise<void> {
     const inUse = [...this.#replicas.values()].filter((r) =>
       r.reason === undefined || this.#suspended.has(addressKey(r.address))
     );
@@ -410,15 +416,43 @@ export class ReplicaView {
         this.#cut(address, `it says it is ${role.role}`);
       } else if (role.kind === "unreachable") {
         this.#cut(address, role.detail);
+      } else if (failover && role.kind === "role") {
+        const link = role.asReplica;
+        const follows = link &&
+          (sameAddress(link.master, failover.master) ||
+            (failover.promoted !== undefined && sameAddress(link.master, failover.promoted)));
+        if (!link || !follows) {
+          this.#cut(
+            address,
+            `through the failover of ${formatAddress(failover.master)} it follows ${
+              link ? formatAddress(link.master) : "an unknown node"
+            }`,
+          );
+        } else if (link.state !== "connected") {
+          // Sentinel pointing it at the promoted node is a routine step of the failover.
+          const routine = failover.promoted !== undefined &&
+            sameAddress(link.master, failover.promoted);
+          this.#cut(
+            address,
+            `through a failover its link to ${formatAddress(link.master)} is ${link.state}`,
+            routine,
+          );
+        }
       }
     });
   }
 
   /** Takes a check's verdicts: a port's clients of a replica no longer usable there are cut at once. */
-  #apply(next: Map<string, ReplicaHealth>, master: Address): void {
+  #apply(
+    next: Map<string, ReplicaHealth>,
+    master: Address,
+    stillSuspended: ReadonlySet<string>,
+  ): void {
     const name = this.#options.name();
     const ports = this.#options.ports();
     for (const [key, before] of this.#replicas) {
+      // Out only until a check that saw it after the event: its clients stay meanwhile.
+      if (stillSuspended.has(key)) continue;
       const after = next.get(key);
       const cuts = new Map<
         string,
@@ -461,14 +495,14 @@ export class ReplicaView {
       if (nowUsable.length > 0) {
         const replica = formatAddress(after.address);
         log.info(
-          "Database {database}: replica {replica} is usable ({ports}; {behind} master {master})",
+          "Database {database}: replica {replica} is usable ({ports}; {behind})",
           {
             database: name,
             replica,
             lag: after.lagBytes ?? null,
             behind: after.lagBytes === undefined
-              ? "its lag behind"
-              : `${plural(after.lagBytes, "byte")} behind`,
+              ? `lag behind master ${formatAddress(master)} unknown`
+              : `${plural(after.lagBytes, "byte")} behind master ${formatAddress(master)}`,
             master: formatAddress(master),
             ports: nowUsable.map((p) => p.label).join(", "),
           },
@@ -492,8 +526,9 @@ export class ReplicaView {
       }
     }
     this.#setVerdicts(next);
-    // Every replica has its verdict now: the ones out of use lost their clients above.
-    this.#suspended.clear();
+    // Every replica has its verdict now: the ones out of use lost their clients above, but
+    // those suspended while the check ran, which the next check judges.
+    for (const key of this.#suspended) if (!stillSuspended.has(key)) this.#suspended.delete(key);
     this.#options.notify();
   }
 
@@ -549,8 +584,10 @@ export class ReplicaView {
     const key = addressKey(address);
     // Only this replica's verdict goes stale: a flood of events about one replica starves no check.
     if (this.#outDuringCheck) {
-      if (this.#outDuringCheck.size < MAX_OUT_DURING_CHECK) this.#outDuringCheck.set(key, reason);
-      else this.#checkVoid = true;
+      if (this.#outDuringCheck.size < MAX_OUT_DURING_CHECK) {
+        const earlier = this.#outDuringCheck.get(key);
+        this.#outDuringCheck.set(key, { reason, cut: cutClients || earlier?.cut === true });
+      } else this.#checkVoid = true;
     }
     const before = this.#replicas.get(key);
     const wasInUse = before?.reason === undefined && before !== undefined;
