@@ -499,3 +499,79 @@ Deno.test(
     assert.equal(await client.call(["GET", "kept"]), "1");
   },
 );
+
+Deno.test(
+  "clients a reload closes are counted as cut for reload, per name, and recorded for the status page",
+  processes,
+  async () => {
+    await using deployment = await startDeployment({
+      masterName: "shared",
+      sentinels: 1,
+      replicas: 0,
+    });
+    const [writes, reads, admin] = [freePort(), freePort(), freePort()];
+    const sentinels = deployment.sentinels.map((s) => s.address);
+    const reader = { name: "shared", port: reads, role: "replica", whenNoReplica: "master" };
+    await using tunnel = await startTunnel({
+      sentinels,
+      admin: `127.0.0.1:${admin}`,
+      databases: [{ name: "shared", port: writes }, reader],
+    }, { ports: [writes, reads] });
+    await tunnel.waitForLog((l) => /: master is /.test(String(l.message)));
+    const reload = async (config: unknown) => {
+      const from = tunnel.logs.length;
+      await Deno.writeTextFile(tunnel.configPath, JSON.stringify(config));
+      tunnel.kill("SIGHUP");
+      await tunnel.waitForLog((l) =>
+        tunnel.logs.indexOf(l) >= from && /^Reloaded/.test(String(l.message))
+      );
+    };
+    const cutForReload = async () => {
+      const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+      return sample(text, 'sentinel_tunnel_clients_cut_total{database="shared",reason="reload"}');
+    };
+    assert.equal(await cutForReload(), 0);
+
+    // No replica: the read client goes to the master, until whenNoReplica says it may not.
+    using readClient = await connectClient(reads);
+    assert.equal(await readClient.call(["PING"]), "PONG");
+    await reload({
+      sentinels,
+      admin: `127.0.0.1:${admin}`,
+      databases: [{ name: "shared", port: writes }, { ...reader, whenNoReplica: "reject" }],
+    });
+    await assert.rejects(readClient.call(["PING"]));
+    assert.equal(await cutForReload(), 1);
+
+    // An entry removed closes its clients too.
+    using writeClient = await connectClient(writes);
+    assert.equal(await writeClient.call(["PING"]), "PONG");
+    await reload({
+      sentinels,
+      admin: `127.0.0.1:${admin}`,
+      databases: [{ ...reader, whenNoReplica: "reject" }],
+    });
+    await assert.rejects(writeClient.call(["PING"]));
+    await eventually(
+      "the removed port's cut counted",
+      async () => await cutForReload() === 2 ? true : undefined,
+    );
+
+    type Row = {
+      event: { kind: string; reason?: string; node: string; clients: number; ports: unknown };
+    };
+    const { events } = await (await fetch(`http://127.0.0.1:${admin}/api/events`)).json() as {
+      events: Row[];
+    };
+    const cuts = events.map((row) => row.event).filter((e) =>
+      e.kind === "cut" && e.reason === "reload"
+    );
+    assert.deepEqual(
+      cuts.map((e) => [e.node, e.clients, e.ports]),
+      [
+        ["the master", 1, { [`port ${reads}`]: 1 }],
+        ["every node", 1, { [`port ${writes}`]: 1 }],
+      ],
+    );
+  },
+);

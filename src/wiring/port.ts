@@ -77,7 +77,7 @@ export class Port {
       })
       : undefined;
     link.ready = this.ready;
-    this.done = this.#run(shared, AbortSignal.any([signal, this.#controller.signal]));
+    this.done = this.#run(shared, signal, AbortSignal.any([signal, this.#controller.signal]));
   }
 
   /** The entry's settings in force. */
@@ -115,6 +115,12 @@ export class Port {
     if (before.whenNoReplica === "master" && settings.whenNoReplica !== "master") {
       // Reads may no longer go to the master: the clients it was given leave it.
       const closed = this.toMaster.closeAll();
+      this.plane.recordReloadCut(
+        `port ${settings.port}`,
+        "the master",
+        `whenNoReplica is ${settings.whenNoReplica} now`,
+        closed,
+      );
       log.info(
         "Database {database}: whenNoReplica is {whenNoReplica} now on port {port}{cut}",
         {
@@ -137,7 +143,8 @@ export class Port {
     this.#controller.abort();
   }
 
-  async #run(shared: SharedParts, signal: AbortSignal): Promise<void> {
+  /** Runs until `signal`: `outer` (the tunnel's) or this port's own {@linkcode Port.stop}. */
+  async #run(shared: SharedParts, outer: AbortSignal, signal: AbortSignal): Promise<void> {
     const settings = this.#settings;
     log.info("Database {database}: listening on {listen}{purpose}", {
       database: settings.name,
@@ -208,6 +215,15 @@ export class Port {
       this.#listener.close();
       closeTunnels();
       this.route[Symbol.dispose]();
+      // Stopped alone, not with the tunnel: a reload removed or replaced the entry.
+      if (this.#controller.signal.aborted && !outer.aborted) {
+        this.plane.recordReloadCut(
+          `port ${settings.port}`,
+          "every node",
+          `port ${settings.port} removed or replaced`,
+          closed,
+        );
+      }
       log.info("Database {database}: port {port} stopped{cut}", {
         database: settings.name,
         port: settings.port,
