@@ -15,7 +15,7 @@
 import { getLogger } from "@logtape/logtape";
 import { type Address, addressKey, formatAddress } from "../shared/address.ts";
 import { sameAddresses, sameTlsClient } from "../shared/master_settings.ts";
-import type { TlsClientSettings } from "../shared/settings.ts";
+import type { TlsClientSettings, TunnelConfig } from "../shared/settings.ts";
 import { ControlConnection } from "./control_connection.ts";
 import type { MasterAnswer, SentinelOrigin, SentinelView } from "./master_agreement.ts";
 import { type AuthOptions, RedisCallError, RedisConnection } from "./redis_connection.ts";
@@ -71,6 +71,17 @@ export interface SentinelClientOptions {
   tls?: TlsClientSettings | undefined;
   /** The most Sentinels that count for one master, configured ones included. */
   maxSentinels: number;
+}
+
+/** The Sentinel client's options from a config: one place, for the tunnel and `--check --online`. */
+export function sentinelClientOptions(config: TunnelConfig): SentinelClientOptions {
+  return {
+    connectTimeoutMs: config.timeouts.sentinelConnectMs,
+    replyTimeoutMs: config.timeouts.sentinelReplyMs,
+    auth: config.sentinelAuth,
+    tls: config.sentinelTls,
+    maxSentinels: config.maxSentinels,
+  };
 }
 
 /** Handlers for {@linkcode SentinelClient.subscribe}. */

@@ -32,7 +32,14 @@ import { type Address, formatAddress } from "../shared/address.ts";
 import { redactConfig } from "../config/mod.ts";
 import { metricsText } from "./metrics.ts";
 import { serveHttp } from "./http_server.ts";
-import { eventsReport, parseAfter, statusReport } from "./status.ts";
+import {
+  eventsReport,
+  failoverJson,
+  iso,
+  parseAfter,
+  problemJson,
+  statusReport,
+} from "./status.ts";
 import {
   STATUS_PAGE_CSP,
   STATUS_PAGE_CSS,
@@ -205,16 +212,8 @@ function topology(tunnel: RunningTunnel): unknown {
             configEpoch: master.epoch ?? null,
           }
           : null,
-        failover: failover
-          ? {
-            master: formatAddress(failover.master),
-            reason: failover.reason,
-            since: iso(failover.since),
-          }
-          : null,
-        problem: problem
-          ? { kind: problem.kind, detail: problem.detail, since: iso(problem.since) }
-          : null,
+        failover: failoverJson(failover),
+        problem: problemJson(problem),
         // Field by field: the Sentinel client's own record may grow (a parsed address, say).
         replicas: reported?.replicas.map((r) => ({
           address: r.address,
@@ -271,10 +270,6 @@ function sentinels(tunnel: RunningTunnel): unknown {
 
 function listenOf({ listen }: RunningPort): string {
   return formatAddress({ hostname: listen.hostname, port: listen.port });
-}
-
-function iso(epochMs: number): string {
-  return new Date(epochMs).toISOString();
 }
 
 function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {

@@ -51,7 +51,7 @@ import { RespErrorReply, type RespValue } from "../control/resp.ts";
 import {
   sentinelAuthHint,
   SentinelClient,
-  type SentinelClientOptions,
+  sentinelClientOptions,
 } from "../control/sentinel_client.ts";
 
 /**
@@ -460,15 +460,4 @@ function namedBy(master: ConfirmedMaster, views: readonly SentinelView[]): strin
 function withHint(message: string, hint: string): string {
   if (hint === "" || message.endsWith(hint)) return message;
   return `${message.endsWith(".") ? message.slice(0, -1) : message}${hint}`;
-}
-
-/** The Sentinel client's options, as the running tunnel sets them. */
-function sentinelClientOptions(config: TunnelConfig): SentinelClientOptions {
-  return {
-    connectTimeoutMs: config.timeouts.sentinelConnectMs,
-    replyTimeoutMs: config.timeouts.sentinelReplyMs,
-    auth: config.sentinelAuth,
-    tls: config.sentinelTls,
-    maxSentinels: config.maxSentinels,
-  };
 }

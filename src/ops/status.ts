@@ -17,6 +17,7 @@
  */
 import { type Address, addressKey, formatAddress } from "../shared/address.ts";
 import type { DatabaseConfig } from "../shared/settings.ts";
+import { plural } from "../shared/wording.ts";
 import type { EventJournal, JournalEntry, JournalEvent } from "../shared/journal.ts";
 import type { ControlPlane, PortRoute } from "../control/control_plane.ts";
 import type { SentinelClient } from "../control/sentinel_client.ts";
@@ -70,6 +71,20 @@ export interface StatusReport {
 export type NameState = "failover" | "fenced" | "no-master" | "degraded" | "ok";
 
 /** One master name. */
+/** A failover under way: the master it replaces, what announced it, since when. */
+export interface FailoverJson {
+  readonly master: string;
+  readonly reason: string;
+  readonly since: string;
+}
+
+/** A master name's problem: its kind, what went wrong, since when. */
+export interface ProblemJson {
+  readonly kind: string;
+  readonly detail: string;
+  readonly since: string;
+}
+
 export interface NameStatus {
   readonly name: string;
   readonly state: NameState;
@@ -81,13 +96,9 @@ export interface NameStatus {
     readonly configEpoch: number | null;
   } | null;
   /** Why there is no master, or the last failed check while there is one. */
-  readonly problem:
-    | { readonly kind: string; readonly detail: string; readonly since: string }
-    | null;
+  readonly problem: ProblemJson | null;
   /** A failover holding the name's new clients. */
-  readonly failover:
-    | { readonly master: string; readonly reason: string; readonly since: string }
-    | null;
+  readonly failover: FailoverJson | null;
   readonly fence: {
     /** How long the master may go unconfirmed by a majority before it closes; `null`: no fence. */
     readonly afterMs: number | null;
@@ -205,16 +216,8 @@ function nameStatus(
         configEpoch: master.epoch ?? null,
       }
       : null,
-    problem: problem
-      ? { kind: problem.kind, detail: problem.detail, since: iso(problem.since) }
-      : null,
-    failover: failover
-      ? {
-        master: formatAddress(failover.master),
-        reason: failover.reason,
-        since: iso(failover.since),
-      }
-      : null,
+    problem: problemJson(problem),
+    failover: failoverJson(failover),
     fence: {
       afterMs: plane.settings.fence?.afterMs ?? null,
       closedSince: fencedSince === undefined ? null : iso(fencedSince),
@@ -451,10 +454,23 @@ export function formatDuration(ms: number): string {
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
 }
 
-function plural(n: number, word: string): string {
-  return `${n} ${word}${n === 1 ? "" : "s"}`;
+/** A time as JSON shows it. */
+export function iso(epochMs: number): string {
+  return new Date(epochMs).toISOString();
 }
 
-function iso(epochMs: number): string {
-  return new Date(epochMs).toISOString();
+/** A failover under way, as JSON shows it (the status page and `/api/topology`). */
+export function failoverJson(failover: StatusPlane["failover"]): FailoverJson | null {
+  return failover
+    ? {
+      master: formatAddress(failover.master),
+      reason: failover.reason,
+      since: iso(failover.since),
+    }
+    : null;
+}
+
+/** Why the master name is not as it should be, as JSON shows it. */
+export function problemJson(problem: StatusPlane["problem"]): ProblemJson | null {
+  return problem ? { kind: problem.kind, detail: problem.detail, since: iso(problem.since) } : null;
 }

@@ -310,7 +310,7 @@ export const STATUS_PAGE_SCRIPT = `"use strict";
         badge(p.role === "replica" ? "read port" : "master port", "plain"),
         p.ready ? badge("ready", "ok") : badge("not ready", "bad"),
         el("span", null, plural(p.clients, "client")),
-        p.readyConnections === null ? null : el("span", null, p.readyConnections + " ready connections")
+        p.readyConnections === null ? null : el("span", null, plural(p.readyConnections, "ready connection"))
       ));
       if (p.ready) {
         add(item, el("p", "detail", "new clients go to the " + p.serving +

@@ -36,7 +36,7 @@ import { EventJournal } from "../shared/journal.ts";
 import { MasterStats } from "../shared/stats.ts";
 import { checkKeyPair } from "../shared/tls_stream.ts";
 import { ControlPlane } from "../control/control_plane.ts";
-import { SentinelClient, type SentinelClientOptions } from "../control/sentinel_client.ts";
+import { SentinelClient, sentinelClientOptions } from "../control/sentinel_client.ts";
 import { ClientSlots } from "../data/client_slots.ts";
 import { DatabaseListener, type Shedder } from "../data/database_listener.ts";
 import { type BufferSizes, TunnelBuffers } from "../data/tunnel.ts";
@@ -109,7 +109,7 @@ export class Runtime implements RunningTunnel {
       slots: new ClientSlots(config.maxClients),
       anyReady,
     };
-    this.sentinels = new SentinelClient(config.sentinels, sentinelOptions(config));
+    this.sentinels = new SentinelClient(config.sentinels, sentinelClientOptions(config));
     this.done = this.#untilStopped();
   }
 
@@ -184,7 +184,7 @@ export class Runtime implements RunningTunnel {
 
     this.#config = next;
     this.#shared.slots.limit = next.maxClients;
-    if (sentinelsChanged) this.sentinels.update(next.sentinels, sentinelOptions(next));
+    if (sentinelsChanged) this.sentinels.update(next.sentinels, sentinelClientOptions(next));
     for (const settings of names.added) this.#startName(settings);
     for (const settings of names.updated) {
       const { plane, hooks } = this.#names.get(settings.name)!;
@@ -311,16 +311,6 @@ function openListeners(databases: readonly DatabaseConfig[]): DatabaseListener[]
     throw error;
   }
   return opened;
-}
-
-function sentinelOptions(config: TunnelConfig): SentinelClientOptions {
-  return {
-    connectTimeoutMs: config.timeouts.sentinelConnectMs,
-    replyTimeoutMs: config.timeouts.sentinelReplyMs,
-    auth: config.sentinelAuth,
-    tls: config.sentinelTls,
-    maxSentinels: config.maxSentinels,
-  };
 }
 
 /** Whether the Sentinel client would be configured alike: list, credentials, TLS, deadlines, cap. */
