@@ -124,6 +124,13 @@ const MAX_OUT_DURING_CHECK = 1024;
 /** Replicas held as being promoted at once; the oldest goes first. */
 const MAX_PROMOTING = 64;
 
+/**
+ * How long after a change of master the replicas are expected to be settling
+ * (Sentinel points them at the new master; they resync): losing one then is
+ * a routine step of the failover, logged at info.
+ */
+const SETTLING_MS = 10_000;
+
 /** The replicas of one master name; see the module doc. */
 export class ReplicaView {
   readonly #options: ReplicaViewOptions;
@@ -153,6 +160,10 @@ export class ReplicaView {
   readonly #promoting = new Map<string, { reason: string; until: number; from: Address }>();
   /** Replicas taken out of use with their clients kept (they may be fine): guarded like those in use. */
   readonly #suspended = new Set<string>();
+  /** The master confirmed last, to tell a change of master from a confirmation anew. */
+  #lastMaster: Address | undefined;
+  /** Until when (`performance.now()`) the replicas settle after a change of master. */
+  #settlingUntil = -Infinity;
   /** The replicas the master's ROLE listed at the last check that had it, by address key. */
   #masterListed = new Set<string>();
 
@@ -262,6 +273,11 @@ export class ReplicaView {
    */
   onMasterConfirmed(master: ConfirmedMaster): void {
     this.#promoting.clear();
+    const before = this.#lastMaster;
+    this.#lastMaster = master.address;
+    if (before && !sameAddress(before, master.address)) {
+      this.#settlingUntil = performance.now() + SETTLING_MS;
+    }
     // Only a node that was a replica can have clients here.
     if (this.#replicas.has(addressKey(master.address))) {
       this.#takeOut(master.address, "it is the confirmed master", true, true);
@@ -469,17 +485,24 @@ export class ReplicaView {
         entry.wasUsable ||= statusFor(before, port.maxLagBytes).usable;
         cuts.set(reason, entry);
       }
+      // Right after a change of master, replicas resyncing with it are a routine step.
+      const settling = performance.now() < this.#settlingUntil;
       for (const [reason, { closed, byPort, wasUsable }] of cuts) {
         if (!wasUsable && closed === 0) continue;
         const replica = formatAddress(before.address);
-        log.warn("Database {database}: replica {replica} is not usable: {reason}{cut}", {
+        const fields = {
           database: name,
           replica,
           reason,
+          settling: settling ? " (settling after the change of master)" : "",
           cut: closedClause(byPort, " to it"),
           clientsClosed: closed,
           ports: Object.keys(byPort).join(", "),
-        });
+        };
+        const line =
+          "Database {database}: replica {replica} is not usable{settling}: {reason}{cut}";
+        if (settling) log.info(line, fields);
+        else log.warn(line, fields);
         if (wasUsable) {
           this.#options.journal.record({ kind: "replica", name, replica, usable: false, reason });
         }
