@@ -38,6 +38,7 @@ import {
   iso,
   parseAfter,
   problemJson,
+  sentinelJson,
   statusReport,
 } from "./status.ts";
 import {
@@ -256,15 +257,7 @@ function topology(tunnel: RunningTunnel): unknown {
 
 function sentinels(tunnel: RunningTunnel): unknown {
   return {
-    sentinels: tunnel.sentinels.sentinels.map((s) => ({
-      address: formatAddress(s.address),
-      origin: s.origin,
-      reachable: s.lastError === undefined ? null : s.lastError === null,
-      subscribed: s.subscribed,
-      lastReplyAt: s.lastReplyAt === undefined ? null : iso(s.lastReplyAt),
-      lastError: s.lastError ?? null,
-      errors: s.errors,
-    })),
+    sentinels: tunnel.sentinels.sentinels.map((s) => ({ ...sentinelJson(s), errors: s.errors })),
   };
 }
 

@@ -20,7 +20,7 @@ import type { DatabaseConfig } from "../shared/settings.ts";
 import { plural } from "../shared/wording.ts";
 import type { EventJournal, JournalEntry, JournalEvent } from "../shared/journal.ts";
 import type { ControlPlane, PortRoute } from "../control/control_plane.ts";
-import type { SentinelClient } from "../control/sentinel_client.ts";
+import type { KnownSentinel, SentinelClient } from "../control/sentinel_client.ts";
 import type { ConnectionRegistry } from "../data/connection_registry.ts";
 import type { ReadyPool } from "../data/ready_pool.ts";
 
@@ -298,12 +298,7 @@ function sentinelRows(
   return sentinels.watching(plane.name).map((s) => {
     const answer = views.get(addressKey(s.address))?.answer;
     return {
-      address: formatAddress(s.address),
-      origin: s.origin,
-      reachable: s.lastError === undefined ? null : s.lastError === null,
-      subscribed: s.subscribed,
-      lastReplyAt: s.lastReplyAt === undefined ? null : iso(s.lastReplyAt),
-      lastError: s.lastError ?? null,
+      ...sentinelJson(s),
       view: answer === undefined ? null : answer.kind === "master"
         ? {
           kind: "master",
@@ -457,6 +452,18 @@ export function formatDuration(ms: number): string {
 /** A time as JSON shows it. */
 export function iso(epochMs: number): string {
   return new Date(epochMs).toISOString();
+}
+
+/** A known Sentinel's state, as JSON shows it (the status page and `/api/sentinels`). */
+export function sentinelJson(s: Readonly<KnownSentinel>) {
+  return {
+    address: formatAddress(s.address),
+    origin: s.origin,
+    reachable: s.lastError === undefined ? null : s.lastError === null,
+    subscribed: s.subscribed,
+    lastReplyAt: s.lastReplyAt === undefined ? null : iso(s.lastReplyAt),
+    lastError: s.lastError ?? null,
+  };
 }
 
 /** A failover under way, as JSON shows it (the status page and `/api/topology`). */
