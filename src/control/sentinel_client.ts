@@ -100,7 +100,7 @@ const NOT_WORKING_CODES = new Set(["NOAUTH", "NOPERM", "WRONGPASS", "LOADING"]);
  * error's code (`NOAUTH`, `WRONGPASS`, `NOPERM`); empty for any other code.
  * `hasAuth` says whether `sentinelAuth` is set.
  */
-export function sentinelAuthHint(code: string | undefined, hasAuth: boolean): string {
+function sentinelAuthHint(code: string | undefined, hasAuth: boolean): string {
   switch (code) {
     case "NOAUTH":
       return hasAuth ? "; check sentinelAuth" : "; set sentinelAuth (the Sentinels' requirepass)";
@@ -121,19 +121,28 @@ export function sentinelAuthHint(code: string | undefined, hasAuth: boolean): st
  */
 function withAuthHint(error: unknown, hasAuth: boolean): unknown {
   if (!(error instanceof RedisCallError) || error.kind !== "error-reply") return error;
-  const hint = sentinelAuthHint(error.code, hasAuth);
-  if (hint === "" || error.message.endsWith(hint)) return error;
   // The message names the address already; the new error names it again.
   const detail = error.message.slice(formatAddress(error.address).length + 2);
-  return new RedisCallError(error.address, error.kind, `${withoutFinalPeriod(detail)}${hint}`, {
+  const hinted = withSentinelAuthHint(detail, error.code, hasAuth);
+  if (hinted === detail) return error;
+  return new RedisCallError(error.address, error.kind, hinted, {
     cause: error,
     ...(error.code === undefined ? {} : { code: error.code }),
   });
 }
 
-/** `NOAUTH Authentication required.` as `NOAUTH Authentication required`, so a hint can follow. */
-function withoutFinalPeriod(text: string): string {
-  return text.endsWith(".") ? text.slice(0, -1) : text;
+/**
+ * `message` with {@linkcode sentinelAuthHint} for `code` after it, once, in
+ * place of a final period (`NOAUTH Authentication required; set sentinelAuth ...`).
+ */
+export function withSentinelAuthHint(
+  message: string,
+  code: string | undefined,
+  hasAuth: boolean,
+): string {
+  const hint = sentinelAuthHint(code, hasAuth);
+  if (hint === "" || message.endsWith(hint)) return message;
+  return `${message.endsWith(".") ? message.slice(0, -1) : message}${hint}`;
 }
 
 /** A discovered Sentinel is dropped after this many failed calls in a row. */

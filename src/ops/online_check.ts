@@ -49,9 +49,9 @@ import { RedisCallError, RedisConnection } from "../control/redis_connection.ts"
 import type { ReplicaStatus } from "../control/replica_view.ts";
 import { RespErrorReply, type RespValue } from "../control/resp.ts";
 import {
-  sentinelAuthHint,
   SentinelClient,
   sentinelClientOptions,
+  withSentinelAuthHint,
 } from "../control/sentinel_client.ts";
 
 /**
@@ -205,8 +205,8 @@ async function probeSentinel(
     });
     const reply = await connection.call(["SENTINEL", "MASTERS"], deadline);
     if (reply instanceof RespErrorReply) {
-      const hint = sentinelAuthHint(reply.code, hasAuth);
-      return { ok: false, detail: `${where}: ${withHint(reply.message.slice(0, 200), hint)}` };
+      const message = withSentinelAuthHint(reply.message.slice(0, 200), reply.code, hasAuth);
+      return { ok: false, detail: `${where}: ${message}` };
     }
     const names = masterNames(reply);
     if (names === undefined) {
@@ -223,8 +223,8 @@ async function probeSentinel(
     if (!(error instanceof RedisCallError)) {
       return { ok: false, detail: `${where}: ${describeNetworkError(error)}` };
     }
-    const hint = error.kind === "error-reply" ? sentinelAuthHint(error.code, hasAuth) : "";
-    return { ok: false, detail: withHint(error.message, hint) };
+    const code = error.kind === "error-reply" ? error.code : undefined;
+    return { ok: false, detail: withSentinelAuthHint(error.message, code, hasAuth) };
   });
   // AUTH waits out its own reply deadline whatever the signal: the overall deadline does not.
   const expired = untilAborted(deadline).then((): SentinelProbe => ({
@@ -454,10 +454,4 @@ function namedBy(master: ConfirmedMaster, views: readonly SentinelView[]): strin
   return `named by ${count} of ${views.length} Sentinels${epoch}${
     dissent.length > 0 ? ` (not by ${dissent.join("; ")})` : ""
   }`;
-}
-
-/** `message` with `hint` after it, less a final period in between. */
-function withHint(message: string, hint: string): string {
-  if (hint === "" || message.endsWith(hint)) return message;
-  return `${message.endsWith(".") ? message.slice(0, -1) : message}${hint}`;
 }
