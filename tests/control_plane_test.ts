@@ -8,6 +8,7 @@
  * and a read port, and count what reaches the nodes and the log.
  */
 import assert from "node:assert/strict";
+import { eventually as within } from "./_wait.ts";
 import { type Address, formatAddress } from "../src/shared/address.ts";
 import type { DatabaseConfig } from "../src/shared/settings.ts";
 import { masterSettingsOf } from "../src/shared/master_settings.ts";
@@ -305,16 +306,9 @@ Deno.test({
 
 const processes = { sanitizeOps: false, sanitizeResources: false };
 
-/** Waits for `check` to return a value, polling every 100 ms for at most `ms`. */
-async function eventually<T>(what: string, check: () => Promise<T | undefined>, ms = 20_000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
+/** {@linkcode within} with this file's deadline. */
+const eventually = <T>(what: string, probe: () => Promise<T | undefined>) =>
+  within(what, probe, 20_000);
 
 /** A counter from `INFO commandstats`, such as the calls of `role`. */
 function commandCalls(info: string, command: string): number {

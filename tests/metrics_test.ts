@@ -6,6 +6,7 @@
  * read is in that `/metrics`, and promtool checks and unit-tests the rules.
  */
 import assert from "node:assert/strict";
+import { eventually as within } from "./_wait.ts";
 import { fileURLToPath } from "node:url";
 import denoJson from "../deno.json" with { type: "json" };
 import { freePort, startDeployment } from "./_deployment.ts";
@@ -32,6 +33,10 @@ const processes = { sanitizeOps: false, sanitizeResources: false };
 
 /** Generous: a Sentinel takes `down-after-milliseconds` and a poll or two to notice. */
 const DEADLINE_MS = 30_000;
+
+/** {@linkcode within} with this file's deadline. */
+const eventually = <T>(what: string, probe: () => Promise<T | undefined>) =>
+  within(what, probe, DEADLINE_MS);
 
 const PROMTOOL = findPromtool();
 const NO_PROMTOOL = "promtool is not installed (Debian: apt-get install prometheus; make setup " +
@@ -569,22 +574,6 @@ Deno.test({
     assert.deepEqual([...tested].sort(), [...alerts].sort());
   },
 });
-
-/** Polls `probe` until it returns a value, failing with the last thing seen after `DEADLINE_MS`. */
-async function eventually<T>(what: string, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + DEADLINE_MS;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (error) {
-      last = error;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  throw new Error(`${what} did not happen within ${DEADLINE_MS} ms${last ? `: ${last}` : ""}`);
-}
 
 Deno.test(
   "/metrics of a running tunnel has every metric the dashboard and the alert rules read",

@@ -3,6 +3,7 @@
  * API and its metrics, failover hooks, and live reload with SIGHUP.
  */
 import assert from "node:assert/strict";
+import { eventually } from "./_wait.ts";
 import { RespErrorReply } from "../src/control/resp.ts";
 import { freePort, startDeployment } from "./_deployment.ts";
 import { connectClient, oneCommand, startTunnel } from "./_tunnel.ts";
@@ -21,25 +22,6 @@ async function getText(url: string): Promise<{ status: number; body: string }> {
 
 function portOf(address: string): number {
   return Number(address.slice(address.lastIndexOf(":") + 1));
-}
-
-async function eventually<T>(
-  what: string,
-  probe: () => Promise<T | undefined>,
-  timeoutMs = 10_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (error) {
-      last = error;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error(`${what} did not happen within ${timeoutMs} ms${last ? `: ${last}` : ""}`);
 }
 
 Deno.test(

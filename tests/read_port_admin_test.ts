@@ -5,6 +5,7 @@
  * every replica is gone.
  */
 import assert from "node:assert/strict";
+import { eventually as within } from "./_wait.ts";
 import { freePort, startDeployment } from "./_deployment.ts";
 import { connectClient, startTunnel } from "./_tunnel.ts";
 
@@ -12,6 +13,10 @@ const processes = { sanitizeOps: false, sanitizeResources: false };
 
 /** Generous: a Sentinel takes `down-after-milliseconds` and a poll or two to notice. */
 const DEADLINE_MS = 30_000;
+
+/** {@linkcode within} with this file's deadline. */
+const eventually = <T>(what: string, probe: () => Promise<T | undefined>) =>
+  within(what, probe, DEADLINE_MS);
 
 interface Readiness {
   ready: boolean;
@@ -46,22 +51,6 @@ interface TopologyEntry {
 async function get(url: string): Promise<{ status: number; text: string }> {
   const response = await fetch(url, { signal: AbortSignal.timeout(5000) });
   return { status: response.status, text: await response.text() };
-}
-
-/** Polls `probe` until it returns a value, failing with the last thing seen after `DEADLINE_MS`. */
-async function eventually<T>(what: string, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + DEADLINE_MS;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (error) {
-      last = error;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  throw new Error(`${what} did not happen within ${DEADLINE_MS} ms${last ? `: ${last}` : ""}`);
 }
 
 /** The value of one series, or `undefined` when it is absent. */
