@@ -15,6 +15,7 @@ CONFIG ?= config/example.jsonc
 COMPILE_PERMISSIONS := --allow-net --allow-read --allow-env --allow-write --allow-run
 COMPILE_FLAGS := --quiet --frozen $(COMPILE_PERMISSIONS)
 BINARY := dist/sentinel-tunnel
+STANDIN := dist/sentinel-tunnel-standin
 RELEASE_DIR := dist/release
 RELEASE_TARGETS := x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu x86_64-apple-darwin \
   aarch64-apple-darwin x86_64-pc-windows-msvc
@@ -29,7 +30,7 @@ case $$version in \
 esac
 endef
 
-.PHONY: setup test unit integration lint fmt run demo bundle build release schema print-compile-flags bench bench-smoke clean
+.PHONY: setup test test-deno-run unit integration lint fmt run demo bundle standin build release schema print-compile-flags bench bench-smoke clean
 
 setup:
 	@bash .ci/setup.sh
@@ -39,6 +40,21 @@ $(BUNDLE): setup deno.json deno.lock main.ts $(wildcard src/*/*.ts)
 	@$(DENO) bundle --quiet --frozen --platform=deno --output=$(BUNDLE) main.ts
 
 bundle: $(BUNDLE)
+
+# A stand-in for the compiled binary where denort cannot be had: an executable that runs the bundle
+# the way dist/sentinel-tunnel runs its embedded copy, from any directory, with no deno.json, nothing
+# from Deno's cache (a cache of its own, --cached-only) and COMPILE_PERMISSIONS. `make test` runs the
+# suite through it, so the harness's binary path (SENTINEL_TUNNEL_BINARY) is what CI exercises.
+$(STANDIN): $(BUNDLE) Makefile
+	@rm -rf dist/standin-deno-dir && mkdir -p dist/standin-deno-dir
+	@{ echo '#!/bin/sh'; \
+	  echo '# sentinel-tunnel stand-in, made by `make standin`: the bundle run as the compiled binary runs.'; \
+	  echo 'DENO_DIR="$(abspath dist/standin-deno-dir)"; export DENO_DIR'; \
+	  echo 'exec "$(abspath $(DENO))" run --quiet --no-config --cached-only $(COMPILE_PERMISSIONS) "$(abspath $(BUNDLE))" "$$@"'; \
+	} >$(STANDIN).tmp && chmod +x $(STANDIN).tmp && mv $(STANDIN).tmp $(STANDIN)
+	@$(call check_binary,$(STANDIN))
+
+standin: $(STANDIN)
 
 # dist/sentinel-tunnel with deno compile, plus the bundle. deno compile downloads a runtime (denort)
 # from dl.deno.land unless DENORT_BIN names one; the machines here cannot reach it.
@@ -94,9 +110,14 @@ schema: setup
 print-compile-flags:
 	@echo $(COMPILE_FLAGS)
 
-# Tests run the tunnel through the bundle, so what ships is what is tested.
-test: setup bundle
-	@SENTINEL_TUNNEL_ENTRY=$(BUNDLE) bash .ci/test.sh
+# Tests run the tunnel as the executable SENTINEL_TUNNEL_BINARY names (the compiled binary, as the
+# release workflow tests it), or else the stand-in, which runs the bundle: what ships is what is tested.
+test: setup bundle standin
+	@SENTINEL_TUNNEL_BINARY="$${SENTINEL_TUNNEL_BINARY:-$(STANDIN)}" SENTINEL_TUNNEL_ENTRY=$(BUNDLE) bash .ci/test.sh
+
+# The same suite with each tunnel started as `deno run dist/sentinel-tunnel.js`.
+test-deno-run: setup bundle
+	@env -u SENTINEL_TUNNEL_BINARY SENTINEL_TUNNEL_ENTRY=$(BUNDLE) bash .ci/test.sh
 
 lint: setup
 	@$(DENO) fmt --check
