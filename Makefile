@@ -57,20 +57,24 @@ $(STANDIN): $(BUNDLE) Makefile
 standin: $(STANDIN)
 
 # dist/sentinel-tunnel with deno compile, plus the bundle. deno compile downloads a runtime (denort)
-# from dl.deno.land unless DENORT_BIN names one; the machines here cannot reach it.
+# from dl.deno.land unless DENORT_BIN names one; the machines here cannot reach it, so it compiles
+# only with DENORT_BIN, or with DENORT_DOWNLOAD=1 where dl.deno.land is reachable (the release workflow).
 build: bundle
 	@set -euo pipefail; \
-	if [ -z "$${DENORT_BIN:-}" ]; then \
-	  echo "make build: not compiling $(BINARY): deno compile downloads its runtime (denort) from dl.deno.land, which this machine cannot reach; set DENORT_BIN=/path/to/denort (Deno $$(cat .deno-version), this platform) to compile offline. Built $(BUNDLE) instead."; \
+	if [ -z "$${DENORT_BIN:-}" ] && [ "$${DENORT_DOWNLOAD:-}" != 1 ]; then \
+	  echo "make build: not compiling $(BINARY): deno compile downloads its runtime (denort) from dl.deno.land, which this machine cannot reach; set DENORT_BIN=/path/to/denort (Deno $$(cat .deno-version), this platform) to compile offline, or DENORT_DOWNLOAD=1 where dl.deno.land is reachable. Built $(BUNDLE) instead."; \
 	  exit 0; \
 	fi; \
-	[ -f "$$DENORT_BIN" ] && [ -x "$$DENORT_BIN" ] || { echo "make build: DENORT_BIN=$$DENORT_BIN is not an executable file" >&2; exit 1; }; \
+	if [ -n "$${DENORT_BIN:-}" ]; then \
+	  [ -f "$$DENORT_BIN" ] && [ -x "$$DENORT_BIN" ] || { echo "make build: DENORT_BIN=$$DENORT_BIN is not an executable file" >&2; exit 1; }; \
+	fi; \
 	rm -f $(BINARY); \
 	$(DENO) compile $(COMPILE_FLAGS) --output $(BINARY) main.ts; \
 	$(call check_binary,$(BINARY))
 
 # Release artifacts in dist/release: a binary per target (deno compile cross-compiles, downloading
-# each target's denort; DENORT_BIN, if set, serves the host target only), the bundle, install.sh
+# each target's denort; DENORT_BIN, if set, serves the host target only; TESTED_BINARY, if set, is
+# copied as the host target's binary, so that what the suite and the demo ran is what ships), the bundle, install.sh
 # (its release repository filled in from GITHUB_REPOSITORY, as GitHub Actions sets it), a .sha256
 # beside each file and SHA256SUMS over them all. Pick targets with RELEASE_TARGETS="...".
 release: bundle
@@ -81,7 +85,9 @@ release: bundle
 	  file=$(RELEASE_DIR)/sentinel-tunnel-$$target; \
 	  case $$target in *-windows-*) file=$$file.exe ;; esac; \
 	  echo "make release: $$file"; \
-	  if [ "$$target" = "$$host" ] && [ -n "$${DENORT_BIN:-}" ]; then \
+	  if [ "$$target" = "$$host" ] && [ -n "$${TESTED_BINARY:-}" ]; then \
+	    cp "$$TESTED_BINARY" "$$file"; \
+	  elif [ "$$target" = "$$host" ] && [ -n "$${DENORT_BIN:-}" ]; then \
 	    $(DENO) compile $(COMPILE_FLAGS) --target "$$target" --output "$$file" main.ts; \
 	  else \
 	    env -u DENORT_BIN $(DENO) compile $(COMPILE_FLAGS) --target "$$target" --output "$$file" main.ts; \
