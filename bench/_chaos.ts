@@ -33,7 +33,6 @@ import {
   type BedRedis,
   type NetworkDeployment,
   startNetworkDeployment,
-  startRedisNode,
 } from "../tests/_network_deployment.ts";
 import { ENTRY } from "../tests/_tunnel.ts";
 import { type HaproxyAvailability, haproxyConfig } from "./_haproxy.ts";
@@ -127,12 +126,22 @@ export interface ChaosCell {
   stale: number;
   /** The longest time in the window without an acknowledged write. */
   gapMs: number;
+  /**
+   * From the end of the fault (the heal, SIGCONT, the restart, or the failover
+   * asked for) to the first acknowledged write after it; 0 before the faults.
+   */
+  recoveryMs: number;
   /** Writes that failed (an error or a timeout), for context. */
   failed: number;
 }
 
-/** The whole section. */
+/** The section: one run or more, each on a bed of its own. */
 export interface ChaosSection {
+  runs: ChaosRun[];
+}
+
+/** One run of the section. */
+export interface ChaosRun {
   startedAt: Date;
   durationMs: number;
   seed: number;
@@ -323,15 +332,16 @@ class SwitchLog implements AsyncDisposable {
 
 /** The bed, the deployment and the current node handles, for the faults. */
 class Bed {
-  /** The current handle of each node (a restarted node gets a new one). */
-  readonly nodes: BedRedis[];
   constructor(
     readonly bed: TestBed<HostName>,
     readonly deployment: NetworkDeployment,
     readonly switches: SwitchLog,
     readonly signal: AbortSignal,
-  ) {
-    this.nodes = [...deployment.nodes];
+  ) {}
+
+  /** The current handle of each node (a restarted node gets a new one). */
+  get nodes(): readonly BedRedis[] {
+    return this.deployment.nodes;
   }
 
   host(name: HostName): Host {
@@ -370,9 +380,7 @@ class Bed {
 
   /** Starts `node` again on its host and port, empty (no persistence), as a master. */
   async restart(node: BedRedis): Promise<void> {
-    await node[Symbol.asyncDispose]();
-    const fresh = await startRedisNode(node.host, { dir: this.bed.dir, port: node.port });
-    this.nodes[this.nodes.indexOf(node)] = fresh;
+    await this.deployment.restartNode(node);
   }
 
   /**
@@ -386,7 +394,8 @@ class Bed {
     let problem = "";
     while (Date.now() < deadline) {
       try {
-        await this.deployment.waitReady(Math.max(1000, deadline - Date.now()));
+        // In slices, so that an interrupt is noticed.
+        await this.deployment.waitReady(Math.min(10_000, Math.max(1000, deadline - Date.now())));
         const master = await this.master();
         const masterInfo = parseInfo(await master.cli("INFO", "replication"));
         if (masterInfo.get("role") !== "master") throw new Error(`${master.address} is no master`);
@@ -428,8 +437,20 @@ interface Ack {
   at: number;
 }
 
-/** Runs the section: the bed, the groups, the faults, the read-back. */
-export async function runChaosSection(options: ChaosOptions): Promise<ChaosSection> {
+/** Runs the section `repeat` times, each time on a new bed. */
+export async function runChaosSection(
+  options: ChaosOptions & { repeat: number },
+): Promise<ChaosSection> {
+  const runs: ChaosRun[] = [];
+  for (let i = 1; i <= options.repeat; i++) {
+    if (options.repeat > 1) options.progress(`chaos: run ${i}/${options.repeat}`);
+    runs.push(await runChaosOnce(options));
+  }
+  return { runs };
+}
+
+/** One run: the bed, the groups, the faults, the read-back. */
+async function runChaosOnce(options: ChaosOptions): Promise<ChaosRun> {
   const { progress, signal, smoke } = options;
   const startedAt = new Date();
   const holdMs = smoke ? 6000 : 12_000;
@@ -564,11 +585,12 @@ export async function runChaosSection(options: ChaosOptions): Promise<ChaosSecti
     for (const [since, address] of timeline) if (since <= at) current = address;
     return current;
   };
-  const windows: { name: string; start: number; end: number }[] = [
-    { name: "before", start: beforeAt, end: faults[0]?.startAt ?? Date.now() },
+  const windows: { name: string; start: number; ended: number; end: number }[] = [
+    { name: "before", start: beforeAt, ended: beforeAt, end: faults[0]?.startAt ?? Date.now() },
     ...faults.map((fault, i) => ({
       name: fault.name,
       start: fault.startAt,
+      ended: fault.endAt,
       end: faults[i + 1]?.startAt ?? fault.settledAt,
     })),
   ];
@@ -584,6 +606,8 @@ export async function runChaosSection(options: ChaosOptions): Promise<ChaosSecti
         lost: inWindow.filter((ack) => !present.has(ack.key)).length,
         stale: inWindow.filter((ack) => ack.node !== masterAt(ack.at)).length,
         gapMs: longestGap(inWindow.map((ack) => ack.at), window.start, window.end),
+        recoveryMs: (inWindow.find((ack) => ack.at >= window.ended)?.at ?? window.end) -
+          window.ended,
         failed: failures.filter((at) => at >= window.start && at < window.end).length,
       };
     }
@@ -593,6 +617,7 @@ export async function runChaosSection(options: ChaosOptions): Promise<ChaosSecti
       lost: sum(all.map((c) => c.lost)),
       stale: sum(all.map((c) => c.stale)),
       gapMs: Math.max(...all.map((c) => c.gapMs)),
+      recoveryMs: Math.max(...all.map((c) => c.recoveryMs)),
       failed: sum(all.map((c) => c.failed)),
     };
     const t = totals[group.name]!;
@@ -603,6 +628,22 @@ export async function runChaosSection(options: ChaosOptions): Promise<ChaosSecti
   }
   await fenced.stop();
   await unfenced.stop();
+  // For a closer look at a run: the writers' records and the tunnels' logs, kept.
+  const keep = Deno.env.get("CHAOS_KEEP_DIR");
+  if (keep) {
+    await Deno.mkdir(keep, { recursive: true });
+    for (const file of files) await Deno.copyFile(file, `${keep}/${file.split("/").at(-1)}`);
+    for (const [name, tunnel] of [["tunnel_fence", fenced], ["tunnel", unfenced]] as const) {
+      await Deno.writeTextFile(
+        `${keep}/${name}.log`,
+        tunnel.logs.map((r) => JSON.stringify(r)).join("\n") + "\n",
+      );
+    }
+    await Deno.writeTextFile(
+      `${keep}/faults.json`,
+      JSON.stringify({ faults, switches: switches.events }),
+    );
+  }
   return {
     startedAt,
     durationMs: Date.now() - startedAt.getTime(),
@@ -805,37 +846,55 @@ function seconds(ms: number): string {
 }
 
 /** The section, as printed and as written to bench/RESULTS.md. */
-export function chaosSectionMarkdown(section: ChaosSection): string {
+export function chaosSectionMarkdown({ runs }: ChaosSection): string {
+  const section = runs.at(-1)!;
+  // One figure per run, in run order, where there are several.
+  const perRun = (group: GroupName, figure: (run: ChaosRun) => string) =>
+    runs.map((run) => run.totals[group] ? figure(run) : "-").join(" · ");
   const when = section.startedAt.toISOString().slice(0, 16).replace("T", " ");
   const command = section.smoke
     ? "`make bench-smoke`"
     : `\`make bench BENCH_ARGS="--only ${CHAOS_NAME}${
       section.seed === DEFAULT_SEED ? "" : ` --seed ${section.seed}`
-    }"\``;
+    }${runs.length > 1 ? ` --repeat ${runs.length}` : ""}"\``;
+  const duration = runs.length === 1
+    ? `in ${seconds(section.durationMs)} s`
+    : `${runs.length} times, each on a new bed, in ${
+      runs.map((run) => seconds(run.durationMs)).join(", ")
+    } s`;
   const v = section.versions;
   const header = ["", ...section.groups.map((group) => group.label)];
   const totals = markdownTable(
     ["", ...section.groups.map((group) => group.label)],
     [
-      ["acknowledged writes", ...section.groups.map((g) => int(section.totals[g.name]!.acked))],
-      ["acknowledged, then lost", ...section.groups.map((g) => int(section.totals[g.name]!.lost))],
+      [
+        "acknowledged writes",
+        ...section.groups.map((g) => perRun(g.name, (run) => int(run.totals[g.name]!.acked))),
+      ],
+      [
+        "acknowledged, then lost",
+        ...section.groups.map((g) => perRun(g.name, (run) => int(run.totals[g.name]!.lost))),
+      ],
       [
         "acknowledged by a replaced master",
-        ...section.groups.map((g) => int(section.totals[g.name]!.stale)),
+        ...section.groups.map((g) => perRun(g.name, (run) => int(run.totals[g.name]!.stale))),
       ],
       [
         "longest time without a write (s)",
-        ...section.groups.map((g) => seconds(section.totals[g.name]!.gapMs)),
+        ...section.groups.map((g) => perRun(g.name, (run) => seconds(run.totals[g.name]!.gapMs))),
       ],
       [
         "sum over faults of the longest gap (s)",
         ...section.groups.map((g) =>
-          seconds(sum(section.faults.map((f) => section.cells[g.name]![f.name]!.gapMs)))
+          perRun(
+            g.name,
+            (run) => seconds(sum(run.faults.map((f) => run.cells[g.name]![f.name]!.gapMs))),
+          )
         ),
       ],
       [
         "failed writes (errors, timeouts)",
-        ...section.groups.map((g) => int(section.totals[g.name]!.failed)),
+        ...section.groups.map((g) => perRun(g.name, (run) => int(run.totals[g.name]!.failed))),
       ],
     ],
   );
@@ -850,6 +909,13 @@ export function chaosSectionMarkdown(section: ChaosSection): string {
         const c = section.cells[g.name]![key]!;
         return `${int(c.lost)} / ${int(c.stale)} / ${seconds(c.gapMs)} s`;
       }),
+    ]),
+  );
+  const recovery = markdownTable(
+    ["fault", ...header.slice(1)],
+    section.faults.map((f) => [
+      f.name.replaceAll("_", " "),
+      ...section.groups.map((g) => seconds(section.cells[g.name]![f.name]!.recoveryMs)),
     ]),
   );
   const faultRows = markdownTable(
@@ -868,7 +934,7 @@ export function chaosSectionMarkdown(section: ChaosSection): string {
     CHAOS_HEADING,
     "",
     `The same faults for every client, side by side. Measured on ${when} UTC with ${command} ` +
-    `in ${seconds(section.durationMs)} s; seed ${section.seed}. Versions: sentinel-tunnel ` +
+    `${duration}; seed ${section.seed}. Versions: sentinel-tunnel ` +
     `${v.tunnel}, ioredis ${v.ioredis}, node-redis ${v["node-redis"]}, HAProxy ${v.haproxy}, ` +
     `Redis ${v.redis}, Deno ${v.deno}.`,
     "",
@@ -896,18 +962,24 @@ export function chaosSectionMarkdown(section: ChaosSection): string {
     'own host). "Longest time without a write": the longest stretch of the fault\'s window ' +
     "(from its start to the next fault's start) without an acknowledged write.",
     "",
-    "Faults, in the order of the seed:",
+    `Faults, in the order of the seed${runs.length > 1 ? " (the last run's times)" : ""}:`,
     "",
     faultRows,
     "",
-    "Totals:",
+    runs.length > 1 ? "Totals, one figure per run (run 1 · run 2 · ...):" : "Totals:",
     "",
     totals,
     "",
-    "Per fault: acknowledged then lost / acknowledged by a replaced master / longest time " +
-    "without a write:",
+    `Per fault${runs.length > 1 ? ", the last run" : ""}: acknowledged then lost / ` +
+    "acknowledged by a replaced master / longest time without a write:",
     "",
     perFault,
+    "",
+    `Per fault${runs.length > 1 ? ", the last run" : ""}: seconds from the end of the fault ` +
+    "(the heal, SIGCONT, the empty restart; for " +
+    "the planned failover, the `SENTINEL FAILOVER` call) to the first acknowledged write after it:",
+    "",
+    recovery,
   ].join("\n");
 }
 

@@ -214,6 +214,7 @@ const USAGE = `Usage: deno run --allow-all bench/bench.ts [options]
                   "${TLS_GROUP}" stands for all of ${TLS_NAMES.join(", ")};
                   "${RTT_GROUP}" for all of ${RTT_NAMES.join(", ")} (needs root)
   --no-haproxy    leave out the HAProxy column
+  --repeat N      run the "${CHAOS_NAME}" section N times, each on a new bed (default 1)
   --seed N        the order of the faults of "${CHAOS_NAME}" (default ${DEFAULT_SEED}; needs root, else skipped)
   -h, --help      show this help`;
 
@@ -227,6 +228,8 @@ interface BenchOptions {
   haproxy: boolean;
   /** The seed of the chaos section's order of faults. */
   seed: number;
+  /** How many times the chaos section runs. */
+  repeat: number;
 }
 
 /** A port redis-benchmark and the clients connect to. */
@@ -312,6 +315,7 @@ function parseOptions(args: string[]): BenchOptions | "help" {
       only: { type: "string" },
       "no-haproxy": { type: "boolean", default: false },
       seed: { type: "string" },
+      repeat: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -343,9 +347,16 @@ function parseOptions(args: string[]): BenchOptions | "help" {
       `Invalid --seed "${values.seed}": must be a whole number from 0 to 4294967295`,
     );
   }
+  const repeat = values.repeat === undefined ? 1 : Number(values.repeat);
+  if (!Number.isInteger(repeat) || repeat < 1 || repeat > 10) {
+    throw new RangeError(
+      `Invalid --repeat "${values.repeat}": must be a whole number from 1 to 10`,
+    );
+  }
   return {
     rounds,
     seed,
+    repeat,
     smoke: values.smoke,
     write: values.write,
     only,
@@ -507,6 +518,7 @@ async function runChaos(
   return await runChaosSection({
     smoke: options.smoke,
     seed: options.seed,
+    repeat: options.repeat,
     haproxy,
     signal,
     progress,
