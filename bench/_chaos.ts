@@ -980,6 +980,35 @@ export function chaosSectionMarkdown({ runs }: ChaosSection): string {
     "the planned failover, the `SENTINEL FAILOVER` call) to the first acknowledged write after it:",
     "",
     recovery,
+    "",
+    "What makes the groups differ (the mechanisms; the figures are in the tables above):",
+    "",
+    "- **Planned failover.** The tunnel cuts the old master's clients and holds new writes from " +
+    "`+selected-slave` until it has confirmed the new master (the promotion window, README " +
+    '"Failover safety"): about a second without writes, nothing lost. ioredis and node-redis ' +
+    "go on writing to the old master until `+switch-master` reaches them; what the old master " +
+    "acknowledged after the promotion began is lost when it rejoins as a replica (node-redis " +
+    "also has writes acknowledged by it after the switch). HAProxy keeps its connections to " +
+    "the old master, which acknowledges writes until Sentinel turns it into a replica.",
+    "- **The app partitioned with the old master.** The tunnel without the fence, ioredis and " +
+    "node-redis lose every Sentinel and keep writing to the old master, which the Sentinels " +
+    "replace: those writes are lost at the heal. The fence closes once no majority of the " +
+    `Sentinels has confirmed the master for \`afterMs\` (${FENCE_AFTER_MS} ms here) plus a ` +
+    "check, cuts the clients and refuses writes until the heal: it loses only what the old " +
+    "master acknowledged before it closed, and has no writes for the rest of the partition. " +
+    "That is the trade the fence is for: availability for acknowledged writes.",
+    "- **Master frozen, isolated or killed.** The tunnel cuts the clients when the promotion " +
+    "begins and lets writes through once the new master is confirmed; ioredis (with " +
+    "`failoverDetector`) and node-redis move on `+switch-master` or when their connection " +
+    "fails. HAProxy leaves its connections on the frozen or isolated old master: when the old " +
+    "master comes back it still says `master` and acknowledges their writes until Sentinel " +
+    "demotes it, and they are lost.",
+    "- **The app cut from the master, or its host isolated.** No failover, and no group can " +
+    "write. After the heal the tunnel must confirm the master again before it routes a client " +
+    "(a `ROLE` check on a new connection, up to `pollIntervalMs` plus `masterConnectMs` away, and, " +
+    "with the fence, a majority of the Sentinels), while a client library redials its node " +
+    "directly: the tunnel's first write after the heal comes about a second later.",
+    "- **One Sentinel isolated.** Two of three still make a majority: nobody notices.",
   ].join("\n");
 }
 
