@@ -514,6 +514,20 @@ async function runChaosOnce(options: ChaosOptions): Promise<ChaosRun> {
     commandTimeoutMs: COMMAND_TIMEOUT_MS,
     out: `${bed.dir}/${group.name}.jsonl`,
   });
+  // Once, before five processes would each fetch the npm clients into one cache on a fresh machine.
+  const cached = await new Deno.Command(Deno.execPath(), {
+    args: ["cache", "--quiet", "--frozen", WRITER],
+    cwd: ROOT,
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!cached.success) {
+    throw new Error(
+      `Cannot fetch the writers' npm clients ("deno cache ${WRITER}"): ${
+        new TextDecoder().decode(cached.stderr).trim()
+      }`,
+    );
+  }
   progress(`chaos: starting the writers: ${groups.map((g) => g.name).join(", ")}`);
   const writers = groups.map((group) =>
     app.run(
