@@ -453,6 +453,8 @@ export async function runChaosSection(
 async function runChaosOnce(options: ChaosOptions): Promise<ChaosRun> {
   const { progress, signal, smoke } = options;
   const startedAt = new Date();
+  // At the start: the commit is the one whose code runs.
+  const runVersions = await versions(options.haproxy);
   const holdMs = smoke ? 6000 : 12_000;
   const settleMs = smoke ? 3000 : 8000;
   const names = faultOrder(options.seed, FAULTS.map((fault) => fault.name))
@@ -667,7 +669,7 @@ async function runChaosOnce(options: ChaosOptions): Promise<ChaosRun> {
     faults,
     cells,
     totals,
-    versions: await versions(options.haproxy),
+    versions: runVersions,
     finalMaster,
     haproxyNote: options.haproxy.available ? undefined : options.haproxy.reason,
     holdMs,
@@ -1010,7 +1012,11 @@ export function chaosSectionMarkdown({ runs }: ChaosSection): string {
     `Sentinels has confirmed the master for \`afterMs\` (${FENCE_AFTER_MS} ms here) plus a ` +
     "check, cuts the clients and refuses writes until the heal: it loses only what the old " +
     "master acknowledged before it closed, and has no writes for the rest of the partition. " +
-    "That is the trade the fence is for: availability for acknowledged writes.",
+    "That is the trade the fence is for: availability for acknowledged writes. Some of what " +
+    "it loses can come after the switch: with this bed's `down-after-milliseconds` of " +
+    `${DOWN_AFTER_MS} the Sentinels promote a replica about as fast as the fence closes; with ` +
+    "a `down-after-milliseconds` above `afterMs` plus a poll (Sentinel's default is 30 s) the " +
+    "fence closes before any promotion.",
     "- **Master frozen, isolated or killed.** The tunnel cuts the clients when the promotion " +
     "begins and lets writes through once the new master is confirmed; ioredis (with " +
     "`failoverDetector`) and node-redis move on `+switch-master` or when their connection " +
