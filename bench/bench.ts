@@ -911,7 +911,6 @@ function resultSections(results: BenchResults): string[] {
   }
   if (results.tls) sections.push(tlsSection(results.tls, results.options));
   if (results.rtt) sections.push(rttSectionMarkdown(results.rtt));
-  if (results.chaos) sections.push(chaosSectionMarkdown(results.chaos));
   if (results.idle) {
     const { idle } = results;
     sections.push(
@@ -951,6 +950,7 @@ function resultSections(results: BenchResults): string[] {
       ].join("\n"),
     );
   }
+  if (results.chaos) sections.push(chaosSectionMarkdown(results.chaos));
   return sections;
 }
 
