@@ -975,7 +975,10 @@ export function chaosSectionMarkdown({ runs }: ChaosSection): string {
     'replaced master": acknowledged by a node other than the one named by the latest ' +
     "`+switch-master` any Sentinel had published by then (each Sentinel subscribed to from its " +
     'own host). "Longest time without a write": the longest stretch of the fault\'s window ' +
-    "(from its start to the next fault's start) without an acknowledged write.",
+    "(from its start to the next fault's start; for the last fault, to the moment the " +
+    "deployment had resynced after it) without an acknowledged write. Writes are counted in " +
+    "the window they were acknowledged in; those acknowledged after the last window, before " +
+    "the writers stop, are in no window.",
     "",
     `Faults, in the order of the seed${runs.length > 1 ? " (the last run's times)" : ""}:`,
     "",
