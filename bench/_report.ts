@@ -456,6 +456,7 @@ const SECTION_ORDER = [
   "## Over a 1 ms round trip",
   "## Idle connections",
   "## Failover",
+  "## Under faults",
   WHAT_WAS_TRIED,
 ];
 

@@ -81,6 +81,14 @@ import {
 } from "./_report.ts";
 import { type Dialer, negotiated, timeConnects } from "./_tls.ts";
 import { sleep, waitRoutesTo } from "./_wait.ts";
+import {
+  CHAOS_NAME,
+  type ChaosSection,
+  chaosSectionMarkdown,
+  chaosUnavailable,
+  DEFAULT_SEED,
+  runChaosSection,
+} from "./_chaos.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const RESULTS_FILE = "bench/RESULTS.md";
@@ -178,7 +186,7 @@ const TLS_SMOKE_SHAPE = { replicas: 0, sentinels: 1 };
 const TLS_GROUP = "tls";
 
 /** Measurements that are not redis-benchmark workloads. */
-const EXTRAS = ["idle", "failover"] as const;
+const EXTRAS = ["idle", "failover", CHAOS_NAME] as const;
 const ALL_NAMES = [
   ...WORKLOADS.map((workload) => workload.name),
   ...TLS_NAMES,
@@ -206,6 +214,8 @@ const USAGE = `Usage: deno run --allow-all bench/bench.ts [options]
                   "${TLS_GROUP}" stands for all of ${TLS_NAMES.join(", ")};
                   "${RTT_GROUP}" for all of ${RTT_NAMES.join(", ")} (needs root)
   --no-haproxy    leave out the HAProxy column
+  --repeat N      run the "${CHAOS_NAME}" section N times, each on a new bed (default 1)
+  --seed N        the order of the faults of "${CHAOS_NAME}" (default ${DEFAULT_SEED}; needs root, else skipped)
   -h, --help      show this help`;
 
 /** The parsed command line. */
@@ -216,6 +226,10 @@ interface BenchOptions {
   /** The selected workloads and measurements; all of them when `--only` is absent. */
   only: ReadonlySet<string>;
   haproxy: boolean;
+  /** The seed of the chaos section's order of faults. */
+  seed: number;
+  /** How many times the chaos section runs. */
+  repeat: number;
 }
 
 /** A port redis-benchmark and the clients connect to. */
@@ -281,6 +295,8 @@ interface BenchResults {
   tls: TlsSection | undefined;
   /** The section over a 1 ms round trip (bench/_rtt.ts). */
   rtt: RttSection | undefined;
+  /** The section under faults (bench/_chaos.ts). */
+  chaos: ChaosSection | undefined;
 }
 
 /**
@@ -298,6 +314,8 @@ function parseOptions(args: string[]): BenchOptions | "help" {
       write: { type: "boolean", default: false },
       only: { type: "string" },
       "no-haproxy": { type: "boolean", default: false },
+      seed: { type: "string" },
+      repeat: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -323,8 +341,22 @@ function parseOptions(args: string[]): BenchOptions | "help" {
       }, or ${TLS_GROUP}, or ${RTT_GROUP}`,
     );
   }
+  const seed = values.seed === undefined ? DEFAULT_SEED : Number(values.seed);
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffff_ffff) {
+    throw new RangeError(
+      `Invalid --seed "${values.seed}": must be a whole number from 0 to 4294967295`,
+    );
+  }
+  const repeat = values.repeat === undefined ? 1 : Number(values.repeat);
+  if (!Number.isInteger(repeat) || repeat < 1 || repeat > 10) {
+    throw new RangeError(
+      `Invalid --repeat "${values.repeat}": must be a whole number from 1 to 10`,
+    );
+  }
   return {
     rounds,
+    seed,
+    repeat,
     smoke: values.smoke,
     write: values.write,
     only,
@@ -356,6 +388,26 @@ async function runBench(options: BenchOptions, signal: AbortSignal): Promise<Ben
     ? await ensureHaproxy(signal)
     : { available: false as const, reason: "left out with --no-haproxy" };
   const machine = await describeMachine(haproxy.available ? haproxy.version : "not used");
+  // The chaos section runs on a bed of its own, first; alone, it needs nothing else.
+  const chaos = options.only.has(CHAOS_NAME) ? await runChaos(options, haproxy, signal) : undefined;
+  if ([...options.only].every((name) => name === CHAOS_NAME)) {
+    return {
+      startedAt,
+      durationMs: 0,
+      options,
+      machine,
+      targets: [],
+      haproxyNote: haproxy.available ? undefined : haproxy.reason,
+      haproxyConfig: undefined,
+      workloads: [],
+      idle: undefined,
+      failovers: undefined,
+      failoverTargets: [],
+      tls: undefined,
+      rtt: undefined,
+      chaos,
+    };
+  }
   const idleCount = await idleConnectionCount(options.smoke);
 
   progress("starting Redis: 1 master, 2 replicas, 3 Sentinels");
@@ -448,7 +500,29 @@ async function runBench(options: BenchOptions, signal: AbortSignal): Promise<Ben
     failoverTargets: proxies.map((target) => target.name),
     tls,
     rtt,
+    chaos,
   };
+}
+
+/** The chaos section, or undefined, said why, where it cannot run (not root, no `ip`). */
+async function runChaos(
+  options: BenchOptions,
+  haproxy: HaproxyAvailability,
+  signal: AbortSignal,
+): Promise<ChaosSection | undefined> {
+  const why = chaosUnavailable();
+  if (why) {
+    progress(`skipping the "${CHAOS_NAME}" section: ${why}`);
+    return undefined;
+  }
+  return await runChaosSection({
+    smoke: options.smoke,
+    seed: options.seed,
+    repeat: options.repeat,
+    haproxy,
+    signal,
+    progress,
+  });
 }
 
 /**
@@ -876,6 +950,7 @@ function resultSections(results: BenchResults): string[] {
       ].join("\n"),
     );
   }
+  if (results.chaos) sections.push(chaosSectionMarkdown(results.chaos));
   return sections;
 }
 

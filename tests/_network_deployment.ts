@@ -270,6 +270,14 @@ export interface NetworkDeployment extends AsyncDisposable {
   watchSwitch(timeoutMs?: number): Promise<BedSwitchWatch>;
   /** `SENTINEL FAILOVER` on the first Sentinel that accepts it. */
   forceFailover(): Promise<void>;
+  /**
+   * Kills `node` if it still runs and starts it again on its host and port,
+   * empty and as a master, as a node without persistence comes back after a
+   * crash; the new handle takes the old one's place in `nodes`, so that
+   * `waitReady` counts it. Sentinel turns it into a replica if it has
+   * promoted another node meanwhile.
+   */
+  restartNode(node: BedRedis): Promise<BedRedis>;
 }
 
 /**
@@ -295,9 +303,11 @@ class Deployment implements NetworkDeployment {
   readonly nodes: BedRedis[] = [];
   readonly sentinels: BedRedis[] = [];
   #watches = new Set<BedSwitchWatch>();
+  #dir: string;
 
   constructor(options: NetworkDeploymentOptions) {
     this.masterName = options.masterName ?? "mymaster";
+    this.#dir = options.dir;
   }
 
   get sentinelAddresses(): string[] {
@@ -481,6 +491,17 @@ class Deployment implements NetworkDeployment {
       await new Promise((resolve) => setTimeout(resolve, 4 * POLL_MS));
     }
     throw new Error(`Cannot force a failover of "${this.masterName}": ${errors.join("; ")}`);
+  }
+
+  async restartNode(node: BedRedis): Promise<BedRedis> {
+    const index = this.nodes.indexOf(node);
+    if (index === -1) {
+      throw new RangeError(`Cannot restart "${node.address}": it is not a node of this deployment`);
+    }
+    await node[Symbol.asyncDispose]();
+    const fresh = await startRedisNode(node.host, { dir: this.#dir, port: node.port });
+    this.nodes[index] = fresh;
+    return fresh;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
