@@ -16,6 +16,7 @@ import { firstAck, portOf, startWriters } from "./_failover.ts";
 import { missingKeys } from "./_traffic.ts";
 import { connectClient } from "./_tunnel.ts";
 import { eventually } from "./_wait.ts";
+import { COMPOSE, SIDECAR, sidecarTunnelConfig, yamlDocuments } from "./_deploy_examples.ts";
 import {
   buildImage,
   type Container,
@@ -195,6 +196,10 @@ Deno.test({
     assert.ok(afterSwitch.length > 0);
     assert.deepEqual(await missingKeys(newPort, afterSwitch.map((a) => a.key), password), []);
     assert.equal(await adminStatus(admin, "/readyz"), 200);
+    console.log(
+      `container: after the failover under 4 writers: RSS ${await procStatus(pid, "VmRSS")}, ` +
+        `peak RSS ${await procStatus(pid, "VmHWM")}, ${report.acks.length} writes`,
+    );
 
     // SIGTERM with a client connected: status 0 within a 1 s grace period (podman stop sends
     // SIGKILL after it, which would be status 137), the client's tunnel closed.
@@ -211,5 +216,90 @@ Deno.test({
     assert.equal(code, 0, `exit status ${code} after SIGTERM`);
     await container.waitForLog((r) => r.message === "Stopped", 1000);
     await assert.rejects(client.call(["PING"]), "the client's tunnel is closed");
+  },
+});
+
+Deno.test({
+  name:
+    "the container runs the Kubernetes example's ConfigMap config from a read-only mount, and the Compose healthcheck passes",
+  ignore: why !== undefined,
+  ...processes,
+  async fn() {
+    const image = await buildImage();
+    const password = `pw-${crypto.randomUUID()}`;
+    // The example's Sentinels take the data nodes' password, as the chart it names sets them up.
+    await using deployment = await startDeployment({
+      masterName: "mymaster",
+      password,
+      sentinelPassword: password,
+    });
+    const [deploymentObject] = (await yamlDocuments(SIDECAR)).filter((d) =>
+      d.kind === "Deployment"
+    );
+    const sidecar = (deploymentObject as {
+      spec: { template: { spec: { initContainers: { name: string; args: string[] }[] } } };
+    }).spec.template.spec.initContainers.find((c) => c.name === "sentinel-tunnel")!;
+
+    // The example's config with this deployment's Sentinels and free ports on the host's network.
+    const port = freePort();
+    const admin = freePort();
+    const config = (await sidecarTunnelConfig())
+      .replace(
+        /"sentinels":\s*\[[^\]]*\]/,
+        `"sentinels": ${JSON.stringify(deployment.sentinels.map((s) => s.address))}`,
+      )
+      .replace(`"admin": "0.0.0.0:9121"`, `"admin": "127.0.0.1:${admin}"`)
+      .replace(`"port": 6379`, `"port": ${port}`);
+    assert.ok(config.includes(`"port": ${port}`) && config.includes(`:${admin}"`), config);
+    const configDir = await Deno.makeTempDir({ prefix: "st-configmap-" });
+    await using _configDir = {
+      [Symbol.asyncDispose]: () => Deno.remove(configDir, { recursive: true }).catch(() => {}),
+    };
+    // A ConfigMap's files are 0644 for a non-root container to read.
+    await Deno.chmod(configDir, 0o755);
+    await Deno.writeTextFile(`${configDir}/tunnel.jsonc`, config, { mode: 0o644 });
+
+    const secretFile = await Deno.makeTempFile({ prefix: "st-secret-" });
+    await Deno.writeTextFile(secretFile, password);
+    const secret = `st-test-${Deno.pid}-configmap-password`;
+    await podman("secret", "rm", secret).catch(() => {});
+    await podman("secret", "create", secret, secretFile);
+    await using _secret = {
+      async [Symbol.asyncDispose]() {
+        await podman("secret", "rm", secret).catch(() => {});
+        await Deno.remove(secretFile).catch(() => {});
+      },
+    };
+
+    const container = runContainer(image, {
+      podmanArgs: [
+        "--volume",
+        `${configDir}:/etc/sentinel-tunnel:ro`,
+        "--secret",
+        `${secret},type=env,target=REDIS_PASSWORD`,
+        // readOnlyRootFilesystem: not even a /tmp to write to.
+        "--read-only-tmpfs=false",
+      ],
+      args: sidecar.args,
+    });
+    await using _container = container;
+    await eventually("/readyz answering 200", async () => {
+      return await adminStatus(admin, "/readyz") === 200 ? true : undefined;
+    }, 30_000).catch((error) => {
+      throw new Error(`${error.message}; logs:\n${JSON.stringify(container.logs)}`);
+    });
+    using client = await connectClient(port);
+    assert.equal(await client.call(["AUTH", password]), "OK");
+    const master = portOf(await deployment.sentinelMaster());
+    assert.deepEqual(await client.call(["CONFIG", "GET", "port"]), ["port", String(master)]);
+
+    // The Compose example's healthcheck, run in the container as Compose runs it.
+    const [compose] = await yamlDocuments(COMPOSE) as {
+      services: Record<string, { healthcheck: { test: string[] } }>;
+    }[];
+    const [kind, ...command] = compose!.services["sentinel-tunnel"]!.healthcheck.test;
+    assert.equal(kind, "CMD");
+    const probe = command.map((part) => part.replace("127.0.0.1:9121", `127.0.0.1:${admin}`));
+    await podman("exec", container.name, ...probe);
   },
 });
