@@ -51,6 +51,8 @@ GROUP
 echo "hosts: files dns" >"$root/etc/nsswitch.conf"
 cp deploy/container/Containerfile "$context/Containerfile"
 
+# safe.directory: root (sudo) may build from a checkout that another user owns.
+git() { command git -c safe.directory="$PWD" "$@"; }
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 if [ "$revision" != unknown ] && [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
   revision="$revision-dirty"
