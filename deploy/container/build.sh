@@ -69,9 +69,14 @@ labels=(
   --label "org.opencontainers.image.source=${source:-unknown (a local build; set IMAGE_SOURCE)}"
   --label "io.github.sentinel-tunnel.deno-version=$(cat .deno-version)"
 )
+previous=$(podman image inspect --format '{{.Id}}' "$image:$version" 2>/dev/null || true)
 podman build --quiet --pull=never --timestamp 0 "${labels[@]}" \
   --tag "$image:$version" --tag "$image:latest" "$context" >"$context/image-id"
 id=$(cat "$context/image-id")
+# The image this build replaced, unless something else still uses it: 100 MB a build otherwise.
+if [ -n "$previous" ] && [ "$previous" != "$id" ]; then
+  podman rmi "$previous" >/dev/null 2>&1 || true
+fi
 size=$(podman image inspect --format '{{.Size}}' "$id")
 echo "make image: $image:$version ($image:latest), $((size / 1000000)) MB, Deno $(cat .deno-version), bundle sha256 $(sha256sum "$bundle" | cut -c1-12)" >&2
 echo "$id"
