@@ -15,6 +15,7 @@ CONFIG ?= config/example.jsonc
 COMPILE_PERMISSIONS := --allow-net --allow-read --allow-env --allow-write --allow-run
 COMPILE_FLAGS := --quiet --frozen $(COMPILE_PERMISSIONS)
 BINARY := dist/sentinel-tunnel
+STANDIN := dist/sentinel-tunnel-standin
 RELEASE_DIR := dist/release
 RELEASE_TARGETS := x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu x86_64-apple-darwin \
   aarch64-apple-darwin x86_64-pc-windows-msvc
@@ -29,7 +30,7 @@ case $$version in \
 esac
 endef
 
-.PHONY: setup test unit integration lint fmt run demo bundle build release image schema print-compile-flags bench bench-smoke clean
+.PHONY: setup test test-deno-run unit integration lint fmt run demo bundle standin build release image schema print-compile-flags bench bench-smoke clean
 
 setup:
 	@bash .ci/setup.sh
@@ -40,21 +41,40 @@ $(BUNDLE): setup deno.json deno.lock main.ts $(wildcard src/*/*.ts)
 
 bundle: $(BUNDLE)
 
+# A stand-in for the compiled binary where denort cannot be had: an executable that runs the bundle
+# the way dist/sentinel-tunnel runs its embedded copy, from any directory, with no deno.json, nothing
+# from Deno's cache (a cache of its own, --cached-only) and COMPILE_PERMISSIONS. `make test` runs the
+# suite through it, so the harness's binary path (SENTINEL_TUNNEL_BINARY) is what CI exercises.
+$(STANDIN): $(BUNDLE) Makefile
+	@rm -rf dist/standin-deno-dir && mkdir -p dist/standin-deno-dir
+	@{ echo '#!/bin/sh'; \
+	  echo '# sentinel-tunnel stand-in, made by `make standin`: the bundle run as the compiled binary runs.'; \
+	  echo 'DENO_DIR="$(abspath dist/standin-deno-dir)"; export DENO_DIR'; \
+	  echo 'exec "$(abspath $(DENO))" run --quiet --no-config --cached-only $(COMPILE_PERMISSIONS) "$(abspath $(BUNDLE))" "$$@"'; \
+	} >$(STANDIN).tmp && chmod +x $(STANDIN).tmp && mv $(STANDIN).tmp $(STANDIN)
+	@$(call check_binary,$(STANDIN))
+
+standin: $(STANDIN)
+
 # dist/sentinel-tunnel with deno compile, plus the bundle. deno compile downloads a runtime (denort)
-# from dl.deno.land unless DENORT_BIN names one; the machines here cannot reach it.
+# from dl.deno.land unless DENORT_BIN names one; the machines here cannot reach it, so it compiles
+# only with DENORT_BIN, or with DENORT_DOWNLOAD=1 where dl.deno.land is reachable (the release workflow).
 build: bundle
 	@set -euo pipefail; \
-	if [ -z "$${DENORT_BIN:-}" ]; then \
-	  echo "make build: not compiling $(BINARY): deno compile downloads its runtime (denort) from dl.deno.land, which this machine cannot reach; set DENORT_BIN=/path/to/denort (Deno $$(cat .deno-version), this platform) to compile offline. Built $(BUNDLE) instead."; \
+	if [ -z "$${DENORT_BIN:-}" ] && [ "$${DENORT_DOWNLOAD:-}" != 1 ]; then \
+	  echo "make build: not compiling $(BINARY): deno compile downloads its runtime (denort) from dl.deno.land, which this machine cannot reach; set DENORT_BIN=/path/to/denort (Deno $$(cat .deno-version), this platform) to compile offline, or DENORT_DOWNLOAD=1 where dl.deno.land is reachable. Built $(BUNDLE) instead."; \
 	  exit 0; \
 	fi; \
-	[ -f "$$DENORT_BIN" ] && [ -x "$$DENORT_BIN" ] || { echo "make build: DENORT_BIN=$$DENORT_BIN is not an executable file" >&2; exit 1; }; \
+	if [ -n "$${DENORT_BIN:-}" ]; then \
+	  [ -f "$$DENORT_BIN" ] && [ -x "$$DENORT_BIN" ] || { echo "make build: DENORT_BIN=$$DENORT_BIN is not an executable file" >&2; exit 1; }; \
+	fi; \
 	rm -f $(BINARY); \
 	$(DENO) compile $(COMPILE_FLAGS) --output $(BINARY) main.ts; \
 	$(call check_binary,$(BINARY))
 
 # Release artifacts in dist/release: a binary per target (deno compile cross-compiles, downloading
-# each target's denort; DENORT_BIN, if set, serves the host target only), the bundle, install.sh
+# each target's denort; DENORT_BIN, if set, serves the host target only; TESTED_BINARY, if set, is
+# copied as the host target's binary, so that what the suite and the demo ran is what ships), the bundle, install.sh
 # (its release repository filled in from GITHUB_REPOSITORY, as GitHub Actions sets it), a .sha256
 # beside each file and SHA256SUMS over them all. Pick targets with RELEASE_TARGETS="...".
 release: bundle
@@ -65,7 +85,9 @@ release: bundle
 	  file=$(RELEASE_DIR)/sentinel-tunnel-$$target; \
 	  case $$target in *-windows-*) file=$$file.exe ;; esac; \
 	  echo "make release: $$file"; \
-	  if [ "$$target" = "$$host" ] && [ -n "$${DENORT_BIN:-}" ]; then \
+	  if [ "$$target" = "$$host" ] && [ -n "$${TESTED_BINARY:-}" ]; then \
+	    cp "$$TESTED_BINARY" "$$file"; \
+	  elif [ "$$target" = "$$host" ] && [ -n "$${DENORT_BIN:-}" ]; then \
 	    $(DENO) compile $(COMPILE_FLAGS) --target "$$target" --output "$$file" main.ts; \
 	  else \
 	    env -u DENORT_BIN $(DENO) compile $(COMPILE_FLAGS) --target "$$target" --output "$$file" main.ts; \
@@ -100,9 +122,14 @@ schema: setup
 print-compile-flags:
 	@echo $(COMPILE_FLAGS)
 
-# Tests run the tunnel through the bundle, so what ships is what is tested.
-test: setup bundle
-	@SENTINEL_TUNNEL_ENTRY=$(BUNDLE) bash .ci/test.sh
+# Tests run the tunnel as the executable SENTINEL_TUNNEL_BINARY names (the compiled binary, as the
+# release workflow tests it), or else the stand-in, which runs the bundle: what ships is what is tested.
+test: setup bundle standin
+	@SENTINEL_TUNNEL_BINARY="$${SENTINEL_TUNNEL_BINARY:-$(STANDIN)}" SENTINEL_TUNNEL_ENTRY=$(BUNDLE) bash .ci/test.sh
+
+# The same suite with each tunnel started as `deno run dist/sentinel-tunnel.js`.
+test-deno-run: setup bundle
+	@env -u SENTINEL_TUNNEL_BINARY SENTINEL_TUNNEL_ENTRY=$(BUNDLE) bash .ci/test.sh
 
 lint: setup
 	@$(DENO) fmt --check

@@ -94,7 +94,9 @@ if [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing chromium with apt-get"
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    # Ubuntu (the release workflow's runner) has no such package: skip those tests there.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null ||
+      echo "setup: apt-get could not install chromium, so the status page's browser tests are skipped" >&2
   else
     echo "setup: /usr/bin/chromium is missing, so the status page's browser tests are skipped; install Debian's chromium (sudo apt-get install chromium)" >&2
   fi

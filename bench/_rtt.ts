@@ -22,7 +22,7 @@
 import { fileURLToPath } from "node:url";
 import { median } from "../tests/_traffic.ts";
 import { makeCertificates } from "../tests/_certs.ts";
-import { ENTRY } from "../tests/_tunnel.ts";
+import { TUNNEL_UNDER_TEST, tunnelCommand } from "../tests/_tunnel.ts";
 import { type DelayBed, type DelayLineStats, startDelayBed, stopChild } from "./_delay_bed.ts";
 import { type HaproxyAvailability, haproxyConfig, type HaproxyServerTls } from "./_haproxy.ts";
 import { type BenchmarkRow, parseBenchmarkCsv } from "./_redis_benchmark.ts";
@@ -351,7 +351,7 @@ export async function runRttSection(options: RttOptions): Promise<RttSection> {
     ...(withTls ? { tls: tunnelTls } : {}),
     databases: [{ name: MASTER_NAME, port, preconnect }],
   });
-  progress(`rtt: starting the tunnels (${ENTRY}) in ${bed.namespaces.app}`);
+  progress(`rtt: starting the tunnels (${TUNNEL_UNDER_TEST}) in ${bed.namespaces.app}`);
   await using _tunnel = await startNsTunnel(bed, dir, tunnelConfig(APP_PORTS.tunnel, 0, false));
   await using _preconnect = await startNsTunnel(
     bed,
@@ -660,15 +660,13 @@ async function startNsTunnel(bed: DelayBed, dir: string, config: {
   const port = config.databases[0]!.port;
   const configPath = `${dir}/tunnel-${port}.json`;
   await Deno.writeTextFile(configPath, JSON.stringify(config, null, 2));
+  const command = tunnelCommand(["--log-format", "json", "--log-level", "debug", configPath]);
   const process = nsProcess(
-    bed.spawn("app", Deno.execPath(), [
-      "run",
-      "--quiet",
-      ...["--allow-net", "--allow-read", "--allow-env", "--allow-write", "--allow-run"],
-      ENTRY,
-      ...["--log-format", "json", "--log-level", "debug"],
-      configPath,
-    ], { cwd: ROOT, env: { RUST_BACKTRACE: "0", NO_COLOR: "1" }, stdout: "null" }),
+    bed.spawn("app", command.program, command.args, {
+      cwd: ROOT,
+      env: { RUST_BACKTRACE: "0", NO_COLOR: "1" },
+      stdout: "null",
+    }),
   );
   try {
     await waitFor(
@@ -1088,7 +1086,7 @@ export function rttSectionMarkdown(section: RttSection): string {
     "Direct means redis-benchmark in the app host connects to the master at 10.203.2.2; " +
     `Direct TLS adds \`${section.benchTlsArgs.join(" ")}\`.`,
     `- **App host**: redis-benchmark, run there with \`ip netns exec\`; the tunnel, run as ` +
-    `above (\`ip netns exec <app> deno run ... ${ENTRY} --log-format json --log-level debug\`) ` +
+    `above (\`ip netns exec <app> ${TUNNEL_UNDER_TEST} --log-format json --log-level debug\`) ` +
     'with `"preconnect": 0` (set explicitly: a database with TLS to its master has 4 by ' +
     "default); a second tunnel with " +
     `\`"preconnect": ${PRECONNECT}\` (${PRECONNECT} connections kept open to the confirmed ` +

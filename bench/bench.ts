@@ -40,7 +40,7 @@ import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { deploymentTls, makeCertificates } from "../tests/_certs.ts";
 import { type Deployment, freePort, startDeployment } from "../tests/_deployment.ts";
-import { ENTRY, startTunnel } from "../tests/_tunnel.ts";
+import { startTunnel, TUNNEL_UNDER_TEST } from "../tests/_tunnel.ts";
 import { type FailoverSample, measureFailover, waitConverged } from "./_failover.ts";
 import {
   ensureHaproxy,
@@ -368,7 +368,7 @@ async function runBench(options: BenchOptions, signal: AbortSignal): Promise<Ben
   const master = deployment.nodes[0]!;
 
   const tunnelPort = freePort();
-  progress(`starting the tunnel (${ENTRY}) on port ${tunnelPort}`);
+  progress(`starting the tunnel (${TUNNEL_UNDER_TEST}) on port ${tunnelPort}`);
   await using tunnel = await startTunnel({
     sentinels: deployment.sentinels.map((sentinel) => sentinel.address),
     databases: [{ name: MASTER_NAME, port: tunnelPort }],
@@ -996,7 +996,7 @@ function resultsFile(results: BenchResults, whatWasTried: string | undefined): s
     "",
     "- One master, two replicas and three Sentinels (`redis-server` processes on 127.0.0.1), " +
     "started by the benchmark. Direct means redis-benchmark connects to the master itself.",
-    `- The tunnel runs \`${ENTRY}\` with \`--log-format json --log-level debug\`.`,
+    `- The tunnel runs \`${TUNNEL_UNDER_TEST}\` with \`--log-format json --log-level debug\`.`,
     `- The Deno floor runs \`${FLOOR_SCRIPT}\` with the same Deno (\`deno run --quiet ` +
     "--allow-net`), dialling the master directly: accept, connect, `TCP_NODELAY` on both " +
     "sockets, one 64 KiB buffer per direction and connection, a `read()`/`write()` loop each " +

@@ -62,9 +62,9 @@
  * @module
  */
 import { fileURLToPath } from "node:url";
+import { tunnelCommand } from "./_tunnel.ts";
 
 /** The script the tunnel runs from: the bundle under `make test`, as in `_tunnel.ts`. */
-const ENTRY = Deno.env.get("SENTINEL_TUNNEL_ENTRY") ?? "main.ts";
 
 /** One JSON log line of the tunnel (the same shape as `_tunnel.ts`'s). */
 export type LogRecord = Record<string, unknown> & { message?: string; level?: string };
@@ -717,7 +717,7 @@ export interface BedTunnel extends AsyncDisposable {
 
 /**
  * Starts sentinel-tunnel inside `host` (as `_tunnel.ts`'s `startTunnel` does
- * on loopback: the bundle when `SENTINEL_TUNNEL_ENTRY` names it, JSON logs at
+ * on loopback: the command `tunnelCommand` gives, JSON logs at
  * debug level on stderr) and waits for the "listening on" line of each of
  * `ports`. Its local ports are the host's own `127.0.0.1`: reach them from
  * processes on that host ({@linkcode startWriter}, `host.exec("redis-cli")`).
@@ -729,22 +729,18 @@ export async function startTunnelOn(
 ): Promise<BedTunnel> {
   const configPath = await Deno.makeTempFile({ prefix: "st-net-config-", suffix: ".json" });
   await Deno.writeTextFile(configPath, JSON.stringify(config, null, 2));
-  const process = host.run(Deno.execPath(), [
-    "run",
-    "--quiet",
-    "--allow-net",
-    "--allow-read",
-    "--allow-env",
-    "--allow-write",
-    "--allow-run",
-    ENTRY,
+  const command = tunnelCommand([
     "--log-format",
     "json",
     "--log-level",
     "debug",
     ...(options.args ?? []),
     configPath,
-  ], { stderr: "piped", ...(options.env ? { env: options.env } : {}) });
+  ]);
+  const process = host.run(command.program, command.args, {
+    stderr: "piped",
+    ...(options.env ? { env: options.env } : {}),
+  });
   const lines = new JsonLines<LogRecord>(process.child.stderr, (line) => {
     try {
       return JSON.parse(line) as LogRecord;

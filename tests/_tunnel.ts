@@ -1,21 +1,77 @@
 /**
  * Test utilities that run sentinel-tunnel as a subprocess, the way an operator
- * does: the bundle when `SENTINEL_TUNNEL_ENTRY` names it (as `make test` does),
- * `main.ts` otherwise.
+ * does. What runs is, in this order:
+ * - the executable `SENTINEL_TUNNEL_BINARY` names: the `deno compile` binary
+ *   (as the release workflow tests it) or `make standin`'s stand-in that runs
+ *   the bundle the way the binary runs (as `make test` does);
+ * - `deno run` on the script `SENTINEL_TUNNEL_ENTRY` names (the bundle, as
+ *   `make bench` and `make demo` do);
+ * - `deno run main.ts` (a test file run on its own).
+ *
+ * Every test that starts a tunnel gets its command from {@linkcode tunnelCommand},
+ * so none depends on `deno run`.
  *
  * @module
  */
+import { isAbsolute, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { RedisConnection } from "../src/control/redis_connection.ts";
 import type { RespValue } from "../src/control/resp.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 
-/** The script the tests run: the bundle under `make test`, the source otherwise. */
+/** The script `deno run` runs when no binary is named: the bundle or the source. */
 export const ENTRY = Deno.env.get("SENTINEL_TUNNEL_ENTRY") ?? "main.ts";
 
-/** The permissions the tunnel runs with. */
+/** The executable that is the tunnel, when `SENTINEL_TUNNEL_BINARY` names one; absolute. */
+export const BINARY = binaryUnderTest(Deno.env.get("SENTINEL_TUNNEL_BINARY"));
+
+/** What the tests run as the tunnel, for messages: the binary or the script. */
+export const TUNNEL_UNDER_TEST = BINARY ?? ENTRY;
+
+/** The permissions `deno run` gives the tunnel: the ones compiled into the binary. */
 const PERMISSIONS = ["--allow-net", "--allow-read", "--allow-env", "--allow-write", "--allow-run"];
+
+/** A program and its arguments. */
+export interface TunnelCommand {
+  program: string;
+  args: string[];
+}
+
+/**
+ * The command that runs sentinel-tunnel with `args` (its options and config
+ * file): the binary itself, or `deno run` on the script. Tests, the demo and
+ * the benchmarks start every tunnel with it.
+ */
+export function tunnelCommand(args: string[]): TunnelCommand {
+  if (BINARY !== undefined) return { program: BINARY, args };
+  return { program: Deno.execPath(), args: ["run", "--quiet", ...PERMISSIONS, ENTRY, ...args] };
+}
+
+/**
+ * Checks `SENTINEL_TUNNEL_BINARY` once, at load: a path that does not name an
+ * executable file fails every test that uses it, saying what to set.
+ */
+function binaryUnderTest(value: string | undefined): string | undefined {
+  if (value === undefined || value === "") return undefined;
+  const path = isAbsolute(value) ? value : resolve(Deno.cwd(), value);
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(path);
+  } catch (error) {
+    throw new Error(
+      `SENTINEL_TUNNEL_BINARY=${value}: ${
+        (error as Error).message
+      }; set it to the sentinel-tunnel executable to test (make build, or make standin), or unset it to test through deno run`,
+    );
+  }
+  if (!info.isFile || ((info.mode ?? 0o111) & 0o111) === 0) {
+    throw new Error(
+      `SENTINEL_TUNNEL_BINARY=${value} is not an executable file; set it to the sentinel-tunnel executable to test (make build, or make standin)`,
+    );
+  }
+  return path;
+}
 
 /** A finished CLI run. */
 export interface CliResult {
@@ -29,8 +85,9 @@ export async function runCli(
   args: string[],
   env: Record<string, string> = {},
 ): Promise<CliResult> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--quiet", ...PERMISSIONS, ENTRY, ...args],
+  const command = tunnelCommand(args);
+  const output = await new Deno.Command(command.program, {
+    args: command.args,
     cwd: ROOT,
     env: { RUST_BACKTRACE: "0", NO_COLOR: "1", ...env },
     stdin: "null",
@@ -109,24 +166,20 @@ export async function startTunnel(
   options: StartTunnelOptions = {},
 ): Promise<TunnelProcess> {
   const configPath = await writeConfig(config);
-  const tunnelArgs = [
-    "run",
-    "--quiet",
-    ...PERMISSIONS,
-    ENTRY,
+  const command = tunnelCommand([
     "--log-format",
     "json",
     "--log-level",
     "debug",
     ...(options.args ?? []),
     configPath,
-  ];
+  ]);
   // With an fd limit, sh lowers it and then becomes the tunnel (exec), so the pid is the tunnel's.
-  const [program, args] = options.fdLimit === undefined ? [Deno.execPath(), tunnelArgs] : ["sh", [
+  const [program, args] = options.fdLimit === undefined ? [command.program, command.args] : ["sh", [
     "-c",
     `ulimit -n ${options.fdLimit} && exec "$0" "$@"`,
-    Deno.execPath(),
-    ...tunnelArgs,
+    command.program,
+    ...command.args,
   ]];
   const child = new Deno.Command(program, {
     args,

@@ -26,10 +26,10 @@ import { RedisConnection } from "../src/control/redis_connection.ts";
 import { deploymentTls, temporaryCertificates, type TestCertificates } from "./_certs.ts";
 import { startDeployment } from "./_deployment.ts";
 import { type Ack, missingKeys, runWriters } from "./_traffic.ts";
+import { TUNNEL_UNDER_TEST, tunnelCommand } from "./_tunnel.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const CONFIG = "config/demo.jsonc";
-const ENTRY = Deno.env.get("SENTINEL_TUNNEL_ENTRY") ?? "main.ts";
 
 const bold = (text: string) => Deno.stdout.isTerminal() ? `\x1b[1m${text}\x1b[0m` : text;
 const elapsed = (since: number) =>
@@ -102,19 +102,10 @@ async function main(): Promise<number> {
   const configPath = certs ? await writeTlsConfig(certs) : CONFIG;
   if (certs) console.log(`  certificates in ${certs.dir}`);
 
-  console.log(bold(`\nStarting sentinel-tunnel ${ENTRY} ${configPath}`));
-  const tunnel = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--quiet",
-      "--allow-net",
-      "--allow-read",
-      "--allow-env",
-      ENTRY,
-      "--log-format",
-      "text",
-      configPath,
-    ],
+  console.log(bold(`\nStarting sentinel-tunnel ${TUNNEL_UNDER_TEST} ${configPath}`));
+  const command = tunnelCommand(["--log-format", "text", configPath]);
+  const tunnel = new Deno.Command(command.program, {
+    args: command.args,
     env: { RUST_BACKTRACE: "0" },
     stdin: "null",
     stdout: "inherit",

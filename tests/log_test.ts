@@ -13,7 +13,7 @@ import { getLogger } from "@logtape/logtape";
 import { flushLogs, logLinesDropped, type LogOutput, setupLogging } from "../src/ops/log.ts";
 import type { RedisConnection } from "../src/control/redis_connection.ts";
 import { freePort, startDeployment, waitForPort } from "./_deployment.ts";
-import { connectClient, ENTRY, startTunnel, writeConfig } from "./_tunnel.ts";
+import { connectClient, startTunnel, tunnelCommand, writeConfig } from "./_tunnel.ts";
 
 const processes = { sanitizeOps: false, sanitizeResources: false };
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
@@ -320,8 +320,9 @@ Deno.test(
       sentinels: [`127.0.0.1:${freePort()}`],
       databases: [{ name: "filed", port: freePort() }],
     });
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--quiet", "-A", ENTRY, "--log-format", "json", configPath, file],
+    const command = tunnelCommand(["--log-format", "json", configPath, file]);
+    const child = new Deno.Command(command.program, {
+      args: command.args,
       cwd: ROOT,
       env: { RUST_BACKTRACE: "0", NO_COLOR: "1" },
       stdin: "null",

@@ -54,7 +54,7 @@ export type EnvironmentConfigOptions = Pick<
 /**
  * `SENTINEL_TUNNEL_*` variables that are not config but belong to sentinel-tunnel all the same,
  * so they are no mistake: the buffer sizes that `main.ts` reads, the installer's options, which
- * may linger in the shell that installed it, and the script the tests run.
+ * may linger in the shell that installed it, and the script or executable the tests run.
  */
 export const OTHER_ENVIRONMENT_KEYS: readonly string[] = [
   "SENTINEL_TUNNEL_BUFFER_BYTES",
@@ -62,6 +62,7 @@ export const OTHER_ENVIRONMENT_KEYS: readonly string[] = [
   "SENTINEL_TUNNEL_PREFIX",
   "SENTINEL_TUNNEL_BASE_URL",
   "SENTINEL_TUNNEL_ENTRY",
+  "SENTINEL_TUNNEL_BINARY",
 ];
 
 const PREFIX = "SENTINEL_TUNNEL_";

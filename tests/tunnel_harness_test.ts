@@ -1,0 +1,121 @@
+/**
+ * tests/_tunnel.ts, the harness every tunnel of the suite is started by: with
+ * `SENTINEL_TUNNEL_BINARY` it runs that executable, with the arguments as
+ * given, and nothing else; without it, `deno run` on the script. The release
+ * workflow relies on the first to test the compiled binary, `make test` on it
+ * to test the stand-in, so a harness that quietly fell back to `deno run`
+ * would test the wrong thing.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = fileURLToPath(new URL("../", import.meta.url));
+const HARNESS = new URL("./_tunnel.ts", import.meta.url).href;
+const decoder = new TextDecoder();
+
+/** Runs `script` in a fresh Deno with `env`, so `_tunnel.ts` reads it at load; its output. */
+async function inHarness(script: string, env: Record<string, string>) {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--quiet", "--no-check", script],
+    cwd: ROOT,
+    env: { RUST_BACKTRACE: "0", NO_COLOR: "1", ...env },
+    clearEnv: true,
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(30_000),
+  }).output();
+  return {
+    success: output.success,
+    stdout: decoder.decode(output.stdout).trim(),
+    stderr: decoder.decode(output.stderr).trim(),
+  };
+}
+
+/** A fake tunnel executable that prints its arguments, one per line, after a marker. */
+async function fakeBinary(dir: string): Promise<string> {
+  const path = join(dir, "fake-sentinel-tunnel");
+  await Deno.writeTextFile(
+    path,
+    '#!/bin/sh\necho "fake binary"\nfor a in "$@"; do echo "$a"; done\n',
+  );
+  await Deno.chmod(path, 0o755);
+  return path;
+}
+
+Deno.test("with SENTINEL_TUNNEL_BINARY the harness runs that executable with the tunnel's arguments", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "st-harness-" });
+  try {
+    const binary = await fakeBinary(dir);
+    const { success, stdout, stderr } = await inHarness(
+      `import { runCli, tunnelCommand } from ${JSON.stringify(HARNESS)};
+       const command = tunnelCommand(["--check", "a config.jsonc"]);
+       const result = await runCli(["--check", "a config.jsonc"]);
+       console.log(JSON.stringify({ command, result }));`,
+      { PATH: Deno.env.get("PATH") ?? "", SENTINEL_TUNNEL_BINARY: binary },
+    );
+    assert.ok(success, stderr);
+    const { command, result } = JSON.parse(stdout.split("\n").at(-1)!);
+    assert.deepEqual(command, { program: binary, args: ["--check", "a config.jsonc"] });
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, "fake binary\n--check\na config.jsonc\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("without SENTINEL_TUNNEL_BINARY the harness runs deno run on SENTINEL_TUNNEL_ENTRY", async () => {
+  const { success, stdout, stderr } = await inHarness(
+    `import { tunnelCommand } from ${JSON.stringify(HARNESS)};
+     console.log(JSON.stringify(tunnelCommand(["--version"])));`,
+    { SENTINEL_TUNNEL_ENTRY: "dist/sentinel-tunnel.js" },
+  );
+  assert.ok(success, stderr);
+  const command = JSON.parse(stdout.split("\n").at(-1)!);
+  assert.equal(command.program, Deno.execPath());
+  assert.equal(command.args[0], "run");
+  assert.deepEqual(command.args.slice(-2), ["dist/sentinel-tunnel.js", "--version"]);
+});
+
+Deno.test("a SENTINEL_TUNNEL_BINARY that is no executable fails at load, saying what to set", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "st-harness-" });
+  try {
+    const notExecutable = join(dir, "sentinel-tunnel");
+    await Deno.writeTextFile(notExecutable, "#!/bin/sh\n");
+    for (
+      const [value, reason] of [[notExecutable, "is not an executable file"], [
+        join(dir, "missing"),
+        "No such file",
+      ]]
+    ) {
+      const { success, stderr } = await inHarness(
+        `await import(${JSON.stringify(HARNESS)});`,
+        { SENTINEL_TUNNEL_BINARY: value! },
+      );
+      assert.equal(success, false);
+      assert.ok(stderr.includes(`SENTINEL_TUNNEL_BINARY=${value}`), stderr);
+      assert.ok(stderr.includes(reason!), stderr);
+      assert.match(stderr, /make standin/);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("only tests/_tunnel.ts turns SENTINEL_TUNNEL_ENTRY into a command", async () => {
+  const offenders: string[] = [];
+  for (const folder of ["tests", "bench"]) {
+    for await (const entry of Deno.readDir(join(ROOT, folder))) {
+      if (!entry.isFile || !entry.name.endsWith(".ts") || entry.name === "_tunnel.ts") continue;
+      const text = await Deno.readTextFile(join(ROOT, folder, entry.name));
+      // A file that imports ENTRY or reads the variable itself could build its own `deno run`
+      // command; a bench script may set the variable (to pick the bundle) before loading the harness.
+      const importsEntry = /import\s*\{[^}]*\bENTRY\b[^}]*\}\s*from\s*"[./]*(tests\/)?_tunnel\.ts"/
+        .test(text);
+      const readsEntry = /Deno\.env\.get\("SENTINEL_TUNNEL_ENTRY"\)/.test(text) &&
+        !/Deno\.env\.set\("SENTINEL_TUNNEL_ENTRY"/.test(text);
+      if (importsEntry || readsEntry) offenders.push(`${folder}/${entry.name}`);
+    }
+  }
+  assert.deepEqual(offenders, [], "these files may start a tunnel without tunnelCommand()");
+});
