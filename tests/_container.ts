@@ -10,8 +10,8 @@
  * await using container = await runContainer(image, { env: { ... } });
  * ```
  *
- * Needs root, podman and runc (with deploy/container/containers.conf), and
- * `SENTINEL_TUNNEL_ENTRY=dist/sentinel-tunnel.js`;
+ * Needs root, podman and runc (with deploy/container/containers.conf), and a
+ * current dist/sentinel-tunnel.js (`make bundle`, as `make test` runs it);
  * {@linkcode containersUnavailable} says why not.
  *
  * @module
@@ -51,12 +51,37 @@ export async function podman(...args: string[]): Promise<string> {
   return stdout.trim();
 }
 
+/**
+ * Why the bundle cannot be put in an image: missing, or older than what `make bundle` builds it
+ * from (the Makefile's prerequisites of dist/sentinel-tunnel.js), or undefined when it is current.
+ */
+async function bundleOutOfDate(): Promise<string | undefined> {
+  let built: Date | null;
+  try {
+    built = (await Deno.stat(`${ROOT}${BUNDLE}`)).mtime;
+  } catch {
+    return `${BUNDLE} is missing; run make bundle (make test does)`;
+  }
+  const sources = ["main.ts", "deno.json", "deno.lock"];
+  for await (const plane of Deno.readDir(`${ROOT}src`)) {
+    if (!plane.isDirectory) continue;
+    for await (const file of Deno.readDir(`${ROOT}src/${plane.name}`)) {
+      if (file.isFile && file.name.endsWith(".ts")) sources.push(`src/${plane.name}/${file.name}`);
+    }
+  }
+  for (const source of sources) {
+    const changed = (await Deno.stat(`${ROOT}${source}`)).mtime;
+    if (built && changed && changed > built) {
+      return `${BUNDLE} is older than ${source}; run make bundle (make test does)`;
+    }
+  }
+  return undefined;
+}
+
 /** Why containers cannot be run here, or undefined when they can. */
 export async function containersUnavailable(): Promise<string | undefined> {
-  const entry = Deno.env.get("SENTINEL_TUNNEL_ENTRY") ?? "main.ts";
-  if (entry.replace(/^\.\//, "") !== BUNDLE) {
-    return `the image is built from the bundle; run make test, or set SENTINEL_TUNNEL_ENTRY=${BUNDLE} after make bundle (SENTINEL_TUNNEL_ENTRY is ${entry})`;
-  }
+  const stale = await bundleOutOfDate();
+  if (stale) return `the image is built from the bundle, and ${stale}`;
   // Asked of `id`, not Deno.uid(): the tests run without --allow-sys.
   if ((await readWithSh("id -u")).trim() !== "0") {
     return "podman runs the image here as root only (CI runs as root)";
