@@ -30,7 +30,7 @@ case $$version in \
 esac
 endef
 
-.PHONY: setup test test-deno-run unit integration lint fmt run demo bundle standin build release schema print-compile-flags bench bench-smoke clean
+.PHONY: setup test test-deno-run unit integration lint fmt run demo bundle standin build release image schema print-compile-flags bench bench-smoke clean
 
 setup:
 	@bash .ci/setup.sh
@@ -106,6 +106,12 @@ release: bundle
 	for file in "$${files[@]}"; do $(SHA256) "$$file" >"$$file.sha256"; done; \
 	$(SHA256) "$${files[@]}" >SHA256SUMS; \
 	echo "make release: $$(ls | wc -l | tr -d ' ') files in $(RELEASE_DIR)"
+
+# The container image sentinel-tunnel:VERSION (and :latest): the pinned Deno, the libraries it links
+# and the bundle, on an empty base, run as a non-root user (deploy/container/). Needs podman; as root
+# it uses deploy/container/containers.conf. IMAGE=name builds it under another name.
+image: bundle
+	@bash deploy/container/build.sh >/dev/null
 
 # config/schema.json is generated from the validator; tests/schema_test.ts keeps it in step.
 schema: setup

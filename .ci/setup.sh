@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the project needs: a pinned Deno in .tools/ (from the npm registry),
-# redis-server, redis-tools, shellcheck and chromium (apt-get, as root), and the locked npm
-# dependencies.
+# redis-server, redis-tools, shellcheck, chromium, podman and runc (apt-get, as root), and the
+# locked npm dependencies.
 set -euo pipefail
 export RUST_BACKTRACE=0
 cd "$(dirname "$0")/.."
@@ -99,6 +99,18 @@ if [ ! -x /usr/bin/chromium ]; then
       echo "setup: apt-get could not install chromium, so the status page's browser tests are skipped" >&2
   else
     echo "setup: /usr/bin/chromium is missing, so the status page's browser tests are skipped; install Debian's chromium (sudo apt-get install chromium)" >&2
+  fi
+fi
+
+# tests/image_test.ts builds the container image (make image) and runs it with podman and runc as
+# root; where they are missing, those tests are ignored, saying why.
+if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing podman and runc with apt-get"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc >/dev/null
+  else
+    echo "setup: podman or runc is missing, so make image fails and the image tests are ignored; install them (Debian/Ubuntu: sudo apt-get install podman runc)" >&2
   fi
 fi
 

@@ -10,12 +10,13 @@ trap 'rm -f "$log"' EXIT
 # Narrow permissions: loopback only, and as subprocesses only redis-server, redis-cli, openssl
 # (certificates for the TLS tests), this Deno, the tunnel's executable (SENTINEL_TUNNEL_BINARY, when
 # set: see tests/_tunnel.ts), sh (for install.sh; what it runs in turn is its own business),
-# shellcheck, promtool (the alert rules and /metrics, in metrics_test.ts) and Debian's Chromium (the
-# status page's browser tests).
+# shellcheck, promtool (the alert rules and /metrics, in metrics_test.ts), Debian's Chromium (the
+# status page's browser tests), and podman with bash (make image's build script) for the container
+# image's tests.
 tunnel_binary=${SENTINEL_TUNNEL_BINARY:+,$(readlink -f "$SENTINEL_TUNNEL_BINARY")}
 "$deno" test --sanitize-ops --sanitize-resources \
   --allow-net=127.0.0.1,localhost,[::1] \
-  --allow-run=redis-server,redis-cli,openssl,ip,"$(readlink -f "$deno")",sh,shellcheck,promtool,setpriv,/usr/bin/chromium"$tunnel_binary" \
+  --allow-run=redis-server,redis-cli,openssl,ip,"$(readlink -f "$deno")",sh,shellcheck,promtool,setpriv,/usr/bin/chromium,podman,bash"$tunnel_binary" \
   --allow-read --allow-write --allow-env \
   "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
