@@ -41,24 +41,27 @@ $(BUNDLE): setup deno.json deno.lock main.ts $(wildcard src/*/*.ts)
 
 bundle: $(BUNDLE)
 
-# A stand-in for the compiled binary where denort cannot be had: an executable that runs the bundle
-# the way dist/sentinel-tunnel runs its embedded copy, from any directory, with no deno.json, nothing
-# from Deno's cache (a cache of its own, --cached-only) and COMPILE_PERMISSIONS. `make test` runs the
-# suite through it, so the harness's binary path (SENTINEL_TUNNEL_BINARY) is what CI exercises.
+# A stand-in for the compiled binary where denort cannot be had. deno compile compiles the bundle
+# (below), so the stand-in runs those very bytes as the binary does: from any directory, with no
+# deno.json, nothing from Deno's cache (a cache of its own, --cached-only), no prompts and
+# COMPILE_PERMISSIONS. `make test` runs the suite through it, so the harness's binary path
+# (SENTINEL_TUNNEL_BINARY) is what CI exercises.
 $(STANDIN): $(BUNDLE) Makefile
 	@rm -rf dist/standin-deno-dir && mkdir -p dist/standin-deno-dir
 	@{ echo '#!/bin/sh'; \
 	  echo '# sentinel-tunnel stand-in, made by `make standin`: the bundle run as the compiled binary runs.'; \
 	  echo 'DENO_DIR="$(abspath dist/standin-deno-dir)"; export DENO_DIR'; \
-	  echo 'exec "$(abspath $(DENO))" run --quiet --no-config --cached-only $(COMPILE_PERMISSIONS) "$(abspath $(BUNDLE))" "$$@"'; \
+	  echo 'exec "$(abspath $(DENO))" run --quiet --no-config --cached-only --no-prompt $(COMPILE_PERMISSIONS) "$(abspath $(BUNDLE))" "$$@"'; \
 	} >$(STANDIN).tmp && chmod +x $(STANDIN).tmp && mv $(STANDIN).tmp $(STANDIN)
 	@$(call check_binary,$(STANDIN))
 
 standin: $(STANDIN)
 
-# dist/sentinel-tunnel with deno compile, plus the bundle. deno compile downloads a runtime (denort)
-# from dl.deno.land unless DENORT_BIN names one; the machines here cannot reach it, so it compiles
-# only with DENORT_BIN, or with DENORT_DOWNLOAD=1 where dl.deno.land is reachable (the release workflow).
+# dist/sentinel-tunnel with deno compile, from the bundle: the binary, the stand-in, the image and
+# the bundle users run hold the same JavaScript (and here Deno 2.9.6 overflowed its stack compiling
+# main.ts itself). deno compile downloads a runtime (denort) from dl.deno.land unless DENORT_BIN
+# names one; the machines here cannot reach it, so it compiles only with DENORT_BIN, or with
+# DENORT_DOWNLOAD=1 where dl.deno.land is reachable (the release workflow).
 build: bundle
 	@set -euo pipefail; \
 	if [ -z "$${DENORT_BIN:-}" ] && [ "$${DENORT_DOWNLOAD:-}" != 1 ]; then \
@@ -69,7 +72,7 @@ build: bundle
 	  [ -f "$$DENORT_BIN" ] && [ -x "$$DENORT_BIN" ] || { echo "make build: DENORT_BIN=$$DENORT_BIN is not an executable file" >&2; exit 1; }; \
 	fi; \
 	rm -f $(BINARY); \
-	$(DENO) compile $(COMPILE_FLAGS) --output $(BINARY) main.ts; \
+	$(DENO) compile $(COMPILE_FLAGS) --output $(BINARY) $(BUNDLE); \
 	$(call check_binary,$(BINARY))
 
 # Release artifacts in dist/release: a binary per target (deno compile cross-compiles, downloading
@@ -81,6 +84,12 @@ release: bundle
 	@set -euo pipefail; \
 	rm -rf $(RELEASE_DIR); mkdir -p $(RELEASE_DIR); \
 	host=$$($(DENO) eval 'console.log(Deno.build.target)'); \
+	if [ -n "$${TESTED_BINARY:-}" ] && [[ " $(RELEASE_TARGETS) " != *" $$host "* ]]; then \
+	  echo "make release: TESTED_BINARY=$$TESTED_BINARY is for this host ($$host), which RELEASE_TARGETS does not list" >&2; exit 1; \
+	fi; \
+	if [ "$${GITHUB_ACTIONS:-}" = true ] && [ -z "$${GITHUB_REPOSITORY:-}" ]; then \
+	  echo "make release: GITHUB_REPOSITORY is empty under GitHub Actions, so install.sh would name no repository; keep it in the environment (sudo -E)" >&2; exit 1; \
+	fi; \
 	for target in $(RELEASE_TARGETS); do \
 	  file=$(RELEASE_DIR)/sentinel-tunnel-$$target; \
 	  case $$target in *-windows-*) file=$$file.exe ;; esac; \
@@ -88,9 +97,9 @@ release: bundle
 	  if [ "$$target" = "$$host" ] && [ -n "$${TESTED_BINARY:-}" ]; then \
 	    cp "$$TESTED_BINARY" "$$file"; \
 	  elif [ "$$target" = "$$host" ] && [ -n "$${DENORT_BIN:-}" ]; then \
-	    $(DENO) compile $(COMPILE_FLAGS) --target "$$target" --output "$$file" main.ts; \
+	    $(DENO) compile $(COMPILE_FLAGS) --target "$$target" --output "$$file" $(BUNDLE); \
 	  else \
-	    env -u DENORT_BIN $(DENO) compile $(COMPILE_FLAGS) --target "$$target" --output "$$file" main.ts; \
+	    env -u DENORT_BIN $(DENO) compile $(COMPILE_FLAGS) --target "$$target" --output "$$file" $(BUNDLE); \
 	  fi; \
 	  if [ "$$target" = "$$host" ]; then $(call check_binary,$$file); fi; \
 	done; \

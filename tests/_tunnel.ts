@@ -54,9 +54,11 @@ export function tunnelCommand(args: string[]): TunnelCommand {
  */
 function binaryUnderTest(value: string | undefined): string | undefined {
   if (value === undefined || value === "") return undefined;
-  const path = isAbsolute(value) ? value : resolve(Deno.cwd(), value);
+  let path: string;
   let info: Deno.FileInfo;
   try {
+    // Symbolic links resolved, as .ci/test.sh resolves it for --allow-run.
+    path = Deno.realPathSync(isAbsolute(value) ? value : resolve(Deno.cwd(), value));
     info = Deno.statSync(path);
   } catch (error) {
     throw new Error(

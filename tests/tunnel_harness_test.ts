@@ -102,20 +102,66 @@ Deno.test("a SENTINEL_TUNNEL_BINARY that is no executable fails at load, saying 
   }
 });
 
-Deno.test("only tests/_tunnel.ts turns SENTINEL_TUNNEL_ENTRY into a command", async () => {
+/** The .ts files of `folder` and its subfolders. */
+async function* sources(folder: string): AsyncGenerator<string> {
+  for await (const entry of Deno.readDir(folder)) {
+    if (entry.isDirectory) yield* sources(join(folder, entry.name));
+    else if (entry.isFile && entry.name.endsWith(".ts")) yield join(folder, entry.name);
+  }
+}
+
+Deno.test("only tests/_tunnel.ts builds a command that runs the tunnel", async () => {
   const offenders: string[] = [];
   for (const folder of ["tests", "bench"]) {
-    for await (const entry of Deno.readDir(join(ROOT, folder))) {
-      if (!entry.isFile || !entry.name.endsWith(".ts") || entry.name === "_tunnel.ts") continue;
-      const text = await Deno.readTextFile(join(ROOT, folder, entry.name));
-      // A file that imports ENTRY or reads the variable itself could build its own `deno run`
+    for await (const path of sources(join(ROOT, folder))) {
+      if (path.endsWith("/tests/_tunnel.ts") || path.endsWith("/tunnel_harness_test.ts")) continue;
+      const text = await Deno.readTextFile(path);
+      const name = path.slice(ROOT.length);
+      // Importing ENTRY or reading the variable is how a file would build its own `deno run`
       // command; a bench script may set the variable (to pick the bundle) before loading the harness.
-      const importsEntry = /import\s*\{[^}]*\bENTRY\b[^}]*\}\s*from\s*"[./]*(tests\/)?_tunnel\.ts"/
-        .test(text);
-      const readsEntry = /Deno\.env\.get\("SENTINEL_TUNNEL_ENTRY"\)/.test(text) &&
-        !/Deno\.env\.set\("SENTINEL_TUNNEL_ENTRY"/.test(text);
-      if (importsEntry || readsEntry) offenders.push(`${folder}/${entry.name}`);
+      if (/import\s*\{[^}]*\bENTRY\b[^}]*\}\s*from\s*"[^"]*_tunnel\.ts"/.test(text)) {
+        offenders.push(`${name}: imports ENTRY`);
+      }
+      if (
+        /Deno\.env\.get\("SENTINEL_TUNNEL_ENTRY"\)/.test(text) &&
+        !/Deno\.env\.set\("SENTINEL_TUNNEL_ENTRY"/.test(text)
+      ) offenders.push(`${name}: reads SENTINEL_TUNNEL_ENTRY`);
+      // Deno itself asked to run the tunnel's script.
+      if (
+        /Deno\.execPath\(\)[\s\S]{0,400}?"run"[\s\S]{0,400}?(main\.ts|sentinel-tunnel\.js)/.test(
+          text,
+        )
+      ) {
+        offenders.push(`${name}: runs main.ts or the bundle with Deno.execPath()`);
+      }
     }
   }
   assert.deepEqual(offenders, [], "these files may start a tunnel without tunnelCommand()");
+});
+
+/** The words of the Makefile variable `name` (`NAME := ...`, continued lines included). */
+async function makefileWords(name: string): Promise<string[]> {
+  const makefile = await Deno.readTextFile(join(ROOT, "Makefile"));
+  const match = new RegExp(`^${name} := ((?:.*\\\\\n)*.*)$`, "m").exec(makefile);
+  assert.ok(match, `the Makefile sets no ${name}`);
+  return match[1]!.replaceAll("\\\n", " ").split(/\s+/).filter((word) => word !== "");
+}
+
+Deno.test("deno run gives the tunnel exactly the permissions compiled into the binary", async () => {
+  const { success, stdout, stderr } = await inHarness(
+    `import { tunnelCommand } from ${JSON.stringify(HARNESS)};
+     console.log(JSON.stringify(tunnelCommand([])));`,
+    { SENTINEL_TUNNEL_ENTRY: "dist/sentinel-tunnel.js" },
+  );
+  assert.ok(success, stderr);
+  const { args } = JSON.parse(stdout.split("\n").at(-1)!) as { args: string[] };
+  const permissions = args.filter((arg) => arg.startsWith("--allow-"));
+  assert.deepEqual(permissions, await makefileWords("COMPILE_PERMISSIONS"));
+});
+
+Deno.test("deno compile compiles the bundle, the bytes every test runs", async () => {
+  const makefile = await Deno.readTextFile(join(ROOT, "Makefile"));
+  const compiles = makefile.split("\n").filter((line) => /\$\(DENO\) compile /.test(line));
+  assert.ok(compiles.length >= 2, "no deno compile in the Makefile");
+  for (const line of compiles) assert.match(line, /\$\(BUNDLE\); \\$/, line);
 });
