@@ -75,8 +75,9 @@ if ! command -v promtool >/dev/null 2>&1; then
   fi
 fi
 
-# The TLS tests make their certificates with openssl; the dual-stack test needs ip (iproute2), as root.
-for need in openssl:openssl ip:iproute2; do
+# The TLS tests make their certificates with openssl; the dual-stack test needs ip (iproute2), as
+# root; the release smoke test (tests/smoke_binary_test.ts) asks /readyz with curl.
+for need in openssl:openssl ip:iproute2 curl:curl; do
   command=${need%%:*} package=${need#*:}
   command -v "$command" >/dev/null 2>&1 && continue
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -94,7 +95,8 @@ if [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing chromium with apt-get"
     apt-get update -qq >/dev/null
-    # Ubuntu (the release workflow's runner) has no such package: skip those tests there.
+    # Ubuntu has no such package (GitHub's Ubuntu images carry a Chromium at /usr/bin/chromium of
+    # their own, so this is not reached there); elsewhere the tests are then skipped.
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null ||
       echo "setup: apt-get could not install chromium, so the status page's browser tests are skipped" >&2
   else
@@ -104,11 +106,16 @@ fi
 
 # tests/image_test.ts builds the container image (make image) and runs it with podman and runc as
 # root; where they are missing, those tests are ignored, saying why.
+# Each only where it is missing: a runc from elsewhere (GitHub's images carry moby-runc) conflicts
+# with Debian's runc package.
 if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing podman and runc with apt-get"
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc >/dev/null
+    for package in podman runc; do
+      command -v "$package" >/dev/null 2>&1 && continue
+      echo "setup: installing $package with apt-get"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
+    done
   else
     echo "setup: podman or runc is missing, so make image fails and the image tests are ignored; install them (Debian/Ubuntu: sudo apt-get install podman runc)" >&2
   fi

