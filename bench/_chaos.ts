@@ -33,6 +33,7 @@ import {
   type BedRedis,
   type NetworkDeployment,
   startNetworkDeployment,
+  subscribeToSwitches,
 } from "../tests/_network_deployment.ts";
 import { TUNNEL_UNDER_TEST } from "../tests/_tunnel.ts";
 import { type HaproxyAvailability, haproxyConfig } from "./_haproxy.ts";
@@ -280,34 +281,13 @@ class SwitchLog implements AsyncDisposable {
 
   constructor(sentinels: readonly BedRedis[], masterName: string) {
     for (const sentinel of sentinels) {
-      const subscriber = sentinel.host.run("redis-cli", [
-        ...["-h", sentinel.host.ip, "-p", `${sentinel.port}`],
-        ...["--csv", "subscribe", "+switch-master"],
-      ], { stdout: "piped" });
-      this.#subscribers.push(subscriber);
-      this.#readers.push((async () => {
-        let buffer = "";
-        try {
-          for await (const chunk of subscriber.child.stdout.pipeThrough(new TextDecoderStream())) {
-            buffer += chunk;
-            let newline;
-            while ((newline = buffer.indexOf("\n")) !== -1) {
-              const line = buffer.slice(0, newline).trim();
-              buffer = buffer.slice(newline + 1);
-              const match = /^"message","\+switch-master","([^"]*)"$/.exec(line);
-              if (!match?.[1]) continue;
-              const [name, oldIp, oldPort, ip, port] = match[1].split(" ");
-              if (name !== masterName) continue;
-              this.events.push({
-                at: Date.now(),
-                from: `${oldIp}:${oldPort}`,
-                to: `${ip}:${port}`,
-                sentinel: sentinel.address,
-              });
-            }
-          }
-        } catch { /* killed */ }
-      })());
+      const subscription = subscribeToSwitches(sentinel, {
+        onSwitch: ({ name, seenAt: at, from, to, sentinel }) => {
+          if (name === masterName) this.events.push({ at, from, to, sentinel });
+        },
+      });
+      this.#subscribers.push(subscription.process);
+      this.#readers.push(subscription.done);
     }
   }
 

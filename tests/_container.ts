@@ -17,6 +17,7 @@
  * @module
  */
 import { fileURLToPath } from "node:url";
+import { JsonLines, parseLogLine } from "./_json_lines.ts";
 import type { LogRecord } from "./_tunnel.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
@@ -49,6 +50,30 @@ export async function podman(...args: string[]): Promise<string> {
     );
   }
   return stdout.trim();
+}
+
+/**
+ * A podman secret made from a file on the host, as podman and Kubernetes deliver secrets; `await
+ * using` removes the secret and the file.
+ */
+export async function podmanSecret(
+  name: string,
+  value: string,
+): Promise<AsyncDisposable & { name: string }> {
+  const file = await Deno.makeTempFile({ prefix: "st-secret-" });
+  await Deno.writeTextFile(file, value);
+  await podman("secret", "rm", name).catch(() => {});
+  await podman("secret", "create", name, file).catch(async (error) => {
+    await Deno.remove(file).catch(() => {});
+    throw error;
+  });
+  return {
+    name,
+    async [Symbol.asyncDispose]() {
+      await podman("secret", "rm", name).catch(() => {});
+      await Deno.remove(file).catch(() => {});
+    },
+  };
 }
 
 /**
@@ -142,7 +167,7 @@ export interface Container extends AsyncDisposable {
   readonly name: string;
   /** Every log line so far, parsed (sentinel-tunnel logs JSON when stderr is not a terminal). */
   readonly logs: LogRecord[];
-  /** Waits for a log line that matches; throws with the logs so far after `timeoutMs`. */
+  /** Waits for a log line that matches; throws with the last lines after `timeoutMs`. */
   waitForLog(match: (record: LogRecord) => boolean, timeoutMs?: number): Promise<LogRecord>;
   /** The host's pid of the container's first process, sentinel-tunnel. */
   pid(): Promise<number>;
@@ -188,57 +213,15 @@ export function runContainer(image: string, options: RunContainerOptions = {}): 
     stdout: "null",
     stderr: "piped",
   }).spawn();
-  const logs: LogRecord[] = [];
-  let changed = Promise.withResolvers<void>();
-  const reading = (async () => {
-    let pending = "";
-    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
-      pending += chunk;
-      let newline;
-      while ((newline = pending.indexOf("\n")) !== -1) {
-        const line = pending.slice(0, newline);
-        pending = pending.slice(newline + 1);
-        if (line.trim() === "") continue;
-        try {
-          logs.push(JSON.parse(line));
-        } catch {
-          logs.push({ message: line, level: "RAW" });
-        }
-        changed.resolve();
-        changed = Promise.withResolvers();
-      }
-    }
-    changed.resolve();
-  })();
+  const lines = new JsonLines<LogRecord>(child.stderr, parseLogLine);
   let exited = false;
   const status = child.status.finally(() => exited = true);
-  const describeLogs = () => logs.map((l) => JSON.stringify(l)).join("\n");
   return {
     name,
-    logs,
+    logs: lines.records,
     status,
-    async waitForLog(match, timeoutMs = 15_000) {
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const found = logs.find(match);
-        if (found) return found;
-        const remaining = deadline - Date.now();
-        if (remaining <= 0 || exited) {
-          throw new Error(
-            `No matching log line of container ${name} within ${timeoutMs} ms${
-              exited ? " (it exited)" : ""
-            }; logs:\n${describeLogs()}`,
-          );
-        }
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        await Promise.race([
-          changed.promise,
-          status,
-          new Promise((resolve) => timer = setTimeout(resolve, Math.min(remaining, 200))),
-        ]);
-        clearTimeout(timer);
-      }
-    },
+    waitForLog: (match, timeoutMs = 15_000) =>
+      lines.waitFor(match, timeoutMs, `log line of container ${name}`),
     async pid() {
       const pid = Number(await podman("inspect", "--format", "{{.State.Pid}}", name));
       if (!(pid > 0)) throw new Error(`container ${name} has no running process (pid ${pid})`);
@@ -255,7 +238,7 @@ export function runContainer(image: string, options: RunContainerOptions = {}): 
         }).output();
       }
       await status;
-      await reading;
+      await lines.done;
     },
   };
 }

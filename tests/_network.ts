@@ -62,6 +62,7 @@
  * @module
  */
 import { fileURLToPath } from "node:url";
+import { JsonLines, parseLogLine } from "./_json_lines.ts";
 import { tunnelCommand } from "./_tunnel.ts";
 
 /** The script the tunnel runs from: the bundle under `make test`, as in `_tunnel.ts`. */
@@ -636,59 +637,6 @@ export async function tryConnect(
   return JSON.parse(text.split("\n").at(-1) ?? "{}") as ConnectResult;
 }
 
-/** JSON lines read from a stream as they come, with a wait for a match. */
-class JsonLines<T> {
-  readonly records: T[] = [];
-  readonly done: Promise<void>;
-  #changed = Promise.withResolvers<void>();
-  #ended = false;
-
-  constructor(stream: ReadableStream<Uint8Array>, parse: (line: string) => T) {
-    this.done = (async () => {
-      let pending = "";
-      try {
-        for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-          pending += chunk;
-          let newline;
-          while ((newline = pending.indexOf("\n")) !== -1) {
-            const line = pending.slice(0, newline).trim();
-            pending = pending.slice(newline + 1);
-            if (line === "") continue;
-            this.records.push(parse(line));
-            this.#changed.resolve();
-            this.#changed = Promise.withResolvers();
-          }
-        }
-      } catch { /* the process is gone */ }
-      this.#ended = true;
-      this.#changed.resolve();
-    })();
-  }
-
-  async waitFor(match: (record: T) => boolean, timeoutMs: number, what: string): Promise<T> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const found = this.records.find(match);
-      if (found !== undefined) return found;
-      const remaining = deadline - Date.now();
-      if (remaining <= 0 || this.#ended) {
-        const tail = this.records.slice(-30).map((r) => JSON.stringify(r)).join("\n");
-        throw new Error(
-          `No matching ${what} within ${timeoutMs} ms${
-            this.#ended ? " (the process ended)" : ""
-          }; last lines:\n${tail}`,
-        );
-      }
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        this.#changed.promise,
-        new Promise((resolve) => timer = setTimeout(resolve, Math.min(remaining, 200))),
-      ]);
-      clearTimeout(timer);
-    }
-  }
-}
-
 /** Options for {@linkcode startTunnelOn}. */
 export interface BedTunnelOptions {
   /** More command-line options, such as `["--admin", "127.0.0.1:9121"]`. @default {[]} */
@@ -741,13 +689,7 @@ export async function startTunnelOn(
     stderr: "piped",
     ...(options.env ? { env: options.env } : {}),
   });
-  const lines = new JsonLines<LogRecord>(process.child.stderr, (line) => {
-    try {
-      return JSON.parse(line) as LogRecord;
-    } catch {
-      return { message: line, level: "RAW" };
-    }
-  });
+  const lines = new JsonLines<LogRecord>(process.child.stderr, parseLogLine);
   let stopped: Promise<Deno.CommandStatus> | undefined;
   const stop = () =>
     stopped ??= (async () => {

@@ -510,6 +510,62 @@ class Deployment implements NetworkDeployment {
   }
 }
 
+/** A `+switch-master` as one Sentinel published it. */
+export interface PublishedSwitch {
+  /** The master name. */
+  name: string;
+  /** `"ip:port"` of the old master and the new one. */
+  from: string;
+  to: string;
+  /** The Sentinel that published it, `"ip:port"`. */
+  sentinel: string;
+  /** `Date.now()` when it was read. */
+  seenAt: number;
+}
+
+/**
+ * Subscribes to `+switch-master` on `sentinel` with `redis-cli`, in the Sentinel's own namespace
+ * (so that a cut never hides it), and calls `onSwitch` for each one it publishes and `onSubscribed`
+ * once the subscription is confirmed. `done` settles when the subscriber ends; disposing `process`
+ * ends it.
+ */
+export function subscribeToSwitches(
+  sentinel: BedRedis,
+  handlers: { onSwitch(published: PublishedSwitch): void; onSubscribed?(): void },
+): { process: HostProcess; done: Promise<void> } {
+  const process = sentinel.host.run("redis-cli", [
+    ...["-h", sentinel.host.ip, "-p", `${sentinel.port}`],
+    ...["--csv", "subscribe", "+switch-master"],
+  ], { stdout: "piped" });
+  const done = (async () => {
+    let buffer = "";
+    try {
+      for await (const chunk of process.child.stdout.pipeThrough(new TextDecoderStream())) {
+        buffer += chunk;
+        let newline;
+        while ((newline = buffer.indexOf("\n")) !== -1) {
+          const line = buffer.slice(0, newline).trim();
+          buffer = buffer.slice(newline + 1);
+          if (line.startsWith('"subscribe","+switch-master"')) handlers.onSubscribed?.();
+          const match = /^"message","\+switch-master","([^"]*)"$/.exec(line);
+          if (!match?.[1]) continue;
+          const seenAt = Date.now();
+          // "<name> <old-ip> <old-port> <new-ip> <new-port>"
+          const [name = "", oldIp, oldPort, ip, port] = match[1].split(" ");
+          handlers.onSwitch({
+            name,
+            from: `${oldIp}:${oldPort}`,
+            to: `${ip}:${port}`,
+            sentinel: sentinel.address,
+            seenAt,
+          });
+        }
+      }
+    } catch { /* killed */ }
+  })();
+  return { process, done };
+}
+
 /** One `redis-cli --csv subscribe +switch-master` per Sentinel; the first message wins. */
 class SwitchWatch implements BedSwitchWatch {
   readonly next: Promise<BedSwitchEvent>;
@@ -554,48 +610,21 @@ class SwitchWatch implements BedSwitchWatch {
       return;
     }
     const confirmations = sentinels.map((sentinel) => {
-      const subscriber = sentinel.host.run("redis-cli", [
-        "-h",
-        sentinel.host.ip,
-        "-p",
-        `${sentinel.port}`,
-        "--csv",
-        "subscribe",
-        "+switch-master",
-      ], { stdout: "piped" });
-      this.#subscribers.push(subscriber);
       const confirmed = Promise.withResolvers<void>();
-      const reader = (async () => {
-        let buffer = "";
-        try {
-          for await (const chunk of subscriber.child.stdout.pipeThrough(new TextDecoderStream())) {
-            buffer += chunk;
-            let newline;
-            while ((newline = buffer.indexOf("\n")) !== -1) {
-              const line = buffer.slice(0, newline).trim();
-              buffer = buffer.slice(newline + 1);
-              if (line.startsWith('"subscribe","+switch-master"')) confirmed.resolve();
-              const match = /^"message","\+switch-master","([^"]*)"$/.exec(line);
-              if (!match?.[1]) continue;
-              const seenAt = Date.now();
-              // "<name> <old-ip> <old-port> <new-ip> <new-port>"
-              const [master, oldIp, oldPort, ip, port] = match[1].split(" ");
-              if (master === name) {
-                this.#settle({
-                  address: `${ip}:${port}`,
-                  from: `${oldIp}:${oldPort}`,
-                  sentinel: sentinel.address,
-                  seenAt,
-                });
-              }
-            }
-          }
-        } catch { /* killed */ }
+      const subscription = subscribeToSwitches(sentinel, {
+        onSubscribed: confirmed.resolve,
+        onSwitch: (published) => {
+          if (published.name !== name) return;
+          const { to: address, from, sentinel, seenAt } = published;
+          this.#settle({ address, from, sentinel, seenAt });
+        },
+      });
+      this.#subscribers.push(subscription.process);
+      this.#readers.push(subscription.done.then(() =>
         confirmed.reject(
           new Error(`Cannot subscribe to +switch-master on Sentinel "${sentinel.address}"`),
-        );
-      })();
-      this.#readers.push(reader);
+        )
+      ));
       return confirmed.promise;
     });
     this.confirmed = Promise.all(confirmations).then(() => {});

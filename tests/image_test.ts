@@ -24,6 +24,7 @@ import {
   containersUnavailable,
   cpuSeconds,
   podman,
+  podmanSecret,
   procStatus,
   runContainer,
 } from "./_container.ts";
@@ -110,17 +111,8 @@ Deno.test({
 
     // The password reaches the container as podman and Kubernetes deliver secrets: from a file
     // on the host, into the variable that SENTINEL_TUNNEL_MASTER_PASSWORD names (passwordEnv).
-    const secretFile = await Deno.makeTempFile({ prefix: "st-secret-" });
-    await Deno.writeTextFile(secretFile, password);
-    const secret = `st-test-${Deno.pid}-redis-password`;
-    await podman("secret", "rm", secret).catch(() => {});
-    await podman("secret", "create", secret, secretFile);
-    await using _secret = {
-      async [Symbol.asyncDispose]() {
-        await podman("secret", "rm", secret).catch(() => {});
-        await Deno.remove(secretFile).catch(() => {});
-      },
-    };
+    await using secretFromFile = await podmanSecret(`st-test-${Deno.pid}-redis-password`, password);
+    const secret = secretFromFile.name;
 
     const port = freePort();
     const admin = freePort();
@@ -260,17 +252,11 @@ Deno.test({
     await Deno.chmod(configDir, 0o755);
     await Deno.writeTextFile(`${configDir}/tunnel.jsonc`, config, { mode: 0o644 });
 
-    const secretFile = await Deno.makeTempFile({ prefix: "st-secret-" });
-    await Deno.writeTextFile(secretFile, password);
-    const secret = `st-test-${Deno.pid}-configmap-password`;
-    await podman("secret", "rm", secret).catch(() => {});
-    await podman("secret", "create", secret, secretFile);
-    await using _secret = {
-      async [Symbol.asyncDispose]() {
-        await podman("secret", "rm", secret).catch(() => {});
-        await Deno.remove(secretFile).catch(() => {});
-      },
-    };
+    await using secretFromFile = await podmanSecret(
+      `st-test-${Deno.pid}-configmap-password`,
+      password,
+    );
+    const secret = secretFromFile.name;
 
     const container = runContainer(image, {
       podmanArgs: [
