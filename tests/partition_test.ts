@@ -54,16 +54,28 @@ async function sleep(ms: number): Promise<void> {
   await new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** Polls `check` every 100 ms until it holds; throws naming `what` after `timeoutMs`. */
+/**
+ * Polls `check` every 100 ms until it holds; throws naming `what` (and the last
+ * error `check` threw, if any) after `timeoutMs`. A check that throws counts as
+ * "not yet": when Sentinel turns a node into a replica it ends the node's
+ * normal clients (`CLIENT KILL TYPE normal`), a poll among them.
+ */
 async function waitUntil(
   what: string,
   check: () => Promise<boolean>,
   timeoutMs: number,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
+  let lastError: unknown;
+  for (;;) {
+    try {
+      if (await check()) return;
+    } catch (error) {
+      lastError = error;
+    }
     if (Date.now() > deadline) {
-      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
+      const last = lastError === undefined ? "" : `; the last check failed: ${lastError}`;
+      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}${last}`);
     }
     await sleep(100);
   }
@@ -231,7 +243,7 @@ Deno.test({
 
     await bed.heal();
     const healedAt = Date.now();
-    const roleAtHeal = await deployment.roleOf(oldMaster);
+    const roleAtHeal = await deployment.roleOf(oldMaster).catch((error) => `no reply (${error})`);
     await waitUntil(
       "Sentinel to turn the old master into a replica",
       async () => await deployment.roleOf(oldMaster) === "slave",
