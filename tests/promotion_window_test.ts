@@ -118,7 +118,8 @@ async function waitReplicasLinked(deployment: Deployment, masterPort: number, ti
   const replicas = deployment.nodes.filter((n) => n.port !== masterPort && n.state === "running");
   for (const node of replicas) {
     for (;;) {
-      const info = await replication(deployment, node);
+      // Sentinel ends a node's normal clients when it reconfigures it: a failed poll is "not yet".
+      const info = await replication(deployment, node).catch(() => new Map<string, string>());
       if (
         info.get("role") === "slave" && info.get("master_port") === String(masterPort) &&
         info.get("master_link_status") === "up"
