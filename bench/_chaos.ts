@@ -32,6 +32,7 @@ import {
 import {
   type BedRedis,
   type NetworkDeployment,
+  parseInfo,
   startNetworkDeployment,
   subscribeToSwitches,
 } from "../tests/_network_deployment.ts";
@@ -1026,15 +1027,6 @@ function int(value: number): string {
 
 function sum(values: readonly number[]): number {
   return values.reduce((a, b) => a + b, 0);
-}
-
-function parseInfo(text: string): Map<string, string> {
-  const info = new Map<string, string>();
-  for (const line of text.split(/\r?\n/)) {
-    const colon = line.indexOf(":");
-    if (colon > 0 && !line.startsWith("#")) info.set(line.slice(0, colon), line.slice(colon + 1));
-  }
-  return info;
 }
 
 function errorMessage(error: unknown): string {

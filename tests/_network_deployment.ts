@@ -662,7 +662,8 @@ async function waitLinkUp(replica: BedRedis): Promise<void> {
   );
 }
 
-function parseInfo(text: string): Map<string, string> {
+/** Parses `INFO` output (`key:value` lines) into a map. */
+export function parseInfo(text: string): Map<string, string> {
   const info = new Map<string, string>();
   for (const line of text.split(/\r?\n/)) {
     const colon = line.indexOf(":");
